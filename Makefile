@@ -1,0 +1,37 @@
+# Two commands do everything on a fresh machine: `make run` and `make test`.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test lint format bench bench-quick clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/dkron-nats agent --server $(ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check dkron_nats tests bench
+	$(BIN)/ruff format --check dkron_nats tests bench
+	$(BIN)/mypy
+
+format: $(STAMP)
+	$(BIN)/ruff format dkron_nats tests bench
+	$(BIN)/ruff check --fix dkron_nats tests bench
+
+test: lint
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	$(BIN)/python -m bench.lateness
+
+bench-quick: $(STAMP)
+	$(BIN)/python -m bench.lateness --quick
+
+clean:
+	rm -rf $(VENV) dkron.data .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,3 @@
+from dkron_nats.cli import main
+
+main()

@@ -1,0 +1,176 @@
+"""Runs the executions the leader sends to this node.
+
+A run request is claimed by creating its execution record (create-if-absent), then acknowledged, then
+executed. A repeated request for the same execution finds the record and is refused as a duplicate, so no
+node ever runs the same launch twice. Requests carrying an older fencing token than one already seen
+come from a deposed leader and are refused.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import anyio
+import msgspec
+from anyio.abc import TaskGroup, TaskStatus
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+
+from dkron_nats.agent.executor import ExecutionContext, OutputBuffer
+from dkron_nats.agent.registry import ExecutorRegistry
+from dkron_nats.kv.executions import ExecutionStore
+from dkron_nats.kv.typed import with_retry
+from dkron_nats.models import Execution, ExecutionResult, JobSpec, RunReply, RunRequest, decode, encode
+from dkron_nats.subjects import AGENT_BUSY, result_subject, run_subject
+from dkron_nats.timefmt import utcnow
+
+logger = logging.getLogger(__name__)
+BUSY_OUTPUT_TAIL = 4096
+
+
+@dataclass(slots=True)
+class Running:
+    execution: Execution
+    output: OutputBuffer
+    cancel: anyio.CancelScope = field(default_factory=anyio.CancelScope)
+
+
+class Agent:
+    def __init__(
+        self,
+        nc: Client,
+        js: JetStreamContext,
+        node: str,
+        executions: ExecutionStore,
+        executors: ExecutorRegistry,
+        shutdown_grace: float = 30.0,
+    ) -> None:
+        self.nc = nc
+        self.js = js
+        self.node = node
+        self.executions = executions
+        self.executors = executors
+        self.shutdown_grace = shutdown_grace
+        self.highest_fence = 0
+        self.running: dict[str, Running] = {}
+        self._intake = anyio.CancelScope()
+        self._idle = anyio.Event()
+
+    def stop(self) -> None:
+        """Stop taking run requests; `run` then drains the running executions and returns."""
+        self._intake.cancel()
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        runs = await self.nc.subscribe(run_subject(self.node), queue=self.node)
+        busy = await self.nc.subscribe(AGENT_BUSY)
+        async with anyio.create_task_group() as work:
+            with self._intake:
+                async with anyio.create_task_group() as intake:
+                    intake.start_soon(self._serve_busy, busy)
+                    task_status.started()
+                    async for msg in runs.messages:
+                        await self._accept(msg, work)
+            with anyio.CancelScope(shield=True):
+                await runs.unsubscribe()
+                await busy.unsubscribe()
+            await self._drain()
+
+    async def _drain(self) -> None:
+        """Give running executions the shutdown grace, then cancel them (their results say why)."""
+        if not self.running:
+            return
+        logger.info("waiting up to %gs for %d running executions", self.shutdown_grace, len(self.running))
+        with anyio.move_on_after(self.shutdown_grace):
+            await self._idle.wait()
+        for running in self.running.values():
+            running.output.append(b"\nexecution cancelled: the agent is shutting down\n")
+            running.cancel.cancel()
+
+    async def _accept(self, msg: Msg, work: TaskGroup) -> None:
+        try:
+            request = decode(msg.data, RunRequest)
+        except msgspec.DecodeError as exc:
+            await msg.respond(encode(RunReply(ok=False, error=f"undecodable run request: {exc}")))
+            return
+        fence = request.execution.fence
+        if fence < self.highest_fence:
+            error = f"stale leader: fence {fence} is older than {self.highest_fence}"
+            await msg.respond(encode(RunReply(ok=False, error=error)))
+            return
+        self.highest_fence = fence
+        execution = msgspec.structs.replace(
+            request.execution, node_name=self.node, started_at=utcnow(), status="running"
+        )
+        if not await self.executions.claim(execution):
+            await msg.respond(encode(RunReply(ok=False, error="duplicate")))
+            return
+        running = Running(execution, OutputBuffer())
+        self.running[execution.id] = running
+        await msg.respond(encode(RunReply(ok=True)))
+        work.start_soon(self._execute, request.job, running, request.siblings)
+
+    async def _execute(self, job: JobSpec, running: Running, siblings: list[str]) -> None:
+        ex = running.execution
+        success, error = False, ""
+        try:
+            with running.cancel:
+                success, error = await self._run_executor(job, running)
+            if running.cancel.cancelled_caught:
+                error = "cancelled"
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self._report(ex, running.output, success, error, siblings)
+                del self.running[ex.id]
+                if not self.running:
+                    self._idle.set()
+                    self._idle = anyio.Event()
+
+    async def _run_executor(self, job: JobSpec, running: Running) -> tuple[bool, str]:
+        ex = running.execution
+        executor = self.executors.get(job.executor)
+        if executor is None:
+            return False, f"Specified executor is not present: {job.executor or '(none)'}"
+        ctx = ExecutionContext(
+            job_name=job.name,
+            execution_id=ex.id,
+            node_name=self.node,
+            attempt=ex.attempt,
+            scheduled_at=ex.scheduled_at,
+        )
+        try:
+            result = await executor.execute(job.executor_config or {}, ctx, running.output)
+        except Exception as exc:
+            # A plugin that raises fails its execution, never the agent.
+            logger.exception("executor %s raised while running %s", job.executor, job.name)
+            return False, f"executor {job.executor} failed: {exc}"
+        return result.success, result.error
+
+    async def _report(
+        self, ex: Execution, output: OutputBuffer, success: bool, error: str, siblings: list[str]
+    ) -> None:
+        if error:
+            output.append(f"\n{error}\n".encode() if output.text() else f"{error}\n".encode())
+        done = msgspec.structs.replace(
+            ex,
+            finished_at=utcnow(),
+            success=success,
+            output=output.text(),
+            status="success" if success else "failed",
+        )
+        payload = encode(ExecutionResult(execution=done, siblings=siblings))
+        headers = {"Nats-Msg-Id": ExecutionStore.key(ex.job_name, ex.id)}
+        await with_retry(
+            lambda: self.js.publish(result_subject(self.node), payload, headers=headers),
+            attempts=30,
+            what="result publish",
+        )
+
+    async def _serve_busy(self, sub: object) -> None:
+        async for msg in sub.messages:  # type: ignore[attr-defined]
+            busy = []
+            for running in self.running.values():
+                tail = running.output.text()[-BUSY_OUTPUT_TAIL:]
+                busy.append(msgspec.structs.replace(running.execution, output=tail))
+            await msg.respond(encode(busy))

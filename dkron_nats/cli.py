@@ -1,0 +1,251 @@
+"""The `dkron-nats` command line. The only place that configures logging and installs signal handlers."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import anyio
+import click
+
+from dkron_nats.config import (
+    ENV_PREFIX,
+    ConfigError,
+    Settings,
+    default_node_name,
+    load_config_file,
+    parse_tags,
+)
+from dkron_nats.durations import parse_go_duration
+from dkron_nats.names import is_token
+from dkron_nats.version import VERSION
+
+LOG_LEVELS = ["debug", "info", "warn", "warning", "error", "fatal", "panic"]
+
+
+def _env(name: str) -> str:
+    return ENV_PREFIX + name.upper().replace("-", "_")
+
+
+def _load_config(ctx: click.Context, _: click.Parameter, value: str | None) -> None:
+    """Read the config file into click's default map, so flags and environment still win."""
+    if not value:
+        return
+    command = ctx.command
+    known = {p.name: p for p in command.params if p.name and p.name != "config"}
+    defaults: dict[str, Any] = {}
+    try:
+        data = load_config_file(Path(value))
+    except ConfigError as exc:
+        raise click.BadParameter(str(exc), param_hint="--config") from None
+    for raw_key, item in data.items():
+        key = str(raw_key).replace("-", "_")
+        if key == "tags" and isinstance(item, dict):
+            defaults["tag"] = [f"{k}={v}" for k, v in item.items()]
+            continue
+        if key == "nats_url" and isinstance(item, str):
+            item = [item]
+        if key not in known:
+            raise click.BadParameter(
+                f"unknown setting {raw_key!r} in config file {value}", param_hint="--config"
+            )
+        defaults[key] = item
+    ctx.default_map = {**(ctx.default_map or {}), **defaults}
+
+
+def _duration(ctx: click.Context, param: click.Parameter, value: str) -> timedelta:
+    try:
+        return parse_go_duration(str(value))
+    except ValueError as exc:
+        raise click.BadParameter(f"{exc}; use a duration like 30s, 5m or 1h") from None
+
+
+def _node_name(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    if not is_token(value):
+        raise click.BadParameter(
+            f"{value!r}: a node name may only contain letters, digits, '_' and '-' (max 64)"
+        )
+    return value
+
+
+def _addr(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    _, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise click.BadParameter(f"{value!r}: use host:port or :port, e.g. :8080")
+    return value
+
+
+@click.group()
+@click.version_option(VERSION, prog_name="dkron-nats")
+def main() -> None:
+    """dkron-nats: distributed, fault-tolerant cron on NATS JetStream (Dkron-compatible)."""
+
+
+@main.command()
+@click.option(
+    "--config",
+    type=click.Path(dir_okay=False),
+    callback=_load_config,
+    is_eager=True,
+    expose_value=False,
+    help="YAML, JSON or TOML file whose keys are the flag names.",
+    envvar=_env("config"),
+)
+@click.option(
+    "--server", is_flag=True, envvar=_env("server"), help="Run the API and take part in leader election."
+)
+@click.option(
+    "--node-name",
+    default=default_node_name,
+    callback=_node_name,
+    envvar=_env("node-name"),
+    show_default="host name",
+)
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("dkron.data"),
+    envvar=_env("data-dir"),
+    show_default=True,
+    help="Where the embedded NATS keeps JetStream data.",
+)
+@click.option("--http-addr", default=":8080", callback=_addr, envvar=_env("http-addr"), show_default=True)
+@click.option("--tag", multiple=True, envvar=_env("tag"), help="Node tag key=value (repeatable).")
+@click.option(
+    "--log-level",
+    type=click.Choice(LOG_LEVELS, case_sensitive=False),
+    default="info",
+    envvar=_env("log-level"),
+    show_default=True,
+)
+@click.option(
+    "--nats-url",
+    multiple=True,
+    envvar=_env("nats-url"),
+    help="Join this NATS (repeatable). Without it an embedded nats-server is started.",
+)
+@click.option(
+    "--nats-listen",
+    default="127.0.0.1:4222",
+    callback=_addr,
+    envvar=_env("nats-listen"),
+    show_default=True,
+    help="Client address of the embedded nats-server.",
+)
+@click.option("--datacenter", default="dc1", envvar=_env("datacenter"), show_default=True)
+@click.option("--region", default="global", envvar=_env("region"), show_default=True)
+@click.option(
+    "--lease-ttl",
+    type=click.FloatRange(2, 300),
+    default=15.0,
+    envvar=_env("lease-ttl"),
+    show_default=True,
+    help="Seconds a leader lease lives without renewal.",
+)
+@click.option(
+    "--max-executions",
+    type=click.IntRange(1, 100_000),
+    default=100,
+    envvar=_env("max-executions"),
+    show_default=True,
+    help="Execution records kept per job.",
+)
+@click.option(
+    "--starting-deadline",
+    default="60s",
+    callback=_duration,
+    envvar=_env("starting-deadline"),
+    show_default=True,
+    help="A slot later than this is recorded as missed instead of run late.",
+)
+@click.option(
+    "--max-body-size",
+    type=click.IntRange(1024, 1 << 30),
+    default=1_048_576,
+    envvar=_env("max-body-size"),
+    show_default=True,
+    help="Largest accepted request body in bytes (413 above it).",
+)
+@click.option(
+    "--shutdown-grace",
+    default="30s",
+    callback=_duration,
+    envvar=_env("shutdown-grace"),
+    show_default=True,
+    help="How long running executions may finish on a graceful stop.",
+)
+def agent(**opts: Any) -> None:
+    """Run a node: an agent, or with --server also the API and the scheduler."""
+    try:
+        settings = _settings(opts)
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from None
+    _configure_logging(settings.log_level)
+    try:
+        anyio.run(_run_until_signalled, settings)
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+def _settings(opts: dict[str, Any]) -> Settings:
+    return Settings(
+        server=bool(opts["server"]),
+        node_name=opts["node_name"],
+        data_dir=opts["data_dir"],
+        http_addr=opts["http_addr"],
+        tags=parse_tags(list(opts["tag"])),
+        log_level=opts["log_level"].lower(),
+        nats_urls=tuple(opts["nats_url"]),
+        nats_listen=opts["nats_listen"],
+        datacenter=_token_setting("datacenter", opts["datacenter"]),
+        region=_token_setting("region", opts["region"]),
+        lease_ttl=opts["lease_ttl"],
+        max_executions=opts["max_executions"],
+        starting_deadline=opts["starting_deadline"],
+        max_body_size=opts["max_body_size"],
+        shutdown_grace=opts["shutdown_grace"],
+    )
+
+
+def _token_setting(name: str, value: str) -> str:
+    if not is_token(value):
+        raise ConfigError(f"--{name} {value!r}: only letters, digits, '_' and '-' are allowed")
+    return value
+
+
+def _configure_logging(level: str) -> None:
+    named = {"warn": "WARNING", "fatal": "CRITICAL", "panic": "CRITICAL"}.get(level, level.upper())
+    logging.basicConfig(
+        level=named, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+    logging.getLogger("nats").setLevel(logging.WARNING if named == "DEBUG" else logging.ERROR)
+
+
+async def _run_until_signalled(settings: Settings) -> None:
+    from dkron_nats.node import Node
+
+    stop = anyio.Event()
+    node = Node(settings, stop)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(_watch_signals, stop, tg.cancel_scope)
+        await node.run()
+        tg.cancel_scope.cancel()
+
+
+async def _watch_signals(stop: anyio.Event, scope: anyio.CancelScope) -> None:
+    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for signum in signals:
+            if stop.is_set():
+                logging.getLogger(__name__).warning("second signal %d: stopping now", signum)
+                scope.cancel()
+                return
+            logging.getLogger(__name__).info("signal %d: stopping gracefully", signum)
+            stop.set()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,88 @@
+"""Settings: one frozen object built once by the CLI (flags > environment > config file > defaults)."""
+
+from __future__ import annotations
+
+import json
+import socket
+import tomllib
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from dkron_nats.names import is_token
+
+ENV_PREFIX = "DKRON_NATS_"
+
+
+class ConfigError(ValueError):
+    """A setting is unknown or invalid; the message names it."""
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    server: bool = False
+    node_name: str = field(default_factory=lambda: default_node_name())
+    data_dir: Path = Path("dkron.data")
+    http_addr: str = ":8080"
+    tags: dict[str, str] = field(default_factory=dict)
+    log_level: str = "info"
+    nats_urls: tuple[str, ...] = ()
+    nats_listen: str = "127.0.0.1:4222"
+    datacenter: str = "dc1"
+    region: str = "global"
+    lease_ttl: float = 15.0
+    member_ttl: float = 10.0
+    max_executions: int = 100
+    starting_deadline: timedelta = timedelta(seconds=60)
+    max_body_size: int = 1_048_576
+    shutdown_grace: timedelta = timedelta(seconds=30)
+
+
+def default_node_name() -> str:
+    """The host name, reduced to the characters a node name may contain."""
+    raw = socket.gethostname().split(".")[0]
+    cleaned = "".join(ch if (ch.isalnum() and ch.isascii()) or ch in "_-" else "-" for ch in raw)
+    return cleaned[:64] or "node"
+
+
+def parse_tags(pairs: tuple[str, ...] | list[str] | dict[str, str]) -> dict[str, str]:
+    """`--tag k=v` pairs (or a mapping from a config file) into validated node tags."""
+    items = pairs.items() if isinstance(pairs, dict) else [_split_pair(p) for p in pairs]
+    tags: dict[str, str] = {}
+    for key, value in items:
+        if not is_token(str(key)) or not is_token(str(value)):
+            raise ConfigError(
+                f"invalid tag {key}={value}: keys and values may only hold letters, digits, '_', '-'"
+            )
+        tags[str(key)] = str(value)
+    return tags
+
+
+def _split_pair(pair: str) -> tuple[str, str]:
+    key, sep, value = pair.partition("=")
+    if not sep:
+        raise ConfigError(f"invalid tag {pair!r}: use --tag key=value")
+    return key, value
+
+
+def load_config_file(path: Path) -> dict[str, Any]:
+    """Read a YAML, JSON or TOML file whose keys are flag names (`node-name: web1`)."""
+    text = path.read_text()
+    suffix = path.suffix.lower()
+    try:
+        if suffix in (".yml", ".yaml"):
+            data = yaml.safe_load(text) or {}
+        elif suffix == ".json":
+            data = json.loads(text)
+        elif suffix == ".toml":
+            data = tomllib.loads(text)
+        else:
+            raise ConfigError(f"config file {path}: use a .yml, .yaml, .json or .toml file")
+    except (yaml.YAMLError, json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"config file {path} is not valid: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of setting names to values")
+    return data

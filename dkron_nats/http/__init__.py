@@ -1,0 +1,1 @@
+"""The Dkron-compatible REST API (Litestar)."""

@@ -1,0 +1,84 @@
+"""create_app(services) -> Litestar: routes, Dkron's error bodies and headers."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from litestar import Litestar, Request, Response
+from litestar.di import Provide
+from litestar.exceptions import HTTPException, NotFoundException
+from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
+
+from dkron_nats.errors import (
+    ConflictError,
+    DkronError,
+    ExecutionNotFoundError,
+    HasDependentsError,
+    JobNotFoundError,
+    NoLeaderError,
+    ParentNotFoundError,
+    PausedError,
+    PayloadError,
+    RunError,
+    ValidationError,
+)
+from dkron_nats.http import cluster_api, executions_api, jobs_api
+from dkron_nats.http.middleware import dkron_headers
+from dkron_nats.http.responses import text_response
+from dkron_nats.http.services import Services
+from dkron_nats.joblist import BadSortError
+
+logger = logging.getLogger(__name__)
+
+STATUS_OF: list[tuple[type[DkronError], int]] = [
+    (PayloadError, 400),
+    (ValidationError, 400),
+    (BadSortError, 400),
+    (ParentNotFoundError, 404),
+    (JobNotFoundError, 404),
+    (ExecutionNotFoundError, 404),
+    (HasDependentsError, 404),
+    (RunError, 404),
+    (PausedError, 503),
+    (NoLeaderError, 503),
+    (ConflictError, 409),
+]
+BODYLESS_404 = (JobNotFoundError, ExecutionNotFoundError)
+
+
+def _dkron_error(_: Request[Any, Any, Any], exc: DkronError) -> Response[bytes]:
+    for kind, status in STATUS_OF:
+        if isinstance(exc, kind):
+            return text_response("" if isinstance(exc, BODYLESS_404) else str(exc), status)
+    return text_response(str(exc), 500)
+
+
+def _http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes]:
+    if isinstance(exc, NotFoundException) or exc.status_code == 405:
+        return text_response("404 page not found", 404)
+    if exc.status_code == 413:
+        return text_response("request body too large: the limit is set by --max-body-size", 413)
+    return text_response(exc.detail or "error", exc.status_code)
+
+
+def _unexpected(_: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
+    logger.exception("unhandled error in the API", exc_info=exc)
+    return text_response(f"internal error: {exc}", HTTP_500_INTERNAL_SERVER_ERROR)
+
+
+def create_app(services: Services) -> Litestar:
+    return Litestar(
+        route_handlers=[*cluster_api.ROUTES, *jobs_api.ROUTES, *executions_api.ROUTES],
+        dependencies={"services": Provide(lambda: services, use_cache=True, sync_to_thread=False)},
+        exception_handlers={
+            DkronError: _dkron_error,
+            HTTPException: _http_error,
+            Exception: _unexpected,
+        },
+        middleware=[dkron_headers(services.node_name)],
+        request_max_body_size=services.max_body_bytes,
+        openapi_config=None,
+        logging_config=None,
+        debug=False,
+    )

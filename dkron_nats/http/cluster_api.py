@@ -1,0 +1,129 @@
+"""Cluster and auxiliary endpoints: /v1, members, leader, busy, pause, stats, leave, /health, /."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Request, Response, get, post
+
+from dkron_nats.http.render import execution_json, member_json
+from dkron_nats.http.responses import json_response, list_response, text_response
+from dkron_nats.http.services import Services
+from dkron_nats.timefmt import rfc3339
+
+AnyRequest = Request[Any, Any, Any]
+
+
+@get(["/v1", "/v1/"])
+async def index(request: AnyRequest, services: Services) -> Response[bytes]:
+    alive = services.registry.alive()
+    serf = {
+        "members": str(len(alive)),
+        "failed": "0",
+        "left": "0",
+        "health_score": "0",
+        "member_time": "0",
+        "event_time": "0",
+        "query_time": "0",
+        "intent_queue": "0",
+        "event_queue": "0",
+        "query_queue": "0",
+        "encrypted": "false",
+        "coordinate_resets": "0",
+    }
+    body = {
+        "agent": {"name": services.node_name, "version": services.version},
+        "serf": serf,
+        "tags": services.tags,
+    }
+    return json_response(request, body)
+
+
+@get("/v1/members")
+async def members(request: AnyRequest, services: Services) -> Response[bytes]:
+    alive = sorted(services.registry.alive(), key=lambda m: m.name)
+    return list_response(request, [member_json(m) for m in alive], len(alive))
+
+
+@get("/v1/leader")
+async def leader(request: AnyRequest, services: Services) -> Response[bytes]:
+    member = await services.leader()
+    if member is None:
+        return text_response("no leader: no server holds the scheduler lease right now", 500)
+    return json_response(request, member_json(member, with_ids=False))
+
+
+@get("/v1/isleader")
+async def is_leader(request: AnyRequest, services: Services) -> Response[bytes]:
+    if services.is_leader():
+        return json_response(request, "I am a leader")
+    return json_response(request, "I am a follower", status=404)
+
+
+@post("/v1/leave", status_code=200)
+async def leave(request: AnyRequest, services: Services) -> Response[bytes]:
+    peers = {m.name: m.addr for m in services.registry.alive() if m.server}
+    services.request_shutdown()
+    return json_response(request, peers)
+
+
+@get("/v1/busy")
+async def busy(request: AnyRequest, services: Services) -> Response[bytes]:
+    running = await services.busy()
+    return list_response(request, [execution_json(ex) for ex in running], len(running))
+
+
+@get("/v1/pause")
+async def pause_status(request: AnyRequest, services: Services) -> Response[bytes]:
+    return json_response(request, {"paused": services.is_paused()})
+
+
+@post("/v1/pause", status_code=200)
+async def pause(request: AnyRequest, services: Services) -> Response[bytes]:
+    await services.set_paused(True)
+    return json_response(request, {"paused": True})
+
+
+@post("/v1/unpause", status_code=200)
+async def unpause(request: AnyRequest, services: Services) -> Response[bytes]:
+    await services.set_paused(False)
+    return json_response(request, {"paused": False})
+
+
+@get("/v1/stats")
+async def stats(request: AnyRequest, services: Services) -> Response[bytes]:
+    raw = request.query_params.get("days", "30")
+    days = int(raw) if raw.lstrip("-").isdigit() else 30
+    days = 30 if days <= 0 else min(days, 365)
+    rows = await services.stats.days(days)
+    out = [
+        {
+            "date": f"{day.isoformat()}T00:00:00Z",
+            "success_count": s.success_count,
+            "failed_count": s.failed_count,
+        }
+        for day, s in rows
+    ]
+    return json_response(request, {"stats": out})
+
+
+@get("/health")
+async def health(request: AnyRequest, services: Services) -> Response[bytes]:
+    body: dict[str, Any] = {"status": "healthy"}
+    if services.lease is not None:
+        body["leader"] = services.is_leader()
+    return json_response(request, body)
+
+
+@get("/", include_in_schema=False)
+async def root(request: AnyRequest) -> Response[bytes]:
+    if "text/html" in request.headers.get("accept", ""):
+        return Response(content=b"", status_code=303, headers={"Location": "/ui/"})
+    return text_response("404 page not found", 404)
+
+
+def started_text(services: Services) -> str | None:
+    return rfc3339(None)
+
+
+ROUTES = [index, members, leader, is_leader, leave, busy, pause_status, pause, unpause, stats, health, root]

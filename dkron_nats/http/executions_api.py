@@ -1,0 +1,75 @@
+"""/v1/jobs/{job}/executions: history of a job, one execution, and clearing the history."""
+
+from __future__ import annotations
+
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from litestar import Request, Response, delete, get
+
+from dkron_nats.errors import ExecutionNotFoundError
+from dkron_nats.http.render import execution_json, job_json
+from dkron_nats.http.responses import json_response, list_response
+from dkron_nats.http.services import Services
+from dkron_nats.models import Execution, JobState
+from dkron_nats.names import job_key
+
+AnyRequest = Request[Any, Any, Any]
+SORT_FIELDS = {
+    "id": "started_at",
+    "started_at": "started_at",
+    "finished_at": "finished_at",
+    "attempt": "attempt",
+}
+
+
+def _sort_key(field: str) -> Any:
+    def key(ex: Execution) -> Any:
+        value = getattr(ex, field)
+        return value.isoformat() if hasattr(value, "isoformat") else (value or "")
+
+    return key
+
+
+@get("/v1/jobs/{job:str}/executions")
+async def list_executions(request: AnyRequest, services: Services, job: str) -> Response[bytes]:
+    spec = services.jobs.get(job).spec
+    executions = await services.executions.history(job)
+    params = request.query_params
+    sort = params.get("_sort") or ""
+    if sort:
+        field = SORT_FIELDS.get(sort)
+        if field is None:
+            return list_response(request, [], 0)  # Dkron answers an unknown index with an empty list
+        executions.sort(key=_sort_key(field))
+    if params.get("_order", "DESC") == "DESC":
+        executions.reverse()
+    limit_text = params.get("output_size_limit")
+    limit = int(limit_text) if limit_text and limit_text.isdigit() else None
+    tz = ZoneInfo(spec.timezone) if spec.timezone not in ("", "Local") else None
+    items = [execution_json(ex, tz, limit, list_view=True) for ex in executions]
+    return list_response(request, items, len(items))
+
+
+@delete("/v1/jobs/{job:str}/executions", status_code=200)
+async def delete_executions(request: AnyRequest, services: Services, job: str) -> Response[bytes]:
+    view = services.jobs.get(job)
+    await services.executions.purge_job(job)
+    state = await services.jobs.update_state(
+        job_key(job),
+        lambda st: JobState(status=st.status, applied_seq=st.applied_seq),
+    )
+    view = services.jobs.view(view.spec)
+    return json_response(request, job_json(view, services.nexts.get(view.spec)) | {"status": state.status})
+
+
+@get("/v1/jobs/{job:str}/executions/{execution:str}")
+async def get_execution(request: AnyRequest, services: Services, job: str, execution: str) -> Response[bytes]:
+    services.jobs.get(job)
+    found = await services.executions.get(job, execution)
+    if found is None:
+        raise ExecutionNotFoundError(job, execution)
+    return json_response(request, execution_json(found))
+
+
+ROUTES = [list_executions, delete_executions, get_execution]

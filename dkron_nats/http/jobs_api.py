@@ -1,0 +1,170 @@
+"""/v1/jobs: create, update, read, list, delete, run, toggle, restore."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+from litestar import Request, Response, delete, get, patch, post, put
+
+from dkron_nats.errors import PayloadError
+from dkron_nats.http.render import echo_json, job_json
+from dkron_nats.http.responses import json_response, list_response
+from dkron_nats.http.services import Services
+from dkron_nats.jobinput import decode_job, decode_job_list, validate_job
+from dkron_nats.joblist import JobQuery
+from dkron_nats.jobs import JobView
+
+AnyRequest = Request[Any, Any, Any]
+
+
+def _int(value: str | None, default: int) -> int:
+    try:
+        return int(value) if value is not None else default
+    except ValueError:
+        return 0
+
+
+def _view_json(services: Services, view: JobView) -> dict[str, Any]:
+    return job_json(view, services.nexts.get(view.spec))
+
+
+async def _save(request: AnyRequest, services: Services) -> Response[bytes]:
+    body = await request.body()
+    job = validate_job(decode_job(body), services.executors.validate)
+    await services.jobs.upsert(job)
+    services.nexts.forget(job.name)
+    if "runoncreate" in request.query_params:
+        await services.run_now(job.name)
+    location = f"/v1/jobs/{job.name}"
+    return json_response(request, echo_json(job), status=201, headers={"Location": location})
+
+
+@post("/v1/jobs", status_code=201)
+async def create_job(request: AnyRequest, services: Services) -> Response[bytes]:
+    return await _save(request, services)
+
+
+@patch("/v1/jobs", status_code=201)
+async def patch_job(request: AnyRequest, services: Services) -> Response[bytes]:
+    return await _save(request, services)
+
+
+@put("/v1/jobs/{job:str}", status_code=201)
+async def put_job(request: AnyRequest, services: Services, job: str) -> Response[bytes]:
+    return await _save(request, services)  # Dkron uses the body's name, not the path's
+
+
+@get("/v1/jobs")
+async def list_jobs(request: AnyRequest, services: Services) -> Response[bytes]:
+    params = request.query_params
+    metadata = {
+        k[len("metadata[") : -1]: v
+        for k, v in params.items()
+        if k.startswith("metadata[") and k.endswith("]")
+    }
+    end = _int(params.get("_end"), 0)
+    query = JobQuery(
+        q=params.get("q") or "",
+        status=params.get("status"),
+        disabled=params.get("disabled"),
+        metadata=metadata,
+        sort=params.get("_sort") or "id",
+        descending=params.get("_order") == "DESC",
+        start=_int(params.get("_start"), 0),
+        end=end if end > 0 else None,
+    )
+    total, page = services.lister.list(query)
+    return list_response(request, [_view_json(services, v) for v in page], total)
+
+
+@get("/v1/jobs/{job:str}")
+async def get_job(request: AnyRequest, services: Services, job: str) -> Response[bytes]:
+    return json_response(request, _view_json(services, services.jobs.get(job)))
+
+
+@delete("/v1/jobs/{job:str}", status_code=200)
+async def delete_job(request: AnyRequest, services: Services, job: str) -> Response[bytes]:
+    view = await services.jobs.delete(job)
+    await services.executions.purge_job(job)
+    return json_response(request, job_json(view, None))
+
+
+async def _run(request: AnyRequest, services: Services, job: str) -> Response[bytes]:
+    services.jobs.get(job)
+    await services.run_now(job)
+    view = services.jobs.get(job)
+    return json_response(request, _view_json(services, view), headers={"Location": request.url.path})
+
+
+@post("/v1/jobs/{job:str}", status_code=200)
+async def run_job(request: AnyRequest, services: Services, job: str) -> Response[bytes]:
+    return await _run(request, services, job)
+
+
+@post("/v1/jobs/{job:str}/run", status_code=200)
+async def run_job_alias(request: AnyRequest, services: Services, job: str) -> Response[bytes]:
+    return await _run(request, services, job)
+
+
+@post("/v1/jobs/{job:str}/toggle", status_code=200)
+async def toggle_job(request: AnyRequest, services: Services, job: str) -> Response[bytes]:
+    spec = await services.jobs.toggle(job)
+    services.nexts.forget(job)
+    return json_response(request, _view_json(services, services.jobs.view(spec)))
+
+
+@post("/v1/restore", status_code=200)
+async def restore(request: AnyRequest, services: Services) -> Response[bytes]:
+    form = await request.form()
+    upload = form.get("file")
+    if upload is None:
+        return Response(content=b"missing form field 'file' with a JSON array of jobs", status_code=404)
+    data = await upload.read() if hasattr(upload, "read") else str(upload).encode()
+    inputs = decode_job_list(data)
+    jobs = [validate_job(inp, services.executors.validate) for inp in inputs]
+    names = {j.name for j in jobs}
+    for job in jobs:
+        if job.parent_job and job.parent_job not in names and services.jobs.jobs.get(job.parent_job) is None:
+            raise PayloadError(f"job {job.name} names parent {job.parent_job}, which is not in the file")
+    messages: list[str] = []
+    for job in _parents_first(jobs):
+        try:
+            await services.jobs.upsert(job, check_pause=False)
+            messages.append(f"success create {job.name}")
+        except Exception as exc:  # noqa: BLE001 - each job's outcome is reported, the rest continue
+            messages.append(f"fail create {job.name}: {exc}")
+    return json_response(request, msgspec.json.encode(messages).decode())
+
+
+def _parents_first(jobs: list[Any]) -> list[Any]:
+    by_name = {j.name: j for j in jobs}
+    ordered: list[Any] = []
+    seen: set[str] = set()
+
+    def visit(job: Any, depth: int = 0) -> None:
+        if job.name in seen or depth > len(jobs):
+            return
+        parent = by_name.get(job.parent_job)
+        if parent is not None:
+            visit(parent, depth + 1)
+        seen.add(job.name)
+        ordered.append(job)
+
+    for job in jobs:
+        visit(job)
+    return ordered
+
+
+ROUTES = [
+    create_job,
+    patch_job,
+    put_job,
+    list_jobs,
+    get_job,
+    delete_job,
+    run_job,
+    run_job_alias,
+    toggle_job,
+    restore,
+]

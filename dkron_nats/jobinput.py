@@ -1,0 +1,186 @@
+"""Parsing and validating a job as a Dkron client posts it.
+
+Decoding follows Go's encoding/json where clients rely on it: unknown fields are ignored, `null` leaves a
+field at its zero value, and maps must hold strings. Validation follows Dkron's order and messages.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+
+import msgspec
+
+from dkron_nats.errors import PayloadError, ValidationError
+from dkron_nats.names import is_token, job_name_error
+from dkron_nats.schedule import ScheduleError, TimezoneError, parse_schedule, validate_timezone
+from dkron_nats.timefmt import parse_time, utcnow
+
+CONCURRENCY_POLICIES = ("allow", "forbid")
+
+
+class JobInput(msgspec.Struct, kw_only=True):
+    name: str | None = None
+    displayname: str | None = None
+    timezone: str | None = None
+    schedule: str | None = None
+    owner: str | None = None
+    owner_email: str | None = None
+    success_count: int | None = None
+    error_count: int | None = None
+    last_success: str | None = None
+    last_error: str | None = None
+    disabled: bool | None = None
+    tags: dict[str, str] | None = None
+    metadata: dict[str, str] | None = None
+    retries: int | None = None
+    dependent_jobs: list[str] | None = None
+    parent_job: str | None = None
+    processors: dict[str, dict[str, str]] | None = None
+    concurrency: str | None = None
+    executor: str | None = None
+    executor_config: dict[str, str] | None = None
+    status: str | None = None
+    next: str | None = None
+    ephemeral: bool | None = None
+    starts_at: str | None = None
+    expires_at: str | None = None
+
+
+_decoder = msgspec.json.Decoder(JobInput)
+_list_decoder = msgspec.json.Decoder(list[JobInput])
+
+
+def decode_job(body: bytes) -> JobInput:
+    try:
+        return _decoder.decode(body)
+    except msgspec.DecodeError as exc:
+        raise PayloadError(_describe(exc)) from None
+
+
+def decode_job_list(body: bytes) -> list[JobInput]:
+    try:
+        return _list_decoder.decode(body)
+    except msgspec.DecodeError as exc:
+        raise PayloadError(_describe(exc)) from None
+
+
+def _describe(exc: msgspec.DecodeError) -> str:
+    text = str(exc)
+    if text.startswith("Input data was truncated"):
+        return "the body is empty or cut short, send a whole JSON job object"
+    return text
+
+
+def _time_field(name: str, value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        return parse_time(value)
+    except ValueError as exc:
+        raise PayloadError(f"invalid time in field {name}: {exc}") from None
+
+
+def validate_tags(tags: dict[str, str] | None) -> None:
+    """Target tags are `key: value[:count]`; keys and values must be safe NATS tokens."""
+    for key, raw in (tags or {}).items():
+        value, sep, count = raw.partition(":")
+        if not is_token(key):
+            raise ValidationError(f"tag key {key!r} may only contain letters, digits, '_' and '-'")
+        if not is_token(value):
+            raise ValidationError(
+                f"tag {key!r} has value {value!r}: only letters, digits, '_' and '-' are allowed"
+            )
+        if sep and not (count.isdigit() and len(count) < 7):
+            raise ValidationError(f"tag {key!r} has count {count!r}: the count must be a whole number")
+
+
+class ValidatedJob(msgspec.Struct, kw_only=True):
+    """A job that passed validation, with the counters and times the client sent along."""
+
+    name: str
+    displayname: str
+    timezone: str
+    schedule: str
+    owner: str
+    owner_email: str
+    disabled: bool
+    tags: dict[str, str] | None
+    metadata: dict[str, str] | None
+    retries: int
+    parent_job: str
+    processors: dict[str, dict[str, str]] | None
+    concurrency: str
+    executor: str
+    executor_config: dict[str, str] | None
+    ephemeral: bool
+    starts_at: datetime | None
+    expires_at: datetime | None
+    success_count: int
+    error_count: int
+    last_success: datetime | None
+    last_error: datetime | None
+    status: str
+    dependent_jobs: list[str] | None
+    next: datetime | None
+
+
+def validate_job(inp: JobInput, validate_executor: Callable[[str, dict[str, str]], None]) -> ValidatedJob:
+    """Apply Dkron's rules in Dkron's order; raise ValidationError or PayloadError."""
+    name = inp.name or ""
+    error = job_name_error(name)
+    if error:
+        raise ValidationError(error)
+    parent = inp.parent_job or ""
+    if parent == name:
+        raise ValidationError("the job can not have itself as parent")
+    schedule = inp.schedule or ""
+    timezone = inp.timezone or ""
+    try:
+        validate_timezone(timezone)
+        if schedule or not parent:
+            parse_schedule(schedule, job_name=name, timezone=timezone, anchor=utcnow())
+    except TimezoneError as exc:
+        raise ValidationError(str(exc)) from None
+    except ScheduleError as exc:
+        raise ValidationError(str(exc)) from None
+    concurrency = "allow" if inp.concurrency is None else inp.concurrency
+    if concurrency not in (*CONCURRENCY_POLICIES, ""):
+        raise ValidationError('invalid concurrency policy value, use "allow" or "forbid"')
+    retries = inp.retries or 0
+    if retries < 0:
+        raise ValidationError("retries must be zero or more")
+    validate_tags(inp.tags)
+    executor = inp.executor or ""
+    if executor:
+        try:
+            validate_executor(executor, inp.executor_config or {})
+        except ValueError as exc:
+            raise ValidationError(str(exc)) from None
+    return ValidatedJob(
+        name=name,
+        displayname=inp.displayname or "",
+        timezone=timezone,
+        schedule=schedule,
+        owner=inp.owner or "",
+        owner_email=inp.owner_email or "",
+        disabled=bool(inp.disabled),
+        tags=inp.tags,
+        metadata=inp.metadata,
+        retries=retries,
+        parent_job=parent,
+        processors=inp.processors,
+        concurrency=concurrency,
+        executor=executor,
+        executor_config=inp.executor_config,
+        ephemeral=bool(inp.ephemeral),
+        starts_at=_time_field("starts_at", inp.starts_at),
+        expires_at=_time_field("expires_at", inp.expires_at),
+        success_count=inp.success_count or 0,
+        error_count=inp.error_count or 0,
+        last_success=_time_field("last_success", inp.last_success),
+        last_error=_time_field("last_error", inp.last_error),
+        status=inp.status or "",
+        dependent_jobs=inp.dependent_jobs,
+        next=_time_field("next", inp.next),
+    )

@@ -1,0 +1,239 @@
+"""Job definitions: create, update, delete, toggle, list. Shared by the HTTP API and (later) the CLI.
+
+Definitions live in the jobs bucket and counters in the job-state bucket, so a user's update never races
+with execution bookkeeping. `dependent_jobs` is derived from the children's `parent_job`, never stored.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+import msgspec
+
+from dkron_nats.errors import HasDependentsError, JobNotFoundError, ParentNotFoundError, PausedError
+from dkron_nats.jobinput import ValidatedJob
+from dkron_nats.kv.cache import KVCache
+from dkron_nats.kv.typed import TypedKV
+from dkron_nats.models import JobSpec, JobState
+from dkron_nats.names import job_key, job_name_from_key
+from dkron_nats.timefmt import utcnow
+
+logger = logging.getLogger(__name__)
+
+SORTABLE = {
+    "id": "name",
+    "name": "name",
+    "displayname": "displayname",
+    "schedule": "schedule",
+    "success_count": "success_count",
+    "error_count": "error_count",
+    "last_success": "last_success",
+    "last_error": "last_error",
+    "next": "next",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class JobView:
+    """A job as clients see it: definition, state and derived fields."""
+
+    spec: JobSpec
+    state: JobState
+    dependents: list[str]
+
+
+class DependentsIndex:
+    """parent name -> child names, kept current from the jobs cache."""
+
+    def __init__(self, jobs: KVCache[JobSpec]) -> None:
+        self._children: dict[str, set[str]] = defaultdict(set)
+        self._parent_of: dict[str, str] = {}
+        for spec in jobs.values():
+            self._on_change(job_key(spec.name), spec)
+        jobs.listen(self._on_change)
+
+    def _on_change(self, key: str, spec: JobSpec | None) -> None:
+        name = job_name_from_key(key)
+        old = self._parent_of.pop(name, None)
+        if old:
+            self._children[old].discard(name)
+            if not self._children[old]:
+                del self._children[old]
+        if spec is not None and spec.parent_job:
+            self._parent_of[name] = spec.parent_job
+            self._children[spec.parent_job].add(name)
+
+    def children(self, name: str) -> list[str]:
+        return sorted(self._children.get(name, ()))
+
+
+class JobService:
+    def __init__(
+        self,
+        jobs: KVCache[JobSpec],
+        states: KVCache[JobState],
+        is_paused: Callable[[], bool],
+    ) -> None:
+        self.jobs = jobs
+        self.states = states
+        self.is_paused = is_paused
+        self.dependents = DependentsIndex(jobs)
+
+    @property
+    def jobs_kv(self) -> TypedKV[JobSpec]:
+        return self.jobs.store
+
+    @property
+    def states_kv(self) -> TypedKV[JobState]:
+        return self.states.store
+
+    def view(self, spec: JobSpec) -> JobView:
+        key = job_key(spec.name)
+        return JobView(spec, self.states.get(key) or JobState(), self.dependents.children(spec.name))
+
+    def get(self, name: str) -> JobView:
+        spec = self.jobs.get(job_key(name))
+        if spec is None:
+            raise JobNotFoundError(name)
+        return self.view(spec)
+
+    def all_views(self) -> list[JobView]:
+        return [self.view(spec) for spec in self.jobs.values()]
+
+    async def upsert(self, job: ValidatedJob, *, check_pause: bool = True) -> JobSpec:
+        """Create or replace a job (Dkron's update rules); returns what was stored."""
+        if check_pause and self.is_paused():
+            raise PausedError
+        if job.parent_job and self.jobs.get(job_key(job.parent_job)) is None:
+            raise ParentNotFoundError
+        key = job_key(job.name)
+        while True:
+            current = self.jobs.get_with_revision(key)
+            spec = _spec_from(job, current[0] if current else None)
+            if current is None:
+                rev = await self.jobs_kv.create(key, spec)
+            else:
+                rev = await self.jobs_kv.update(key, spec, current[1])
+            if rev is not None:
+                self.jobs.apply(key, spec, rev)
+                break
+            await self._refresh(key)
+        await self._merge_submitted_state(key, job)
+        return spec
+
+    async def _refresh(self, key: str) -> None:
+        fresh = await self.jobs_kv.get(key)
+        if fresh is None:
+            self.jobs.forget(key)
+        else:
+            self.jobs.apply(key, fresh[0], fresh[1])
+
+    async def _merge_submitted_state(self, key: str, job: ValidatedJob) -> None:
+        """Counters and last_* keep the larger/later of stored and submitted; status keeps the stored one."""
+        await self.update_state(key, lambda st: _merged_state(st, job))
+
+    async def update_state(self, key: str, change: Callable[[JobState], JobState | None]) -> JobState:
+        """Compare-and-set loop on a job's state; `change` returns None for "nothing to write"."""
+        while True:
+            current = await self.states_kv.get(key)
+            old = current[0] if current else JobState()
+            new = change(old)
+            if new is None or new == old:
+                return old
+            if current is None:
+                rev = await self.states_kv.create(key, new)
+            else:
+                rev = await self.states_kv.update(key, new, current[1])
+            if rev is not None:
+                self.states.apply(key, new, rev)
+                return new
+
+    async def delete(self, name: str) -> JobView:
+        view = self.get(name)
+        if view.dependents:
+            raise HasDependentsError(name)
+        key = job_key(name)
+        await self.jobs_kv.delete(key)
+        self.jobs.forget(key)
+        await self.states_kv.delete(key)
+        self.states.forget(key)
+        return view
+
+    async def toggle(self, name: str) -> JobSpec:
+        key = job_key(name)
+        while True:
+            current = self.jobs.get_with_revision(key)
+            if current is None:
+                raise JobNotFoundError(name)
+            spec, revision = current
+            enabled_now = spec.disabled
+            changed = _replace(
+                spec, disabled=not spec.disabled, anchor=utcnow() if enabled_now else spec.anchor
+            )
+            rev = await self.jobs_kv.update(key, changed, revision)
+            if rev is not None:
+                self.jobs.apply(key, changed, rev)
+                return changed
+            await self._refresh(key)
+
+
+def _replace(spec: JobSpec, **changes: object) -> JobSpec:
+    return msgspec.structs.replace(spec, **changes)
+
+
+def _schedule_changed(old: JobSpec, job: ValidatedJob) -> bool:
+    return (
+        old.schedule != job.schedule
+        or old.timezone != job.timezone
+        or old.starts_at != job.starts_at
+        or (old.disabled and not job.disabled)
+        or old.parent_job != job.parent_job
+    )
+
+
+def _spec_from(job: ValidatedJob, old: JobSpec | None) -> JobSpec:
+    anchor: datetime | None = utcnow()
+    if old is not None and not _schedule_changed(old, job):
+        anchor = old.anchor
+    return JobSpec(
+        name=job.name,
+        displayname=job.displayname,
+        timezone=job.timezone,
+        schedule=job.schedule,
+        owner=job.owner,
+        owner_email=job.owner_email,
+        disabled=job.disabled,
+        tags=job.tags,
+        metadata=job.metadata,
+        retries=job.retries,
+        parent_job=job.parent_job,
+        processors=job.processors,
+        concurrency=job.concurrency or "allow",
+        executor=job.executor,
+        executor_config=job.executor_config,
+        ephemeral=job.ephemeral,
+        starts_at=job.starts_at,
+        expires_at=job.expires_at,
+        anchor=anchor,
+    )
+
+
+def _later(a: datetime | None, b: datetime | None) -> datetime | None:
+    if a is None or b is None:
+        return a or b
+    return max(a, b)
+
+
+def _merged_state(state: JobState, job: ValidatedJob) -> JobState:
+    return JobState(
+        success_count=max(state.success_count, job.success_count),
+        error_count=max(state.error_count, job.error_count),
+        last_success=_later(state.last_success, job.last_success),
+        last_error=_later(state.last_error, job.last_error),
+        status=state.status or job.status,
+        applied_seq=state.applied_seq,
+    )

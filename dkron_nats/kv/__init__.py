@@ -1,0 +1,1 @@
+"""JetStream KV storage: typed buckets, watch-fed caches and the bucket layout."""

@@ -1,0 +1,106 @@
+"""The buckets and streams dkron-nats keeps in JetStream, created idempotently at start-up."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from nats.js import JetStreamContext
+from nats.js.api import KeyValueConfig, RetentionPolicy, StorageType, StreamConfig
+from nats.js.errors import BadRequestError, BucketNotFoundError, NotFoundError
+from nats.js.kv import KeyValue
+
+from dkron_nats.kv.typed import with_retry
+
+logger = logging.getLogger(__name__)
+
+JOBS = "dkron-jobs"
+JOB_STATE = "dkron-job-state"
+EXECUTIONS = "dkron-executions"
+CURSORS = "dkron-cursors"
+LEADER = "dkron-leader"
+MEMBERS = "dkron-members"
+SETTINGS = "dkron-settings"
+STATS = "dkron-stats"
+
+RESULTS_STREAM = "DKRON_RESULTS"
+RESULTS_SUBJECTS = "dkron.result.>"
+
+
+@dataclass(frozen=True, slots=True)
+class StorageLimits:
+    replicas: int = 1
+    lease_ttl: float = 15.0
+    member_ttl: float = 10.0
+
+
+@dataclass(slots=True)
+class Buckets:
+    jobs: KeyValue
+    job_state: KeyValue
+    executions: KeyValue
+    cursors: KeyValue
+    leader: KeyValue
+    members: KeyValue
+    settings: KeyValue
+    stats: KeyValue
+
+
+async def _bucket(js: JetStreamContext, config: KeyValueConfig) -> KeyValue:
+    try:
+        kv: KeyValue = await js.key_value(config.bucket)
+        return kv
+    except (BucketNotFoundError, NotFoundError):
+        pass
+    try:
+        created: KeyValue = await with_retry(lambda: js.create_key_value(config), what="bucket create")
+        logger.info("created bucket %s (replicas=%d)", config.bucket, config.replicas)
+        return created
+    except BadRequestError:  # another server created it in between
+        existing: KeyValue = await js.key_value(config.bucket)
+        return existing
+
+
+async def ensure_buckets(js: JetStreamContext, limits: StorageLimits) -> Buckets:
+    r = limits.replicas
+    file = StorageType.FILE
+
+    def cfg(bucket: str, **extra: float) -> KeyValueConfig:
+        return KeyValueConfig(bucket=bucket, history=1, replicas=r, storage=file, **extra)  # type: ignore[arg-type]
+
+    buckets = Buckets(
+        jobs=await _bucket(js, cfg(JOBS)),
+        job_state=await _bucket(js, cfg(JOB_STATE)),
+        executions=await _bucket(js, cfg(EXECUTIONS)),
+        cursors=await _bucket(js, cfg(CURSORS)),
+        leader=await _bucket(js, cfg(LEADER, ttl=limits.lease_ttl)),
+        members=await _bucket(js, cfg(MEMBERS, ttl=limits.member_ttl)),
+        settings=await _bucket(js, cfg(SETTINGS)),
+        stats=await _bucket(js, cfg(STATS)),
+    )
+    await _ensure_stream(
+        js,
+        StreamConfig(
+            name=RESULTS_STREAM,
+            subjects=[RESULTS_SUBJECTS],
+            retention=RetentionPolicy.WORK_QUEUE,
+            storage=file,
+            num_replicas=r,
+            max_age=7 * 86_400,
+            duplicate_window=120,
+        ),
+    )
+    return buckets
+
+
+async def _ensure_stream(js: JetStreamContext, config: StreamConfig) -> None:
+    name = str(config.name)
+    try:
+        await js.stream_info(name)
+        return
+    except NotFoundError:
+        pass
+    try:
+        await with_retry(lambda: js.add_stream(config), what="stream create")
+    except BadRequestError:
+        await js.stream_info(name)

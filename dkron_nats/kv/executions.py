@@ -1,0 +1,88 @@
+"""Execution records: one KV key per execution, `<job key>.<execution id>`.
+
+Execution ids are `<trigger time in ns>-<node>`, so keys sort chronologically and the id of a launch is
+known before it runs: an agent claims an execution by creating its key, which makes a repeated run request
+harmless. Old records are removed with a subject-filtered stream purge, which leaves no tombstones.
+"""
+
+from __future__ import annotations
+
+from nats.js import JetStreamContext
+from nats.js.kv import KeyValue
+
+from dkron_nats.kv.typed import TypedKV, with_retry
+from dkron_nats.kv.watch import next_entry
+from dkron_nats.kv.watch import stop as stop_watch
+from dkron_nats.models import Execution
+from dkron_nats.names import job_key
+
+
+def execution_id(trigger_ns: int, node: str) -> str:
+    return f"{trigger_ns}-{node}"
+
+
+class ExecutionStore:
+    def __init__(self, kv: KeyValue, js: JetStreamContext) -> None:
+        self.typed = TypedKV(kv, Execution)
+        self.kv = kv
+        self.js = js
+
+    @staticmethod
+    def key(job_name: str, exec_id: str) -> str:
+        return f"{job_key(job_name)}.{exec_id}"
+
+    def _subject(self, key: str) -> str:
+        return f"$KV.{self.typed.bucket}.{key}"
+
+    async def claim(self, execution: Execution) -> bool:
+        """Create the record; False if this execution exists already (a repeated request)."""
+        rev = await self.typed.create(self.key(execution.job_name, execution.id), execution)
+        return rev is not None
+
+    async def put(self, execution: Execution) -> None:
+        await self.typed.put(self.key(execution.job_name, execution.id), execution)
+
+    async def get(self, job_name: str, exec_id: str) -> Execution | None:
+        if not exec_id or "." in exec_id or "*" in exec_id or ">" in exec_id:
+            return None
+        found = await self.typed.get(self.key(job_name, exec_id))
+        return found[0] if found else None
+
+    async def history(self, job_name: str) -> list[Execution]:
+        """All stored executions of a job, oldest first."""
+        found = [ex async for _, ex, _ in self.typed.scan(f"{job_key(job_name)}.*")]
+        found.sort(key=lambda ex: (ex.group, ex.id))
+        return found
+
+    async def list_ids(self, job_name: str) -> list[str]:
+        prefix = len(job_key(job_name)) + 1
+        watcher = await with_retry(
+            lambda: self.kv.watch(f"{job_key(job_name)}.*", meta_only=True, ignore_deletes=True)
+        )
+        ids: list[str] = []
+        try:
+            while True:
+                entry = await next_entry(watcher, 30)
+                if entry is None:
+                    break
+                if entry.operation is None:
+                    ids.append(entry.key[prefix:])
+                if entry.delta == 0:
+                    break
+        finally:
+            await stop_watch(watcher)
+        ids.sort(key=_id_order)
+        return ids
+
+    async def purge(self, job_name: str, exec_id: str) -> None:
+        subject = self._subject(self.key(job_name, exec_id))
+        await with_retry(lambda: self.js.purge_stream(f"KV_{self.typed.bucket}", subject=subject))
+
+    async def purge_job(self, job_name: str) -> None:
+        subject = self._subject(f"{job_key(job_name)}.*")
+        await with_retry(lambda: self.js.purge_stream(f"KV_{self.typed.bucket}", subject=subject))
+
+
+def _id_order(exec_id: str) -> tuple[int, str]:
+    head, _, rest = exec_id.partition("-")
+    return (int(head) if head.isdigit() else 0, rest)

@@ -1,0 +1,117 @@
+"""A KV bucket holding one msgspec Struct type, with compare-and-set that reports conflicts as None."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, Generic, TypeVar
+
+import anyio
+import msgspec
+from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js.errors import (
+    KeyNotFoundError,
+    KeyWrongLastSequenceError,
+    NoStreamResponseError,
+    ServiceUnavailableError,
+)
+from nats.js.kv import KeyValue
+
+from dkron_nats.kv.watch import next_entry
+from dkron_nats.kv.watch import stop as stop_watch
+from dkron_nats.models import decode, encode
+
+T = TypeVar("T", bound=msgspec.Struct)
+R = TypeVar("R")
+logger = logging.getLogger(__name__)
+
+TRANSIENT = (NoStreamResponseError, ServiceUnavailableError, NatsTimeoutError, TimeoutError)
+"""What JetStream returns while a stream leader is being elected: retry, do not fail."""
+
+
+async def with_retry(op: Callable[[], Awaitable[R]], *, attempts: int = 8, what: str = "KV write") -> R:
+    """Retry an idempotent or compare-and-set operation through a JetStream leader election."""
+    delay = 0.1
+    for attempt in range(1, attempts + 1):
+        try:
+            return await op()
+        except TRANSIENT:
+            if attempt == attempts:
+                raise
+            logger.warning("%s failed (JetStream unavailable), retrying in %.1fs", what, delay)
+            await anyio.sleep(delay)
+            delay = min(delay * 2, 2.0)
+    raise AssertionError("unreachable")
+
+
+class TypedKV(Generic[T]):
+    def __init__(self, kv: KeyValue, kind: type[T]) -> None:
+        self.kv = kv
+        self.kind = kind
+
+    @property
+    def bucket(self) -> str:
+        return str(self.kv._name)
+
+    async def get(self, key: str) -> tuple[T, int] | None:
+        try:
+            entry = await with_retry(lambda: self.kv.get(key), what="KV read")
+        except KeyNotFoundError:
+            return None
+        if entry.value is None or entry.operation is not None:
+            return None
+        return decode(entry.value, self.kind), int(entry.revision or 0)
+
+    async def put(self, key: str, value: T) -> int:
+        data = encode(value)
+        rev: int = await with_retry(lambda: self.kv.put(key, data))
+        return rev
+
+    async def create(self, key: str, value: T) -> int | None:
+        """Create the key if absent; None if it exists already."""
+        data = encode(value)
+        try:
+            rev: int = await with_retry(lambda: self.kv.create(key, data))
+        except KeyWrongLastSequenceError:
+            return None
+        return rev
+
+    async def update(self, key: str, value: T, revision: int) -> int | None:
+        """Compare-and-set on the revision; None if someone else wrote first."""
+        data = encode(value)
+        try:
+            rev: int = await with_retry(lambda: self.kv.update(key, data, last=revision))
+        except KeyWrongLastSequenceError:
+            return None
+        return rev
+
+    async def delete(self, key: str) -> None:
+        await with_retry(lambda: self.kv.delete(key))
+
+    async def scan(self, pattern: str = ">") -> AsyncIterator[tuple[str, T, int]]:
+        """Every live key matching `pattern` once, from a server-side filtered consumer."""
+        watcher = await with_retry(lambda: self.kv.watch(pattern, ignore_deletes=True), what="KV scan")
+        try:
+            while True:
+                entry = await next_entry(watcher, 30)
+                if entry is None:
+                    return
+                if entry.operation is None and entry.value:
+                    yield entry.key, decode(entry.value, self.kind), int(entry.revision or 0)
+                if entry.delta == 0:
+                    return
+        finally:
+            await stop_watch(watcher)
+
+
+def decode_entry(kind: type[T], value: bytes | None) -> T | None:
+    if not value:
+        return None
+    try:
+        return decode(value, kind)
+    except msgspec.DecodeError:
+        logger.exception("undecodable value in a %s bucket", kind.__name__)
+        return None
+
+
+Listener = Callable[[str, Any], None]

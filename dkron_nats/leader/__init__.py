@@ -1,0 +1,1 @@
+"""The scheduler leader: lease, scheduling, dispatch and result processing."""

@@ -1,0 +1,81 @@
+"""Campaigning for the lease and holding it.
+
+While this server holds the lease, `lead()` runs inside a cancel scope. The scope is cancelled as soon as a
+renewal fails for good or the lease's safe lifetime runs out without a successful renewal, so a paused or
+partitioned leader stops dispatching before anyone else can take over.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+import anyio
+from anyio.abc import TaskStatus
+
+from dkron_nats.kv.typed import TRANSIENT
+from dkron_nats.kv.watch import next_entry
+from dkron_nats.kv.watch import stop as stop_watch
+from dkron_nats.leader.lease import LEASE_KEY, Lease
+from dkron_nats.timefmt import utcnow
+
+logger = logging.getLogger(__name__)
+
+
+async def run_elections(
+    lease: Lease,
+    lead: Callable[[], Awaitable[None]],
+    *,
+    poll_interval: float = 1.0,
+    task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+) -> None:
+    task_status.started()
+    watcher = await lease.kv.watch(LEASE_KEY)
+    try:
+        while True:
+            if await lease.try_acquire(utcnow()):
+                logger.info("%s is now the leader (fence %d)", lease.node, lease.fence)
+                try:
+                    await _hold(lease, lead)
+                finally:
+                    with anyio.move_on_after(2, shield=True):
+                        await lease.release()
+                    logger.info("%s is no longer the leader", lease.node)
+                continue
+            # Wake early when the holder releases the lease (graceful stop) instead of waiting a poll.
+            with anyio.move_on_after(poll_interval):
+                while True:
+                    entry = await next_entry(watcher, None)
+                    if entry is not None and entry.operation in ("DEL", "PURGE"):
+                        break
+    finally:
+        with anyio.move_on_after(2, shield=True):
+            await stop_watch(watcher)
+
+
+async def _hold(lease: Lease, lead: Callable[[], Awaitable[None]]) -> None:
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(_keep_renewed, lease, tg.cancel_scope)
+        await lead()
+        tg.cancel_scope.cancel()
+
+
+async def _keep_renewed(lease: Lease, scope: anyio.CancelScope) -> None:
+    interval = lease.ttl / 5
+    while True:
+        with anyio.move_on_after(max(lease.remaining(), 0.0)) as deadline:
+            await anyio.sleep(interval)
+            while True:
+                try:
+                    if not await lease.renew(utcnow()):
+                        scope.cancel()
+                        return
+                    break
+                except TRANSIENT:
+                    logger.warning("lease renewal failed (NATS unavailable); retrying")
+                    await anyio.sleep(min(0.5, interval))
+        if deadline.cancelled_caught:
+            logger.error("lease renewal overdue: demoting before the lease can expire")
+            lease.revision = 0
+            scope.cancel()
+            return

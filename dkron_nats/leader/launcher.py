@@ -1,0 +1,206 @@
+"""Launching executions: pick the nodes, send each a run request, and record whatever went wrong.
+
+Only the leader launches. Every run request carries the lease revision (the fencing token); agents refuse
+tokens older than the newest they have seen. Records the leader makes itself (missed or skipped slots,
+failed dispatches) go through the same results stream as agents' results, so one processor applies them.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Callable
+from datetime import datetime
+
+import anyio
+import msgspec
+from nats.aio.client import Client
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js import JetStreamContext
+
+from dkron_nats.kv.executions import ExecutionStore, execution_id
+from dkron_nats.kv.typed import with_retry
+from dkron_nats.leader.targets import select_targets
+from dkron_nats.members import Registry
+from dkron_nats.models import Execution, ExecutionResult, JobSpec, RunReply, RunRequest, decode, encode
+from dkron_nats.names import job_key
+from dkron_nats.subjects import LEADER_RESULT_NODE, result_subject, run_subject
+from dkron_nats.timefmt import from_ns, to_ns, utcnow
+
+logger = logging.getLogger(__name__)
+DISPATCH_TIMEOUT = 5.0
+
+
+def attempt_id(group: int, node: str, attempt: int) -> str:
+    """Deterministic execution id: a repeated request for the same launch names the same record."""
+    base = execution_id(group, node)
+    return base if attempt == 1 else f"{base}={attempt}"
+
+
+class Launcher:
+    def __init__(
+        self,
+        nc: Client,
+        js: JetStreamContext,
+        registry: Registry,
+        executions: ExecutionStore,
+        fence: Callable[[], int],
+        region: str,
+    ) -> None:
+        self.nc = nc
+        self.js = js
+        self.registry = registry
+        self.executions = executions
+        self.fence = fence
+        self.region = region
+        self.inflight: dict[str, set[str]] = defaultdict(set)
+        """Execution ids launched by this leader and not finished yet, per job key."""
+
+    def targets(self, job: JobSpec) -> list[str] | str:
+        return select_targets(job, self.registry.alive(), self.region)
+
+    async def record(self, execution: Execution, siblings: list[str] | None = None) -> None:
+        """Publish a record the leader made itself into the results stream (idempotent by id)."""
+        await self.publish_result(ExecutionResult(execution=execution, siblings=siblings or []))
+
+    async def publish_result(self, result: ExecutionResult) -> None:
+        ex = result.execution
+        headers = {"Nats-Msg-Id": ExecutionStore.key(ex.job_name, ex.id)}
+        subject = result_subject(LEADER_RESULT_NODE)
+        await with_retry(
+            lambda: self.js.publish(subject, encode(result), headers=headers), what="result publish"
+        )
+
+    async def record_outcome(
+        self, job: JobSpec, group: int, scheduled_at: datetime | None, status: str, reason: str
+    ) -> None:
+        """A slot or run that did not reach any agent: missed, skipped, or failed before dispatch."""
+        now = utcnow()
+        ex = Execution(
+            id=execution_id(group, status if status in ("missed", "skipped") else "none"),
+            job_name=job.name,
+            group=group,
+            started_at=now,
+            finished_at=now,
+            success=False,
+            output=reason,
+            status=status,
+            scheduled_at=scheduled_at,
+            fence=self.fence(),
+        )
+        await self.record(ex)
+
+    async def dispatch(
+        self,
+        job: JobSpec,
+        group: int,
+        scheduled_at: datetime | None,
+        targets: list[str],
+        attempt: int = 1,
+        siblings: list[str] | None = None,
+    ) -> None:
+        """Send one run request per target, concurrently. `siblings` overrides the group's other ids."""
+        ids = [attempt_id(group, node, attempt) for node in targets]
+        async with anyio.create_task_group() as tg:
+            for node, exec_id in zip(targets, ids, strict=True):
+                others = siblings if siblings is not None else [i for i in ids if i != exec_id]
+                ex = Execution(
+                    id=exec_id,
+                    job_name=job.name,
+                    group=group,
+                    attempt=attempt,
+                    node_name=node,
+                    scheduled_at=scheduled_at,
+                    fence=self.fence(),
+                )
+                tg.start_soon(self._send, RunRequest(execution=ex, job=job, siblings=others))
+
+    async def _send(self, request: RunRequest) -> None:
+        ex = request.execution
+        self.inflight[job_key(ex.job_name)].add(ex.id)
+        try:
+            reply = await self.nc.request(
+                run_subject(ex.node_name), encode(request), timeout=DISPATCH_TIMEOUT
+            )
+            answer = decode(reply.data, RunReply)
+            if answer.ok or answer.error == "duplicate":
+                return
+            reason = f"node {ex.node_name} refused the run: {answer.error}"
+        except NoRespondersError:
+            reason = f"node {ex.node_name} is not reachable (no agent listens for run requests)"
+        except (NatsTimeoutError, TimeoutError):
+            if await self.executions.get(ex.job_name, ex.id) is not None:
+                return  # the agent claimed it; its result will come
+            reason = f"node {ex.node_name} did not answer the run request within {DISPATCH_TIMEOUT:g}s"
+        await self._record_failed_dispatch(request, reason)
+
+    async def _record_failed_dispatch(self, request: RunRequest, reason: str) -> None:
+        logger.warning("%s", reason)
+        now = utcnow()
+        ex = request.execution
+        failed = Execution(
+            id=ex.id,
+            job_name=ex.job_name,
+            group=ex.group,
+            attempt=ex.attempt,
+            node_name=ex.node_name,
+            started_at=now,
+            finished_at=now,
+            success=False,
+            output=reason,
+            status="failed",
+            scheduled_at=ex.scheduled_at,
+            fence=ex.fence,
+        )
+        if await self.executions.claim(failed):
+            await self.record(failed, request.siblings)
+
+    async def launch_now(self, job: JobSpec) -> list[str] | str:
+        """A run outside the schedule (manual, or a dependent job): the chosen nodes, or why none."""
+        group = to_ns(utcnow())
+        targets = self.targets(job)
+        if isinstance(targets, str):
+            await self.record_outcome(job, group, None, "failed", targets)
+            return targets
+        await self.dispatch(job, group, None, targets)
+        return targets
+
+    async def fail_if_agent_lost(self, execution: Execution) -> bool:
+        """End a running execution as failed if its node is gone or restarted since it started."""
+        member = self.registry.get(execution.node_name)
+        alive = {m.name for m in self.registry.alive()}
+        restarted = (
+            member is not None
+            and execution.started_at is not None
+            and member.started_at > execution.started_at
+        )
+        if execution.node_name in alive and not restarted:
+            return False
+        now = utcnow()
+        why = "restarted" if restarted else "is gone"
+        note = f"agent lost: node {execution.node_name} {why} while the execution ran\n"
+        lost = msgspec.structs.replace(
+            execution,
+            finished_at=now,
+            success=False,
+            status="failed",
+            output=f"{execution.output}\n{note}" if execution.output else note,
+        )
+        await self.record(lost)
+        return True
+
+    def running(self, job_name: str) -> int:
+        return len(self.inflight.get(job_key(job_name), ()))
+
+    def finished(self, execution: Execution) -> None:
+        key = job_key(execution.job_name)
+        ids = self.inflight.get(key)
+        if ids is not None:
+            ids.discard(execution.id)
+            if not ids:
+                del self.inflight[key]
+
+
+def trigger_time_of(group: int) -> datetime:
+    return from_ns(group)

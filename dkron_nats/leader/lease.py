@@ -1,0 +1,112 @@
+"""The leader lease: one KV key with a TTL; its revision is the fencing token.
+
+Acquire with create-if-absent, renew with compare-and-set on the revision. A holder whose last successful
+renewal was sent more than `ttl - margin` ago considers itself demoted, even if it cannot reach NATS: the
+server's expiry clock starts after our send time, so this bound needs no clock synchronisation.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import datetime
+
+import msgspec
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.kv import KeyValue
+
+from dkron_nats.kv.typed import TRANSIENT
+from dkron_nats.models import decode, encode
+
+logger = logging.getLogger(__name__)
+LEASE_KEY = "scheduler"
+
+
+class LeaseRecord(msgspec.Struct, kw_only=True):
+    node: str
+    incarnation: str
+    since: datetime
+
+
+class Lease:
+    def __init__(self, kv: KeyValue, node: str, incarnation: str, ttl: float, margin: float = 1.0) -> None:
+        self.kv = kv
+        self.node = node
+        self.incarnation = incarnation
+        self.ttl = ttl
+        self.margin = min(margin, ttl / 4)
+        self.revision = 0
+        self._renewed_at = 0.0
+
+    @property
+    def fence(self) -> int:
+        return self.revision
+
+    def valid(self) -> bool:
+        return self.revision > 0 and time.monotonic() - self._renewed_at < self.ttl - self.margin
+
+    def remaining(self) -> float:
+        return self.ttl - self.margin - (time.monotonic() - self._renewed_at)
+
+    async def holder(self) -> LeaseRecord | None:
+        try:
+            entry = await self.kv.get(LEASE_KEY)
+        except KeyNotFoundError:
+            return None
+        if not entry.value or entry.operation:
+            return None
+        return decode(entry.value, LeaseRecord)
+
+    async def try_acquire(self, since: datetime) -> bool:
+        """Take the lease if it is free, or if it is held by an earlier incarnation of this very node."""
+        record = encode(LeaseRecord(node=self.node, incarnation=self.incarnation, since=since))
+        sent = time.monotonic()
+        try:
+            self.revision = await self.kv.create(LEASE_KEY, record)
+        except KeyWrongLastSequenceError:
+            return await self._reclaim_own(record, sent)
+        except TRANSIENT:
+            return False
+        self._renewed_at = sent
+        return True
+
+    async def _reclaim_own(self, record: bytes, sent: float) -> bool:
+        """A restarted server (same node name, new process) need not wait for its old lease to expire."""
+        try:
+            entry = await self.kv.get(LEASE_KEY)
+        except (KeyNotFoundError, *TRANSIENT):
+            return False
+        if not entry.value:
+            return False
+        held = decode(entry.value, LeaseRecord)
+        if held.node != self.node or held.incarnation == self.incarnation:
+            return False
+        try:
+            self.revision = await self.kv.update(LEASE_KEY, record, last=entry.revision)
+        except (KeyWrongLastSequenceError, *TRANSIENT):
+            return False
+        self._renewed_at = sent
+        logger.info("reclaimed the lease held by a previous run of %s", self.node)
+        return True
+
+    async def renew(self, since: datetime) -> bool:
+        """Extend the lease. False means it is lost for good (someone else holds it)."""
+        record = encode(LeaseRecord(node=self.node, incarnation=self.incarnation, since=since))
+        sent = time.monotonic()
+        try:
+            self.revision = await self.kv.update(LEASE_KEY, record, last=self.revision)
+        except KeyWrongLastSequenceError:
+            logger.warning("lease lost: another server holds it now")
+            self.revision = 0
+            return False
+        self._renewed_at = sent
+        return True
+
+    async def release(self) -> None:
+        """Give the lease up so another server takes over at once."""
+        if self.revision:
+            try:
+                await self.kv.delete(LEASE_KEY, last=self.revision)
+            except (KeyWrongLastSequenceError, *TRANSIENT):
+                pass
+        self.revision = 0

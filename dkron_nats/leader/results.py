@@ -1,0 +1,171 @@
+"""Applies execution outcomes, in order, from the durable results stream.
+
+Agents publish finished executions; the leader publishes the records it makes itself. The leader is the
+only consumer: it stores the final record, updates counters and status, keeps the history bounded, and
+runs what follows (retries, dependent jobs, ephemeral deletion). Counters carry the stream sequence they
+were applied at, so a result redelivered after a crash is never counted twice.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+import anyio
+import msgspec
+from anyio.abc import TaskStatus
+from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig
+
+from dkron_nats.jobs import JobService
+from dkron_nats.kv.buckets import RESULTS_STREAM, RESULTS_SUBJECTS
+from dkron_nats.kv.executions import ExecutionStore
+from dkron_nats.leader.launcher import Launcher, attempt_id
+from dkron_nats.leader.retention import Retention
+from dkron_nats.leader.stats import Stats
+from dkron_nats.models import Execution, ExecutionResult, JobState, decode
+from dkron_nats.names import job_key
+
+logger = logging.getLogger(__name__)
+DURABLE = "dkron-leader"
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    execution: Execution
+    siblings: list[str]
+    seq: int
+
+
+class ResultProcessor:
+    def __init__(
+        self,
+        js: JetStreamContext,
+        jobs: JobService,
+        executions: ExecutionStore,
+        launcher: Launcher,
+        retention: Retention,
+        stats: Stats,
+        on_applied: Callable[[Execution], None] | None = None,
+    ) -> None:
+        self.js = js
+        self.jobs = jobs
+        self.executions = executions
+        self.launcher = launcher
+        self.retention = retention
+        self.stats = stats
+        self.on_applied = on_applied
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        config = ConsumerConfig(ack_policy=AckPolicy.EXPLICIT, ack_wait=60, max_ack_pending=20_000)
+        sub = await self.js.pull_subscribe(
+            RESULTS_SUBJECTS, durable=DURABLE, stream=RESULTS_STREAM, config=config
+        )
+        task_status.started()
+        try:
+            while True:
+                try:
+                    messages = await sub.fetch(256, timeout=1)
+                except (NatsTimeoutError, TimeoutError):
+                    continue
+                for msg in messages:
+                    await self._handle(msg.data, msg.metadata.sequence.stream)
+                    await msg.ack()
+        finally:
+            with anyio.move_on_after(2, shield=True):
+                await sub.unsubscribe()
+
+    async def _handle(self, data: bytes, seq: int) -> None:
+        try:
+            result = decode(data, ExecutionResult)
+        except msgspec.DecodeError:
+            logger.exception("dropping an undecodable result at sequence %d", seq)
+            return
+        try:
+            await self.apply(Outcome(result.execution, result.siblings, seq))
+        except Exception:
+            # One bad result must not stop the stream; the record is logged for the operator.
+            logger.exception(
+                "applying the result of %s/%s failed", result.execution.job_name, result.execution.id
+            )
+
+    async def apply(self, outcome: Outcome) -> None:
+        ex = outcome.execution
+        self.launcher.finished(ex)
+        spec = self.jobs.jobs.get(job_key(ex.job_name))
+        if spec is None:
+            return  # the job was deleted meanwhile, with its history
+        await self.executions.put(ex)
+        await self.retention.added(ex.job_name, ex.id)
+        if self.on_applied is not None:
+            self.on_applied(ex)
+        if ex.status in ("missed", "skipped"):
+            return
+        self.stats.count(ex.finished_at, ex.success)
+        retrying = (
+            not ex.success and ex.attempt <= spec.retries and ex.node_name and not ex.id.endswith("-none")
+        )
+        status = None if retrying else await self._group_status(ex, outcome.siblings)
+        await self.jobs.update_state(job_key(ex.job_name), lambda st: _counted(st, ex, status, outcome.seq))
+        if retrying:
+            await self.launcher.dispatch(
+                spec,
+                ex.group,
+                ex.scheduled_at,
+                [ex.node_name],
+                attempt=ex.attempt + 1,
+                siblings=outcome.siblings,
+            )
+            return
+        if status == "success":
+            await self._after_success(spec.name, spec.ephemeral)
+
+    async def _group_status(self, ex: Execution, siblings: list[str]) -> str:
+        """Dkron's group status, judged on each node's latest attempt (a success on retry is a success)."""
+        outcomes = [ex.success] + [await self._latest_success(ex.job_name, s, ex.group) for s in siblings]
+        if all(outcomes):
+            return "success"
+        if not any(outcomes):
+            return "failed"
+        return "partially_failed"
+
+    async def _latest_success(self, job_name: str, sibling_id: str, group: int) -> bool:
+        node = sibling_id.split("=")[0][len(str(group)) + 1 :]
+        spec = self.jobs.jobs.get(job_key(job_name))
+        for attempt in range((spec.retries if spec else 0) + 1, 0, -1):
+            found = await self.executions.get(job_name, attempt_id(group, node, attempt))
+            if found is not None:
+                return found.finished and found.success
+        return False
+
+    async def _after_success(self, name: str, ephemeral: bool) -> None:
+        for child in self.jobs.dependents.children(name):
+            child_spec = self.jobs.jobs.get(job_key(child))
+            if child_spec is not None and not child_spec.disabled:
+                await self.launcher.launch_now(child_spec)
+        if ephemeral and not self.jobs.dependents.children(name):
+            await self.jobs.delete(name)
+            await self.executions.purge_job(name)
+            self.retention.forget(name)
+
+
+def _later(a: datetime | None, b: datetime | None) -> datetime | None:
+    if a is None or b is None:
+        return a or b
+    return max(a, b)
+
+
+def _counted(state: JobState, ex: Execution, status: str | None, seq: int) -> JobState | None:
+    if seq <= state.applied_seq:
+        return None  # already counted before a redelivery
+    return JobState(
+        success_count=state.success_count + ex.success,
+        error_count=state.error_count + (not ex.success),
+        last_success=_later(state.last_success, ex.finished_at) if ex.success else state.last_success,
+        last_error=state.last_error if ex.success else _later(state.last_error, ex.finished_at),
+        status=status or state.status,
+        applied_seq=seq,
+    )

@@ -1,0 +1,273 @@
+"""The leader's scheduling loop.
+
+For every job the scheduler keeps the last resolved slot (the launch cursor, in KV). When a job is due it
+resolves every slot since the cursor: the latest one is launched if it is within the starting deadline,
+every older one is recorded as missed. The cursor moves with compare-and-set *before* the run request is
+sent, keyed by (job, slot), so a slot is never launched twice, whoever is leader, across any restart.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import anyio
+from anyio.abc import TaskStatus
+
+from dkron_nats.kv.cache import KVCache
+from dkron_nats.kv.typed import TypedKV
+from dkron_nats.leader.launcher import Launcher, attempt_id
+from dkron_nats.models import JobSpec, LaunchCursor
+from dkron_nats.names import job_key
+from dkron_nats.schedule import Schedule, ScheduleError, parse_schedule
+from dkron_nats.timefmt import from_ns, to_ns, utcnow
+
+logger = logging.getLogger(__name__)
+RECENT_LAUNCH_WINDOW = timedelta(minutes=10)
+"""Launches younger than this are checked for a missing dispatch when a leader takes over."""
+MISSED_RECORD_LIMIT = 100
+"""Missed slots recorded one by one per catch-up; earlier ones are summarised in one record."""
+
+
+@dataclass(frozen=True, slots=True)
+class SchedulerSettings:
+    starting_deadline: timedelta = timedelta(seconds=60)
+    max_parallel: int = 256
+
+
+@dataclass(slots=True)
+class _Plan:
+    spec: JobSpec
+    schedule: Schedule
+    generation: int
+
+
+class Scheduler:
+    def __init__(
+        self,
+        jobs: KVCache[JobSpec],
+        cursors: TypedKV[LaunchCursor],
+        launcher: Launcher,
+        settings: SchedulerSettings,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.jobs = jobs
+        self.cursors_kv = cursors
+        self.launcher = launcher
+        self.settings = settings
+        self.clock = clock
+        self._cursors: dict[str, tuple[LaunchCursor, int]] = {}
+        self._plans: dict[str, _Plan] = {}
+        self._heap: list[tuple[int, int, str, int]] = []
+        self._seq = itertools.count()
+        self._generations = itertools.count(1)
+        self._wake = anyio.Event()
+        self._limiter = anyio.CapacityLimiter(settings.max_parallel)
+
+    # -- planning ---------------------------------------------------------------------------
+
+    def next_fire(self, key: str) -> datetime | None:
+        """When the job fires next, as planned by this leader."""
+        plan = self._plans.get(key)
+        if plan is None:
+            return None
+        return plan.schedule.next_after(self._base(key, plan))
+
+    def _base(self, key: str, plan: _Plan) -> datetime:
+        """Slots at or before this instant are resolved (or were never due)."""
+        spec = plan.spec
+        base = spec.anchor or self.clock()
+        cursor = self._cursors.get(key)
+        if cursor is not None:
+            base = max(base, from_ns(cursor[0].slot_ns))
+        if spec.starts_at is not None:
+            base = max(base, spec.starts_at - timedelta(microseconds=1))
+        return base
+
+    def _plan(self, key: str, spec: JobSpec | None) -> None:
+        self._plans.pop(key, None)
+        if spec is None or spec.disabled or spec.parent_job or not spec.schedule:
+            return
+        try:
+            schedule = parse_schedule(
+                spec.schedule, job_name=spec.name, timezone=spec.timezone, anchor=spec.anchor or self.clock()
+            )
+        except (ScheduleError, ValueError):
+            logger.exception("job %s has an invalid schedule; it is not scheduled", spec.name)
+            return
+        if schedule.is_manual:
+            return
+        plan = _Plan(spec, schedule, next(self._generations))
+        self._plans[key] = plan
+        self._push(key, plan)
+
+    def _push(self, key: str, plan: _Plan) -> None:
+        fire = plan.schedule.next_after(self._base(key, plan))
+        if fire is None or (plan.spec.expires_at is not None and fire > plan.spec.expires_at):
+            return
+        heapq.heappush(self._heap, (to_ns(fire), next(self._seq), key, plan.generation))
+        if self._heap[0][2] == key:
+            self._wake.set()
+
+    def _on_job_change(self, key: str, spec: JobSpec | None) -> None:
+        self._plan(key, spec)
+        self._wake.set()
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        async for key, cursor, revision in self.cursors_kv.scan():
+            self._cursors[key] = (cursor, revision)
+        await self._conclude_interrupted_launches()
+        for key, spec in list(self.jobs.items()):
+            self._plan(key, spec)
+        unlisten = self.jobs.listen(self._on_job_change)
+        task_status.started()
+        logger.info("scheduler started with %d scheduled jobs", len(self._plans))
+        try:
+            while True:
+                due = self._pop_due()
+                if due:
+                    await self._resolve_batch(due)
+                    continue
+                await self._sleep_until_next()
+        finally:
+            unlisten()
+
+    async def _conclude_interrupted_launches(self) -> None:
+        """A previous leader may have recorded a launch and died before sending it: send what is missing.
+
+        Requests carry the same execution ids, and agents claim an id only once, so re-sending is safe.
+        """
+        horizon = to_ns(self.clock() - RECENT_LAUNCH_WINDOW)
+        async with anyio.create_task_group() as tg:
+            for key, (cursor, _) in self._cursors.items():
+                spec = self.jobs.get(key)
+                if spec is not None and cursor.outcome == "launched" and cursor.slot_ns >= horizon:
+                    tg.start_soon(self._redispatch_missing, spec, cursor)
+
+    async def _redispatch_missing(self, spec: JobSpec, cursor: LaunchCursor) -> None:
+        async with self._limiter:
+            missing = []
+            for node in cursor.targets:
+                found = await self.launcher.executions.get(spec.name, attempt_id(cursor.group, node, 1))
+                if found is None:
+                    missing.append(node)
+                elif not found.finished:
+                    await self.launcher.fail_if_agent_lost(found)
+            if missing:
+                logger.info("re-sending the interrupted launch of %s to %s", spec.name, ", ".join(missing))
+                await self.launcher.dispatch(spec, cursor.group, from_ns(cursor.slot_ns), missing)
+
+    def _pop_due(self) -> list[str]:
+        now_ns = to_ns(self.clock())
+        due: list[str] = []
+        while self._heap and self._heap[0][0] <= now_ns:
+            _, _, key, generation = heapq.heappop(self._heap)
+            plan = self._plans.get(key)
+            if plan is not None and plan.generation == generation:
+                due.append(key)
+        return due
+
+    async def _sleep_until_next(self) -> None:
+        self._wake = anyio.Event()
+        delay = 3600.0
+        if self._heap:
+            delay = max(0.0, (self._heap[0][0] - to_ns(self.clock())) / 1e9)
+        with anyio.move_on_after(delay):
+            await self._wake.wait()
+
+    async def _resolve_batch(self, keys: list[str]) -> None:
+        async with anyio.create_task_group() as tg:
+            for key in keys:
+                tg.start_soon(self._resolve_guarded, key)
+
+    async def _resolve_guarded(self, key: str) -> None:
+        async with self._limiter:
+            plan = self._plans.get(key)
+            if plan is None:
+                return
+            try:
+                await self._resolve(key, plan)
+            except Exception:
+                logger.exception("resolving the due slots of %s failed; retrying in 1s", plan.spec.name)
+                heapq.heappush(
+                    self._heap, (to_ns(self.clock()) + 1_000_000_000, next(self._seq), key, plan.generation)
+                )
+                return
+            if self._plans.get(key) is plan:
+                self._push(key, plan)
+
+    async def _resolve(self, key: str, plan: _Plan) -> None:
+        now = self.clock()
+        spec = plan.spec
+        slots = plan.schedule.fires_between(self._base(key, plan), now, MISSED_RECORD_LIMIT + 1)
+        if spec.expires_at is not None:
+            slots = [s for s in slots if s <= spec.expires_at]
+        if not slots:
+            return
+        latest = slots[-1]
+        late = now - latest > self.settings.starting_deadline
+        missed = slots if late else slots[:-1]
+        await self._record_missed(spec, missed, summarise=len(slots) > MISSED_RECORD_LIMIT)
+        if late:
+            await self._advance(key, spec, latest, [], "missed")
+            return
+        if spec.concurrency == "forbid" and self.launcher.running(spec.name):
+            reason = "skipped: the previous execution is still running and the job's concurrency is forbid"
+            if await self._advance(key, spec, latest, [], "skipped"):
+                await self.launcher.record_outcome(spec, to_ns(latest), latest, "skipped", reason)
+            return
+        await self._launch(key, spec, latest)
+
+    async def _record_missed(self, spec: JobSpec, slots: list[datetime], *, summarise: bool) -> None:
+        deadline = self.settings.starting_deadline.total_seconds()
+        for i, slot in enumerate(slots):
+            reason = f"missed: the slot was not launched within the starting deadline of {deadline:g}s"
+            if summarise and i == 0:
+                reason += "; earlier slots were missed too and are not listed one by one"
+            await self.launcher.record_outcome(spec, to_ns(slot), slot, "missed", reason)
+
+    async def _launch(self, key: str, spec: JobSpec, slot: datetime) -> None:
+        group = to_ns(slot)
+        targets = self.launcher.targets(spec)
+        if isinstance(targets, str):
+            if await self._advance(key, spec, slot, [], "failed"):
+                await self.launcher.record_outcome(spec, group, slot, "failed", targets)
+            return
+        if await self._advance(key, spec, slot, targets, "launched"):
+            await self.launcher.dispatch(spec, group, slot, targets)
+
+    async def _advance(
+        self, key: str, spec: JobSpec, slot: datetime, targets: list[str], outcome: str
+    ) -> bool:
+        """Move the job's cursor to `slot` (compare-and-set). False: the slot was resolved already."""
+        slot_ns = to_ns(slot)
+        while True:
+            current = self._cursors.get(key)
+            if current is not None and current[0].slot_ns >= slot_ns:
+                return False
+            cursor = LaunchCursor(
+                slot_ns=slot_ns, group=slot_ns, targets=targets, fence=self.launcher.fence(), outcome=outcome
+            )
+            if current is None:
+                rev = await self.cursors_kv.create(key, cursor)
+            else:
+                rev = await self.cursors_kv.update(key, cursor, current[1])
+            if rev is not None:
+                self._cursors[key] = (cursor, rev)
+                return True
+            fresh = await self.cursors_kv.get(key)
+            if fresh is None:
+                self._cursors.pop(key, None)
+            else:
+                self._cursors[key] = fresh
+            logger.warning("cursor of %s moved under us; re-read it", spec.name)
+
+
+def cursor_key(job_name: str) -> str:
+    return job_key(job_name)

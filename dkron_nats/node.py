@@ -1,0 +1,252 @@
+"""A dkron-nats node: NATS connection, registry heartbeat and agent; on servers also the API and the
+leader campaign. Started by `dkron-nats agent`, stopped gracefully when `stop` is set.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import uuid
+from collections.abc import Iterator
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+
+import anyio
+import nats
+import uvicorn
+from nats.aio.client import Client
+
+from dkron_nats.agent.registry import ExecutorRegistry
+from dkron_nats.agent.runner import Agent
+from dkron_nats.config import Settings
+from dkron_nats.http.app import create_app
+from dkron_nats.http.services import Flag, Services
+from dkron_nats.joblist import JobLister
+from dkron_nats.jobs import JobService
+from dkron_nats.kv.buckets import Buckets, StorageLimits, ensure_buckets
+from dkron_nats.kv.cache import KVCache
+from dkron_nats.kv.executions import ExecutionStore
+from dkron_nats.kv.typed import TypedKV
+from dkron_nats.leader.election import run_elections
+from dkron_nats.leader.launcher import Launcher
+from dkron_nats.leader.lease import Lease
+from dkron_nats.leader.results import ResultProcessor
+from dkron_nats.leader.retention import Retention
+from dkron_nats.leader.scheduler import Scheduler, SchedulerSettings
+from dkron_nats.leader.session import LeaderSession
+from dkron_nats.leader.stats import DayStats, Stats
+from dkron_nats.members import Registry, heartbeat
+from dkron_nats.models import JobSpec, JobState, LaunchCursor, Member
+from dkron_nats.natsserver import EmbeddedNats, split_host_port
+from dkron_nats.nextfire import NextFireCache
+from dkron_nats.timefmt import utcnow
+from dkron_nats.version import VERSION
+
+logger = logging.getLogger(__name__)
+
+
+def node_tags(settings: Settings) -> dict[str, str]:
+    """The tags Dkron sets on every node, then the user's own."""
+    tags = {"role": "dkron", "dc": settings.datacenter, "region": settings.region, "version": VERSION}
+    if settings.server:
+        tags |= {"server": "true", "dkron_server": "true"}
+    return tags | settings.tags
+
+
+class _EmbeddedUvicorn(uvicorn.Server):
+    """Uvicorn without its own signal handling: the node decides when to stop."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+@dataclass(slots=True)
+class Node:
+    settings: Settings
+    stop: anyio.Event
+    incarnation: str = ""
+
+    async def run(self) -> None:
+        self.incarnation = uuid.uuid4().hex
+        async with AsyncExitStack() as stack:
+            urls = list(self.settings.nats_urls)
+            if not urls:
+                embedded = EmbeddedNats(
+                    self.settings.data_dir, self.settings.nats_listen, self.settings.node_name
+                )
+                await stack.enter_async_context(embedded)
+                urls = [embedded.url]
+            nc = await _connect(urls, self.settings.node_name)
+            stack.push_async_callback(_close, nc)
+            js = nc.jetstream(timeout=5)
+            limits = StorageLimits(lease_ttl=self.settings.lease_ttl, member_ttl=self.settings.member_ttl)
+            buckets = await ensure_buckets(js, limits)
+            await self._serve(nc, buckets)
+
+    async def _serve(self, nc: Client, buckets: Buckets) -> None:
+        s = self.settings
+        js = nc.jetstream(timeout=5)
+        executions = ExecutionStore(buckets.executions, js)
+        members_kv = TypedKV(buckets.members, Member)
+        registry = Registry(members_kv, ttl=s.member_ttl)
+        agent = Agent(
+            nc, js, s.node_name, executions, ExecutorRegistry.discover(), s.shutdown_grace.total_seconds()
+        )
+        async with anyio.create_task_group() as tg:
+            await tg.start(registry.run)
+            await tg.start(heartbeat, members_kv, self._member(), s.member_ttl / 4)
+            agent_done = anyio.Event()
+            tg.start_soon(_run_then_set, agent, agent_done)
+            server_scope = anyio.CancelScope()
+            if s.server:
+                tg.start_soon(
+                    self._run_server, server_scope, nc, buckets, executions, registry, agent.executors
+                )
+            logger.info("node %s started (%s)", s.node_name, "server" if s.server else "agent")
+            await self.stop.wait()
+            logger.info("node %s stopping", s.node_name)
+            server_scope.cancel()
+            agent.stop()
+            await agent_done.wait()
+            tg.cancel_scope.cancel()
+
+    def _member(self) -> Member:
+        s = self.settings
+        host, port = split_host_port(s.http_addr, default_host="0.0.0.0")
+        return Member(
+            name=s.node_name,
+            addr=host if host not in ("0.0.0.0", "") else "127.0.0.1",
+            port=port,
+            tags=node_tags(s),
+            server=s.server,
+            version=VERSION,
+            started_at=utcnow(),
+        )
+
+    async def _run_server(
+        self,
+        scope: anyio.CancelScope,
+        nc: Client,
+        buckets: Buckets,
+        executions: ExecutionStore,
+        registry: Registry,
+        executors: ExecutorRegistry,
+    ) -> None:
+        s = self.settings
+        js = nc.jetstream(timeout=5)
+        jobs_cache = KVCache(TypedKV(buckets.jobs, JobSpec))
+        states_cache = KVCache(TypedKV(buckets.job_state, JobState))
+        settings_cache = KVCache(TypedKV(buckets.settings, Flag))
+        lease = Lease(buckets.leader, s.node_name, self.incarnation, s.lease_ttl)
+        stats = Stats(TypedKV(buckets.stats, DayStats))
+        with scope:
+            async with anyio.create_task_group() as tg:
+                await tg.start(jobs_cache.run)
+                await tg.start(states_cache.run)
+                await tg.start(settings_cache.run)
+                flag = settings_cache
+                jobs = JobService(
+                    jobs_cache, states_cache, lambda: bool((f := flag.get("paused")) and f.value)
+                )
+                nexts = NextFireCache()
+                services = Services(
+                    node_name=s.node_name,
+                    version=VERSION,
+                    tags=node_tags(s),
+                    nc=nc,
+                    jobs=jobs,
+                    lister=JobLister(jobs, nexts),
+                    nexts=nexts,
+                    executions=executions,
+                    registry=registry,
+                    lease=lease,
+                    settings=settings_cache,
+                    stats=stats,
+                    executors=executors,
+                    request_shutdown=self.stop.set,
+                    max_body_bytes=s.max_body_size,
+                )
+                launcher = Launcher(nc, js, registry, executions, lambda: lease.fence, s.region)
+
+                async def lead() -> None:
+                    scheduler = Scheduler(
+                        jobs_cache,
+                        TypedKV(buckets.cursors, LaunchCursor),
+                        launcher,
+                        SchedulerSettings(starting_deadline=s.starting_deadline),
+                    )
+                    retention = Retention(executions, s.max_executions)
+                    results = ResultProcessor(js, jobs, executions, launcher, retention, stats)
+                    await LeaderSession(nc, jobs, launcher, scheduler, results, stats).run()
+
+                tg.start_soon(_serve_http, services, s.http_addr)
+                await run_elections(lease, lead)
+
+
+async def _run_then_set(agent: Agent, done: anyio.Event) -> None:
+    try:
+        await agent.run()
+    finally:
+        done.set()
+
+
+class HttpBindError(RuntimeError):
+    pass
+
+
+async def _serve_http(services: Services, addr: str) -> None:
+    """Serve the API until cancelled; then let uvicorn finish in-flight requests (bounded)."""
+    host, port = split_host_port(addr, default_host="0.0.0.0")
+    config = uvicorn.Config(
+        create_app(services),
+        host=host,
+        port=port,
+        log_level="warning",
+        access_log=False,
+        lifespan="off",
+        timeout_graceful_shutdown=5,
+    )
+    server = _EmbeddedUvicorn(config)
+
+    async def exit_when_cancelled() -> None:
+        try:
+            await anyio.sleep_forever()
+        finally:
+            server.should_exit = True
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(exit_when_cancelled)
+        with anyio.CancelScope(shield=True):
+            try:
+                await server.serve()
+            except SystemExit:
+                raise HttpBindError(
+                    f"cannot serve the API on {addr}: is the port in use? (--http-addr)"
+                ) from None
+        tg.cancel_scope.cancel()
+
+
+async def _connect(urls: list[str], node: str) -> Client:
+    async def on_error(exc: Exception) -> None:
+        logger.warning("NATS: %s", exc)
+
+    client: Client = await nats.connect(
+        servers=urls,
+        name=f"dkron-nats {node}",
+        ping_interval=5,
+        max_outstanding_pings=2,
+        max_reconnect_attempts=-1,
+        reconnect_time_wait=0.5,
+        connect_timeout=5,
+        error_cb=on_error,
+    )
+    return client
+
+
+async def _close(nc: Client) -> None:
+    with anyio.move_on_after(5, shield=True):
+        try:
+            await nc.drain()
+        except Exception:  # noqa: BLE001 - the server may be gone already; closing is all that is left
+            await nc.close()

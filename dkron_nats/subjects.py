@@ -1,0 +1,29 @@
+"""Every NATS subject dkron-nats uses, built in one place from validated tokens only."""
+
+from __future__ import annotations
+
+from dkron_nats.names import is_token
+
+LEADER_RUN = "dkron.leader.run"
+"""Manual runs: any server asks the leader to launch a job now (request/reply)."""
+
+AGENT_BUSY = "dkron.agent.busy"
+"""Scatter-gather: every agent answers with its running executions."""
+
+LEADER_RESULT_NODE = "scheduler"
+"""The pseudo-node under which the leader publishes records it makes itself (missed, skipped, failed)."""
+
+
+def _token(text: str) -> str:
+    if not is_token(text):
+        raise ValueError(f"{text!r} cannot be a NATS subject token")
+    return text
+
+
+def run_subject(node: str) -> str:
+    """Run requests for one node; its agent subscribes in a queue group named after the node."""
+    return f"dkron.run.node.{_token(node)}"
+
+
+def result_subject(node: str) -> str:
+    return f"dkron.result.{_token(node)}"

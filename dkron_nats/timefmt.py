@@ -1,0 +1,68 @@
+"""Time rendering and parsing in the forms Dkron clients expect (Go's RFC3339Nano and the zero time)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, tzinfo
+
+ZERO_TIME = "0001-01-01T00:00:00Z"
+"""Go's zero time: Dkron's `next` when nothing is scheduled and `finished_at` while running."""
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def to_ns(dt: datetime) -> int:
+    """Whole nanoseconds since the epoch, exact for microsecond datetimes."""
+    delta = dt - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1_000
+
+
+def from_ns(ns: int) -> datetime:
+    return _EPOCH + timedelta(microseconds=ns // 1_000)
+
+
+def rfc3339(dt: datetime | None, tz: tzinfo | None = None) -> str | None:
+    """Go's RFC3339Nano: trailing fractional zeros trimmed, `Z` for UTC. None stays None."""
+    if dt is None:
+        return None
+    local = dt.astimezone(tz or UTC)
+    base = local.strftime("%Y-%m-%dT%H:%M:%S")
+    if local.microsecond:
+        base += f".{local.microsecond:06d}".rstrip("0")
+    offset = local.utcoffset()
+    if not offset:
+        return base + "Z"
+    total = int(offset.total_seconds())
+    sign = "+" if total >= 0 else "-"
+    hours, minutes = divmod(abs(total) // 60, 60)
+    return f"{base}{sign}{hours:02d}:{minutes:02d}"
+
+
+def rfc3339_or_zero(dt: datetime | None, tz: tzinfo | None = None) -> str:
+    return rfc3339(dt, tz) or ZERO_TIME
+
+
+def parse_time(text: str) -> datetime | None:
+    """RFC3339 (any offset) or the HTML datetime-local form `2006-01-02T15:04` (UTC), as Dkron accepts.
+
+    The Go zero time parses to None (it means "unset").
+    """
+    raw = text.strip()
+    if raw in ("", ZERO_TIME):
+        return None
+    if len(raw) == 16 and raw[10] == "T":
+        return datetime.strptime(raw, "%Y-%m-%dT%H:%M").replace(tzinfo=UTC)
+    if not (raw.endswith(("Z", "z")) or "+" in raw[10:] or "-" in raw[10:]):
+        raise ValueError(f'parsing time "{text}": missing time zone offset')
+    value = raw[:-1] + "+00:00" if raw.endswith(("Z", "z")) else raw
+    head, sep, rest = value.partition(".")
+    if sep:  # Python accepts at most 6 fractional digits; Go sends up to 9
+        digits = len(rest) - len(rest.lstrip("0123456789"))
+        value = f"{head}.{rest[: min(digits, 6)]}{rest[digits:]}"
+    parsed = datetime.fromisoformat(value)
+    if parsed.year <= 1:
+        return None
+    return parsed.astimezone(UTC)

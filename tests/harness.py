@@ -1,0 +1,160 @@
+"""Real processes for tests: dkron-nats nodes on free ports with temporary data dirs.
+
+Every process started here is stopped by its PID when the test ends, even when the test fails.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+
+T = TypeVar("T")
+DKRON_NATS = [sys.executable, "-m", "dkron_nats"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def wait_for(condition: Callable[[], T | None], timeout: float = 15.0, what: str = "condition") -> T:
+    """Poll `condition` until it returns something truthy, or fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    last_error: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            value = condition()
+        except (httpx.HTTPError, OSError) as exc:
+            last_error = exc
+            value = None
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last error: {last_error})")
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@dataclass
+class Node:
+    """One `dkron-nats agent` process."""
+
+    data_dir: Path
+    name: str = "n1"
+    server: bool = True
+    http_port: int = field(default_factory=free_port)
+    nats_port: int = field(default_factory=free_port)
+    extra: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    @property
+    def log_path(self) -> Path:
+        return self.data_dir / f"{self.name}.log"
+
+    def args(self) -> list[str]:
+        args = [*DKRON_NATS, "agent", "--node-name", self.name, "--data-dir", str(self.data_dir)]
+        args += ["--http-addr", f"127.0.0.1:{self.http_port}", "--nats-listen", f"127.0.0.1:{self.nats_port}"]
+        if self.server:
+            args.append("--server")
+        return [*args, "--lease-ttl", "4", *self.extra]
+
+    def start(self) -> Node:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        log = self.log_path.open("ab")
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
+        self.proc = subprocess.Popen(self.args(), stdout=log, stderr=subprocess.STDOUT, env=env)
+        log.close()
+        return self
+
+    def wait_leader(self, timeout: float = 30.0) -> Node:
+        wait_for(lambda: self.get("/health").json().get("leader"), timeout, f"{self.name} to lead")
+        return self
+
+    def get(self, path: str, **kw: Any) -> httpx.Response:
+        return httpx.get(self.url + path, timeout=10, **kw)
+
+    def post(self, path: str, **kw: Any) -> httpx.Response:
+        return httpx.post(self.url + path, timeout=15, **kw)
+
+    def request(self, method: str, path: str, **kw: Any) -> httpx.Response:
+        return httpx.request(method, self.url + path, timeout=15, **kw)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 40.0) -> int | None:
+        """Stop the process (SIGTERM: gracefully); SIGKILL it if it does not exit in time."""
+        proc = self.proc
+        if proc is None:
+            return None
+        if proc.poll() is None:
+            proc.send_signal(sig)
+            try:
+                proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=10)
+        self.proc = None
+        return proc.returncode
+
+    def kill(self) -> None:
+        self.stop(signal.SIGKILL)
+
+    def logs(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+@contextmanager
+def running(node: Node, leader: bool = True) -> Iterator[Node]:
+    node.start()
+    try:
+        if leader:
+            node.wait_leader()
+        yield node
+    finally:
+        node.stop()
+
+
+def job(name: str, schedule: str = "@manually", command: str = "true", **fields: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "name": name,
+        "schedule": schedule,
+        "executor": "shell",
+        "executor_config": {"command": command},
+    }
+    body.update(fields)
+    return body
+
+
+def executions(node: Node, name: str) -> list[dict[str, Any]]:
+    response = node.get(f"/v1/jobs/{name}/executions")
+    response.raise_for_status()
+    found: list[dict[str, Any]] = response.json()
+    return found
+
+
+def finished(node: Node, name: str, count: int) -> list[dict[str, Any]] | None:
+    """The job's executions once at least `count` have finished, else None."""
+    done = [e for e in executions(node, name) if e["finished_at"] != "0001-01-01T00:00:00Z"]
+    return done if len(done) >= count else None
