@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
+from typing import Annotated
 
 import msgspec
 
@@ -18,6 +19,10 @@ from dkron_nats.timefmt import parse_time, utcnow
 
 CONCURRENCY_POLICIES = ("allow", "forbid")
 
+# Go's field types bound the numbers Dkron accepts (counters are int64; retries, a uint64, is held to the
+# int64 range, which msgspec can check).
+Int64 = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]
+
 
 class JobInput(msgspec.Struct, kw_only=True):
     name: str | None = None
@@ -26,14 +31,14 @@ class JobInput(msgspec.Struct, kw_only=True):
     schedule: str | None = None
     owner: str | None = None
     owner_email: str | None = None
-    success_count: int | None = None
-    error_count: int | None = None
+    success_count: Int64 | None = None
+    error_count: Int64 | None = None
     last_success: str | None = None
     last_error: str | None = None
     disabled: bool | None = None
     tags: dict[str, str] | None = None
     metadata: dict[str, str] | None = None
-    retries: int | None = None
+    retries: Int64 | None = None
     dependent_jobs: list[str] | None = None
     parent_job: str | None = None
     processors: dict[str, dict[str, str]] | None = None

@@ -15,9 +15,11 @@ from dkron_nats.errors import DkronError
 from dkron_nats.jobs import SORTABLE, JobService, JobView
 from dkron_nats.models import JobSpec, JobState
 from dkron_nats.nextfire import NextFireCache
+from dkron_nats.timefmt import to_ns
 
-_MIN = ""
-"""Sorts before every timestamp: jobs that never ran come first in ascending order."""
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+_NO_TIME = (0, 0)
+"""Sorts before every timestamp: jobs that never ran (or have no `next`) come first in ascending order."""
 
 
 class BadSortError(DkronError):
@@ -39,12 +41,14 @@ class JobQuery:
 
 
 def _sort_value(attr: str, spec: JobSpec, state: JobState, nxt: datetime | None) -> Any:
+    """Dkron's BuntDB `IndexJSON` order: strings ignore ASCII case; times compare as instants."""
     if attr in ("name", "displayname", "schedule"):
-        return getattr(spec, attr)
+        text: str = getattr(spec, attr)
+        return text.translate(_ASCII_LOWER)
     if attr in ("success_count", "error_count"):
         return getattr(state, attr)
     value = nxt if attr == "next" else getattr(state, attr)
-    return value.isoformat() if value else _MIN
+    return _NO_TIME if value is None else (1, to_ns(value))
 
 
 class JobLister:

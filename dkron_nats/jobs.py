@@ -138,8 +138,8 @@ class JobService:
 
     async def update_state(self, key: str, change: Callable[[JobState], JobState | None]) -> JobState:
         """Compare-and-set loop on a job's state; `change` returns None for "nothing to write"."""
+        current = self.states.get_with_revision(key)  # usually current: saves a read per update
         while True:
-            current = await self.states_kv.get(key)
             old = current[0] if current else JobState()
             new = change(old)
             if new is None or new == old:
@@ -151,6 +151,7 @@ class JobService:
             if rev is not None:
                 self.states.apply(key, new, rev)
                 return new
+            current = await self.states_kv.get(key)
 
     async def delete(self, name: str) -> JobView:
         view = self.get(name)
@@ -212,7 +213,7 @@ def _spec_from(job: ValidatedJob, old: JobSpec | None) -> JobSpec:
         retries=job.retries,
         parent_job=job.parent_job,
         processors=job.processors,
-        concurrency=job.concurrency or "allow",
+        concurrency=job.concurrency,  # "" is stored as sent, as Dkron does (it behaves as allow)
         executor=job.executor,
         executor_config=job.executor_config,
         ephemeral=job.ephemeral,

@@ -16,6 +16,7 @@ import nats
 import uvicorn
 from nats.aio.client import Client
 
+from dkron_nats.agent.childwatch import use_pidfd_child_watcher
 from dkron_nats.agent.registry import ExecutorRegistry
 from dkron_nats.agent.runner import Agent
 from dkron_nats.config import Settings
@@ -69,6 +70,7 @@ class Node:
 
     async def run(self) -> None:
         self.incarnation = uuid.uuid4().hex
+        use_pidfd_child_watcher()
         async with AsyncExitStack() as stack:
             urls = list(self.settings.nats_urls)
             if not urls:

@@ -107,7 +107,7 @@ class Agent:
             await msg.respond(encode(RunReply(ok=False, error="duplicate")))
             return
         running = Running(execution, OutputBuffer())
-        self.running[execution.id] = running
+        self.running[ExecutionStore.key(execution.job_name, execution.id)] = running
         await msg.respond(encode(RunReply(ok=True)))
         work.start_soon(self._execute, request.job, running, request.siblings)
 
@@ -121,8 +121,12 @@ class Agent:
                 error = "cancelled"
         finally:
             with anyio.CancelScope(shield=True):
-                await self._report(ex, running.output, success, error, siblings)
-                del self.running[ex.id]
+                try:
+                    await self._report(ex, running.output, success, error, siblings)
+                except Exception:
+                    # Isolate this execution: the agent goes on; the leader's lost-agent check ends it.
+                    logger.exception("could not report the result of %s/%s", ex.job_name, ex.id)
+                del self.running[ExecutionStore.key(ex.job_name, ex.id)]
                 if not self.running:
                     self._idle.set()
                     self._idle = anyio.Event()

@@ -24,7 +24,7 @@ from dkron_nats.errors import (
     ValidationError,
 )
 from dkron_nats.http import cluster_api, executions_api, jobs_api
-from dkron_nats.http.middleware import dkron_headers
+from dkron_nats.http.middleware import Preflight, dkron_headers
 from dkron_nats.http.responses import text_response
 from dkron_nats.http.services import Services
 from dkron_nats.joblist import BadSortError
@@ -76,7 +76,8 @@ def create_app(services: Services) -> Litestar:
             HTTPException: _http_error,
             Exception: _unexpected,
         },
-        middleware=[dkron_headers(services.node_name)],
+        middleware=[Preflight],
+        before_send=[dkron_headers(services.node_name)],
         request_max_body_size=services.max_body_bytes,
         openapi_config=None,
         logging_config=None,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from litestar import Request, Response, get, post
@@ -12,6 +13,7 @@ from dkron_nats.http.services import Services
 from dkron_nats.timefmt import rfc3339
 
 AnyRequest = Request[Any, Any, Any]
+_INTEGER = re.compile(r"[+-]?[0-9]{1,18}")
 
 
 @get(["/v1", "/v1/"])
@@ -92,9 +94,7 @@ async def unpause(request: AnyRequest, services: Services) -> Response[bytes]:
 
 @get("/v1/stats")
 async def stats(request: AnyRequest, services: Services) -> Response[bytes]:
-    raw = request.query_params.get("days", "30")
-    days = int(raw) if raw.lstrip("-").isdigit() else 30
-    days = 30 if days <= 0 else min(days, 365)
+    days = _days(request.query_params.get("days", ""))
     rows = await services.stats.days(days)
     out = [
         {
@@ -105,6 +105,14 @@ async def stats(request: AnyRequest, services: Services) -> Response[bytes]:
         for day, s in rows
     ]
     return json_response(request, {"stats": out})
+
+
+def _days(raw: str) -> int:
+    """Dkron's `days`: default 30; not a number or <= 0 gives 30; at most 365."""
+    if not _INTEGER.fullmatch(raw):
+        return 30
+    days = int(raw)
+    return 30 if days <= 0 else min(days, 365)
 
 
 @get("/health")

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import msgspec
 from litestar import Request, Response, delete, get, patch, post, put
+from litestar.background_tasks import BackgroundTask
 
-from dkron_nats.errors import PayloadError
+from dkron_nats.errors import DkronError, ValidationError
 from dkron_nats.http.render import echo_json, job_json
 from dkron_nats.http.responses import json_response, list_response
 from dkron_nats.http.services import Services
@@ -16,6 +18,7 @@ from dkron_nats.joblist import JobQuery
 from dkron_nats.jobs import JobView
 
 AnyRequest = Request[Any, Any, Any]
+logger = logging.getLogger(__name__)
 
 
 def _int(value: str | None, default: int) -> int:
@@ -34,10 +37,18 @@ async def _save(request: AnyRequest, services: Services) -> Response[bytes]:
     job = validate_job(decode_job(body), services.executors.validate)
     await services.jobs.upsert(job)
     services.nexts.forget(job.name)
-    if "runoncreate" in request.query_params:
-        await services.run_now(job.name)
     location = f"/v1/jobs/{job.name}"
-    return json_response(request, echo_json(job), status=201, headers={"Location": location})
+    response = json_response(request, echo_json(job), status=201, headers={"Location": location})
+    if "runoncreate" in request.query_params:  # any value, even empty; like Dkron, after answering
+        response.background = BackgroundTask(_run_after_save, services, job.name)
+    return response
+
+
+async def _run_after_save(services: Services, name: str) -> None:
+    try:
+        await services.run_now(name)
+    except DkronError as exc:
+        logger.warning("runoncreate: job %s did not start: %s", name, exc)
 
 
 @post("/v1/jobs", status_code=201)
@@ -66,8 +77,8 @@ async def list_jobs(request: AnyRequest, services: Services) -> Response[bytes]:
     end = _int(params.get("_end"), 0)
     query = JobQuery(
         q=params.get("q") or "",
-        status=params.get("status"),
-        disabled=params.get("disabled"),
+        status=params.get("status") or None,  # Dkron: an empty filter is no filter
+        disabled=params.get("disabled") or None,
         metadata=metadata,
         sort=params.get("_sort") or "id",
         descending=params.get("_order") == "DESC",
@@ -126,7 +137,7 @@ async def restore(request: AnyRequest, services: Services) -> Response[bytes]:
     names = {j.name for j in jobs}
     for job in jobs:
         if job.parent_job and job.parent_job not in names and services.jobs.jobs.get(job.parent_job) is None:
-            raise PayloadError(f"job {job.name} names parent {job.parent_job}, which is not in the file")
+            raise ValidationError(f"parent job {job.parent_job} of {job.name} is not in the file nor stored")
     messages: list[str] = []
     for job in _parents_first(jobs):
         try:

@@ -8,7 +8,8 @@ import msgspec
 from litestar import Request, Response
 
 JSON = "application/json; charset=utf-8"
-TEXT = "text/plain; charset=utf-8"
+TEXT = "text/plain"
+"""Litestar appends `; charset=utf-8` to text types itself."""
 
 
 def json_response(

@@ -133,13 +133,13 @@ class ResultProcessor:
         return "partially_failed"
 
     async def _latest_success(self, job_name: str, sibling_id: str, group: int) -> bool:
+        """Walk the sibling's attempts upwards (they are numbered 1, 2, ...) and judge the last one."""
         node = sibling_id.split("=")[0][len(str(group)) + 1 :]
-        spec = self.jobs.jobs.get(job_key(job_name))
-        for attempt in range((spec.retries if spec else 0) + 1, 0, -1):
-            found = await self.executions.get(job_name, attempt_id(group, node, attempt))
-            if found is not None:
-                return found.finished and found.success
-        return False
+        latest: Execution | None = None
+        attempt = 1
+        while (found := await self.executions.get(job_name, attempt_id(group, node, attempt))) is not None:
+            latest, attempt = found, attempt + 1
+        return latest is not None and latest.finished and latest.success
 
     async def _after_success(self, name: str, ephemeral: bool) -> None:
         for child in self.jobs.dependents.children(name):

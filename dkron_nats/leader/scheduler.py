@@ -27,6 +27,7 @@ from dkron_nats.schedule import Schedule, ScheduleError, parse_schedule
 from dkron_nats.timefmt import from_ns, to_ns, utcnow
 
 logger = logging.getLogger(__name__)
+_EPSILON = timedelta(microseconds=1)
 RECENT_LAUNCH_WINDOW = timedelta(minutes=10)
 """Launches younger than this are checked for a missing dispatch when a leader takes over."""
 MISSED_RECORD_LIMIT = 100
@@ -80,12 +81,12 @@ class Scheduler:
     def _base(self, key: str, plan: _Plan) -> datetime:
         """Slots at or before this instant are resolved (or were never due)."""
         spec = plan.spec
-        base = spec.anchor or self.clock()
+        base = (spec.anchor or self.clock()) - _EPSILON  # a fire at the anchor itself counts (`@after`)
         cursor = self._cursors.get(key)
         if cursor is not None:
             base = max(base, from_ns(cursor[0].slot_ns))
         if spec.starts_at is not None:
-            base = max(base, spec.starts_at - timedelta(microseconds=1))
+            base = max(base, spec.starts_at - _EPSILON)
         return base
 
     def _plan(self, key: str, spec: JobSpec | None) -> None:

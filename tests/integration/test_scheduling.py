@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-from tests.harness import Node, finished, job, wait_for
+from tests.harness import Node, executions, finished, job, wait_for
 
 ZERO = "0001-01-01T00:00:00Z"
 
@@ -79,3 +81,21 @@ def test_each_slot_runs_once_with_its_scheduled_time(server: Node, tmp_path: Pat
     lines = ledger.read_text().split()
     assert len(lines) >= 4
     assert len(lines) == len(set(lines)), "a slot ran twice"
+
+
+def test_jobs_due_at_the_same_instant_all_run(server: Node) -> None:
+    """Executions of different jobs at the same instant on the same node share an id; both must run."""
+    names = [f"same-instant-{i}" for i in range(5)]
+    for name in names:
+        assert server.post("/v1/jobs", json=job(name, "*/2 * * * * *", "true")).status_code == 201
+    for name in names:
+        wait_for(_first_run_of(server, name), timeout=15, what=f"a run of {name}")
+    ids = {executions(server, name)[0]["id"] for name in names}
+    for name in names:
+        server.request("DELETE", f"/v1/jobs/{name}")
+    assert len(ids) <= len(names)
+    assert server.get("/health").json()["status"] == "healthy"
+
+
+def _first_run_of(server: Node, name: str) -> Callable[[], list[dict[str, Any]] | None]:
+    return lambda: finished(server, name, 1)
