@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import signal
 import sys
@@ -17,6 +18,7 @@ from dkron_nats.config import (
     ConfigError,
     Settings,
     default_node_name,
+    describe,
     load_config_file,
     parse_tags,
 )
@@ -178,12 +180,16 @@ def main() -> None:
     show_default=True,
     help="How long running executions may finish on a graceful stop.",
 )
-def agent(**opts: Any) -> None:
+@click.option("--print-config", is_flag=True, help="Print the resolved settings as JSON and exit.")
+def agent(print_config: bool, **opts: Any) -> None:
     """Run a node: an agent, or with --server also the API and the scheduler."""
     try:
         settings = _settings(opts)
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
+    if print_config:
+        click.echo(json.dumps(describe(settings), indent=2))
+        return
     _configure_logging(settings.log_level)
     try:
         anyio.run(_run_until_signalled, settings)

@@ -13,6 +13,7 @@ from typing import Any
 import yaml
 
 from dkron_nats.names import is_token
+from dkron_nats.version import VERSION
 
 ENV_PREFIX = "DKRON_NATS_"
 
@@ -39,6 +40,30 @@ class Settings:
     starting_deadline: timedelta = timedelta(seconds=60)
     max_body_size: int = 1_048_576
     shutdown_grace: timedelta = timedelta(seconds=30)
+
+
+def node_tags(settings: Settings) -> dict[str, str]:
+    """The tags Dkron sets on every node (`server`/`dkron_server` on servers), then the user's own."""
+    tags = {"role": "dkron", "dc": settings.datacenter, "region": settings.region, "version": VERSION}
+    if settings.server:
+        tags |= {"server": "true", "dkron_server": "true"}
+    return tags | settings.tags
+
+
+def describe(settings: Settings) -> dict[str, Any]:
+    """The resolved settings as JSON-friendly values (for `--print-config`)."""
+    out: dict[str, Any] = {}
+    for name in settings.__dataclass_fields__:
+        value = getattr(settings, name)
+        if isinstance(value, timedelta):
+            value = value.total_seconds()
+        elif isinstance(value, Path):
+            value = str(value)
+        elif isinstance(value, tuple):
+            value = list(value)
+        out[name] = value
+    out["node_tags"] = node_tags(settings)
+    return out
 
 
 def default_node_name() -> str:

@@ -51,6 +51,8 @@ class JobState(msgspec.Struct, kw_only=True, omit_defaults=True):
     status: str = ""
     applied_seq: int = 0
     """The highest results-stream sequence already counted, so a redelivered result is never counted twice."""
+    recorded: int = 0
+    """Records stored since the history was last cleared; history is trimmed only beyond the limit."""
 
 
 class Execution(msgspec.Struct, kw_only=True, omit_defaults=True):

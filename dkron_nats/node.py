@@ -19,7 +19,7 @@ from nats.aio.client import Client
 from dkron_nats.agent.childwatch import use_pidfd_child_watcher
 from dkron_nats.agent.registry import ExecutorRegistry
 from dkron_nats.agent.runner import Agent
-from dkron_nats.config import Settings
+from dkron_nats.config import Settings, node_tags
 from dkron_nats.http.app import create_app
 from dkron_nats.http.services import Flag, Services
 from dkron_nats.joblist import JobLister
@@ -32,7 +32,6 @@ from dkron_nats.leader.election import run_elections
 from dkron_nats.leader.launcher import Launcher
 from dkron_nats.leader.lease import Lease
 from dkron_nats.leader.results import ResultProcessor
-from dkron_nats.leader.retention import Retention
 from dkron_nats.leader.scheduler import Scheduler, SchedulerSettings
 from dkron_nats.leader.session import LeaderSession
 from dkron_nats.leader.stats import DayStats, Stats
@@ -44,14 +43,6 @@ from dkron_nats.timefmt import utcnow
 from dkron_nats.version import VERSION
 
 logger = logging.getLogger(__name__)
-
-
-def node_tags(settings: Settings) -> dict[str, str]:
-    """The tags Dkron sets on every node, then the user's own."""
-    tags = {"role": "dkron", "dc": settings.datacenter, "region": settings.region, "version": VERSION}
-    if settings.server:
-        tags |= {"server": "true", "dkron_server": "true"}
-    return tags | settings.tags
 
 
 class _EmbeddedUvicorn(uvicorn.Server):
@@ -178,8 +169,7 @@ class Node:
                         launcher,
                         SchedulerSettings(starting_deadline=s.starting_deadline),
                     )
-                    retention = Retention(executions, s.max_executions)
-                    results = ResultProcessor(js, jobs, executions, launcher, retention, stats)
+                    results = ResultProcessor(js, jobs, executions, launcher, s.max_executions, stats)
                     await LeaderSession(nc, jobs, launcher, scheduler, results, stats).run()
 
                 tg.start_soon(_serve_http, services, s.http_addr)

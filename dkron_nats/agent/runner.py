@@ -56,6 +56,8 @@ class Agent:
         self.highest_fence = 0
         self.running: dict[str, Running] = {}
         self._intake = anyio.CancelScope()
+        self._claims = anyio.CapacityLimiter(256)
+        """Run requests being claimed at once: claims wait on NATS, so they overlap."""
         self._idle = anyio.Event()
 
     def stop(self) -> None:
@@ -71,7 +73,7 @@ class Agent:
                     intake.start_soon(self._serve_busy, busy)
                     task_status.started()
                     async for msg in runs.messages:
-                        await self._accept(msg, work)
+                        intake.start_soon(self._accept_bounded, msg, work)
             with anyio.CancelScope(shield=True):
                 await runs.unsubscribe()
                 await busy.unsubscribe()
@@ -87,6 +89,10 @@ class Agent:
         for running in self.running.values():
             running.output.append(b"\nexecution cancelled: the agent is shutting down\n")
             running.cancel.cancel()
+
+    async def _accept_bounded(self, msg: Msg, work: TaskGroup) -> None:
+        async with self._claims:
+            await self._accept(msg, work)
 
     async def _accept(self, msg: Msg, work: TaskGroup) -> None:
         try:

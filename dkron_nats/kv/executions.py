@@ -11,8 +11,6 @@ from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
 from dkron_nats.kv.typed import TypedKV, with_retry
-from dkron_nats.kv.watch import next_entry
-from dkron_nats.kv.watch import stop as stop_watch
 from dkron_nats.models import Execution
 from dkron_nats.names import job_key
 
@@ -54,35 +52,15 @@ class ExecutionStore:
         found.sort(key=lambda ex: (ex.group, ex.id))
         return found
 
-    async def list_ids(self, job_name: str) -> list[str]:
-        prefix = len(job_key(job_name)) + 1
-        watcher = await with_retry(
-            lambda: self.kv.watch(f"{job_key(job_name)}.*", meta_only=True, ignore_deletes=True)
-        )
-        ids: list[str] = []
-        try:
-            while True:
-                entry = await next_entry(watcher, 30)
-                if entry is None:
-                    break
-                if entry.operation is None:
-                    ids.append(entry.key[prefix:])
-                if entry.delta == 0:
-                    break
-        finally:
-            await stop_watch(watcher)
-        ids.sort(key=_id_order)
-        return ids
-
     async def purge(self, job_name: str, exec_id: str) -> None:
         subject = self._subject(self.key(job_name, exec_id))
         await with_retry(lambda: self.js.purge_stream(f"KV_{self.typed.bucket}", subject=subject))
 
+    async def trim(self, job_name: str, keep: int) -> None:
+        """Keep only the `keep` most recently written records of a job (one call, no listing)."""
+        subject = self._subject(f"{job_key(job_name)}.*")
+        await with_retry(lambda: self.js.purge_stream(f"KV_{self.typed.bucket}", subject=subject, keep=keep))
+
     async def purge_job(self, job_name: str) -> None:
         subject = self._subject(f"{job_key(job_name)}.*")
         await with_retry(lambda: self.js.purge_stream(f"KV_{self.typed.bucket}", subject=subject))
-
-
-def _id_order(exec_id: str) -> tuple[int, str]:
-    head, _, rest = exec_id.partition("-")
-    return (int(head) if head.isdigit() else 0, rest)

@@ -156,9 +156,9 @@ class Launcher:
         if await self.executions.claim(failed):
             await self.record(failed, request.siblings)
 
-    async def launch_now(self, job: JobSpec) -> list[str] | str:
+    async def launch_now(self, job: JobSpec, group: int | None = None) -> list[str] | str:
         """A run outside the schedule (manual, or a dependent job): the chosen nodes, or why none."""
-        group = to_ns(utcnow())
+        group = group or to_ns(utcnow())
         targets = self.targets(job)
         if isinstance(targets, str):
             await self.record_outcome(job, group, None, "failed", targets)

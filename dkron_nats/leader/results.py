@@ -24,7 +24,6 @@ from dkron_nats.jobs import JobService
 from dkron_nats.kv.buckets import RESULTS_STREAM, RESULTS_SUBJECTS
 from dkron_nats.kv.executions import ExecutionStore
 from dkron_nats.leader.launcher import Launcher, attempt_id
-from dkron_nats.leader.retention import Retention
 from dkron_nats.leader.stats import Stats
 from dkron_nats.models import Execution, ExecutionResult, JobState, decode
 from dkron_nats.names import job_key
@@ -47,7 +46,7 @@ class ResultProcessor:
         jobs: JobService,
         executions: ExecutionStore,
         launcher: Launcher,
-        retention: Retention,
+        keep: int,
         stats: Stats,
         on_applied: Callable[[Execution], None] | None = None,
     ) -> None:
@@ -55,7 +54,8 @@ class ResultProcessor:
         self.jobs = jobs
         self.executions = executions
         self.launcher = launcher
-        self.retention = retention
+        self.keep = keep
+        """Execution records kept per job."""
         self.stats = stats
         self.on_applied = on_applied
 
@@ -94,22 +94,26 @@ class ResultProcessor:
 
     async def apply(self, outcome: Outcome) -> None:
         ex = outcome.execution
+        key = job_key(ex.job_name)
         self.launcher.finished(ex)
-        spec = self.jobs.jobs.get(job_key(ex.job_name))
+        spec = self.jobs.jobs.get(key)
         if spec is None:
             return  # the job was deleted meanwhile, with its history
         await self.executions.put(ex)
-        await self.retention.added(ex.job_name, ex.id)
         if self.on_applied is not None:
             self.on_applied(ex)
-        if ex.status in ("missed", "skipped"):
+        counts = ex.status not in ("missed", "skipped")
+        retrying = counts and not ex.success and ex.attempt <= spec.retries and not ex.id.endswith("-none")
+        status = await self._group_status(ex, outcome.siblings) if counts and not retrying else None
+        known = self.jobs.states.get(key)
+        first_time = known is None or known.applied_seq < outcome.seq
+        state = await self.jobs.update_state(key, lambda st: _counted(st, ex, status, outcome.seq))
+        if state.recorded > self.keep:
+            await self.executions.trim(ex.job_name, self.keep)
+        if not counts:
             return
-        self.stats.count(ex.finished_at, ex.success)
-        retrying = (
-            not ex.success and ex.attempt <= spec.retries and ex.node_name and not ex.id.endswith("-none")
-        )
-        status = None if retrying else await self._group_status(ex, outcome.siblings)
-        await self.jobs.update_state(job_key(ex.job_name), lambda st: _counted(st, ex, status, outcome.seq))
+        if first_time:
+            self.stats.count(ex.finished_at, ex.success)
         if retrying:
             await self.launcher.dispatch(
                 spec,
@@ -119,9 +123,8 @@ class ResultProcessor:
                 attempt=ex.attempt + 1,
                 siblings=outcome.siblings,
             )
-            return
-        if status == "success":
-            await self._after_success(spec.name, spec.ephemeral)
+        elif status == "success":
+            await self._after_success(spec.name, spec.ephemeral, ex.group)
 
     async def _group_status(self, ex: Execution, siblings: list[str]) -> str:
         """Dkron's group status, judged on each node's latest attempt (a success on retry is a success)."""
@@ -141,15 +144,15 @@ class ResultProcessor:
             latest, attempt = found, attempt + 1
         return latest is not None and latest.finished and latest.success
 
-    async def _after_success(self, name: str, ephemeral: bool) -> None:
+    async def _after_success(self, name: str, ephemeral: bool, group: int) -> None:
+        # Children reuse the parent's group, so a redelivered result cannot launch them twice.
         for child in self.jobs.dependents.children(name):
             child_spec = self.jobs.jobs.get(job_key(child))
             if child_spec is not None and not child_spec.disabled:
-                await self.launcher.launch_now(child_spec)
+                await self.launcher.launch_now(child_spec, group=group)
         if ephemeral and not self.jobs.dependents.children(name):
             await self.jobs.delete(name)
             await self.executions.purge_job(name)
-            self.retention.forget(name)
 
 
 def _later(a: datetime | None, b: datetime | None) -> datetime | None:
@@ -161,6 +164,8 @@ def _later(a: datetime | None, b: datetime | None) -> datetime | None:
 def _counted(state: JobState, ex: Execution, status: str | None, seq: int) -> JobState | None:
     if seq <= state.applied_seq:
         return None  # already counted before a redelivery
+    if ex.status in ("missed", "skipped"):
+        return msgspec.structs.replace(state, applied_seq=seq, recorded=state.recorded + 1)
     return JobState(
         success_count=state.success_count + ex.success,
         error_count=state.error_count + (not ex.success),
@@ -168,4 +173,5 @@ def _counted(state: JobState, ex: Execution, status: str | None, seq: int) -> Jo
         last_error=state.last_error if ex.success else _later(state.last_error, ex.finished_at),
         status=status or state.status,
         applied_seq=seq,
+        recorded=state.recorded + 1,
     )

@@ -130,12 +130,13 @@ class Scheduler:
         task_status.started()
         logger.info("scheduler started with %d scheduled jobs", len(self._plans))
         try:
-            while True:
-                due = self._pop_due()
-                if due:
-                    await self._resolve_batch(due)
-                    continue
-                await self._sleep_until_next()
+            # Resolutions run concurrently (bounded by the limiter): a slow dispatch must not make the
+            # next due job late. A job's next slot is queued only once its current one is resolved.
+            async with anyio.create_task_group() as resolving:
+                while True:
+                    for key in self._pop_due():
+                        resolving.start_soon(self._resolve_guarded, key)
+                    await self._sleep_until_next()
         finally:
             unlisten()
 
@@ -181,11 +182,6 @@ class Scheduler:
             delay = max(0.0, (self._heap[0][0] - to_ns(self.clock())) / 1e9)
         with anyio.move_on_after(delay):
             await self._wake.wait()
-
-    async def _resolve_batch(self, keys: list[str]) -> None:
-        async with anyio.create_task_group() as tg:
-            for key in keys:
-                tg.start_soon(self._resolve_guarded, key)
 
     async def _resolve_guarded(self, key: str) -> None:
         async with self._limiter:
