@@ -20,6 +20,7 @@ import asyncio
 import json
 import os
 import platform
+import signal
 import statistics
 import sys
 import tempfile
@@ -172,5 +173,10 @@ async def main(argv: list[str]) -> None:
     print(f"written to {RESULTS / name}")
 
 
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)  # unwinds through `finally`, so every node started is stopped
+
+
 if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     asyncio.run(main(sys.argv[1:]))

@@ -20,7 +20,7 @@ from dkron_nats.kv.cache import KVCache
 from dkron_nats.kv.typed import TypedKV
 from dkron_nats.models import JobSpec, JobState
 from dkron_nats.names import job_key, job_name_from_key
-from dkron_nats.timefmt import utcnow
+from dkron_nats.timefmt import later_of, utcnow
 
 logger = logging.getLogger(__name__)
 
@@ -114,10 +114,7 @@ class JobService:
         while True:
             current = self.jobs.get_with_revision(key)
             spec = _spec_from(job, current[0] if current else None)
-            if current is None:
-                rev = await self.jobs_kv.create(key, spec)
-            else:
-                rev = await self.jobs_kv.update(key, spec, current[1])
+            rev = await self.jobs_kv.swap(key, spec, current[1] if current else None)
             if rev is not None:
                 self.jobs.apply(key, spec, rev)
                 break
@@ -144,10 +141,7 @@ class JobService:
             new = change(old)
             if new is None or new == old:
                 return old
-            if current is None:
-                rev = await self.states_kv.create(key, new)
-            else:
-                rev = await self.states_kv.update(key, new, current[1])
+            rev = await self.states_kv.swap(key, new, current[1] if current else None)
             if rev is not None:
                 self.states.apply(key, new, rev)
                 return new
@@ -223,18 +217,12 @@ def _spec_from(job: ValidatedJob, old: JobSpec | None) -> JobSpec:
     )
 
 
-def _later(a: datetime | None, b: datetime | None) -> datetime | None:
-    if a is None or b is None:
-        return a or b
-    return max(a, b)
-
-
 def _merged_state(state: JobState, job: ValidatedJob) -> JobState:
     return JobState(
         success_count=max(state.success_count, job.success_count),
         error_count=max(state.error_count, job.error_count),
-        last_success=_later(state.last_success, job.last_success),
-        last_error=_later(state.last_error, job.last_error),
+        last_success=later_of(state.last_success, job.last_success),
+        last_error=later_of(state.last_error, job.last_error),
         status=state.status or job.status,
         applied_seq=state.applied_seq,
     )

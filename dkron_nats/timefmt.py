@@ -24,6 +24,13 @@ def from_ns(ns: int) -> datetime:
     return _EPOCH + timedelta(microseconds=ns // 1_000)
 
 
+def later_of(a: datetime | None, b: datetime | None) -> datetime | None:
+    """The later of two optional times."""
+    if a is None or b is None:
+        return a or b
+    return max(a, b)
+
+
 def rfc3339(dt: datetime | None, tz: tzinfo | None = None) -> str | None:
     """Go's RFC3339Nano: trailing fractional zeros trimmed, `Z` for UTC. None stays None."""
     if dt is None:

@@ -5,6 +5,7 @@ Every process started here is stopped by its PID when the test ends, even when t
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import socket
@@ -54,6 +55,11 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
+def _stop_with_parent() -> None:
+    """If the test run itself dies, its nodes get SIGTERM instead of running on as orphans."""
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 @dataclass
 class Node:
     """One `dkron-nats agent` process."""
@@ -86,7 +92,9 @@ class Node:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         log = self.log_path.open("ab")
         env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
-        self.proc = subprocess.Popen(self.args(), stdout=log, stderr=subprocess.STDOUT, env=env)
+        self.proc = subprocess.Popen(
+            self.args(), stdout=log, stderr=subprocess.STDOUT, env=env, preexec_fn=_stop_with_parent
+        )
         log.close()
         return self
 

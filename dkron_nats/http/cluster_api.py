@@ -10,7 +10,6 @@ from litestar import Request, Response, get, post
 from dkron_nats.http.render import execution_json, member_json
 from dkron_nats.http.responses import json_response, list_response, text_response
 from dkron_nats.http.services import Services
-from dkron_nats.timefmt import rfc3339
 
 AnyRequest = Request[Any, Any, Any]
 _INTEGER = re.compile(r"[+-]?[0-9]{1,18}")
@@ -128,10 +127,6 @@ async def root(request: AnyRequest) -> Response[bytes]:
     if "text/html" in request.headers.get("accept", ""):
         return Response(content=b"", status_code=303, headers={"Location": "/ui/"})
     return text_response("404 page not found", 404)
-
-
-def started_text(services: Services) -> str | None:
-    return rfc3339(None)
 
 
 ROUTES = [index, members, leader, is_leader, leave, busy, pause_status, pause, unpause, stats, health, root]

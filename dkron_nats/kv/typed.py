@@ -85,6 +85,12 @@ class TypedKV(Generic[T]):
             return None
         return rev
 
+    async def swap(self, key: str, value: T, revision: int | None) -> int | None:
+        """Compare-and-set against `revision`, where None means "the key must not exist yet"."""
+        if revision is None:
+            return await self.create(key, value)
+        return await self.update(key, value, revision)
+
     async def delete(self, key: str) -> None:
         await with_retry(lambda: self.kv.delete(key))
 

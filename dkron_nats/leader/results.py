@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
 
 import anyio
 import msgspec
@@ -27,6 +26,7 @@ from dkron_nats.leader.launcher import Launcher, attempt_id
 from dkron_nats.leader.stats import Stats
 from dkron_nats.models import Execution, ExecutionResult, JobState, decode
 from dkron_nats.names import job_key
+from dkron_nats.timefmt import later_of
 
 logger = logging.getLogger(__name__)
 DURABLE = "dkron-leader"
@@ -155,12 +155,6 @@ class ResultProcessor:
             await self.executions.purge_job(name)
 
 
-def _later(a: datetime | None, b: datetime | None) -> datetime | None:
-    if a is None or b is None:
-        return a or b
-    return max(a, b)
-
-
 def _counted(state: JobState, ex: Execution, status: str | None, seq: int) -> JobState | None:
     if seq <= state.applied_seq:
         return None  # already counted before a redelivery
@@ -169,8 +163,8 @@ def _counted(state: JobState, ex: Execution, status: str | None, seq: int) -> Jo
     return JobState(
         success_count=state.success_count + ex.success,
         error_count=state.error_count + (not ex.success),
-        last_success=_later(state.last_success, ex.finished_at) if ex.success else state.last_success,
-        last_error=state.last_error if ex.success else _later(state.last_error, ex.finished_at),
+        last_success=later_of(state.last_success, ex.finished_at) if ex.success else state.last_success,
+        last_error=state.last_error if ex.success else later_of(state.last_error, ex.finished_at),
         status=status or state.status,
         applied_seq=seq,
         recorded=state.recorded + 1,

@@ -251,10 +251,7 @@ class Scheduler:
             cursor = LaunchCursor(
                 slot_ns=slot_ns, group=slot_ns, targets=targets, fence=self.launcher.fence(), outcome=outcome
             )
-            if current is None:
-                rev = await self.cursors_kv.create(key, cursor)
-            else:
-                rev = await self.cursors_kv.update(key, cursor, current[1])
+            rev = await self.cursors_kv.swap(key, cursor, current[1] if current else None)
             if rev is not None:
                 self._cursors[key] = (cursor, rev)
                 return True

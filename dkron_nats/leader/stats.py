@@ -62,7 +62,7 @@ class Stats:
             current = await self.store.get(day)
             old = current[0] if current else DayStats()
             new = DayStats(success_count=old.success_count + ok, failed_count=old.failed_count + failed)
-            rev = await (self.store.update(day, new, current[1]) if current else self.store.create(day, new))
+            rev = await self.store.swap(day, new, current[1] if current else None)
             if rev is not None:
                 return
 
