@@ -59,6 +59,10 @@ def _load_config(ctx: click.Context, _: click.Parameter, value: str | None) -> N
     ctx.default_map = {**(ctx.default_map or {}), **defaults}
 
 
+def _optional_addr(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    return _addr(ctx, param, value) if value else value
+
+
 def _duration(ctx: click.Context, param: click.Parameter, value: str) -> timedelta:
     try:
         return parse_go_duration(str(value))
@@ -138,6 +142,28 @@ def main() -> None:
     show_default=True,
     help="Client address of the embedded nats-server.",
 )
+@click.option(
+    "--nats-cluster-listen",
+    default="",
+    callback=_optional_addr,
+    envvar=_env("nats-cluster-listen"),
+    help="Route address (host:port) of the embedded nats-server, to form a NATS cluster.",
+)
+@click.option(
+    "--nats-routes",
+    multiple=True,
+    envvar=_env("nats-routes"),
+    help="Route URL of another embedded server, e.g. nats-route://10.0.0.2:6222 (repeatable).",
+)
+@click.option("--nats-cluster-name", default="dkron", envvar=_env("nats-cluster-name"), show_default=True)
+@click.option(
+    "--replicas",
+    type=click.IntRange(0, 5),
+    default=0,
+    envvar=_env("replicas"),
+    show_default=True,
+    help="JetStream replicas; 0 = 3 when NATS has 3 or more servers, else 1.",
+)
 @click.option("--datacenter", default="dc1", envvar=_env("datacenter"), show_default=True)
 @click.option("--region", default="global", envvar=_env("region"), show_default=True)
 @click.option(
@@ -198,6 +224,18 @@ def agent(print_config: bool, **opts: Any) -> None:
 
 
 def _settings(opts: dict[str, Any]) -> Settings:
+    routes = tuple(opts["nats_routes"])
+    for route in routes:
+        if not route.startswith(("nats-route://", "nats://")) or ":" not in route.split("://", 1)[1]:
+            raise ConfigError(f"--nats-routes {route!r}: use nats-route://host:port")
+    if routes and not opts["nats_cluster_listen"]:
+        raise ConfigError(
+            "--nats-routes needs --nats-cluster-listen (the embedded server's own route address)"
+        )
+    if opts["nats_url"] and (routes or opts["nats_cluster_listen"]):
+        raise ConfigError(
+            "--nats-cluster-listen/--nats-routes configure the embedded server; drop --nats-url"
+        )
     return Settings(
         server=bool(opts["server"]),
         node_name=opts["node_name"],
@@ -207,6 +245,10 @@ def _settings(opts: dict[str, Any]) -> Settings:
         log_level=opts["log_level"].lower(),
         nats_urls=tuple(opts["nats_url"]),
         nats_listen=opts["nats_listen"],
+        nats_cluster_listen=opts["nats_cluster_listen"],
+        nats_routes=routes,
+        nats_cluster_name=_token_setting("nats-cluster-name", opts["nats_cluster_name"]),
+        replicas=opts["replicas"],
         datacenter=_token_setting("datacenter", opts["datacenter"]),
         region=_token_setting("region", opts["region"]),
         lease_ttl=opts["lease_ttl"],

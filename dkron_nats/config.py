@@ -32,6 +32,12 @@ class Settings:
     log_level: str = "info"
     nats_urls: tuple[str, ...] = ()
     nats_listen: str = "127.0.0.1:4222"
+    nats_cluster_listen: str = ""
+    """Route address of the embedded nats-server; set it to cluster embedded servers together."""
+    nats_routes: tuple[str, ...] = ()
+    nats_cluster_name: str = "dkron"
+    replicas: int = 0
+    """JetStream replicas for buckets and streams; 0 = 3 when the NATS cluster has 3+ servers, else 1."""
     datacenter: str = "dc1"
     region: str = "global"
     lease_ttl: float = 15.0

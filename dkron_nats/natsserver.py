@@ -59,10 +59,21 @@ def split_host_port(addr: str, default_host: str = "127.0.0.1") -> tuple[str, in
 
 
 class EmbeddedNats:
-    def __init__(self, data_dir: Path, listen: str, server_name: str) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        listen: str,
+        server_name: str,
+        cluster_listen: str = "",
+        routes: tuple[str, ...] = (),
+        cluster_name: str = "dkron",
+    ) -> None:
         self.data_dir = data_dir
         self.host, self.port = split_host_port(listen)
         self.server_name = server_name
+        self.cluster_listen = cluster_listen
+        self.routes = routes
+        self.cluster_name = cluster_name
         self._proc: asyncio.subprocess.Process | None = None
 
     @property
@@ -84,11 +95,30 @@ class EmbeddedNats:
                     "jetstream {",
                     f'  store_dir: "{store}"',
                     "}",
+                    *self._cluster_block(),
                     "",
                 ]
             )
         )
         return conf
+
+    def _cluster_block(self) -> list[str]:
+        if not self.cluster_listen:
+            return []
+        host, port = split_host_port(self.cluster_listen, default_host="0.0.0.0")
+        routes = ", ".join(f'"{r}"' for r in self.routes)
+        return [
+            "cluster {",
+            f'  name: "{self.cluster_name}"',
+            f'  listen: "{host}:{port}"',
+            f"  routes: [{routes}]",
+            "}",
+        ]
+
+    @property
+    def cluster_size(self) -> int:
+        """Servers this embedded server is configured to cluster with, itself included."""
+        return 1 + len(self.routes) if self.cluster_listen else 1
 
     async def __aenter__(self) -> EmbeddedNats:
         self.data_dir.mkdir(parents=True, exist_ok=True)

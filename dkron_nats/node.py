@@ -63,17 +63,26 @@ class Node:
         self.incarnation = uuid.uuid4().hex
         use_pidfd_child_watcher()
         async with AsyncExitStack() as stack:
-            urls = list(self.settings.nats_urls)
+            s = self.settings
+            urls = list(s.nats_urls)
+            servers = len(urls)
             if not urls:
                 embedded = EmbeddedNats(
-                    self.settings.data_dir, self.settings.nats_listen, self.settings.node_name
+                    s.data_dir,
+                    s.nats_listen,
+                    s.node_name,
+                    s.nats_cluster_listen,
+                    s.nats_routes,
+                    s.nats_cluster_name,
                 )
                 await stack.enter_async_context(embedded)
-                urls = [embedded.url]
-            nc = await _connect(urls, self.settings.node_name)
+                urls, servers = [embedded.url], embedded.cluster_size
+            nc = await _connect(urls, s.node_name)
             stack.push_async_callback(_close, nc)
             js = nc.jetstream(timeout=5)
-            limits = StorageLimits(lease_ttl=self.settings.lease_ttl, member_ttl=self.settings.member_ttl)
+            servers = max(servers, len(nc.servers))
+            replicas = s.replicas or (3 if servers >= 3 else 1)
+            limits = StorageLimits(replicas=replicas, lease_ttl=s.lease_ttl, member_ttl=s.member_ttl)
             buckets = await ensure_buckets(js, limits)
             await self._serve(nc, buckets)
 

@@ -82,17 +82,20 @@ class KVCache(Generic[T]):
             self.apply(key, None, current[1])
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        """Follow the bucket forever; `started` once the initial contents are loaded."""
+        """Load the bucket, signal `started`, then follow it forever.
+
+        The initial load is an exact scan; the watch that follows begins with every key's latest value, so
+        nothing written in between is missed (what the scan already saw is ignored by revision).
+        """
+        async for key, value, revision in self.store.scan():
+            self.apply(key, value, revision)
+        task_status.started()
         watcher = await self.store.kv.watchall()
-        started = False
         try:
             while True:
                 entry = await next_entry(watcher, None)
                 if entry is not None:
                     self._apply_remote(entry.key, entry.operation, entry.value, int(entry.revision or 0))
-                if not started and (entry is None or entry.delta == 0):
-                    started = True
-                    task_status.started()
         finally:
             with anyio.CancelScope(shield=True):
                 await stop_watch(watcher)

@@ -9,6 +9,7 @@ from typing import Any, Generic, TypeVar
 import anyio
 import msgspec
 from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import (
     KeyNotFoundError,
     KeyWrongLastSequenceError,
@@ -17,8 +18,6 @@ from nats.js.errors import (
 )
 from nats.js.kv import KeyValue
 
-from dkron_nats.kv.watch import next_entry
-from dkron_nats.kv.watch import stop as stop_watch
 from dkron_nats.models import decode, encode
 
 T = TypeVar("T", bound=msgspec.Struct)
@@ -95,19 +94,42 @@ class TypedKV(Generic[T]):
         await with_retry(lambda: self.kv.delete(key))
 
     async def scan(self, pattern: str = ">") -> AsyncIterator[tuple[str, T, int]]:
-        """Every live key matching `pattern` once, from a server-side filtered consumer."""
-        watcher = await with_retry(lambda: self.kv.watch(pattern, ignore_deletes=True), what="KV scan")
+        """Every live key matching `pattern` once, from an ephemeral pull consumer.
+
+        Pull, not a KV watch: a pull consumer delivers nothing before it is asked, so the number of pending
+        messages read right after creating it is exact. (nats-py's watch can report "no values" when the
+        server has already pushed them but the client has not processed them yet.)
+        """
+        js = self.kv._js
+        stream = f"KV_{self.bucket}"
+        prefix = f"$KV.{self.bucket}."
+        config = ConsumerConfig(
+            deliver_policy=DeliverPolicy.LAST_PER_SUBJECT,
+            ack_policy=AckPolicy.NONE,
+            inactive_threshold=60,
+            mem_storage=True,
+        )
+        sub = await with_retry(lambda: js.pull_subscribe(prefix + pattern, stream=stream, config=config))
         try:
-            while True:
-                entry = await next_entry(watcher, 30)
-                if entry is None:
-                    return
-                if entry.operation is None and entry.value:
-                    yield entry.key, decode(entry.value, self.kind), int(entry.revision or 0)
-                if entry.delta == 0:
-                    return
+            remaining = int((await sub.consumer_info()).num_pending or 0)
+            while remaining > 0:
+                for msg in await sub.fetch(min(remaining, 512), timeout=10):
+                    remaining = int(msg.metadata.num_pending or 0)
+                    if msg.data and not (msg.headers and "KV-Operation" in msg.headers):
+                        yield (
+                            msg.subject[len(prefix) :],
+                            decode(msg.data, self.kind),
+                            msg.metadata.sequence.stream,
+                        )
         finally:
-            await stop_watch(watcher)
+            with anyio.move_on_after(5, shield=True):
+                await _delete_consumer(js, stream, sub)
+
+
+async def _delete_consumer(js: Any, stream: str, sub: Any) -> None:
+    name = (await sub.consumer_info()).name
+    await sub.unsubscribe()
+    await js._jsm.delete_consumer(stream, name)
 
 
 def decode_entry(kind: type[T], value: bytes | None) -> T | None:
