@@ -59,5 +59,10 @@ class NoLeaderError(DkronError):
         )
 
 
+class LeadershipLostError(DkronError):
+    def __init__(self) -> None:
+        super().__init__("this server no longer holds the leader lease; it does not launch anything")
+
+
 class ConflictError(DkronError):
     """A concurrent change won; the caller may retry."""

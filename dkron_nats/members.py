@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 
 import anyio
 from anyio.abc import TaskStatus
@@ -45,21 +46,22 @@ class Registry:
 
 async def heartbeat(
     store: TypedKV[Member],
-    member: Member,
+    member: Callable[[], Member],
     interval: float,
     *,
     task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
     """Publish this node's record every `interval` seconds; remove it on a graceful stop."""
-    await store.put(member.name, member)
+    name = member().name
+    await store.put(name, member())
     task_status.started()
     try:
         while True:
             await anyio.sleep(interval)
             try:
-                await store.put(member.name, member)
+                await store.put(name, member())
             except TRANSIENT:
-                logger.warning("heartbeat of %s failed, NATS is unavailable", member.name)
+                logger.warning("heartbeat of %s failed, NATS is unavailable", name)
     finally:
         with anyio.move_on_after(2, shield=True):
-            await store.delete(member.name)
+            await store.delete(name)

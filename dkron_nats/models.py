@@ -103,6 +103,8 @@ class Member(msgspec.Struct, kw_only=True, omit_defaults=True):
     version: str
     started_at: datetime
     status: str = "alive"
+    running: list[str] = msgspec.field(default_factory=list)
+    """Keys of the executions this node's agent is running, so the leader can tell which are lost."""
 
 
 class RunRequest(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -124,6 +126,8 @@ class ExecutionResult(msgspec.Struct, kw_only=True, omit_defaults=True):
 
     execution: Execution
     siblings: list[str] = msgspec.field(default_factory=list)
+    verdict: bool = False
+    """The leader's ruling that the agent was lost; ignored if the execution's own result came first."""
 
 
 _encoder = msgspec.json.Encoder()

@@ -12,9 +12,12 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass
 
 import anyio
+import msgspec
 import nats
 import uvicorn
 from nats.aio.client import Client
+from nats.js import JetStreamContext
+from nats.js.errors import APIError
 
 from dkron_nats.agent.childwatch import use_pidfd_child_watcher
 from dkron_nats.agent.registry import ExecutorRegistry
@@ -27,7 +30,7 @@ from dkron_nats.jobs import JobService
 from dkron_nats.kv.buckets import Buckets, StorageLimits, ensure_buckets
 from dkron_nats.kv.cache import KVCache
 from dkron_nats.kv.executions import ExecutionStore
-from dkron_nats.kv.typed import TypedKV
+from dkron_nats.kv.typed import TRANSIENT, TypedKV
 from dkron_nats.leader.election import run_elections
 from dkron_nats.leader.launcher import Launcher
 from dkron_nats.leader.lease import Lease
@@ -35,6 +38,7 @@ from dkron_nats.leader.results import ResultProcessor
 from dkron_nats.leader.scheduler import Scheduler, SchedulerSettings
 from dkron_nats.leader.session import LeaderSession
 from dkron_nats.leader.stats import DayStats, Stats
+from dkron_nats.leader.watchdog import AgentWatchdog
 from dkron_nats.members import Registry, heartbeat
 from dkron_nats.models import JobSpec, JobState, LaunchCursor, Member
 from dkron_nats.natsserver import EmbeddedNats, split_host_port
@@ -83,7 +87,7 @@ class Node:
             servers = max(servers, len(nc.servers))
             replicas = s.replicas or (3 if servers >= 3 else 1)
             limits = StorageLimits(replicas=replicas, lease_ttl=s.lease_ttl, member_ttl=s.member_ttl)
-            buckets = await ensure_buckets(js, limits)
+            buckets = await _when_jetstream_ready(js, limits)
             await self._serve(nc, buckets)
 
     async def _serve(self, nc: Client, buckets: Buckets) -> None:
@@ -92,12 +96,13 @@ class Node:
         executions = ExecutionStore(buckets.executions, js)
         members_kv = TypedKV(buckets.members, Member)
         registry = Registry(members_kv, ttl=s.member_ttl)
-        agent = Agent(
-            nc, js, s.node_name, executions, ExecutorRegistry.discover(), s.shutdown_grace.total_seconds()
-        )
+        grace = s.shutdown_grace.total_seconds()
+        agent = Agent(nc, js, s.node_name, executions, ExecutorRegistry.discover(), grace, buckets.leader)
         async with anyio.create_task_group() as tg:
             await tg.start(registry.run)
-            await tg.start(heartbeat, members_kv, self._member(), s.member_ttl / 4)
+            me = self._member()
+            beat = lambda: msgspec.structs.replace(me, running=agent.running_keys())  # noqa: E731
+            await tg.start(heartbeat, members_kv, beat, s.member_ttl / 4)
             agent_done = anyio.Event()
             tg.start_soon(_run_then_set, agent, agent_done)
             server_scope = anyio.CancelScope()
@@ -169,7 +174,7 @@ class Node:
                     request_shutdown=self.stop.set,
                     max_body_bytes=s.max_body_size,
                 )
-                launcher = Launcher(nc, js, registry, executions, lambda: lease.fence, s.region)
+                launcher = Launcher(nc, js, registry, executions, lambda: lease.fence, s.region, lease.valid)
 
                 async def lead() -> None:
                     scheduler = Scheduler(
@@ -179,10 +184,23 @@ class Node:
                         SchedulerSettings(starting_deadline=s.starting_deadline),
                     )
                     results = ResultProcessor(js, jobs, executions, launcher, s.max_executions, stats)
-                    await LeaderSession(nc, jobs, launcher, scheduler, results, stats).run()
+                    watchdog = AgentWatchdog(registry, launcher)
+                    await LeaderSession(nc, jobs, launcher, scheduler, results, stats, watchdog).run()
 
                 tg.start_soon(_serve_http, services, s.http_addr)
                 await run_elections(lease, lead)
+
+
+async def _when_jetstream_ready(js: JetStreamContext, limits: StorageLimits) -> Buckets:
+    """Create the buckets, waiting while a JetStream cluster is still forming (no meta leader yet)."""
+    delay = 0.5
+    while True:
+        try:
+            return await ensure_buckets(js, limits)
+        except (*TRANSIENT, APIError) as exc:
+            logger.warning("JetStream is not ready (%s); is the NATS cluster still forming? retrying", exc)
+            await anyio.sleep(delay)
+            delay = min(delay * 2, 5.0)
 
 
 async def _run_then_set(agent: Agent, done: anyio.Event) -> None:

@@ -17,11 +17,15 @@ from anyio.abc import TaskGroup, TaskStatus
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
+from nats.js.kv import KeyValue
 
 from dkron_nats.agent.executor import ExecutionContext, OutputBuffer
 from dkron_nats.agent.registry import ExecutorRegistry
 from dkron_nats.kv.executions import ExecutionStore
 from dkron_nats.kv.typed import with_retry
+from dkron_nats.kv.watch import next_entry
+from dkron_nats.kv.watch import stop as stop_watch
+from dkron_nats.leader.lease import LEASE_KEY, LeaseRecord, term_of
 from dkron_nats.models import Execution, ExecutionResult, JobSpec, RunReply, RunRequest, decode, encode
 from dkron_nats.subjects import AGENT_BUSY, result_subject, run_subject
 from dkron_nats.timefmt import utcnow
@@ -46,6 +50,7 @@ class Agent:
         executions: ExecutionStore,
         executors: ExecutorRegistry,
         shutdown_grace: float = 30.0,
+        lease_kv: KeyValue | None = None,
     ) -> None:
         self.nc = nc
         self.js = js
@@ -53,12 +58,29 @@ class Agent:
         self.executions = executions
         self.executors = executors
         self.shutdown_grace = shutdown_grace
+        self.lease_kv = lease_kv
         self.highest_fence = 0
         self.running: dict[str, Running] = {}
         self._intake = anyio.CancelScope()
         self._claims = anyio.CapacityLimiter(256)
         """Run requests being claimed at once: claims wait on NATS, so they overlap."""
         self._idle = anyio.Event()
+
+    def running_keys(self) -> list[str]:
+        return list(self.running)
+
+    async def _follow_lease(self, kv: KeyValue) -> None:
+        """Learn each new leader's term as soon as it is elected, so a deposed leader is refused at once."""
+        watcher = await kv.watch(LEASE_KEY)
+        try:
+            while True:
+                entry = await next_entry(watcher, None)
+                if entry is not None and entry.operation is None and entry.value:
+                    term = term_of(decode(entry.value, LeaseRecord), int(entry.revision or 0))
+                    self.highest_fence = max(self.highest_fence, term)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await stop_watch(watcher)
 
     def stop(self) -> None:
         """Stop taking run requests; `run` then drains the running executions and returns."""
@@ -71,6 +93,8 @@ class Agent:
             with self._intake:
                 async with anyio.create_task_group() as intake:
                     intake.start_soon(self._serve_busy, busy)
+                    if self.lease_kv is not None:
+                        intake.start_soon(self._follow_lease, self.lease_kv)
                     task_status.started()
                     async for msg in runs.messages:
                         intake.start_soon(self._accept_bounded, msg, work)

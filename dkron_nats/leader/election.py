@@ -76,6 +76,6 @@ async def _keep_renewed(lease: Lease, scope: anyio.CancelScope) -> None:
                     await anyio.sleep(min(0.5, interval))
         if deadline.cancelled_caught:
             logger.error("lease renewal overdue: demoting before the lease can expire")
-            lease.revision = 0
+            lease.revision = lease.term = 0
             scope.cancel()
             return

@@ -19,6 +19,7 @@ from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 
+from dkron_nats.errors import LeadershipLostError
 from dkron_nats.kv.executions import ExecutionStore, execution_id
 from dkron_nats.kv.typed import with_retry
 from dkron_nats.leader.targets import select_targets
@@ -47,6 +48,7 @@ class Launcher:
         executions: ExecutionStore,
         fence: Callable[[], int],
         region: str,
+        holds_lease: Callable[[], bool] = lambda: True,
     ) -> None:
         self.nc = nc
         self.js = js
@@ -54,8 +56,15 @@ class Launcher:
         self.executions = executions
         self.fence = fence
         self.region = region
+        self.holds_lease = holds_lease
         self.inflight: dict[str, set[str]] = defaultdict(set)
         """Execution ids launched by this leader and not finished yet, per job key."""
+
+    def ensure_leader(self) -> None:
+        """Checked (locally, on the monotonic clock) right before every write and dispatch: a leader that
+        was paused past its lease must not act on what it decided before the pause."""
+        if not self.holds_lease():
+            raise LeadershipLostError
 
     def targets(self, job: JobSpec) -> list[str] | str:
         return select_targets(job, self.registry.alive(), self.region)
@@ -65,8 +74,10 @@ class Launcher:
         await self.publish_result(ExecutionResult(execution=execution, siblings=siblings or []))
 
     async def publish_result(self, result: ExecutionResult) -> None:
+        self.ensure_leader()
         ex = result.execution
-        headers = {"Nats-Msg-Id": ExecutionStore.key(ex.job_name, ex.id)}
+        msg_id = ExecutionStore.key(ex.job_name, ex.id) + (":lost" if result.verdict else "")
+        headers = {"Nats-Msg-Id": msg_id}
         subject = result_subject(LEADER_RESULT_NODE)
         await with_retry(
             lambda: self.js.publish(subject, encode(result), headers=headers), what="result publish"
@@ -118,6 +129,7 @@ class Launcher:
 
     async def _send(self, request: RunRequest) -> None:
         ex = request.execution
+        self.ensure_leader()
         self.inflight[job_key(ex.job_name)].add(ex.id)
         try:
             reply = await self.nc.request(
@@ -167,7 +179,7 @@ class Launcher:
         return targets
 
     async def fail_if_agent_lost(self, execution: Execution) -> bool:
-        """End a running execution as failed if its node is gone or restarted since it started."""
+        """At takeover: end a running execution whose node is gone or restarted since it started."""
         member = self.registry.get(execution.node_name)
         alive = {m.name for m in self.registry.alive()}
         restarted = (
@@ -177,8 +189,12 @@ class Launcher:
         )
         if execution.node_name in alive and not restarted:
             return False
+        await self.rule_lost(execution, "restarted" if restarted else "is gone")
+        return True
+
+    async def rule_lost(self, execution: Execution, why: str) -> None:
+        """Publish the verdict "agent lost"; the result processor ignores it if the real result came first."""
         now = utcnow()
-        why = "restarted" if restarted else "is gone"
         note = f"agent lost: node {execution.node_name} {why} while the execution ran\n"
         lost = msgspec.structs.replace(
             execution,
@@ -187,8 +203,7 @@ class Launcher:
             status="failed",
             output=f"{execution.output}\n{note}" if execution.output else note,
         )
-        await self.record(lost)
-        return True
+        await self.publish_result(ExecutionResult(execution=lost, verdict=True))
 
     def running(self, job_name: str) -> int:
         return len(self.inflight.get(job_key(job_name), ()))

@@ -26,6 +26,13 @@ class LeaseRecord(msgspec.Struct, kw_only=True):
     node: str
     incarnation: str
     since: datetime
+    term: int = 0
+    """The revision at which this holder acquired the lease (0 in the acquiring write itself)."""
+
+
+def term_of(record: LeaseRecord, revision: int) -> int:
+    """The fencing token a lease entry stands for: constant while one holder keeps renewing."""
+    return record.term or revision
 
 
 class Lease:
@@ -36,11 +43,13 @@ class Lease:
         self.ttl = ttl
         self.margin = min(margin, ttl / 4)
         self.revision = 0
+        self.term = 0
         self._renewed_at = 0.0
 
     @property
     def fence(self) -> int:
-        return self.revision
+        """The fencing token: the revision at which this term began."""
+        return self.term
 
     def valid(self) -> bool:
         return self.revision > 0 and time.monotonic() - self._renewed_at < self.ttl - self.margin
@@ -67,6 +76,7 @@ class Lease:
             return await self._reclaim_own(record, sent)
         except TRANSIENT:
             return False
+        self.term = self.revision
         self._renewed_at = sent
         return True
 
@@ -85,19 +95,20 @@ class Lease:
             self.revision = await self.kv.update(LEASE_KEY, record, last=entry.revision)
         except (KeyWrongLastSequenceError, *TRANSIENT):
             return False
+        self.term = self.revision
         self._renewed_at = sent
         logger.info("reclaimed the lease held by a previous run of %s", self.node)
         return True
 
     async def renew(self, since: datetime) -> bool:
         """Extend the lease. False means it is lost for good (someone else holds it)."""
-        record = encode(LeaseRecord(node=self.node, incarnation=self.incarnation, since=since))
+        held = LeaseRecord(node=self.node, incarnation=self.incarnation, since=since, term=self.term)
         sent = time.monotonic()
         try:
-            self.revision = await self.kv.update(LEASE_KEY, record, last=self.revision)
+            self.revision = await self.kv.update(LEASE_KEY, encode(held), last=self.revision)
         except KeyWrongLastSequenceError:
             logger.warning("lease lost: another server holds it now")
-            self.revision = 0
+            self.revision = self.term = 0
             return False
         self._renewed_at = sent
         return True
@@ -109,4 +120,4 @@ class Lease:
                 await self.kv.delete(LEASE_KEY, last=self.revision)
             except (KeyWrongLastSequenceError, *TRANSIENT):
                 pass
-        self.revision = 0
+        self.revision = self.term = 0

@@ -85,12 +85,18 @@ class ResultProcessor:
             logger.exception("dropping an undecodable result at sequence %d", seq)
             return
         try:
+            if result.verdict and await self._already_finished(result.execution):
+                return  # the agent's own result arrived before the leader's "agent lost" ruling
             await self.apply(Outcome(result.execution, result.siblings, seq))
         except Exception:
             # One bad result must not stop the stream; the record is logged for the operator.
             logger.exception(
                 "applying the result of %s/%s failed", result.execution.job_name, result.execution.id
             )
+
+    async def _already_finished(self, ex: Execution) -> bool:
+        stored = await self.executions.get(ex.job_name, ex.id)
+        return stored is not None and stored.finished
 
     async def apply(self, outcome: Outcome) -> None:
         ex = outcome.execution

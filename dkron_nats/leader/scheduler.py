@@ -245,6 +245,7 @@ class Scheduler:
         """Move the job's cursor to `slot` (compare-and-set). False: the slot was resolved already."""
         slot_ns = to_ns(slot)
         while True:
+            self.launcher.ensure_leader()
             current = self._cursors.get(key)
             if current is not None and current[0].slot_ns >= slot_ns:
                 return False

@@ -15,6 +15,7 @@ from dkron_nats.leader.launcher import Launcher
 from dkron_nats.leader.results import ResultProcessor
 from dkron_nats.leader.scheduler import Scheduler
 from dkron_nats.leader.stats import Stats
+from dkron_nats.leader.watchdog import AgentWatchdog
 from dkron_nats.names import job_key
 from dkron_nats.subjects import LEADER_RUN
 
@@ -40,12 +41,14 @@ class LeaderSession:
     scheduler: Scheduler
     results: ResultProcessor
     stats: Stats
+    watchdog: AgentWatchdog
 
     async def run(self) -> None:
         async with anyio.create_task_group() as tg:
             await tg.start(self.results.run)
             await tg.start(self.scheduler.run)
             tg.start_soon(self.stats.run)
+            tg.start_soon(self.watchdog.run)
             await self._serve_run_requests()
 
     async def _serve_run_requests(self) -> None:

@@ -1,0 +1,128 @@
+"""Three dkron-nats servers (embedded NATS clustered, R3) and two agents on one machine."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.harness import Node, finished, free_port, job, wait_for
+
+
+def _servers(base: Path) -> list[Node]:
+    route_ports = [free_port() for _ in range(3)]
+    nodes = []
+    for i in range(3):
+        routes = [f"nats-route://127.0.0.1:{p}" for j, p in enumerate(route_ports) if j != i]
+        extra = ["--nats-cluster-listen", f"127.0.0.1:{route_ports[i]}"]
+        for route in routes:
+            extra += ["--nats-routes", route]
+        nodes.append(Node(base / f"s{i + 1}", name=f"s{i + 1}", extra=[*extra, "--lease-ttl", "10"]))
+    return nodes
+
+
+def _agent(base: Path, name: str, servers: list[Node], tags: list[str]) -> Node:
+    extra = [arg for s in servers for arg in ("--nats-url", f"nats://127.0.0.1:{s.nats_port}")]
+    extra += [arg for tag in tags for arg in ("--tag", tag)]
+    return Node(base / name, name=name, server=False, extra=extra)
+
+
+def leaders(servers: list[Node]) -> list[str]:
+    return [s.name for s in servers if s.get("/health").json().get("leader")]
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Node]]:
+    base = tmp_path_factory.mktemp("cluster")
+    servers = _servers(base)
+    agents = [
+        _agent(base, "web1", servers, ["role=web"]),
+        _agent(base, "web2", servers, ["role=web"]),
+    ]
+    nodes = servers + agents
+    try:
+        for node in nodes:
+            node.start()
+        wait_for(lambda: len(leaders(servers)) == 1, timeout=60, what="one leader among three servers")
+        for s in servers:
+            wait_for(lambda s=s: len(s.get("/v1/members").json()) == 5, timeout=30, what=f"5 members on {s.name}")
+        yield {n.name: n for n in nodes}
+    finally:
+        for node in nodes:
+            node.stop()
+
+
+def _servers_of(cluster: dict[str, Node]) -> list[Node]:
+    return [cluster[n] for n in ("s1", "s2", "s3")]
+
+
+def test_one_leader_and_every_server_lists_all_members(cluster: dict[str, Node]) -> None:
+    servers = _servers_of(cluster)
+    assert len(leaders(servers)) == 1
+    leader_names = {s.get("/v1/leader").json()["Name"] for s in servers}
+    assert leader_names == set(leaders(servers))
+    for server in servers:
+        members = {m["Name"]: m for m in server.get("/v1/members").json()}
+        assert set(members) == {"s1", "s2", "s3", "web1", "web2"}
+        assert members["web1"]["Tags"]["role"] == "web"
+        assert members["s1"]["Tags"]["server"] == "true"
+        assert "server" not in members["web2"]["Tags"]
+        assert server.get("/v1/isleader").status_code in (200, 404)
+
+
+def test_every_api_call_works_on_every_server(cluster: dict[str, Node]) -> None:
+    s1, s2, s3 = _servers_of(cluster)
+    assert s2.post("/v1/jobs", json=job("anywhere", "@manually", "echo hi")).status_code == 201
+    wait_for(lambda: s3.get("/v1/jobs/anywhere").status_code == 200, timeout=5, what="the job on s3")
+    assert s1.post("/v1/jobs/anywhere/run").status_code == 200
+    runs = wait_for(lambda: finished(s3, "anywhere", 1), timeout=20, what="the run, seen from s3")
+    assert runs[0]["success"] is True
+    assert s1.get(f"/v1/jobs/anywhere/executions/{runs[0]['id']}").json()["output"] == "hi\n"
+    assert s3.post("/v1/jobs/anywhere/toggle").json()["disabled"] is True
+    assert s2.request("DELETE", "/v1/jobs/anywhere").status_code == 200
+    wait_for(lambda: s1.get("/v1/jobs/anywhere").status_code == 404, timeout=5, what="the delete on s1")
+
+
+def _run_and_collect(server: Node, name: str, tags: dict[str, str], expect: int) -> list[dict[str, Any]]:
+    assert server.post("/v1/jobs", json=job(name, "@manually", "hostname", tags=tags)).status_code == 201
+    server.post(f"/v1/jobs/{name}/run")
+    runs = wait_for(lambda: finished(server, name, expect), timeout=20, what=f"{expect} runs of {name}")
+    server.request("DELETE", f"/v1/jobs/{name}")
+    return runs
+
+
+@pytest.mark.parametrize(
+    ("tags", "expected"),
+    [
+        ({"role": "web"}, {"web1", "web2"}),
+        ({"role": "web:2"}, {"web1", "web2"}),
+        ({"server": "true"}, {"s1", "s2", "s3"}),
+        ({"server": "true:2"}, 2),
+        ({"role": "web:1"}, 1),
+    ],
+)
+def test_targeting(cluster: dict[str, Node], tags: dict[str, str], expected: set[str] | int) -> None:
+    server = cluster["s1"]
+    count = expected if isinstance(expected, int) else len(expected)
+    name = "target-" + "-".join(f"{k}-{v}".replace(":", "x") for k, v in tags.items())
+    runs = _run_and_collect(server, name, tags, count)
+    nodes = [r["node_name"] for r in runs]
+    assert len(nodes) == len(set(nodes)) == count, f"not {count} distinct nodes: {nodes}"
+    if isinstance(expected, set):
+        assert set(nodes) == expected
+    else:
+        candidates = {"s1", "s2", "s3"} if "server" in tags else {"web1", "web2"}
+        assert set(nodes) <= candidates
+    assert all(r["success"] for r in runs)
+    assert len({r["group"] for r in runs}) == 1
+
+
+def test_no_matching_node_gives_a_failed_execution_with_the_reason(cluster: dict[str, Node]) -> None:
+    server = cluster["s2"]
+    server.post("/v1/jobs", json=job("nobody-db", "@every 1s", tags={"role": "db"}))
+    runs = wait_for(lambda: finished(server, "nobody-db", 1), timeout=20, what="the failed record")
+    server.request("DELETE", "/v1/jobs/nobody-db")
+    assert runs[0]["success"] is False
+    assert "role=db" in runs[0]["output"]
