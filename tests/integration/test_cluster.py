@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,10 @@ def _agent(base: Path, name: str, servers: list[Node], tags: list[str]) -> Node:
     return Node(base / name, name=name, server=False, extra=extra)
 
 
+def _lists_members(server: Node, count: int) -> Callable[[], bool]:
+    return lambda: len(server.get("/v1/members").json()) == count
+
+
 def leaders(servers: list[Node]) -> list[str]:
     return [s.name for s in servers if s.get("/health").json().get("leader")]
 
@@ -46,8 +50,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Node
         for node in nodes:
             node.start()
         wait_for(lambda: len(leaders(servers)) == 1, timeout=60, what="one leader among three servers")
-        for s in servers:
-            wait_for(lambda s=s: len(s.get("/v1/members").json()) == 5, timeout=30, what=f"5 members on {s.name}")
+        for server in servers:
+            wait_for(_lists_members(server, 5), timeout=30, what=f"5 members on {server.name}")
         yield {n.name: n for n in nodes}
     finally:
         for node in nodes:
