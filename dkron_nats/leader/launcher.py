@@ -59,6 +59,8 @@ class Launcher:
         self.holds_lease = holds_lease
         self.inflight: dict[str, set[str]] = defaultdict(set)
         """Execution ids launched by this leader and not finished yet, per job key."""
+        self.dispatched: dict[str, str] = {}
+        """Execution key -> node, for executions this leader sent and has no result for yet."""
 
     def ensure_leader(self) -> None:
         """Checked (locally, on the monotonic clock) right before every write and dispatch: a leader that
@@ -131,6 +133,7 @@ class Launcher:
         ex = request.execution
         self.ensure_leader()
         self.inflight[job_key(ex.job_name)].add(ex.id)
+        self.dispatched[ExecutionStore.key(ex.job_name, ex.id)] = ex.node_name
         try:
             reply = await self.nc.request(
                 run_subject(ex.node_name), encode(request), timeout=DISPATCH_TIMEOUT
@@ -208,7 +211,12 @@ class Launcher:
     def running(self, job_name: str) -> int:
         return len(self.inflight.get(job_key(job_name), ()))
 
+    def sent_to(self, node: str) -> set[str]:
+        """Keys of the executions this leader sent to `node` and has no result for."""
+        return {key for key, target in self.dispatched.items() if target == node}
+
     def finished(self, execution: Execution) -> None:
+        self.dispatched.pop(ExecutionStore.key(execution.job_name, execution.id), None)
         key = job_key(execution.job_name)
         ids = self.inflight.get(key)
         if ids is not None:

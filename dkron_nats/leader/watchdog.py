@@ -37,12 +37,14 @@ class AgentWatchdog:
             previous = self._seen.get(name)
             if previous is not None and previous[0] != member.started_at:
                 await self._rule_lost(name, previous[1], "restarted")
+            # What the agent last reported, plus what was sent to it since (it may die before reporting).
+            running = frozenset(member.running) | self.launcher.sent_to(name)
             if name in alive:
-                self._seen[name] = (member.started_at, frozenset(member.running))
+                self._seen[name] = (member.started_at, running)
             elif (name, member.started_at) not in self._ruled:
                 self._ruled.add((name, member.started_at))
                 self._seen.pop(name, None)
-                await self._rule_lost(name, frozenset(member.running), "is gone")
+                await self._rule_lost(name, running, "is gone")
 
     async def _rule_lost(self, node: str, keys: frozenset[str], why: str) -> None:
         for key in keys:

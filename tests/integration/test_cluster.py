@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from tests.harness import Node, finished, free_port, job, wait_for
@@ -34,7 +35,17 @@ def _lists_members(server: Node, count: int) -> Callable[[], bool]:
 
 
 def leaders(servers: list[Node]) -> list[str]:
-    return [s.name for s in servers if s.get("/health").json().get("leader")]
+    """Servers that say they lead; stopped or unreachable ones are skipped."""
+    found = []
+    for server in servers:
+        if server.proc is None:
+            continue
+        try:
+            if server.get("/health").json().get("leader"):
+                found.append(server.name)
+        except httpx.HTTPError:
+            continue
+    return found
 
 
 @pytest.fixture(scope="module")

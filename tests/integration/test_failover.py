@@ -1,0 +1,186 @@
+"""Faults with real kills on 3 servers (embedded, clustered NATS) and 2 agents; audits after each.
+
+A `ledger` job ticks every second on one web agent and appends its slot to a file, so the audit can prove
+that every slot ran at most once and was either launched or recorded as missed.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.harness import Node, executions, finished, job, pid_alive, wait_for
+from tests.integration.test_cluster import _agent, _lists_members, _servers, leaders
+
+LEASE_TTL = 10.0
+
+
+@pytest.fixture(scope="module")
+def nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Node]]:
+    base = tmp_path_factory.mktemp("failover")
+    servers = _servers(base)
+    agents = [_agent(base, "web1", servers, ["role=web"]), _agent(base, "web2", servers, ["role=web"])]
+    every = servers + agents
+    try:
+        for node in every:
+            node.start()
+        wait_for(lambda: len(leaders(servers)) == 1, timeout=60, what="a leader")
+        for server in servers:
+            wait_for(_lists_members(server, 5), timeout=30, what=f"5 members on {server.name}")
+        yield {n.name: n for n in every}
+    finally:
+        for node in every:
+            node.stop()
+
+
+def _servers_of(nodes: dict[str, Node]) -> list[Node]:
+    return [nodes[n] for n in ("s1", "s2", "s3")]
+
+
+def _leader(nodes: dict[str, Node]) -> Node:
+    names = wait_for(lambda: leaders(_servers_of(nodes)) or None, timeout=40, what="a leader")
+    assert len(names) == 1, names
+    return nodes[names[0]]
+
+
+def _any_other(nodes: dict[str, Node], not_this: Node) -> Node:
+    return next(s for s in _servers_of(nodes) if s is not not_this and s.proc is not None)
+
+
+def _ledger_job(name: str, ledger: Path) -> dict[str, Any]:
+    command = f"echo $DKRON_SCHEDULED_TIME >> {ledger}"
+    return job(
+        name,
+        "@every 1s",
+        command,
+        executor_config={"command": command, "shell": "true"},
+        tags={"role": "web:1"},
+    )
+
+
+def _slot(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def _audit(server: Node, name: str, ledger: Path) -> None:
+    """Every 1 s slot between the first and the last has exactly one record; nothing ran twice."""
+    server.request("PUT", f"/v1/jobs/{name}", json={**_ledger_job(name, ledger), "disabled": True})
+    wait_for(lambda: all(e["status"] != "running" for e in executions(server, name)), timeout=30)
+    records = executions(server, name)
+    ran = ledger.read_text().split()
+    assert len(ran) == len(set(ran)), "a slot ran twice"
+    by_slot: dict[datetime, list[str]] = {}
+    for r in records:
+        by_slot.setdefault(_slot(r["scheduled_at"]), []).append(r["status"])
+    duplicates = {slot: s for slot, s in by_slot.items() if len(s) > 1}
+    assert not duplicates, f"slots with more than one record: {duplicates}"
+    slots = sorted(by_slot)
+    expected = slots[0]
+    while expected <= slots[-1]:
+        assert expected in by_slot, f"slot {expected} is unaccounted for"
+        expected += timedelta(seconds=1)
+    launched = {_slot(r["scheduled_at"]) for r in records if r["status"] in ("success", "failed")}
+    assert {_slot(t.replace("+00:00", "Z")) for t in ran} <= launched | set(slots)
+    server.request("DELETE", f"/v1/jobs/{name}")
+
+
+def _first_fire_after(server: Node, name: str, moment: float) -> float:
+    def fired() -> float | None:
+        starts = [
+            datetime.fromisoformat(e["started_at"]).timestamp()
+            for e in executions(server, name)
+            if e["status"] in ("success", "failed", "running") and e.get("started_at")
+        ]
+        later = [t for t in starts if t > moment]
+        return min(later) if later else None
+
+    return wait_for(fired, timeout=60, what="a fire by the new leader")
+
+
+def test_leader_kill9_takeover_loses_and_duplicates_nothing(nodes: dict[str, Node], tmp_path: Path) -> None:
+    ledger = tmp_path / "ledger.txt"
+    leader = _leader(nodes)
+    other = _any_other(nodes, leader)
+    other.post("/v1/jobs", json=_ledger_job("tick-kill", ledger))
+    wait_for(lambda: finished(other, "tick-kill", 3), timeout=30, what="three runs")
+    killed_at = time.time()
+    leader.kill()  # its embedded NATS node dies with it
+    takeover = _first_fire_after(other, "tick-kill", killed_at) - killed_at
+    new_leader = _leader(nodes)
+    assert new_leader is not leader
+    assert takeover <= LEASE_TTL + 1.0 + 1.0, f"takeover took {takeover:.1f}s"  # + 1 s for the slot boundary
+    leader.start()
+    wait_for(_lists_members(new_leader, 5), timeout=60, what="the killed server to rejoin")
+    wait_for(lambda: finished(new_leader, "tick-kill", len(ledger.read_text().split()) + 2), timeout=30)
+    _audit(new_leader, "tick-kill", ledger)
+
+
+def test_graceful_leader_stop_hands_over_within_a_second(nodes: dict[str, Node]) -> None:
+    leader = _leader(nodes)
+    others = [s for s in _servers_of(nodes) if s is not leader]
+    stopped_at = time.monotonic()
+    assert leader.stop() == 0
+    wait_for(
+        lambda: any(s.get("/health").json().get("leader") for s in others), timeout=10, what="a new leader"
+    )
+    handover = time.monotonic() - stopped_at
+    leader.start()
+    wait_for(_lists_members(others[0], 5), timeout=60, what="the stopped server to rejoin")
+    # The stop itself (draining, releasing the lease) is part of the measured time.
+    assert handover < 1.0, f"hand-over took {handover:.2f}s"
+
+
+def test_agent_killed_mid_run_is_ruled_lost(nodes: dict[str, Node]) -> None:
+    server = _leader(nodes)
+    server.post("/v1/jobs", json=job("long-run", "@manually", "sleep 60", tags={"role": "web:1"}))
+    server.post("/v1/jobs/long-run/run")
+    running = wait_for(
+        lambda: [e for e in executions(server, "long-run") if e["status"] == "running"] or None,
+        timeout=20,
+        what="the run to start",
+    )
+    agent = nodes[running[0]["node_name"]]
+    killed_at = time.monotonic()
+    agent.kill()
+    lost = wait_for(lambda: finished(server, "long-run", 1), timeout=30, what="the lost verdict")
+    bound = time.monotonic() - killed_at
+    assert lost[0]["success"] is False
+    assert "agent lost" in lost[0]["output"]
+    assert bound <= 10.0 + 3.0, f"agent lost only after {bound:.1f}s"
+    agent.start()
+    wait_for(_lists_members(server, 5), timeout=30, what="the agent to rejoin")
+    server.request("DELETE", "/v1/jobs/long-run")
+
+
+def test_paused_old_leader_dispatches_nothing(nodes: dict[str, Node], tmp_path: Path) -> None:
+    ledger = tmp_path / "ledger.txt"
+    leader = _leader(nodes)
+    other = _any_other(nodes, leader)
+    other.post("/v1/jobs", json=_ledger_job("tick-pause", ledger))
+    wait_for(lambda: finished(other, "tick-pause", 3), timeout=30, what="three runs")
+    assert leader.proc is not None
+    leader.proc.send_signal(signal.SIGSTOP)
+    try:
+        new_leader = wait_for(
+            lambda: next(
+                (s for s in _servers_of(nodes) if s is not leader and s.get("/health").json()["leader"]), None
+            ),
+            timeout=30,
+            what="a new leader while the old one is paused",
+        )
+    finally:
+        leader.proc.send_signal(signal.SIGCONT)
+    wait_for(
+        lambda: not leader.get("/health").json()["leader"], timeout=15, what="the old leader to step down"
+    )
+    before = len(ledger.read_text().split())
+    wait_for(lambda: len(ledger.read_text().split()) >= before + 3, timeout=20, what="more runs")
+    assert len(leaders(_servers_of(nodes))) == 1
+    _audit(new_leader, "tick-pause", ledger)
+    assert pid_alive(leader.proc.pid)
