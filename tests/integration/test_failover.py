@@ -68,12 +68,23 @@ def _slot(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
+def _settled(server: Node, name: str, ledger: Path) -> tuple[list[dict[str, Any]], list[str]] | None:
+    records = executions(server, name)
+    ran = ledger.read_text().split()
+    if any(r["status"] == "running" for r in records):
+        return None
+    recorded = {_slot(r["scheduled_at"]) for r in records}
+    if not {_slot(t.replace("+00:00", "Z")) for t in ran} <= recorded:
+        return None
+    return records, ran
+
+
 def _audit(server: Node, name: str, ledger: Path) -> None:
     """Every 1 s slot between the first and the last has exactly one record; nothing ran twice."""
     server.request("PUT", f"/v1/jobs/{name}", json={**_ledger_job(name, ledger), "disabled": True})
-    wait_for(lambda: all(e["status"] != "running" for e in executions(server, name)), timeout=30)
-    records = executions(server, name)
-    ran = ledger.read_text().split()
+    # Quiesced: nothing running and every slot that ran has its record (the disable may reach the leader
+    # late after a NATS node loss, see the closing note of this work).
+    records, ran = wait_for(lambda: _settled(server, name, ledger), timeout=45, what="the job to settle")
     assert len(ran) == len(set(ran)), "a slot ran twice"
     by_slot: dict[datetime, list[str]] = {}
     for r in records:
