@@ -90,6 +90,12 @@ class LaunchCursor(msgspec.Struct, kw_only=True, omit_defaults=True):
     targets: list[str] = msgspec.field(default_factory=list)
     fence: int = 0
     outcome: str = "launched"
+    """What became of `slot_ns`: launched, missed, skipped or failed (no node to run it)."""
+    reason: str = ""
+    missed: list[int] = msgspec.field(default_factory=list)
+    """Slots (ns) resolved as missed by this same move; their records are derived from the cursor, so a
+    leader that dies before publishing them leaves them to its successor, never to nobody."""
+    earlier_missed: bool = False
 
 
 class Member(msgspec.Struct, kw_only=True, omit_defaults=True):

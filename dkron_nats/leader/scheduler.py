@@ -16,13 +16,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import anyio
+import msgspec
 from anyio.abc import TaskStatus
 
 from dkron_nats.kv.cache import KVCache
+from dkron_nats.kv.executions import execution_id
 from dkron_nats.kv.typed import TypedKV
 from dkron_nats.leader.launcher import Launcher, attempt_id
 from dkron_nats.models import JobSpec, LaunchCursor
-from dkron_nats.names import job_key
 from dkron_nats.schedule import Schedule, ScheduleError, parse_schedule
 from dkron_nats.timefmt import from_ns, to_ns, utcnow
 
@@ -141,29 +142,33 @@ class Scheduler:
             unlisten()
 
     async def _conclude_interrupted_launches(self) -> None:
-        """A previous leader may have recorded a launch and died before sending it: send what is missing.
+        """A previous leader may have moved a cursor and died before acting on it: finish what is missing.
 
-        Requests carry the same execution ids, and agents claim an id only once, so re-sending is safe.
+        Run requests carry the same execution ids (agents claim an id once) and missing records are
+        published only if absent, so concluding twice does nothing twice.
         """
         horizon = to_ns(self.clock() - RECENT_LAUNCH_WINDOW)
         async with anyio.create_task_group() as tg:
             for key, (cursor, _) in self._cursors.items():
                 spec = self.jobs.get(key)
-                if spec is not None and cursor.outcome == "launched" and cursor.slot_ns >= horizon:
-                    tg.start_soon(self._redispatch_missing, spec, cursor)
+                if spec is not None and cursor.slot_ns >= horizon:
+                    tg.start_soon(self._conclude, spec, cursor)
 
-    async def _redispatch_missing(self, spec: JobSpec, cursor: LaunchCursor) -> None:
+    async def _conclude(self, spec: JobSpec, cursor: LaunchCursor) -> None:
         async with self._limiter:
-            missing = []
-            for node in cursor.targets:
-                found = await self.launcher.executions.get(spec.name, attempt_id(cursor.group, node, 1))
-                if found is None:
-                    missing.append(node)
-                elif not found.finished:
-                    await self.launcher.fail_if_agent_lost(found)
-            if missing:
-                logger.info("re-sending the interrupted launch of %s to %s", spec.name, ", ".join(missing))
-                await self.launcher.dispatch(spec, cursor.group, from_ns(cursor.slot_ns), missing)
+            await self._act_on(spec, cursor, only_missing=True)
+
+    async def _dispatch_missing(self, spec: JobSpec, cursor: LaunchCursor) -> None:
+        missing = []
+        for node in cursor.targets:
+            found = await self.launcher.executions.get(spec.name, attempt_id(cursor.group, node, 1))
+            if found is None:
+                missing.append(node)
+            elif not found.finished:
+                await self.launcher.fail_if_agent_lost(found)
+        if missing:
+            logger.info("re-sending the interrupted launch of %s to %s", spec.name, ", ".join(missing))
+            await self.launcher.dispatch(spec, cursor.group, from_ns(cursor.slot_ns), missing)
 
     def _pop_due(self) -> list[str]:
         now_ns = to_ns(self.clock())
@@ -200,6 +205,7 @@ class Scheduler:
                 self._push(key, plan)
 
     async def _resolve(self, key: str, plan: _Plan) -> None:
+        """Decide every due slot, record the decision in the cursor (one compare-and-set), then act on it."""
         now = self.clock()
         spec = plan.spec
         slots = plan.schedule.fires_between(self._base(key, plan), now, MISSED_RECORD_LIMIT + 1)
@@ -208,50 +214,63 @@ class Scheduler:
         if not slots:
             return
         latest = slots[-1]
-        late = now - latest > self.settings.starting_deadline
-        missed = slots if late else slots[:-1]
-        await self._record_missed(spec, missed, summarise=len(slots) > MISSED_RECORD_LIMIT)
-        if late:
-            await self._advance(key, spec, latest, [], "missed")
-            return
-        if spec.concurrency == "forbid" and self.launcher.running(spec.name):
+        cursor = LaunchCursor(
+            slot_ns=to_ns(latest),
+            group=to_ns(latest),
+            fence=self.launcher.fence(),
+            missed=[to_ns(s) for s in slots[:-1]],
+            earlier_missed=len(slots) > MISSED_RECORD_LIMIT,
+        )
+        if now - latest > self.settings.starting_deadline:
+            cursor = msgspec.structs.replace(
+                cursor, outcome="missed", missed=[*cursor.missed, cursor.slot_ns]
+            )
+        elif spec.concurrency == "forbid" and self.launcher.running(spec.name):
             reason = "skipped: the previous execution is still running and the job's concurrency is forbid"
-            if await self._advance(key, spec, latest, [], "skipped"):
-                await self.launcher.record_outcome(spec, to_ns(latest), latest, "skipped", reason)
-            return
-        await self._launch(key, spec, latest)
+            cursor = msgspec.structs.replace(cursor, outcome="skipped", reason=reason)
+        else:
+            targets = self.launcher.targets(spec)
+            if isinstance(targets, str):
+                cursor = msgspec.structs.replace(cursor, outcome="failed", reason=targets)
+            else:
+                cursor = msgspec.structs.replace(cursor, targets=targets)
+        if await self._advance(key, cursor):
+            await self._act_on(spec, cursor)
 
-    async def _record_missed(self, spec: JobSpec, slots: list[datetime], *, summarise: bool) -> None:
+    async def _act_on(self, spec: JobSpec, cursor: LaunchCursor, only_missing: bool = False) -> None:
+        """Publish the records a cursor implies and send its run requests.
+
+        `only_missing` (at takeover): skip records that exist already, so nothing is counted twice.
+        """
         deadline = self.settings.starting_deadline.total_seconds()
-        for i, slot in enumerate(slots):
+        for i, slot_ns in enumerate(cursor.missed):
             reason = f"missed: the slot was not launched within the starting deadline of {deadline:g}s"
-            if summarise and i == 0:
+            if cursor.earlier_missed and i == 0:
                 reason += "; earlier slots were missed too and are not listed one by one"
-            await self.launcher.record_outcome(spec, to_ns(slot), slot, "missed", reason)
+            await self._record(spec, slot_ns, "missed", reason, only_missing)
+        if cursor.outcome in ("skipped", "failed"):
+            await self._record(spec, cursor.slot_ns, cursor.outcome, cursor.reason, only_missing)
+        elif cursor.outcome == "launched" and only_missing:
+            await self._dispatch_missing(spec, cursor)
+        elif cursor.outcome == "launched":
+            await self.launcher.dispatch(spec, cursor.group, from_ns(cursor.slot_ns), cursor.targets)
 
-    async def _launch(self, key: str, spec: JobSpec, slot: datetime) -> None:
-        group = to_ns(slot)
-        targets = self.launcher.targets(spec)
-        if isinstance(targets, str):
-            if await self._advance(key, spec, slot, [], "failed"):
-                await self.launcher.record_outcome(spec, group, slot, "failed", targets)
-            return
-        if await self._advance(key, spec, slot, targets, "launched"):
-            await self.launcher.dispatch(spec, group, slot, targets)
+    async def _record(
+        self, spec: JobSpec, slot_ns: int, status: str, reason: str, only_missing: bool
+    ) -> None:
+        if only_missing:
+            exec_id = execution_id(slot_ns, status if status in ("missed", "skipped") else "none")
+            if await self.launcher.executions.get(spec.name, exec_id) is not None:
+                return
+        await self.launcher.record_outcome(spec, slot_ns, from_ns(slot_ns), status, reason)
 
-    async def _advance(
-        self, key: str, spec: JobSpec, slot: datetime, targets: list[str], outcome: str
-    ) -> bool:
-        """Move the job's cursor to `slot` (compare-and-set). False: the slot was resolved already."""
-        slot_ns = to_ns(slot)
+    async def _advance(self, key: str, cursor: LaunchCursor) -> bool:
+        """Move the job's cursor (compare-and-set). False: its slot was resolved already, by anyone."""
         while True:
             self.launcher.ensure_leader()
             current = self._cursors.get(key)
-            if current is not None and current[0].slot_ns >= slot_ns:
+            if current is not None and current[0].slot_ns >= cursor.slot_ns:
                 return False
-            cursor = LaunchCursor(
-                slot_ns=slot_ns, group=slot_ns, targets=targets, fence=self.launcher.fence(), outcome=outcome
-            )
             rev = await self.cursors_kv.swap(key, cursor, current[1] if current else None)
             if rev is not None:
                 self._cursors[key] = (cursor, rev)
@@ -261,8 +280,4 @@ class Scheduler:
                 self._cursors.pop(key, None)
             else:
                 self._cursors[key] = fresh
-            logger.warning("cursor of %s moved under us; re-read it", spec.name)
-
-
-def cursor_key(job_name: str) -> str:
-    return job_key(job_name)
+            logger.warning("cursor of %s moved under us; re-read it", key)
