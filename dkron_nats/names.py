@@ -35,6 +35,13 @@ def job_key(name: str) -> str:
     return "=" + name.encode().hex()
 
 
+_JOB_KEY = re.compile(r"[a-z0-9_-]+|=(?:[0-9a-f]{2})+")
+
+
+def is_job_key(text: str) -> bool:
+    return len(text) <= 2 * 4 * MAX_NAME_LENGTH + 1 and _JOB_KEY.fullmatch(text) is not None
+
+
 def job_name_from_key(key: str) -> str:
     if key.startswith("="):
         return bytes.fromhex(key[1:]).decode()

@@ -41,8 +41,10 @@ from dkron_nats.leader.stats import DayStats, Stats
 from dkron_nats.leader.watchdog import AgentWatchdog
 from dkron_nats.members import Registry, heartbeat
 from dkron_nats.models import JobSpec, JobState, LaunchCursor, Member
+from dkron_nats.names import is_job_key
 from dkron_nats.natsserver import EmbeddedNats, split_host_port
 from dkron_nats.nextfire import NextFireCache
+from dkron_nats.subjects import JOB_EVENTS, job_event
 from dkron_nats.timefmt import utcnow
 from dkron_nats.version import VERSION
 
@@ -153,9 +155,15 @@ class Node:
                 await tg.start(states_cache.run)
                 await tg.start(settings_cache.run)
                 flag = settings_cache
-                jobs = JobService(
-                    jobs_cache, states_cache, lambda: bool((f := flag.get("paused")) and f.value)
-                )
+
+                def paused() -> bool:
+                    return bool((f := flag.get("paused")) and f.value)
+
+                async def announce(event: str, key: str) -> None:
+                    await nc.publish(job_event(event), key.encode())
+
+                jobs = JobService(jobs_cache, states_cache, paused, announce)
+                tg.start_soon(_follow_job_notices, nc, jobs_cache)
                 nexts = NextFireCache()
                 services = Services(
                     node_name=s.node_name,
@@ -201,6 +209,24 @@ async def _when_jetstream_ready(js: JetStreamContext, limits: StorageLimits) -> 
             logger.warning("JetStream is not ready (%s); is the NATS cluster still forming? retrying", exc)
             await anyio.sleep(delay)
             delay = min(delay * 2, 5.0)
+
+
+async def _follow_job_notices(nc: Client, cache: KVCache[JobSpec]) -> None:
+    """Re-read a job as soon as any server announces a change to it."""
+    sub = await nc.subscribe(JOB_EVENTS)
+    try:
+        async for msg in sub.messages:
+            key = msg.data.decode(errors="replace")
+            if not is_job_key(key):
+                logger.warning("ignoring a job notice that names no job key: %r", msg.data[:80])
+                continue
+            try:
+                await cache.refresh(key)
+            except TRANSIENT as exc:  # the watch will still deliver it
+                logger.warning("could not refresh job %r after a change notice: %s", msg.data, exc)
+    finally:
+        with anyio.move_on_after(2, shield=True):
+            await sub.unsubscribe()
 
 
 async def _run_then_set(agent: Agent, done: anyio.Event) -> None:
@@ -267,5 +293,6 @@ async def _close(nc: Client) -> None:
     with anyio.move_on_after(5, shield=True):
         try:
             await nc.drain()
-        except Exception:  # noqa: BLE001 - the server may be gone already; closing is all that is left
-            await nc.close()
+        except Exception:  # noqa: BLE001 - the servers may be gone already; closing is all that is left
+            with contextlib.suppress(Exception):
+                await nc.close()

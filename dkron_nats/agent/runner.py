@@ -71,7 +71,7 @@ class Agent:
 
     async def _follow_lease(self, kv: KeyValue) -> None:
         """Learn each new leader's term as soon as it is elected, so a deposed leader is refused at once."""
-        watcher = await kv.watch(LEASE_KEY)
+        watcher = await with_retry(lambda: kv.watch(LEASE_KEY), attempts=60, what="lease watch")
         try:
             while True:
                 entry = await next_entry(watcher, None)

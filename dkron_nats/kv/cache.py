@@ -15,7 +15,7 @@ import anyio
 import msgspec
 from anyio.abc import TaskStatus
 
-from dkron_nats.kv.typed import TypedKV, decode_entry
+from dkron_nats.kv.typed import TypedKV, decode_entry, with_retry
 from dkron_nats.kv.watch import next_entry
 from dkron_nats.kv.watch import stop as stop_watch
 
@@ -75,6 +75,14 @@ class KVCache(Generic[T]):
         for listener in list(self._listeners):
             listener(key, value)
 
+    async def refresh(self, key: str) -> None:
+        """Re-read one key from the bucket (used when a change notice may have outrun the watch)."""
+        found = await self.store.get(key)
+        if found is None:
+            self.forget(key)
+        else:
+            self.apply(key, found[0], found[1])
+
     def forget(self, key: str) -> None:
         """A delete made by this process: hide the key now, before the watch confirms it."""
         current = self._items.get(key)
@@ -90,7 +98,7 @@ class KVCache(Generic[T]):
         async for key, value, revision in self.store.scan():
             self.apply(key, value, revision)
         task_status.started()
-        watcher = await self.store.kv.watchall()
+        watcher = await with_retry(self.store.kv.watchall, attempts=60, what=f"watch of {self.store.bucket}")
         try:
             while True:
                 entry = await next_entry(watcher, None)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
+from functools import partial
 from typing import Any, Generic, TypeVar
 
 import anyio
@@ -109,11 +110,18 @@ class TypedKV(Generic[T]):
             inactive_threshold=60,
             mem_storage=True,
         )
-        sub = await with_retry(lambda: js.pull_subscribe(prefix + pattern, stream=stream, config=config))
+        sub = await with_retry(
+            lambda: js.pull_subscribe(prefix + pattern, stream=stream, config=config),
+            attempts=30,
+            what="KV scan",
+        )
         try:
-            remaining = int((await sub.consumer_info()).num_pending or 0)
+            remaining = int(
+                (await with_retry(sub.consumer_info, attempts=30, what="KV scan")).num_pending or 0
+            )
             while remaining > 0:
-                for msg in await sub.fetch(min(remaining, 512), timeout=10):
+                fetch = partial(sub.fetch, min(remaining, 512), timeout=10)
+                for msg in await with_retry(fetch, attempts=30, what="KV scan"):
                     remaining = int(msg.metadata.num_pending or 0)
                     if msg.data and not (msg.headers and "KV-Operation" in msg.headers):
                         yield (

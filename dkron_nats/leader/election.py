@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 import anyio
 from anyio.abc import TaskStatus
 
-from dkron_nats.kv.typed import TRANSIENT
+from dkron_nats.kv.typed import TRANSIENT, with_retry
 from dkron_nats.kv.watch import next_entry
 from dkron_nats.kv.watch import stop as stop_watch
 from dkron_nats.leader.lease import LEASE_KEY, Lease
@@ -30,13 +30,18 @@ async def run_elections(
     task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
     task_status.started()
-    watcher = await lease.kv.watch(LEASE_KEY)
+    watcher = await with_retry(lambda: lease.kv.watch(LEASE_KEY), attempts=60, what="lease watch")
     try:
         while True:
             if await lease.try_acquire(utcnow()):
                 logger.info("%s is now the leader (fence %d)", lease.node, lease.fence)
                 try:
                     await _hold(lease, lead)
+                except Exception:
+                    # The supervisor boundary: a failing leader session demotes this server, it does not
+                    # stop it. Another server (or this one, after a pause) takes over.
+                    logger.exception("the leader session of %s failed; stepping down", lease.node)
+                    await anyio.sleep(1.0)
                 finally:
                     with anyio.move_on_after(2, shield=True):
                         await lease.release()

@@ -22,6 +22,7 @@ from nats.js.api import AckPolicy, ConsumerConfig
 from dkron_nats.jobs import JobService
 from dkron_nats.kv.buckets import RESULTS_STREAM, RESULTS_SUBJECTS
 from dkron_nats.kv.executions import ExecutionStore
+from dkron_nats.kv.typed import TRANSIENT, with_retry
 from dkron_nats.leader.launcher import Launcher, attempt_id
 from dkron_nats.leader.stats import Stats
 from dkron_nats.models import Execution, ExecutionResult, JobState, decode
@@ -61,8 +62,12 @@ class ResultProcessor:
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         config = ConsumerConfig(ack_policy=AckPolicy.EXPLICIT, ack_wait=60, max_ack_pending=20_000)
-        sub = await self.js.pull_subscribe(
-            RESULTS_SUBJECTS, durable=DURABLE, stream=RESULTS_STREAM, config=config
+        sub = await with_retry(
+            lambda: self.js.pull_subscribe(
+                RESULTS_SUBJECTS, durable=DURABLE, stream=RESULTS_STREAM, config=config
+            ),
+            attempts=30,
+            what="results consumer",
         )
         task_status.started()
         try:
@@ -70,6 +75,10 @@ class ResultProcessor:
                 try:
                     messages = await sub.fetch(256, timeout=1)
                 except (NatsTimeoutError, TimeoutError):
+                    continue
+                except TRANSIENT:
+                    logger.warning("results stream unavailable (JetStream election?); retrying")
+                    await anyio.sleep(0.5)
                     continue
                 for msg in messages:
                     await self._handle(msg.data, msg.metadata.sequence.stream)

@@ -19,6 +19,7 @@ import nats.errors
 import pytest
 from nats.js.api import KeyValueConfig
 
+from dkron_nats.kv.typed import with_retry
 from tests.cluster import NatsCluster, NatsNode, nats_cluster, wait_for_async
 
 pytestmark = [pytest.mark.anyio, pytest.mark.nats]
@@ -84,7 +85,8 @@ async def test_config_forms_a_three_node_jetstream_cluster(nats_cluster: NatsClu
         assert port_of(nc1.connected_url.geturl()) == n1.port
         assert port_of(nc2.connected_url.geturl()) == n2.port
         kv1 = await nc1.jetstream(timeout=5).create_key_value(KeyValueConfig(bucket="formed", replicas=3))
-        revision = await kv1.put("greeting", b"hello from n1")
+        # A new R3 stream elects its own leader first; JetStream answers "no response" until then.
+        revision = await with_retry(lambda: kv1.put("greeting", b"hello from n1"))
 
         js2 = nc2.jetstream(timeout=5)
         info = await js2.stream_info("KV_formed")
