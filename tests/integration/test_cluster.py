@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -48,14 +49,11 @@ def leaders(servers: list[Node]) -> list[str]:
     return found
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Node]]:
-    base = tmp_path_factory.mktemp("cluster")
+@contextmanager
+def three_servers_two_agents(base: Path) -> Iterator[dict[str, Node]]:
+    """s1-s3 (embedded NATS clustered, R3) and agents web1, web2 tagged role=web; stopped on exit."""
     servers = _servers(base)
-    agents = [
-        _agent(base, "web1", servers, ["role=web"]),
-        _agent(base, "web2", servers, ["role=web"]),
-    ]
+    agents = [_agent(base, "web1", servers, ["role=web"]), _agent(base, "web2", servers, ["role=web"])]
     nodes = servers + agents
     try:
         for node in nodes:
@@ -67,6 +65,12 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Node
     finally:
         for node in nodes:
             node.stop()
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Node]]:
+    with three_servers_two_agents(tmp_path_factory.mktemp("cluster")) as nodes:
+        yield nodes
 
 
 def _servers_of(cluster: dict[str, Node]) -> list[Node]:

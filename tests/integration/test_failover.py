@@ -16,27 +16,15 @@ from typing import Any
 import pytest
 
 from tests.harness import Node, executions, finished, job, pid_alive, wait_for
-from tests.integration.test_cluster import _agent, _lists_members, _servers, leaders
+from tests.integration.test_cluster import _lists_members, leaders, three_servers_two_agents
 
 LEASE_TTL = 10.0
 
 
 @pytest.fixture(scope="module")
 def nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Node]]:
-    base = tmp_path_factory.mktemp("failover")
-    servers = _servers(base)
-    agents = [_agent(base, "web1", servers, ["role=web"]), _agent(base, "web2", servers, ["role=web"])]
-    every = servers + agents
-    try:
-        for node in every:
-            node.start()
-        wait_for(lambda: len(leaders(servers)) == 1, timeout=60, what="a leader")
-        for server in servers:
-            wait_for(_lists_members(server, 5), timeout=30, what=f"5 members on {server.name}")
-        yield {n.name: n for n in every}
-    finally:
-        for node in every:
-            node.stop()
+    with three_servers_two_agents(tmp_path_factory.mktemp("failover")) as started:
+        yield started
 
 
 def _servers_of(nodes: dict[str, Node]) -> list[Node]:
