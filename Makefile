@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint format bench bench-quick clean
+.PHONY: run test lint format bench bench-quick chaos clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,9 @@ bench: $(STAMP)
 
 bench-quick: $(STAMP)
 	$(BIN)/python -m bench.lateness --quick
+
+chaos: $(STAMP)
+	$(BIN)/python -m bench.chaos --kills 20
 
 clean:
 	rm -rf $(VENV) dkron.data .mypy_cache .ruff_cache .pytest_cache

@@ -93,15 +93,24 @@ class ResultProcessor:
         except msgspec.DecodeError:
             logger.exception("dropping an undecodable result at sequence %d", seq)
             return
-        try:
-            if result.verdict and await self._already_finished(result.execution):
-                return  # the agent's own result arrived before the leader's "agent lost" ruling
-            await self.apply(Outcome(result.execution, result.siblings, seq))
-        except Exception:
-            # One bad result must not stop the stream; the record is logged for the operator.
-            logger.exception(
-                "applying the result of %s/%s failed", result.execution.job_name, result.execution.id
-            )
+        delay = 0.2
+        while True:
+            try:
+                if result.verdict and await self._already_finished(result.execution):
+                    return  # the agent's own result arrived before the leader's "agent lost" ruling
+                await self.apply(Outcome(result.execution, result.siblings, seq))
+                return
+            except TRANSIENT:
+                # Never drop a result because JetStream is re-electing: retry in place, keeping the order
+                # the counters' sequence guard relies on.
+                logger.warning("applying result %d waits for JetStream; retrying in %.1fs", seq, delay)
+                await anyio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+            except Exception:
+                # A result that cannot be applied for any other reason must not stop the stream.
+                ex = result.execution
+                logger.exception("applying the result of %s/%s failed; skipped", ex.job_name, ex.id)
+                return
 
     async def _already_finished(self, ex: Execution) -> bool:
         stored = await self.executions.get(ex.job_name, ex.id)
