@@ -61,7 +61,9 @@ class ResultProcessor:
         self.on_applied = on_applied
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        config = ConsumerConfig(ack_policy=AckPolicy.EXPLICIT, ack_wait=60, max_ack_pending=20_000)
+        # Results fetched by a leader that then dies are redelivered after ack_wait: keep it short, so a
+        # new leader is not kept waiting (a redelivered result is applied idempotently).
+        config = ConsumerConfig(ack_policy=AckPolicy.EXPLICIT, ack_wait=10, max_ack_pending=20_000)
         sub = await with_retry(
             lambda: self.js.pull_subscribe(
                 RESULTS_SUBJECTS, durable=DURABLE, stream=RESULTS_STREAM, config=config
@@ -73,7 +75,7 @@ class ResultProcessor:
         try:
             while True:
                 try:
-                    messages = await sub.fetch(256, timeout=1)
+                    messages = await sub.fetch(64, timeout=1)
                 except (NatsTimeoutError, TimeoutError):
                     continue
                 except TRANSIENT:
