@@ -52,10 +52,6 @@ class ExecutionStore:
         found.sort(key=lambda ex: (ex.group, ex.id))
         return found
 
-    async def purge(self, job_name: str, exec_id: str) -> None:
-        subject = self._subject(self.key(job_name, exec_id))
-        await with_retry(lambda: self.js.purge_stream(f"KV_{self.typed.bucket}", subject=subject))
-
     async def trim(self, job_name: str, keep: int) -> None:
         """Keep only the `keep` most recently written records of a job (one call, no listing)."""
         subject = self._subject(f"{job_key(job_name)}.*")

@@ -27,7 +27,7 @@ from dkron_nats.members import Registry
 from dkron_nats.models import Execution, ExecutionResult, JobSpec, RunReply, RunRequest, decode, encode
 from dkron_nats.names import job_key
 from dkron_nats.subjects import LEADER_RESULT_NODE, result_subject, run_subject
-from dkron_nats.timefmt import from_ns, to_ns, utcnow
+from dkron_nats.timefmt import to_ns, utcnow
 
 logger = logging.getLogger(__name__)
 DISPATCH_TIMEOUT = 5.0
@@ -223,7 +223,3 @@ class Launcher:
             ids.discard(execution.id)
             if not ids:
                 del self.inflight[key]
-
-
-def trigger_time_of(group: int) -> datetime:
-    return from_ns(group)
