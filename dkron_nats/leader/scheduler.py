@@ -205,14 +205,32 @@ class Scheduler:
                 self._push(key, plan)
 
     async def _resolve(self, key: str, plan: _Plan) -> None:
-        """Decide every due slot, record the decision in the cursor (one compare-and-set), then act on it."""
+        """Decide every due slot, record the decision in the cursor (compare-and-set), then act on it.
+
+        A decision is only ever written over the very cursor it was made from: when the cursor moved
+        (another leader resolved some slots), the decision is made again from the fresh one.
+        """
+        while True:
+            self.launcher.ensure_leader()
+            base = self._cursors.get(key)
+            cursor = self._decide(key, plan)
+            if cursor is None:
+                return
+            if await self._advance(key, cursor, base):
+                await self._act_on(plan.spec, cursor)
+                return
+            if self._cursors.get(key) == base:
+                await anyio.sleep(0.1)  # the read lags the write that beat us; let it catch up
+
+    def _decide(self, key: str, plan: _Plan) -> LaunchCursor | None:
+        """The cursor that resolves every slot due since the current one; None if nothing is due."""
         now = self.clock()
         spec = plan.spec
         slots = plan.schedule.fires_between(self._base(key, plan), now, MISSED_RECORD_LIMIT + 1)
         if spec.expires_at is not None:
             slots = [s for s in slots if s <= spec.expires_at]
         if not slots:
-            return
+            return None
         latest = slots[-1]
         cursor = LaunchCursor(
             slot_ns=to_ns(latest),
@@ -234,8 +252,7 @@ class Scheduler:
                 cursor = msgspec.structs.replace(cursor, outcome="failed", reason=targets)
             else:
                 cursor = msgspec.structs.replace(cursor, targets=targets)
-        if await self._advance(key, cursor):
-            await self._act_on(spec, cursor)
+        return cursor
 
     async def _act_on(self, spec: JobSpec, cursor: LaunchCursor, only_missing: bool = False) -> None:
         """Publish the records a cursor implies and send its run requests.
@@ -264,20 +281,16 @@ class Scheduler:
                 return
         await self.launcher.record_outcome(spec, slot_ns, from_ns(slot_ns), status, reason)
 
-    async def _advance(self, key: str, cursor: LaunchCursor) -> bool:
-        """Move the job's cursor (compare-and-set). False: its slot was resolved already, by anyone."""
-        while True:
-            self.launcher.ensure_leader()
-            current = self._cursors.get(key)
-            if current is not None and current[0].slot_ns >= cursor.slot_ns:
-                return False
-            rev = await self.cursors_kv.swap(key, cursor, current[1] if current else None)
-            if rev is not None:
-                self._cursors[key] = (cursor, rev)
-                return True
-            fresh = await self.cursors_kv.get(key)
-            if fresh is None:
-                self._cursors.pop(key, None)
-            else:
-                self._cursors[key] = fresh
-            logger.warning("cursor of %s moved under us; re-read it", key)
+    async def _advance(self, key: str, cursor: LaunchCursor, base: tuple[LaunchCursor, int] | None) -> bool:
+        """Replace `base` by `cursor` (compare-and-set). False: the cursor moved; it is re-read."""
+        rev = await self.cursors_kv.swap(key, cursor, base[1] if base else None)
+        if rev is not None:
+            self._cursors[key] = (cursor, rev)
+            return True
+        fresh = await self.cursors_kv.get(key)
+        if fresh is None:
+            self._cursors.pop(key, None)
+        else:
+            self._cursors[key] = fresh
+        logger.warning("cursor of %s moved under us; deciding its slots again", key)
+        return False
