@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import signal
 import statistics
 import sys
@@ -38,7 +39,8 @@ RESULTS = Path(__file__).parent / "results"
 def chaos(kills: int, workdir: Path) -> dict[str, Any]:
     ledger = workdir / "ledger.txt"
     takeovers: list[float] = []
-    with three_servers_two_agents(workdir / "cluster") as nodes:
+    # Keep every record: the audit needs the whole history, and the default keeps the newest 100.
+    with three_servers_two_agents(workdir / "cluster", ("--max-executions", "100000")) as nodes:
         first = _leader(nodes)
         first.post("/v1/jobs", json=_ledger_job("chaos", ledger))
         _wait_runs(first, 3)
@@ -84,8 +86,13 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--kills", type=int, default=20)
     args = parser.parse_args(argv)
     RESULTS.mkdir(exist_ok=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        result = chaos(args.kills, Path(tmp))
+    workdir = Path(tempfile.mkdtemp(prefix="chaos-"))
+    try:
+        result = chaos(args.kills, workdir)
+    except BaseException:
+        print(f"chaos run failed; logs and stores kept in {workdir}", file=sys.stderr)
+        raise
+    shutil.rmtree(workdir)
     result["command"] = "python -m bench.chaos " + " ".join(argv)
     print(json.dumps(result, indent=2))
     (RESULTS / "chaos.json").write_text(json.dumps(result, indent=2) + "\n")

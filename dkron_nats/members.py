@@ -1,7 +1,8 @@
-"""The node registry: every node heartbeats its record into a KV bucket with a TTL.
+"""The node registry: every node heartbeats its record into a KV bucket; a graceful stop removes it.
 
 A node counts as alive while its heartbeats keep arriving (judged by this process's own clock, so clock
-skew between machines does not matter).
+skew between machines does not matter). A node that died keeps its last record, shown as failed, until
+the bucket's retention reaps it: its running executions stay known to whichever server leads later.
 """
 
 from __future__ import annotations
@@ -36,6 +37,11 @@ class Registry:
     def alive(self) -> list[Member]:
         now = time.monotonic()
         return [m for key, m in self.cache.items() if now - self._seen.get(key, 0.0) < self.ttl]
+
+    def failed(self) -> list[Member]:
+        """Nodes whose heartbeats stopped without a graceful leave (kept until the bucket reaps them)."""
+        alive = {m.name for m in self.alive()}
+        return [m for m in self.cache.values() if m.name not in alive]
 
     def get(self, name: str) -> Member | None:
         return self.cache.get(name)

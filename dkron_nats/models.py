@@ -11,6 +11,8 @@ from typing import Any, TypeVar
 
 import msgspec
 
+from dkron_nats.names import job_key
+
 T = TypeVar("T", bound=msgspec.Struct)
 
 
@@ -78,6 +80,18 @@ class Execution(msgspec.Struct, kw_only=True, omit_defaults=True):
     def finished(self) -> bool:
         return self.status != "running"
 
+    def lost(self, why: str, now: datetime) -> ExecutionResult:
+        """The verdict that this execution's agent died: failed, with the reason in its output."""
+        note = f"agent lost: node {self.node_name} {why} while the execution ran\n"
+        ended = msgspec.structs.replace(
+            self,
+            finished_at=now,
+            success=False,
+            status="failed",
+            output=f"{self.output}\n{note}" if self.output else note,
+        )
+        return ExecutionResult(execution=ended, verdict=True)
+
 
 class LaunchCursor(msgspec.Struct, kw_only=True, omit_defaults=True):
     """The last slot of a job the scheduler has resolved (launched, missed or skipped).
@@ -133,7 +147,13 @@ class ExecutionResult(msgspec.Struct, kw_only=True, omit_defaults=True):
     execution: Execution
     siblings: list[str] = msgspec.field(default_factory=list)
     verdict: bool = False
-    """The leader's ruling that the agent was lost; ignored if the execution's own result came first."""
+    """A ruling that the agent was lost; ignored if the execution's own result came first."""
+
+    @property
+    def msg_id(self) -> str:
+        """JetStream de-duplication id: one result per execution, plus at most one verdict."""
+        ex = self.execution
+        return f"{job_key(ex.job_name)}.{ex.id}" + (":lost" if self.verdict else "")
 
 
 _encoder = msgspec.json.Encoder()

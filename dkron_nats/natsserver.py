@@ -75,6 +75,7 @@ class EmbeddedNats:
         self.routes = routes
         self.cluster_name = cluster_name
         self._proc: asyncio.subprocess.Process | None = None
+        self._stopped = anyio.Event()
 
     @property
     def url(self) -> str:
@@ -122,6 +123,10 @@ class EmbeddedNats:
 
     async def __aenter__(self) -> EmbeddedNats:
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        await self._spawn()
+        return self
+
+    async def _spawn(self) -> None:
         conf = self._write_config()
         self._proc = await asyncio.create_subprocess_exec(
             nats_server_binary(),
@@ -135,10 +140,35 @@ class EmbeddedNats:
         try:
             await self._wait_ready(deadline=20)
         except BaseException:
-            await self.stop()
+            await _terminate(self._proc)
             raise
         logger.info("embedded nats-server (pid %d) listening on %s", self._proc.pid, self.url)
-        return self
+
+    async def keep_running(self) -> None:
+        """Restart the embedded nats-server whenever it dies on its own (kill -9, OOM killer).
+
+        Its store is on disk, so it rejoins its cluster with its data; meanwhile the node's client has
+        failed over to a peer it learned from the cluster. Returns once `stop` was called.
+        """
+        backoff = 1.0
+        while (proc := self._proc) is not None:
+            code = await proc.wait()
+            if self._stopped.is_set():
+                return
+            logger.error(
+                "the embedded nats-server (pid %d) exited with code %s; restarting it", proc.pid, code
+            )
+            with anyio.move_on_after(backoff):
+                await self._stopped.wait()
+            if self._stopped.is_set():
+                return
+            try:
+                await self._spawn()
+                backoff = 1.0
+            except NatsServerError as exc:
+                logger.error("%s", exc)
+                self._proc = proc  # keep supervising: wait() on the dead one returns at once
+                backoff = min(backoff * 2, 30.0)
 
     async def _wait_ready(self, deadline: float) -> None:
         proc = self._proc
@@ -154,21 +184,28 @@ class EmbeddedNats:
         raise NatsServerError(f"the embedded nats-server did not start on {self.host}:{self.port}:\n{tail}")
 
     async def stop(self) -> None:
+        self._stopped.set()
         proc, self._proc = self._proc, None
-        if proc is None or proc.returncode is not None:
-            return
-        with anyio.CancelScope(shield=True):
-            proc.send_signal(signal.SIGTERM)
-            with anyio.move_on_after(10):
-                await proc.wait()
-                return
-            proc.kill()
-            await proc.wait()
+        if proc is not None:
+            await _terminate(proc)
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         await self.stop()
+
+
+async def _terminate(proc: asyncio.subprocess.Process) -> None:
+    """SIGTERM (JetStream flushes its store), then SIGKILL after 10 s."""
+    if proc.returncode is not None:
+        return
+    with anyio.CancelScope(shield=True):
+        proc.send_signal(signal.SIGTERM)
+        with anyio.move_on_after(10):
+            await proc.wait()
+            return
+        proc.kill()
+        await proc.wait()
 
 
 async def _can_connect(host: str, port: int) -> bool:

@@ -20,6 +20,7 @@ from nats.js import JetStreamContext
 from nats.js.errors import APIError
 
 from dkron_nats.agent.childwatch import use_pidfd_child_watcher
+from dkron_nats.agent.journal import RunJournal
 from dkron_nats.agent.registry import ExecutorRegistry
 from dkron_nats.agent.runner import Agent
 from dkron_nats.config import Settings, node_tags
@@ -82,13 +83,16 @@ class Node:
                     s.nats_cluster_name,
                 )
                 await stack.enter_async_context(embedded)
+                supervisor = await stack.enter_async_context(anyio.create_task_group())
+                supervisor.start_soon(embedded.keep_running)
+                stack.callback(supervisor.cancel_scope.cancel)  # unwinds before the group waits
                 urls, servers = [embedded.url], embedded.cluster_size
             nc = await _connect(urls, s.node_name)
             stack.push_async_callback(_close, nc)
             js = nc.jetstream(timeout=5)
             servers = max(servers, len(nc.servers))
             replicas = s.replicas or (3 if servers >= 3 else 1)
-            limits = StorageLimits(replicas=replicas, lease_ttl=s.lease_ttl, member_ttl=s.member_ttl)
+            limits = StorageLimits(replicas=replicas, lease_ttl=s.lease_ttl)
             buckets = await _when_jetstream_ready(js, limits)
             await self._serve(nc, buckets)
 
@@ -99,9 +103,16 @@ class Node:
         members_kv = TypedKV(buckets.members, Member)
         registry = Registry(members_kv, ttl=s.member_ttl)
         grace = s.shutdown_grace.total_seconds()
-        agent = Agent(nc, js, s.node_name, executions, ExecutorRegistry.discover(), grace, buckets.leader)
+        journal = RunJournal(s.data_dir / "running")
+        executors = ExecutorRegistry.discover()
+        agent = Agent(nc, js, s.node_name, executions, executors, grace, buckets.leader, journal)
+        # What a previous process of this node left running (nothing after a graceful stop).
+        previous = await members_kv.get(s.node_name)
+        leftover = sorted({*journal.keys(), *(previous[0].running if previous else [])})
         async with anyio.create_task_group() as tg:
             await tg.start(registry.run)
+            if leftover:
+                tg.start_soon(agent.conclude_previous_process, leftover)
             me = self._member()
             beat = lambda: msgspec.structs.replace(me, running=agent.running_keys())  # noqa: E731
             await tg.start(heartbeat, members_kv, beat, s.member_ttl / 4)

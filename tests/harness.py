@@ -55,6 +55,21 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
+def embedded_nats_pid(node: Node) -> int | None:
+    """The pid of the nats-server that `node` embeds (found by its config file), if one runs."""
+    conf = str(node.data_dir / "nats-server.conf").encode()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if conf in argv and Path(argv[0].decode(errors="replace")).name == "nats-server":
+            return int(entry.name)
+    return None
+
+
 def _stop_with_parent() -> None:
     """If the test run itself dies, its nodes get SIGTERM instead of running on as orphans."""
     ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG

@@ -20,6 +20,7 @@ from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
 from dkron_nats.agent.executor import ExecutionContext, OutputBuffer
+from dkron_nats.agent.journal import RunJournal
 from dkron_nats.agent.registry import ExecutorRegistry
 from dkron_nats.kv.executions import ExecutionStore
 from dkron_nats.kv.typed import with_retry
@@ -51,6 +52,7 @@ class Agent:
         executors: ExecutorRegistry,
         shutdown_grace: float = 30.0,
         lease_kv: KeyValue | None = None,
+        journal: RunJournal | None = None,
     ) -> None:
         self.nc = nc
         self.js = js
@@ -59,6 +61,7 @@ class Agent:
         self.executors = executors
         self.shutdown_grace = shutdown_grace
         self.lease_kv = lease_kv
+        self.journal = journal
         self.highest_fence = 0
         self.running: dict[str, Running] = {}
         self._intake = anyio.CancelScope()
@@ -133,11 +136,16 @@ class Agent:
         execution = msgspec.structs.replace(
             request.execution, node_name=self.node, started_at=utcnow(), status="running"
         )
+        key = ExecutionStore.key(execution.job_name, execution.id)
+        if self.journal is not None:
+            self.journal.add(key)  # before the claim: a crash right after it must not go unnoticed
         if not await self.executions.claim(execution):
+            if self.journal is not None:
+                self.journal.remove(key)
             await msg.respond(encode(RunReply(ok=False, error="duplicate")))
             return
         running = Running(execution, OutputBuffer())
-        self.running[ExecutionStore.key(execution.job_name, execution.id)] = running
+        self.running[key] = running
         await msg.respond(encode(RunReply(ok=True)))
         work.start_soon(self._execute, request.job, running, request.siblings)
 
@@ -151,12 +159,16 @@ class Agent:
                 error = "cancelled"
         finally:
             with anyio.CancelScope(shield=True):
+                key = ExecutionStore.key(ex.job_name, ex.id)
                 try:
                     await self._report(ex, running.output, success, error, siblings)
+                    if self.journal is not None:
+                        self.journal.remove(key)
                 except Exception:
-                    # Isolate this execution: the agent goes on; the leader's lost-agent check ends it.
+                    # Isolate this execution: the agent goes on; the leader's lost-agent check (or this
+                    # node's next process, from the journal) ends it.
                     logger.exception("could not report the result of %s/%s", ex.job_name, ex.id)
-                del self.running[ExecutionStore.key(ex.job_name, ex.id)]
+                del self.running[key]
                 if not self.running:
                     self._idle.set()
                     self._idle = anyio.Event()
@@ -193,13 +205,29 @@ class Agent:
             output=output.text(),
             status="success" if success else "failed",
         )
-        payload = encode(ExecutionResult(execution=done, siblings=siblings))
-        headers = {"Nats-Msg-Id": ExecutionStore.key(ex.job_name, ex.id)}
+        await self._publish(ExecutionResult(execution=done, siblings=siblings))
+
+    async def _publish(self, result: ExecutionResult) -> None:
+        payload, headers = encode(result), {"Nats-Msg-Id": result.msg_id}
         await with_retry(
             lambda: self.js.publish(result_subject(self.node), payload, headers=headers),
             attempts=30,
             what="result publish",
         )
+
+    async def conclude_previous_process(self, keys: list[str]) -> None:
+        """End what this node's previous process was running when it died: it can never report it.
+
+        `keys` come from the run journal and the registry record that process left behind, read before
+        this process took any run request; a graceful stop leaves none.
+        """
+        for key in keys:
+            found = await self.executions.typed.get(key)
+            if found is not None and not found[0].finished and found[0].node_name == self.node:
+                logger.warning("execution %s was left running by this node's previous process", key)
+                await self._publish(found[0].lost("restarted", utcnow()))
+            if self.journal is not None:
+                self.journal.remove(key)
 
     async def _serve_busy(self, sub: object) -> None:
         async for msg in sub.messages:  # type: ignore[attr-defined]

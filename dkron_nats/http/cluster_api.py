@@ -20,7 +20,7 @@ async def index(request: AnyRequest, services: Services) -> Response[bytes]:
     alive = services.registry.alive()
     serf = {
         "members": str(len(alive)),
-        "failed": "0",
+        "failed": str(len(services.registry.failed())),
         "left": "0",
         "health_score": "0",
         "member_time": "0",
@@ -42,8 +42,10 @@ async def index(request: AnyRequest, services: Services) -> Response[bytes]:
 
 @get("/v1/members")
 async def members(request: AnyRequest, services: Services) -> Response[bytes]:
-    alive = sorted(services.registry.alive(), key=lambda m: m.name)
-    return list_response(request, [member_json(m) for m in alive], len(alive))
+    registry = services.registry
+    listed = [(m, "alive") for m in registry.alive()] + [(m, "failed") for m in registry.failed()]
+    listed.sort(key=lambda pair: pair[0].name)
+    return list_response(request, [member_json(m, status=status) for m, status in listed], len(listed))
 
 
 @get("/v1/leader")

@@ -31,7 +31,9 @@ RESULTS_SUBJECTS = "dkron.result.>"
 class StorageLimits:
     replicas: int = 1
     lease_ttl: float = 15.0
-    member_ttl: float = 10.0
+    member_retention: float = 86_400.0
+    """How long the record of a node whose heartbeats stopped is kept (Serf's reconnect timeout): any
+    server that becomes leader later still learns which executions that node was running."""
 
 
 @dataclass(slots=True)
@@ -74,7 +76,7 @@ async def ensure_buckets(js: JetStreamContext, limits: StorageLimits) -> Buckets
         executions=await _bucket(js, cfg(EXECUTIONS)),
         cursors=await _bucket(js, cfg(CURSORS)),
         leader=await _bucket(js, cfg(LEADER, ttl=limits.lease_ttl)),
-        members=await _bucket(js, cfg(MEMBERS, ttl=limits.member_ttl)),
+        members=await _bucket(js, cfg(MEMBERS, ttl=limits.member_retention)),
         settings=await _bucket(js, cfg(SETTINGS)),
         stats=await _bucket(js, cfg(STATS)),
     )

@@ -13,7 +13,6 @@ from collections.abc import Callable
 from datetime import datetime
 
 import anyio
-import msgspec
 from nats.aio.client import Client
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
@@ -77,9 +76,7 @@ class Launcher:
 
     async def publish_result(self, result: ExecutionResult) -> None:
         self.ensure_leader()
-        ex = result.execution
-        msg_id = ExecutionStore.key(ex.job_name, ex.id) + (":lost" if result.verdict else "")
-        headers = {"Nats-Msg-Id": msg_id}
+        headers = {"Nats-Msg-Id": result.msg_id}
         subject = result_subject(LEADER_RESULT_NODE)
         await with_retry(
             lambda: self.js.publish(subject, encode(result), headers=headers), what="result publish"
@@ -197,16 +194,7 @@ class Launcher:
 
     async def rule_lost(self, execution: Execution, why: str) -> None:
         """Publish the verdict "agent lost"; the result processor ignores it if the real result came first."""
-        now = utcnow()
-        note = f"agent lost: node {execution.node_name} {why} while the execution ran\n"
-        lost = msgspec.structs.replace(
-            execution,
-            finished_at=now,
-            success=False,
-            status="failed",
-            output=f"{execution.output}\n{note}" if execution.output else note,
-        )
-        await self.publish_result(ExecutionResult(execution=lost, verdict=True))
+        await self.publish_result(execution.lost(why, utcnow()))
 
     def running(self, job_name: str) -> int:
         return len(self.inflight.get(job_key(job_name), ()))

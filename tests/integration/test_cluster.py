@@ -13,7 +13,7 @@ import pytest
 from tests.harness import Node, finished, free_port, job, wait_for
 
 
-def _servers(base: Path) -> list[Node]:
+def _servers(base: Path, extra_args: list[str]) -> list[Node]:
     route_ports = [free_port() for _ in range(3)]
     nodes = []
     for i in range(3):
@@ -21,7 +21,9 @@ def _servers(base: Path) -> list[Node]:
         extra = ["--nats-cluster-listen", f"127.0.0.1:{route_ports[i]}"]
         for route in routes:
             extra += ["--nats-routes", route]
-        nodes.append(Node(base / f"s{i + 1}", name=f"s{i + 1}", extra=[*extra, "--lease-ttl", "10"]))
+        nodes.append(
+            Node(base / f"s{i + 1}", name=f"s{i + 1}", extra=[*extra, "--lease-ttl", "10", *extra_args])
+        )
     return nodes
 
 
@@ -32,7 +34,8 @@ def _agent(base: Path, name: str, servers: list[Node], tags: list[str]) -> Node:
 
 
 def _lists_members(server: Node, count: int) -> Callable[[], bool]:
-    return lambda: len(server.get("/v1/members").json()) == count
+    """`count` members alive (a node that died stays listed as failed until it comes back)."""
+    return lambda: sum(m["statusText"] == "alive" for m in server.get("/v1/members").json()) == count
 
 
 def leaders(servers: list[Node]) -> list[str]:
@@ -50,9 +53,9 @@ def leaders(servers: list[Node]) -> list[str]:
 
 
 @contextmanager
-def three_servers_two_agents(base: Path) -> Iterator[dict[str, Node]]:
+def three_servers_two_agents(base: Path, server_args: tuple[str, ...] = ()) -> Iterator[dict[str, Node]]:
     """s1-s3 (embedded NATS clustered, R3) and agents web1, web2 tagged role=web; stopped on exit."""
-    servers = _servers(base)
+    servers = _servers(base, list(server_args))
     agents = [_agent(base, "web1", servers, ["role=web"]), _agent(base, "web2", servers, ["role=web"])]
     nodes = servers + agents
     try:

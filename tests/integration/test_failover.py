@@ -6,6 +6,7 @@ that every slot ran at most once and was either launched or recorded as missed.
 
 from __future__ import annotations
 
+import os
 import signal
 import time
 from collections.abc import Iterator
@@ -15,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.harness import Node, executions, finished, job, pid_alive, wait_for
+from tests.harness import Node, embedded_nats_pid, executions, finished, job, pid_alive, wait_for
 from tests.integration.test_cluster import _lists_members, leaders, three_servers_two_agents
 
 LEASE_TTL = 10.0
@@ -177,6 +178,8 @@ def test_agent_killed_mid_run_is_ruled_lost(nodes: dict[str, Node]) -> None:
     assert lost[0]["success"] is False
     assert "agent lost" in lost[0]["output"]
     assert bound <= 10.0 + 6.0, f"agent lost only after {bound:.1f}s"
+    status = {m["Name"]: m["statusText"] for m in server.get("/v1/members").json()}
+    assert status[agent.name] in ("failed", "alive")  # failed until its restart above is seen
     wait_for(_lists_members(server, 5), timeout=30, what="the agent to rejoin")
     server.request("DELETE", "/v1/jobs/long-run")
 
@@ -207,3 +210,93 @@ def test_paused_old_leader_dispatches_nothing(nodes: dict[str, Node], tmp_path: 
     assert len(leaders(_servers_of(nodes))) == 1
     _audit(new_leader, "tick-pause", ledger)
     assert pid_alive(leader.proc.pid)
+
+
+def test_nats_node_kill9_loses_no_data_and_no_slot(nodes: dict[str, Node], tmp_path: Path) -> None:
+    """kill -9 the NATS node under the leader: its server fails over to a peer and restarts the node."""
+    ledger = tmp_path / "ledger.txt"
+    leader = _leader(nodes)
+    other = _any_other(nodes, leader)
+    other.post("/v1/jobs", json=_ledger_job("tick-nats", ledger))
+    for i in range(5):
+        other.post("/v1/jobs", json=job(f"keep-{i}", "@manually", "true"))
+    wait_for(lambda: finished(other, "tick-nats", 3), timeout=30, what="three runs")
+    victim = embedded_nats_pid(leader)
+    assert victim is not None
+    os.kill(victim, signal.SIGKILL)
+
+    def replaced() -> int | None:
+        pid = embedded_nats_pid(leader)
+        return pid if pid != victim else None
+
+    restarted = wait_for(replaced, timeout=30, what="the embedded nats-server to be restarted")
+    assert pid_alive(restarted)
+    _healthy(nodes)
+    before = len(ledger.read_text().split())
+    wait_for(lambda: len(ledger.read_text().split()) >= before + 5, timeout=45, what="runs after the loss")
+    for server in _servers_of(nodes):
+        names = {j["name"] for j in server.get("/v1/jobs").json()}
+        assert {f"keep-{i}" for i in range(5)} <= names, f"{server.name} lost jobs: {names}"
+    _audit(other, "tick-nats", ledger)
+    for i in range(5):
+        other.request("DELETE", f"/v1/jobs/keep-{i}")
+
+
+def test_stop_and_restart_everything_keeps_every_job_and_record(
+    nodes: dict[str, Node], tmp_path: Path
+) -> None:
+    ledger = tmp_path / "ledger.txt"
+    server = _leader(nodes)
+    server.post("/v1/jobs", json=_ledger_job("tick-restart", ledger))
+    wait_for(lambda: finished(server, "tick-restart", 3), timeout=30, what="three runs")
+    jobs_before = {j["name"] for j in server.get("/v1/jobs").json()}
+    records_before = {e["id"] for e in executions(server, "tick-restart") if e["status"] != "running"}
+    for node in nodes.values():  # the whole fleet at once, as a shutdown of every machine would
+        assert node.proc is not None
+        node.proc.send_signal(signal.SIGTERM)
+    stopped_at = time.monotonic()
+    codes = {name: node.stop(timeout=60) for name, node in nodes.items()}
+    assert codes == dict.fromkeys(nodes, 0), f"exit codes: {codes}"
+    assert time.monotonic() - stopped_at < 45, "the fleet took too long to stop"
+    for node in nodes.values():
+        node.start()
+    _healthy(nodes)
+    server = _leader(nodes)
+    before = len(ledger.read_text().split())
+    wait_for(lambda: len(ledger.read_text().split()) >= before + 3, timeout=45, what="runs after the restart")
+    assert {j["name"] for j in server.get("/v1/jobs").json()} == jobs_before
+    assert records_before <= {e["id"] for e in executions(server, "tick-restart")}
+    statuses = {e["status"] for e in executions(server, "tick-restart")}
+    assert "missed" in statuses, "the slots due while everything was down are not recorded as missed"
+    _audit(server, "tick-restart", ledger)
+
+
+def test_run_left_by_an_agent_killed_with_the_whole_fleet_ends_as_lost(
+    nodes: dict[str, Node], tmp_path: Path
+) -> None:
+    """No leader saw the agent die: its next process, reading the record it left, ends the run."""
+    server = _leader(nodes)
+    pid_file = tmp_path / "job.pid"
+    command = f"echo $$ > {pid_file}; exec sleep 300"
+    long_job = job("fleet-long", "@manually", command, tags={"role": "web:1"})
+    long_job["executor_config"]["shell"] = "true"
+    server.post("/v1/jobs", json=long_job)
+    server.post("/v1/jobs/fleet-long/run")
+    wait_for(
+        lambda: [e for e in executions(server, "fleet-long") if e["status"] == "running"] or None,
+        timeout=20,
+        what="the run to start",
+    )
+    try:
+        for node in nodes.values():
+            node.kill()
+        for node in nodes.values():
+            node.start()
+    finally:  # the job's own process outlives its agent's kill -9
+        os.kill(int(wait_for(pid_file.read_text, what="the job's pid")), signal.SIGKILL)
+    _healthy(nodes)
+    server = _leader(nodes)
+    lost = wait_for(lambda: finished(server, "fleet-long", 1), timeout=30, what="the lost verdict")
+    assert lost[0]["status"] == "failed"
+    assert "agent lost" in lost[0]["output"]
+    server.request("DELETE", "/v1/jobs/fleet-long")
