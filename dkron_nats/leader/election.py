@@ -8,6 +8,7 @@ partitioned leader stops dispatching before anyone else can take over.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable
 
 import anyio
@@ -31,6 +32,7 @@ async def run_elections(
 ) -> None:
     task_status.started()
     watcher = await with_retry(lambda: lease.kv.watch(LEASE_KEY), attempts=60, what="lease watch")
+    expires = time.monotonic() + lease.ttl  # of the holder's latest write seen (at the latest)
     try:
         while True:
             if await lease.try_acquire(utcnow()):
@@ -47,12 +49,16 @@ async def run_elections(
                         await lease.release()
                     logger.info("%s is no longer the leader", lease.node)
                 continue
-            # Wake early when the holder releases the lease (graceful stop) instead of waiting a poll.
-            with anyio.move_on_after(poll_interval):
+            # Wake early when the holder releases the lease (graceful stop), and try again right when
+            # its latest renewal runs out (a dead holder): then every 0.1 s until the server expires it.
+            until_expiry = expires + 0.05 - time.monotonic()
+            with anyio.move_on_after(min(poll_interval, until_expiry if until_expiry > 0 else 0.1)):
                 while True:
                     entry = await next_entry(watcher, None)
                     if entry is not None and entry.operation in ("DEL", "PURGE"):
                         break
+                    if entry is not None:
+                        expires = time.monotonic() + lease.ttl
     finally:
         with anyio.move_on_after(2, shield=True):
             await stop_watch(watcher)
