@@ -22,6 +22,7 @@ LEADER = "dkron-leader"
 MEMBERS = "dkron-members"
 SETTINGS = "dkron-settings"
 STATS = "dkron-stats"
+BUCKET_NAMES = (JOBS, JOB_STATE, EXECUTIONS, CURSORS, LEADER, MEMBERS, SETTINGS, STATS)
 
 RESULTS_STREAM = "DKRON_RESULTS"
 RESULTS_SUBJECTS = "dkron.result.>"

@@ -45,8 +45,11 @@ class LeaderSession:
 
     async def run(self) -> None:
         async with anyio.create_task_group() as tg:
-            await tg.start(self.results.run)
-            await tg.start(self.scheduler.run)
+            # Side by side: right after a NATS node loss, creating the results consumer can wait for its
+            # stream to elect a leader, and the scheduler must not wait for that.
+            async with anyio.create_task_group() as starting:
+                starting.start_soon(tg.start, self.results.run)
+                starting.start_soon(tg.start, self.scheduler.run)
             tg.start_soon(self.stats.run)
             tg.start_soon(self.watchdog.run)
             await self._serve_run_requests()

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
+import nats
 import pytest
 
+from dkron_nats.kv.buckets import BUCKET_NAMES, RESULTS_STREAM
 from tests.harness import Node, finished, free_port, job, wait_for
 
 
@@ -105,6 +108,25 @@ def test_every_api_call_works_on_every_server(cluster: dict[str, Node]) -> None:
     assert s3.post("/v1/jobs/anywhere/toggle").json()["disabled"] is True
     assert s2.request("DELETE", "/v1/jobs/anywhere").status_code == 200
     wait_for(lambda: s1.get("/v1/jobs/anywhere").status_code == 404, timeout=5, what="the delete on s1")
+
+
+def test_every_bucket_and_stream_is_replicated_on_three_nats_servers(cluster: dict[str, Node]) -> None:
+    async def replicas() -> dict[str, tuple[int, int]]:
+        nc = await nats.connect(f"nats://127.0.0.1:{cluster['s2'].nats_port}")
+        try:
+            js = nc.jetstream()
+            found = {}
+            for name in [f"KV_{bucket}" for bucket in BUCKET_NAMES] + [RESULTS_STREAM]:
+                info = await js.stream_info(name)
+                peers = 1 + len(info.cluster.replicas or []) if info.cluster else 1
+                found[name] = (info.config.num_replicas or 1, peers)
+            return found
+        finally:
+            await nc.close()
+
+    found = asyncio.run(replicas())
+    assert found == dict.fromkeys(found, (3, 3)), found
+    assert len(found) == len(BUCKET_NAMES) + 1
 
 
 def _run_and_collect(server: Node, name: str, tags: dict[str, str], expect: int) -> list[dict[str, Any]]:
