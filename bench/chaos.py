@@ -3,7 +3,8 @@
 Three servers (embedded NATS clustered, R3) and two agents. A job ticks every second on one web agent and
 writes its slot to a ledger. Each round kills the current leader (its embedded NATS node dies with it),
 measures the time from the kill to the first fire launched afterwards, restarts the killed server and waits
-for a healthy cluster. At the end every slot must have exactly one record and none may have run twice.
+for a healthy cluster. Then it stops the leader gracefully five times and measures the hand-over. At the end
+every slot must have exactly one record and none may have run twice.
 
     python -m bench.chaos --kills 20      # the acceptance run (about 10 minutes)
     python -m bench.chaos --kills 3       # a quick look
@@ -23,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.harness import Node, finished, wait_for
-from tests.integration.test_cluster import three_servers_two_agents
+from tests.integration.test_cluster import leaders, three_servers_two_agents
 from tests.integration.test_failover import (
     LEASE_TTL,
     _audit,
@@ -36,7 +37,7 @@ from tests.integration.test_failover import (
 RESULTS = Path(__file__).parent / "results"
 
 
-def chaos(kills: int, workdir: Path) -> dict[str, Any]:
+def chaos(kills: int, workdir: Path, handover_rounds: int = 5) -> dict[str, Any]:
     ledger = workdir / "ledger.txt"
     takeovers: list[float] = []
     # Keep every record: the audit needs the whole history, and the default keeps the newest 100.
@@ -55,6 +56,7 @@ def chaos(kills: int, workdir: Path) -> dict[str, Any]:
                 leader.start()
             print(f"kill {round_no}: {leader.name} killed, next fire after {takeovers[-1]:.2f}s", flush=True)
             _healthy(nodes)
+        handovers = [_graceful_handover(nodes) for _ in range(handover_rounds)]
         survivor = _leader(nodes)
         slots = len(ledger.read_text().split())
         _audit(survivor, "chaos", ledger)
@@ -70,7 +72,31 @@ def chaos(kills: int, workdir: Path) -> dict[str, Any]:
             "all": [round(t, 2) for t in takeovers],
         },
         "within_ttl_plus_1s": sum(t <= LEASE_TTL + 1 for t in takeovers),
+        "graceful_handover_s": {
+            "rounds": len(handovers),
+            "p50": round(statistics.median(handovers), 3),
+            "max": round(max(handovers), 3),
+            "all": [round(t, 3) for t in handovers],
+        },
     }
+
+
+def _graceful_handover(nodes: dict[str, Node]) -> float:
+    """SIGTERM the leader; seconds until another server says it leads (the stop itself included)."""
+    leader = _leader(nodes)
+    others = [s for s in nodes.values() if s.server and s is not leader]
+    stopped_at = time.monotonic()
+    try:
+        assert leader.proc is not None
+        leader.proc.send_signal(signal.SIGTERM)
+        wait_for(lambda: leaders(others), timeout=15, what="a new leader after a graceful stop")
+        took = time.monotonic() - stopped_at
+        leader.stop()
+    finally:
+        leader.start()
+    print(f"graceful stop of {leader.name}: a new leader after {took:.3f}s", flush=True)
+    _healthy(nodes)
+    return took
 
 
 def _wait_runs(node: Node, count: int) -> None:
