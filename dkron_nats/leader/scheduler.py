@@ -124,7 +124,7 @@ class Scheduler:
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         async for key, cursor, revision in self.cursors_kv.scan():
             self._cursors[key] = (cursor, revision)
-        await self._conclude_interrupted_launches()
+        interrupted = self._recent_launches()
         for key, spec in list(self.jobs.items()):
             self._plan(key, spec)
         unlisten = self.jobs.listen(self._on_job_change)
@@ -134,6 +134,10 @@ class Scheduler:
             # Resolutions run concurrently (bounded by the limiter): a slow dispatch must not make the
             # next due job late. A job's next slot is queued only once its current one is resolved.
             async with anyio.create_task_group() as resolving:
+                # In the background: right after a NATS node loss a read can wait seconds for a stream
+                # to elect its leader, and the slots falling due now must not wait for that. Conclusions
+                # touch only the old cursors' slots, which the loop below never decides again.
+                resolving.start_soon(self._conclude_interrupted_launches, interrupted)
                 while True:
                     for key in self._pop_due():
                         resolving.start_soon(self._resolve_guarded, key)
@@ -141,18 +145,25 @@ class Scheduler:
         finally:
             unlisten()
 
-    async def _conclude_interrupted_launches(self) -> None:
+    def _recent_launches(self) -> list[tuple[JobSpec, LaunchCursor]]:
+        """The cursors a previous leader wrote in the last few minutes, as found at takeover."""
+        horizon = to_ns(self.clock() - RECENT_LAUNCH_WINDOW)
+        found = []
+        for key, (cursor, _) in self._cursors.items():
+            spec = self.jobs.get(key)
+            if spec is not None and cursor.slot_ns >= horizon:
+                found.append((spec, cursor))
+        return found
+
+    async def _conclude_interrupted_launches(self, launches: list[tuple[JobSpec, LaunchCursor]]) -> None:
         """A previous leader may have moved a cursor and died before acting on it: finish what is missing.
 
         Run requests carry the same execution ids (agents claim an id once) and missing records are
         published only if absent, so concluding twice does nothing twice.
         """
-        horizon = to_ns(self.clock() - RECENT_LAUNCH_WINDOW)
         async with anyio.create_task_group() as tg:
-            for key, (cursor, _) in self._cursors.items():
-                spec = self.jobs.get(key)
-                if spec is not None and cursor.slot_ns >= horizon:
-                    tg.start_soon(self._conclude, spec, cursor)
+            for spec, cursor in launches:
+                tg.start_soon(self._conclude, spec, cursor)
 
     async def _conclude(self, spec: JobSpec, cursor: LaunchCursor) -> None:
         async with self._limiter:
