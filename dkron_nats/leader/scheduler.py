@@ -269,19 +269,21 @@ class Scheduler:
         """Publish the records a cursor implies and send its run requests.
 
         `only_missing` (at takeover): skip records that exist already, so nothing is counted twice.
+        The launch goes first: right after a NATS node loss, publishing the records of missed slots can
+        wait for the results stream to elect a leader, and the run must not wait behind them.
         """
-        deadline = self.settings.starting_deadline.total_seconds()
-        for i, slot_ns in enumerate(cursor.missed):
-            reason = f"missed: the slot was not launched within the starting deadline of {deadline:g}s"
-            if cursor.earlier_missed and i == 0:
-                reason += "; earlier slots were missed too and are not listed one by one"
-            await self._record(spec, slot_ns, "missed", reason, only_missing)
         if cursor.outcome in ("skipped", "failed"):
             await self._record(spec, cursor.slot_ns, cursor.outcome, cursor.reason, only_missing)
         elif cursor.outcome == "launched" and only_missing:
             await self._dispatch_missing(spec, cursor)
         elif cursor.outcome == "launched":
             await self.launcher.dispatch(spec, cursor.group, from_ns(cursor.slot_ns), cursor.targets)
+        deadline = self.settings.starting_deadline.total_seconds()
+        for i, slot_ns in enumerate(cursor.missed):
+            reason = f"missed: the slot was not launched within the starting deadline of {deadline:g}s"
+            if cursor.earlier_missed and i == 0:
+                reason += "; earlier slots were missed too and are not listed one by one"
+            await self._record(spec, slot_ns, "missed", reason, only_missing)
 
     async def _record(
         self, spec: JobSpec, slot_ns: int, status: str, reason: str, only_missing: bool
