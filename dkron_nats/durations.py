@@ -59,6 +59,14 @@ def parse_iso_duration(text: str) -> timedelta:
     return timedelta(days=days, hours=g["h"], minutes=g["m"], seconds=g["s"])
 
 
+def parse_duration(text: str) -> timedelta:
+    """A Go duration ("90s", "1h30m") or an ISO-8601 one ("PT5M")."""
+    stripped = text.strip()
+    if stripped[:1] in ("P", "p"):
+        return parse_iso_duration(stripped.upper())
+    return parse_go_duration(stripped)
+
+
 def format_duration(td: timedelta) -> str:
     """Render a timedelta compactly, Go style ("1h30m0s" becomes "1h30m")."""
     secs = td.total_seconds()

@@ -7,17 +7,20 @@ field at its zero value, and maps must hold strings. Validation follows Dkron's 
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Annotated
 
 import msgspec
 
+from dkron_nats.durations import parse_duration
 from dkron_nats.errors import PayloadError, ValidationError
+from dkron_nats.misfire import DEFAULT_MISFIRE_MAX, DEFAULT_POLICY, MISFIRE_POLICIES
 from dkron_nats.names import is_token, job_name_error
 from dkron_nats.schedule import ScheduleError, TimezoneError, parse_schedule, validate_timezone
 from dkron_nats.timefmt import parse_time, utcnow
 
 CONCURRENCY_POLICIES = ("allow", "forbid")
+MISFIRE_MAX_LIMIT = 100
 
 # Go's field types bound the numbers Dkron accepts (counters are int64; retries, a uint64, is held to the
 # int64 range, which msgspec can check).
@@ -50,6 +53,9 @@ class JobInput(msgspec.Struct, kw_only=True):
     ephemeral: bool | None = None
     starts_at: str | None = None
     expires_at: str | None = None
+    misfire_policy: str | None = None
+    starting_deadline: str | None = None
+    misfire_max: Int64 | None = None
 
 
 _decoder = msgspec.json.Decoder(JobInput)
@@ -121,6 +127,9 @@ class ValidatedJob(msgspec.Struct, kw_only=True):
     ephemeral: bool
     starts_at: datetime | None
     expires_at: datetime | None
+    misfire_policy: str
+    starting_deadline: str
+    misfire_max: int
     success_count: int
     error_count: int
     last_success: datetime | None
@@ -156,6 +165,22 @@ def validate_job(inp: JobInput, validate_executor: Callable[[str, dict[str, str]
     if retries < 0:
         raise ValidationError("retries must be zero or more")
     validate_tags(inp.tags)
+    misfire_policy = inp.misfire_policy or DEFAULT_POLICY
+    if misfire_policy not in MISFIRE_POLICIES:
+        raise ValidationError(
+            f'invalid misfire_policy "{misfire_policy}": use "skip", "run_once" or "run_all"'
+        )
+    starting_deadline = (inp.starting_deadline or "").strip()
+    if starting_deadline:
+        try:
+            deadline = parse_duration(starting_deadline)
+        except ValueError as exc:
+            raise ValidationError(f"invalid starting_deadline: {exc}") from None
+        if deadline <= timedelta(0):
+            raise ValidationError('starting_deadline must be a positive duration such as "5m"')
+    misfire_max = DEFAULT_MISFIRE_MAX if inp.misfire_max is None else inp.misfire_max
+    if not 1 <= misfire_max <= MISFIRE_MAX_LIMIT:
+        raise ValidationError(f"misfire_max must be between 1 and {MISFIRE_MAX_LIMIT}")
     executor = inp.executor or ""
     if executor:
         try:
@@ -181,6 +206,9 @@ def validate_job(inp: JobInput, validate_executor: Callable[[str, dict[str, str]
         ephemeral=bool(inp.ephemeral),
         starts_at=_time_field("starts_at", inp.starts_at),
         expires_at=_time_field("expires_at", inp.expires_at),
+        misfire_policy=misfire_policy,
+        starting_deadline=starting_deadline,
+        misfire_max=misfire_max,
         success_count=inp.success_count or 0,
         error_count=inp.error_count or 0,
         last_success=_time_field("last_success", inp.last_success),

@@ -224,6 +224,9 @@ def _spec_from(job: ValidatedJob, old: JobSpec | None) -> JobSpec:
         ephemeral=job.ephemeral,
         starts_at=job.starts_at,
         expires_at=job.expires_at,
+        misfire_policy=job.misfire_policy,
+        starting_deadline=job.starting_deadline,
+        misfire_max=job.misfire_max,
         anchor=anchor,
     )
 

@@ -38,6 +38,11 @@ class JobSpec(msgspec.Struct, kw_only=True, omit_defaults=True):
     ephemeral: bool = False
     starts_at: datetime | None = None
     expires_at: datetime | None = None
+    misfire_policy: str = "run_once"
+    """skip, run_once or run_all: which overdue slots still run (see misfire.py)."""
+    starting_deadline: str = ""
+    """A duration as the user wrote it; "" means the server's --starting-deadline."""
+    misfire_max: int = 10
     anchor: datetime | None = None
     """When the schedule (or the enabled state) last changed: `@every` counts from here, and no slot
     before it is ever due."""
@@ -110,6 +115,8 @@ class LaunchCursor(msgspec.Struct, kw_only=True, omit_defaults=True):
     """Slots (ns) resolved as missed by this same move; their records are derived from the cursor, so a
     leader that dies before publishing them leaves them to its successor, never to nobody."""
     earlier_missed: bool = False
+    decided_ns: int = 0
+    """When the decision was made: a missed slot's reason depends on how late it was then."""
 
 
 class Member(msgspec.Struct, kw_only=True, omit_defaults=True):

@@ -11,23 +11,36 @@ from dkron_nats.timefmt import utcnow
 
 
 def compute_next(spec: JobSpec, now: datetime) -> datetime | None:
-    if spec.disabled or spec.parent_job or not spec.schedule:
-        return None
     try:
-        schedule = parse_schedule(
-            spec.schedule, job_name=spec.name, timezone=spec.timezone, anchor=spec.anchor or now
-        )
+        fires = upcoming(spec, now, 1)
     except (ScheduleError, ValueError):
         return None
+    return fires[0] if fires else None
+
+
+def upcoming(spec: JobSpec, now: datetime, count: int) -> list[datetime]:
+    """The job's next `count` fire instants after `now`, as the scheduler will fire them.
+
+    Raises ScheduleError (or ValueError for a bad zone) when the schedule does not parse.
+    """
+    if spec.disabled or spec.parent_job or not spec.schedule:
+        return []
+    schedule = parse_schedule(
+        spec.schedule, job_name=spec.name, timezone=spec.timezone, anchor=spec.anchor or now
+    )
     after = now
     if spec.anchor is not None and spec.anchor > after:
         after = spec.anchor
     if spec.starts_at is not None and spec.starts_at > after:
         after = spec.starts_at - timedelta(microseconds=1)
-    fire = schedule.next_after(after)
-    if fire is None or (spec.expires_at is not None and fire > spec.expires_at):
-        return None
-    return fire
+    fires: list[datetime] = []
+    while len(fires) < count:
+        fire = schedule.next_after(after)
+        if fire is None or (spec.expires_at is not None and fire > spec.expires_at):
+            break
+        fires.append(fire)
+        after = fire
+    return fires
 
 
 class NextFireCache:

@@ -25,7 +25,7 @@ from dkron_nats.agent.registry import ExecutorRegistry
 from dkron_nats.agent.runner import Agent
 from dkron_nats.config import Settings, node_tags
 from dkron_nats.http.app import create_app
-from dkron_nats.http.services import Flag, Services
+from dkron_nats.http.services import SCHEDULING_PAUSED_KEY, Flag, Services
 from dkron_nats.joblist import JobLister
 from dkron_nats.jobs import JobService
 from dkron_nats.kv.buckets import Buckets, StorageLimits, ensure_buckets
@@ -201,10 +201,15 @@ class Node:
                         TypedKV(buckets.cursors, LaunchCursor),
                         launcher,
                         SchedulerSettings(starting_deadline=s.starting_deadline),
+                        paused=lambda: services.is_paused(SCHEDULING_PAUSED_KEY),
                     )
                     results = ResultProcessor(js, jobs, executions, launcher, s.max_executions, stats)
                     watchdog = AgentWatchdog(registry, launcher)
-                    await LeaderSession(nc, jobs, launcher, scheduler, results, stats, watchdog).run()
+                    unlisten = settings_cache.listen(lambda key, flag: scheduler.wake())
+                    try:
+                        await LeaderSession(nc, jobs, launcher, scheduler, results, stats, watchdog).run()
+                    finally:
+                        unlisten()
 
                 tg.start_soon(_serve_http, services, s.http_addr)
                 await run_elections(lease, lead)

@@ -7,9 +7,10 @@ from typing import Any
 
 from litestar import Request, Response, get, post
 
+from dkron_nats.errors import ValidationError
 from dkron_nats.http.render import execution_json, member_json
 from dkron_nats.http.responses import json_response, list_response, text_response
-from dkron_nats.http.services import Services
+from dkron_nats.http.services import PAUSED_KEY, SCHEDULING_PAUSED_KEY, Services
 
 AnyRequest = Request[Any, Any, Any]
 _INTEGER = re.compile(r"[+-]?[0-9]{1,18}")
@@ -76,21 +77,36 @@ async def busy(request: AnyRequest, services: Services) -> Response[bytes]:
     return list_response(request, [execution_json(ex) for ex in running], len(running))
 
 
+def _pause_json(services: Services) -> dict[str, bool]:
+    return {
+        "paused": services.is_paused(),
+        "scheduling_paused": services.is_paused(SCHEDULING_PAUSED_KEY),
+    }
+
+
+def _pause_key(request: AnyRequest) -> str:
+    """`?scheduling=true` pauses scheduling (persisted, cluster-wide); without it, submissions (Dkron's)."""
+    value = request.query_params.get("scheduling", "false").lower()
+    if value not in ("true", "false", "1", "0"):
+        raise ValidationError(f"scheduling must be true or false, got {value!r}")
+    return SCHEDULING_PAUSED_KEY if value in ("true", "1") else PAUSED_KEY
+
+
 @get("/v1/pause")
 async def pause_status(request: AnyRequest, services: Services) -> Response[bytes]:
-    return json_response(request, {"paused": services.is_paused()})
+    return json_response(request, _pause_json(services))
 
 
 @post("/v1/pause", status_code=200)
 async def pause(request: AnyRequest, services: Services) -> Response[bytes]:
-    await services.set_paused(True)
-    return json_response(request, {"paused": True})
+    await services.set_paused(True, _pause_key(request))
+    return json_response(request, _pause_json(services))
 
 
 @post("/v1/unpause", status_code=200)
 async def unpause(request: AnyRequest, services: Services) -> Response[bytes]:
-    await services.set_paused(False)
-    return json_response(request, {"paused": False})
+    await services.set_paused(False, _pause_key(request))
+    return json_response(request, _pause_json(services))
 
 
 @get("/v1/stats")

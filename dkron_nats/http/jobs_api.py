@@ -10,12 +10,16 @@ from litestar import Request, Response, delete, get, patch, post, put
 from litestar.background_tasks import BackgroundTask
 
 from dkron_nats.errors import DkronError, ValidationError
-from dkron_nats.http.render import echo_json, job_json
+from dkron_nats.http.render import echo_json, fire_json, job_json
 from dkron_nats.http.responses import json_response, list_response
 from dkron_nats.http.services import Services
 from dkron_nats.jobinput import decode_job, decode_job_list, validate_job
 from dkron_nats.joblist import JobQuery
 from dkron_nats.jobs import JobView
+from dkron_nats.models import JobSpec
+from dkron_nats.nextfire import upcoming
+from dkron_nats.schedule import ScheduleError, TimezoneError, validate_timezone
+from dkron_nats.timefmt import utcnow
 
 AnyRequest = Request[Any, Any, Any]
 logger = logging.getLogger(__name__)
@@ -92,6 +96,33 @@ async def list_jobs(request: AnyRequest, services: Services) -> Response[bytes]:
 @get("/v1/jobs/{job:str}")
 async def get_job(request: AnyRequest, services: Services, job: str) -> Response[bytes]:
     return json_response(request, _view_json(services, services.jobs.get(job)))
+
+
+NEXT_MAX = 100
+
+
+@get("/v1/jobs/{job:str}/next")
+async def next_fires(request: AnyRequest, services: Services, job: str) -> Response[bytes]:
+    """The next `n` fire instants with their UTC offsets.
+
+    With `schedule` (and `timezone`) it previews a schedule that is not saved; the job need not exist.
+    """
+    params = request.query_params
+    count_text = params.get("n", "10")
+    if not count_text.isdigit() or not 1 <= int(count_text) <= NEXT_MAX:
+        raise ValidationError(f"n must be a whole number from 1 to {NEXT_MAX}, got {count_text!r}")
+    if "schedule" in params:
+        spec = JobSpec(name=job, schedule=params["schedule"], timezone=params.get("timezone", ""))
+        if not spec.schedule:
+            raise ValidationError("schedule is empty: give a cron expression or a descriptor like @every 5m")
+    else:
+        spec = services.jobs.get(job).spec
+    try:
+        zone = validate_timezone(spec.timezone)
+        fires = upcoming(spec, utcnow(), int(count_text))
+    except (ScheduleError, TimezoneError) as exc:
+        raise ValidationError(str(exc)) from None
+    return json_response(request, [fire_json(fire, zone) for fire in fires])
 
 
 @delete("/v1/jobs/{job:str}", status_code=200)
@@ -173,6 +204,7 @@ ROUTES = [
     put_job,
     list_jobs,
     get_job,
+    next_fires,
     delete_job,
     run_job,
     run_job_alias,

@@ -43,6 +43,9 @@ def job_json(view: JobView, next_fire: datetime | None) -> dict[str, Any]:
         "ephemeral": spec.ephemeral,
         "starts_at": rfc3339(spec.starts_at),
         "expires_at": rfc3339(spec.expires_at),
+        "misfire_policy": spec.misfire_policy,
+        "starting_deadline": spec.starting_deadline,
+        "misfire_max": spec.misfire_max,
     }
 
 
@@ -75,6 +78,21 @@ def echo_json(job: ValidatedJob) -> dict[str, Any]:
         "ephemeral": job.ephemeral,
         "starts_at": rfc3339(job.starts_at),
         "expires_at": rfc3339(job.expires_at),
+        "misfire_policy": job.misfire_policy,
+        "starting_deadline": job.starting_deadline,
+        "misfire_max": job.misfire_max,
+    }
+
+
+def fire_json(fire: datetime, zone: tzinfo) -> dict[str, str]:
+    """One upcoming fire: the local time with its offset, the same instant in UTC, and the offset."""
+    local = fire.astimezone(zone)
+    offset = local.strftime("%z")
+    return {
+        "at": rfc3339_or_zero(fire, zone),
+        "utc": rfc3339_or_zero(fire),
+        "utc_offset": f"{offset[:3]}:{offset[3:]}",
+        "zone_abbreviation": local.tzname() or "",
     }
 
 

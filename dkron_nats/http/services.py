@@ -34,6 +34,9 @@ class Flag(msgspec.Struct, kw_only=True):
 
 
 PAUSED_KEY = "paused"
+"""New and changed jobs are refused (Dkron's pause)."""
+SCHEDULING_PAUSED_KEY = "scheduling_paused"
+"""The leader launches no scheduled slot; on resume each job's misfire policy decides what runs."""
 
 
 @dataclass(slots=True)
@@ -54,13 +57,13 @@ class Services:
     request_shutdown: Callable[[], None]
     max_body_bytes: int = 1_048_576
 
-    def is_paused(self) -> bool:
-        flag = self.settings.get(PAUSED_KEY)
+    def is_paused(self, key: str = PAUSED_KEY) -> bool:
+        flag = self.settings.get(key)
         return bool(flag and flag.value)
 
-    async def set_paused(self, paused: bool) -> None:
-        rev = await self.settings.store.put(PAUSED_KEY, Flag(value=paused))
-        self.settings.apply(PAUSED_KEY, Flag(value=paused), rev)
+    async def set_paused(self, paused: bool, key: str = PAUSED_KEY) -> None:
+        rev = await self.settings.store.put(key, Flag(value=paused))
+        self.settings.apply(key, Flag(value=paused), rev)
 
     def is_leader(self) -> bool:
         return self.lease is not None and self.lease.valid()

@@ -19,10 +19,12 @@ import anyio
 import msgspec
 from anyio.abc import TaskStatus
 
+from dkron_nats.durations import parse_duration
 from dkron_nats.kv.cache import KVCache
 from dkron_nats.kv.executions import execution_id
 from dkron_nats.kv.typed import TypedKV
 from dkron_nats.leader.launcher import Launcher, attempt_id
+from dkron_nats.misfire import MisfireRule
 from dkron_nats.models import JobSpec, LaunchCursor
 from dkron_nats.schedule import Schedule, ScheduleError, parse_schedule
 from dkron_nats.timefmt import from_ns, to_ns, utcnow
@@ -45,6 +47,7 @@ class SchedulerSettings:
 class _Plan:
     spec: JobSpec
     schedule: Schedule
+    rule: MisfireRule
     generation: int
 
 
@@ -56,12 +59,14 @@ class Scheduler:
         launcher: Launcher,
         settings: SchedulerSettings,
         clock: Callable[[], datetime] = utcnow,
+        paused: Callable[[], bool] = lambda: False,
     ) -> None:
         self.jobs = jobs
         self.cursors_kv = cursors
         self.launcher = launcher
         self.settings = settings
         self.clock = clock
+        self.paused = paused
         self._cursors: dict[str, tuple[LaunchCursor, int]] = {}
         self._plans: dict[str, _Plan] = {}
         self._heap: list[tuple[int, int, str, int]] = []
@@ -103,9 +108,15 @@ class Scheduler:
             return
         if schedule.is_manual:
             return
-        plan = _Plan(spec, schedule, next(self._generations))
+        plan = _Plan(spec, schedule, self._rule(spec), next(self._generations))
         self._plans[key] = plan
         self._push(key, plan)
+
+    def _rule(self, spec: JobSpec) -> MisfireRule:
+        deadline = self.settings.starting_deadline
+        if spec.starting_deadline:
+            deadline = parse_duration(spec.starting_deadline)  # validated when the job was saved
+        return MisfireRule(spec.misfire_policy, deadline, spec.misfire_max)
 
     def _push(self, key: str, plan: _Plan) -> None:
         fire = plan.schedule.next_after(self._base(key, plan))
@@ -139,6 +150,9 @@ class Scheduler:
                 # touch only the old cursors' slots, which the loop below never decides again.
                 resolving.start_soon(self._conclude_interrupted_launches, interrupted)
                 while True:
+                    if self.paused():  # due slots wait; on resume the misfire policy decides
+                        await self._sleep_until_next(paused=True)
+                        continue
                     for key in self._pop_due():
                         resolving.start_soon(self._resolve_guarded, key)
                     await self._sleep_until_next()
@@ -191,10 +205,14 @@ class Scheduler:
                 due.append(key)
         return due
 
-    async def _sleep_until_next(self) -> None:
+    def wake(self) -> None:
+        """Look at the due jobs again now (a job or the scheduling pause changed)."""
+        self._wake.set()
+
+    async def _sleep_until_next(self, paused: bool = False) -> None:
         self._wake = anyio.Event()
         delay = 3600.0
-        if self._heap:
+        if self._heap and not paused:
             delay = max(0.0, (self._heap[0][0] - to_ns(self.clock())) / 1e9)
         with anyio.move_on_after(delay):
             await self._wake.wait()
@@ -242,15 +260,18 @@ class Scheduler:
             slots = [s for s in slots if s <= spec.expires_at]
         if not slots:
             return None
-        latest = slots[-1]
+        to_launch = plan.rule.to_launch(slots, now)
+        # run_all launches one slot per decision, oldest first; the next one is resolved right after.
+        slot = to_launch[0] if to_launch else slots[-1]
         cursor = LaunchCursor(
-            slot_ns=to_ns(latest),
-            group=to_ns(latest),
+            slot_ns=to_ns(slot),
+            group=to_ns(slot),
             fence=self.launcher.fence(),
-            missed=[to_ns(s) for s in slots[:-1]],
+            missed=[to_ns(s) for s in slots if s < slot],
             earlier_missed=len(slots) > MISSED_RECORD_LIMIT,
+            decided_ns=to_ns(now),
         )
-        if now - latest > self.settings.starting_deadline:
+        if not to_launch:
             cursor = msgspec.structs.replace(
                 cursor, outcome="missed", missed=[*cursor.missed, cursor.slot_ns]
             )
@@ -278,9 +299,11 @@ class Scheduler:
             await self._dispatch_missing(spec, cursor)
         elif cursor.outcome == "launched":
             await self.launcher.dispatch(spec, cursor.group, from_ns(cursor.slot_ns), cursor.targets)
-        deadline = self.settings.starting_deadline.total_seconds()
+        rule = self._rule(spec)
+        decided = from_ns(cursor.decided_ns) if cursor.decided_ns else None
         for i, slot_ns in enumerate(cursor.missed):
-            reason = f"missed: the slot was not launched within the starting deadline of {deadline:g}s"
+            slot = from_ns(slot_ns)
+            reason = rule.why_missed(slot, decided or slot + rule.starting_deadline + _EPSILON)
             if cursor.earlier_missed and i == 0:
                 reason += "; earlier slots were missed too and are not listed one by one"
             await self._record(spec, slot_ns, "missed", reason, only_missing)

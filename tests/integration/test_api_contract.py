@@ -26,7 +26,7 @@ import pytest
 from tests.harness import Node, executions, finished, job, wait_for
 
 ZERO = "0001-01-01T00:00:00Z"
-JOB_KEYS = [
+DKRON_JOB_KEYS = [
     "id",
     "name",
     "displayname",
@@ -54,6 +54,8 @@ JOB_KEYS = [
     "starts_at",
     "expires_at",
 ]
+# Dkron's keys in Dkron's order, then dkron-nats's additions (clients that do not know them ignore them).
+JOB_KEYS = [*DKRON_JOB_KEYS, "misfire_policy", "starting_deadline", "misfire_max"]
 MEMBER_KEYS = [
     "Name",
     "Addr",
@@ -351,9 +353,10 @@ def test_pause_blocks_job_writes_but_not_toggle_or_run(server: Node) -> None:
     try:
         response = server.post("/v1/pause")
         assert response.status_code == 200
-        assert response.json() == {"paused": True}
-        assert server.post("/v1/pause").json() == {"paused": True}  # idempotent
-        assert server.get("/v1/pause").json() == {"paused": True}
+        # Dkron's {"paused": bool}, plus the scheduling pause (Go clients ignore the extra key).
+        assert response.json() == {"paused": True, "scheduling_paused": False}
+        assert server.post("/v1/pause").json()["paused"] is True  # idempotent
+        assert server.get("/v1/pause").json()["paused"] is True
 
         blocked = [
             server.post("/v1/jobs", json=job(newcomer)),
@@ -382,8 +385,8 @@ def test_pause_blocks_job_writes_but_not_toggle_or_run(server: Node) -> None:
     finally:
         unpaused = server.post("/v1/unpause")
     assert unpaused.status_code == 200
-    assert unpaused.json() == {"paused": False}
-    assert server.get("/v1/pause").json() == {"paused": False}
+    assert unpaused.json()["paused"] is False
+    assert server.get("/v1/pause").json() == {"paused": False, "scheduling_paused": False}
     create(server, newcomer)
 
 
