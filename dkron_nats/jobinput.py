@@ -15,6 +15,7 @@ import msgspec
 from dkron_nats.durations import parse_duration
 from dkron_nats.errors import PayloadError, ValidationError
 from dkron_nats.misfire import DEFAULT_MISFIRE_MAX, DEFAULT_POLICY, MISFIRE_POLICIES
+from dkron_nats.models import RetryBackoff
 from dkron_nats.names import is_token, job_name_error
 from dkron_nats.schedule import ScheduleError, TimezoneError, parse_schedule, validate_timezone
 from dkron_nats.timefmt import parse_time, utcnow
@@ -56,6 +57,8 @@ class JobInput(msgspec.Struct, kw_only=True):
     misfire_policy: str | None = None
     starting_deadline: str | None = None
     misfire_max: Int64 | None = None
+    retry_backoff: RetryBackoff | None = None
+    retry_on_other_node: bool | None = None
 
 
 _decoder = msgspec.json.Decoder(JobInput)
@@ -106,6 +109,23 @@ def validate_tags(tags: dict[str, str] | None) -> None:
             raise ValidationError(f"tag {key!r} has count {count!r}: the count must be a whole number")
 
 
+def _validate_backoff(backoff: RetryBackoff | None) -> None:
+    if backoff is None:
+        return
+    durations = {}
+    for field in ("initial", "max"):
+        try:
+            durations[field] = parse_duration(getattr(backoff, field))
+        except ValueError as exc:
+            raise ValidationError(f"invalid retry_backoff.{field}: {exc}") from None
+        if durations[field] <= timedelta(0):
+            raise ValidationError(f'retry_backoff.{field} must be a positive duration such as "1s"')
+    if durations["initial"] > durations["max"]:
+        raise ValidationError("retry_backoff.initial must not be longer than retry_backoff.max")
+    if not 1 <= backoff.multiplier <= 100:
+        raise ValidationError("retry_backoff.multiplier must be between 1 (a fixed delay) and 100")
+
+
 class ValidatedJob(msgspec.Struct, kw_only=True):
     """A job that passed validation, with the counters and times the client sent along."""
 
@@ -130,6 +150,8 @@ class ValidatedJob(msgspec.Struct, kw_only=True):
     misfire_policy: str
     starting_deadline: str
     misfire_max: int
+    retry_backoff: RetryBackoff | None
+    retry_on_other_node: bool
     success_count: int
     error_count: int
     last_success: datetime | None
@@ -181,6 +203,7 @@ def validate_job(inp: JobInput, validate_executor: Callable[[str, dict[str, str]
     misfire_max = DEFAULT_MISFIRE_MAX if inp.misfire_max is None else inp.misfire_max
     if not 1 <= misfire_max <= MISFIRE_MAX_LIMIT:
         raise ValidationError(f"misfire_max must be between 1 and {MISFIRE_MAX_LIMIT}")
+    _validate_backoff(inp.retry_backoff)
     executor = inp.executor or ""
     if executor:
         try:
@@ -209,6 +232,8 @@ def validate_job(inp: JobInput, validate_executor: Callable[[str, dict[str, str]
         misfire_policy=misfire_policy,
         starting_deadline=starting_deadline,
         misfire_max=misfire_max,
+        retry_backoff=inp.retry_backoff,
+        retry_on_other_node=bool(inp.retry_on_other_node),
         success_count=inp.success_count or 0,
         error_count=inp.error_count or 0,
         last_success=_time_field("last_success", inp.last_success),

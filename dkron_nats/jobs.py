@@ -227,6 +227,8 @@ def _spec_from(job: ValidatedJob, old: JobSpec | None) -> JobSpec:
         misfire_policy=job.misfire_policy,
         starting_deadline=job.starting_deadline,
         misfire_max=job.misfire_max,
+        retry_backoff=job.retry_backoff,
+        retry_on_other_node=job.retry_on_other_node,
         anchor=anchor,
     )
 

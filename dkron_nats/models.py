@@ -16,6 +16,15 @@ from dkron_nats.names import job_key
 T = TypeVar("T", bound=msgspec.Struct)
 
 
+class RetryBackoff(msgspec.Struct, kw_only=True, forbid_unknown_fields=False):
+    """How long to wait before each retry (see retry.py); durations as the user wrote them."""
+
+    initial: str = "1s"
+    max: str = "5m"
+    multiplier: float = 2.0
+    jitter: bool = True
+
+
 class JobSpec(msgspec.Struct, kw_only=True, omit_defaults=True):
     """A job as the user defined it. Owned by the API."""
 
@@ -43,6 +52,9 @@ class JobSpec(msgspec.Struct, kw_only=True, omit_defaults=True):
     starting_deadline: str = ""
     """A duration as the user wrote it; "" means the server's --starting-deadline."""
     misfire_max: int = 10
+    retry_backoff: RetryBackoff | None = None
+    """None: retry at once, as Dkron does."""
+    retry_on_other_node: bool = False
     anchor: datetime | None = None
     """When the schedule (or the enabled state) last changed: `@every` counts from here, and no slot
     before it is ever due."""

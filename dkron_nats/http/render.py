@@ -6,6 +6,8 @@ import uuid
 from datetime import datetime, tzinfo
 from typing import Any
 
+import msgspec
+
 from dkron_nats.jobinput import ValidatedJob
 from dkron_nats.jobs import JobView
 from dkron_nats.models import Execution, Member
@@ -46,6 +48,8 @@ def job_json(view: JobView, next_fire: datetime | None) -> dict[str, Any]:
         "misfire_policy": spec.misfire_policy,
         "starting_deadline": spec.starting_deadline,
         "misfire_max": spec.misfire_max,
+        "retry_backoff": msgspec.to_builtins(spec.retry_backoff),
+        "retry_on_other_node": spec.retry_on_other_node,
     }
 
 
@@ -81,6 +85,8 @@ def echo_json(job: ValidatedJob) -> dict[str, Any]:
         "misfire_policy": job.misfire_policy,
         "starting_deadline": job.starting_deadline,
         "misfire_max": job.misfire_max,
+        "retry_backoff": msgspec.to_builtins(job.retry_backoff),
+        "retry_on_other_node": job.retry_on_other_node,
     }
 
 

@@ -8,11 +8,13 @@ failed dispatches) go through the same results stream as agents' results, so one
 from __future__ import annotations
 
 import logging
+import random
 from collections import defaultdict
 from collections.abc import Callable
 from datetime import datetime
 
 import anyio
+import msgspec
 from nats.aio.client import Client
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
@@ -32,10 +34,23 @@ logger = logging.getLogger(__name__)
 DISPATCH_TIMEOUT = 5.0
 
 
-def attempt_id(group: int, node: str, attempt: int) -> str:
-    """Deterministic execution id: a repeated request for the same launch names the same record."""
-    base = execution_id(group, node)
+def attempt_id(group: int, lane: str, attempt: int) -> str:
+    """Deterministic execution id: a repeated request for the same launch names the same record.
+
+    The lane is the node the launch was first sent to; a retry on another node keeps it, so every
+    attempt of one lane is found by counting up from 1.
+    """
+    base = execution_id(group, lane)
     return base if attempt == 1 else f"{base}={attempt}"
+
+
+def lane_of(ex: Execution) -> str:
+    return ex.id.split("=")[0][len(str(ex.group)) + 1 :]
+
+
+def _values(tags: dict[str, str] | None) -> dict[str, str]:
+    """The job's tags without their node counts: every matching node."""
+    return {key: value.partition(":")[0] for key, value in (tags or {}).items()}
 
 
 class Launcher:
@@ -69,6 +84,12 @@ class Launcher:
 
     def targets(self, job: JobSpec) -> list[str] | str:
         return select_targets(job, self.registry.alive(), self.region)
+
+    def another_node(self, job: JobSpec, failed_on: str) -> str:
+        """A matching alive node other than `failed_on` for a retry; `failed_on` if there is none."""
+        others = [m for m in self.registry.alive() if m.name != failed_on]
+        matching = select_targets(msgspec.structs.replace(job, tags=_values(job.tags)), others, self.region)
+        return random.choice(matching) if isinstance(matching, list) else failed_on
 
     async def record(self, execution: Execution, siblings: list[str] | None = None) -> None:
         """Publish a record the leader made itself into the results stream (idempotent by id)."""
@@ -109,9 +130,11 @@ class Launcher:
         targets: list[str],
         attempt: int = 1,
         siblings: list[str] | None = None,
+        lanes: list[str] | None = None,
     ) -> None:
-        """Send one run request per target, concurrently. `siblings` overrides the group's other ids."""
-        ids = [attempt_id(group, node, attempt) for node in targets]
+        """Send one run request per target, concurrently. `siblings` overrides the group's other ids;
+        `lanes` (a retry moved to another node) the lanes the ids are made from."""
+        ids = [attempt_id(group, lane, attempt) for lane in (lanes or targets)]
         async with anyio.create_task_group() as tg:
             for node, exec_id in zip(targets, ids, strict=True):
                 others = siblings if siblings is not None else [i for i in ids if i != exec_id]

@@ -23,11 +23,12 @@ from dkron_nats.jobs import JobService
 from dkron_nats.kv.buckets import RESULTS_STREAM, RESULTS_SUBJECTS
 from dkron_nats.kv.executions import ExecutionStore
 from dkron_nats.kv.typed import TRANSIENT, with_retry
-from dkron_nats.leader.launcher import Launcher, attempt_id
+from dkron_nats.leader.launcher import Launcher, attempt_id, lane_of
 from dkron_nats.leader.stats import Stats
-from dkron_nats.models import Execution, ExecutionResult, JobState, decode
+from dkron_nats.models import Execution, ExecutionResult, JobSpec, JobState, decode
 from dkron_nats.names import job_key
-from dkron_nats.timefmt import later_of
+from dkron_nats.retry import retry_delay
+from dkron_nats.timefmt import later_of, utcnow
 
 logger = logging.getLogger(__name__)
 DURABLE = "dkron-leader"
@@ -83,25 +84,30 @@ class ResultProcessor:
                     await anyio.sleep(0.5)
                     continue
                 for msg in messages:
-                    await self._handle(msg.data, msg.metadata.sequence.stream)
-                    await msg.ack()
+                    wait = await self._handle(msg.data, msg.metadata.sequence.stream)
+                    if wait > 0:
+                        # A retry that is not due yet: JetStream hands the result back when it is, to
+                        # whichever server leads then, so a pending retry survives a takeover.
+                        await msg.nak(delay=wait)
+                    else:
+                        await msg.ack()
         finally:
             with anyio.move_on_after(2, shield=True):
                 await sub.unsubscribe()
 
-    async def _handle(self, data: bytes, seq: int) -> None:
+    async def _handle(self, data: bytes, seq: int) -> float:
+        """Apply one result; the seconds until it must be handled again (a retry not yet due), or 0."""
         try:
             result = decode(data, ExecutionResult)
         except msgspec.DecodeError:
             logger.exception("dropping an undecodable result at sequence %d", seq)
-            return
+            return 0.0
         delay = 0.2
         while True:
             try:
                 if result.verdict and await self._already_finished(result.execution):
-                    return  # the agent's own result arrived before the leader's "agent lost" ruling
-                await self.apply(Outcome(result.execution, result.siblings, seq))
-                return
+                    return 0.0  # the agent's own result arrived before the leader's "agent lost" ruling
+                return await self.apply(Outcome(result.execution, result.siblings, seq))
             except TRANSIENT:
                 # Never drop a result because JetStream is re-electing: retry in place, keeping the order
                 # the counters' sequence guard relies on.
@@ -112,19 +118,23 @@ class ResultProcessor:
                 # A result that cannot be applied for any other reason must not stop the stream.
                 ex = result.execution
                 logger.exception("applying the result of %s/%s failed; skipped", ex.job_name, ex.id)
-                return
+                return 0.0
 
     async def _already_finished(self, ex: Execution) -> bool:
         stored = await self.executions.get(ex.job_name, ex.id)
         return stored is not None and stored.finished
 
-    async def apply(self, outcome: Outcome) -> None:
+    async def apply(self, outcome: Outcome) -> float:
+        """Record, count and follow up one outcome; returns the seconds until its retry is due (or 0).
+
+        Applying the same outcome again (a redelivery) changes nothing but what is still to do.
+        """
         ex = outcome.execution
         key = job_key(ex.job_name)
         self.launcher.finished(ex)
         spec = self.jobs.jobs.get(key)
         if spec is None:
-            return  # the job was deleted meanwhile, with its history
+            return 0.0  # the job was deleted meanwhile, with its history
         await self.executions.put(ex)
         if self.on_applied is not None:
             self.on_applied(ex)
@@ -137,20 +147,34 @@ class ResultProcessor:
         if state.recorded > self.keep:
             await self.executions.trim(ex.job_name, self.keep)
         if not counts:
-            return
+            return 0.0
         if first_time:
             self.stats.count(ex.finished_at, ex.success)
         if retrying:
-            await self.launcher.dispatch(
-                spec,
-                ex.group,
-                ex.scheduled_at,
-                [ex.node_name],
-                attempt=ex.attempt + 1,
-                siblings=outcome.siblings,
-            )
-        elif status == "success":
+            return await self._retry(spec, ex, outcome.siblings)
+        if status == "success":
             await self._after_success(spec.name, spec.ephemeral, ex.group)
+        return 0.0
+
+    async def _retry(self, spec: JobSpec, ex: Execution, siblings: list[str]) -> float:
+        """Send the next attempt once the backoff has passed; until then, the seconds left."""
+        due = (ex.finished_at or utcnow()) + retry_delay(spec.retry_backoff, ex.attempt, ex.id)
+        wait = (due - utcnow()).total_seconds()
+        if wait > 0.05:
+            return wait
+        node = ex.node_name
+        if spec.retry_on_other_node:
+            node = self.launcher.another_node(spec, ex.node_name)
+        await self.launcher.dispatch(
+            spec,
+            ex.group,
+            ex.scheduled_at,
+            [node],
+            attempt=ex.attempt + 1,
+            siblings=siblings,
+            lanes=[lane_of(ex)],
+        )
+        return 0.0
 
     async def _group_status(self, ex: Execution, siblings: list[str]) -> str:
         """Dkron's group status, judged on each node's latest attempt (a success on retry is a success)."""
@@ -163,7 +187,7 @@ class ResultProcessor:
 
     async def _latest_success(self, job_name: str, sibling_id: str, group: int) -> bool:
         """Walk the sibling's attempts upwards (they are numbered 1, 2, ...) and judge the last one."""
-        node = sibling_id.split("=")[0][len(str(group)) + 1 :]
+        node = sibling_id.split("=")[0][len(str(group)) + 1 :]  # the lane: the node first sent it
         latest: Execution | None = None
         attempt = 1
         while (found := await self.executions.get(job_name, attempt_id(group, node, attempt))) is not None:

@@ -55,7 +55,14 @@ DKRON_JOB_KEYS = [
     "expires_at",
 ]
 # Dkron's keys in Dkron's order, then dkron-nats's additions (clients that do not know them ignore them).
-JOB_KEYS = [*DKRON_JOB_KEYS, "misfire_policy", "starting_deadline", "misfire_max"]
+JOB_KEYS = [
+    *DKRON_JOB_KEYS,
+    "misfire_policy",
+    "starting_deadline",
+    "misfire_max",
+    "retry_backoff",
+    "retry_on_other_node",
+]
 MEMBER_KEYS = [
     "Name",
     "Addr",

@@ -300,3 +300,38 @@ def test_run_left_by_an_agent_killed_with_the_whole_fleet_ends_as_lost(
     assert lost[0]["status"] == "failed"
     assert "agent lost" in lost[0]["output"]
     server.request("DELETE", "/v1/jobs/fleet-long")
+
+
+def test_pending_retry_moves_node_and_survives_a_leader_kill(nodes: dict[str, Node]) -> None:
+    """Attempt 1 fails; the leader dies during the backoff; attempt 2 still runs once, on the other agent."""
+    leader = _leader(nodes)
+    other = _any_other(nodes, leader)
+    command = 'test "$DKRON_ATTEMPT" -ge 2'
+    body = job(
+        "retry-elsewhere",
+        "@manually",
+        command,
+        executor_config={"command": command, "shell": "true"},
+        tags={"role": "web:1"},
+        retries=1,
+        retry_on_other_node=True,
+        retry_backoff={"initial": "15s", "jitter": False},
+    )
+    other.post("/v1/jobs", json=body)
+    other.post("/v1/jobs/retry-elsewhere/run")
+    first = wait_for(lambda: finished(other, "retry-elsewhere", 1), timeout=30, what="the first attempt")
+    assert first[0]["success"] is False
+    leader.kill()  # the retry is pending in the results stream, not in the leader's memory
+    try:
+        attempts = wait_for(
+            lambda: finished(other, "retry-elsewhere", 2), timeout=60, what="the second attempt"
+        )
+    finally:
+        leader.start()
+    by_attempt = {e["attempt"]: e for e in attempts}
+    assert sorted(by_attempt) == [1, 2], attempts
+    assert by_attempt[2]["success"] is True
+    assert by_attempt[2]["node_name"] != by_attempt[1]["node_name"], "the retry did not move to another node"
+    assert {by_attempt[1]["node_name"], by_attempt[2]["node_name"]} == {"web1", "web2"}
+    wait_for(lambda: other.get("/v1/jobs/retry-elsewhere").json()["status"] == "success", timeout=15)
+    other.request("DELETE", "/v1/jobs/retry-elsewhere")
