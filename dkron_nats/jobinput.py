@@ -20,7 +20,7 @@ from dkron_nats.names import is_token, job_name_error
 from dkron_nats.schedule import ScheduleError, TimezoneError, parse_schedule, validate_timezone
 from dkron_nats.timefmt import parse_time, utcnow
 
-CONCURRENCY_POLICIES = ("allow", "forbid")
+CONCURRENCY_POLICIES = ("allow", "forbid", "replace")
 MISFIRE_MAX_LIMIT = 100
 
 # Go's field types bound the numbers Dkron accepts (counters are int64; retries, a uint64, is held to the
@@ -182,7 +182,7 @@ def validate_job(inp: JobInput, validate_executor: Callable[[str, dict[str, str]
         raise ValidationError(str(exc)) from None
     concurrency = "allow" if inp.concurrency is None else inp.concurrency
     if concurrency not in (*CONCURRENCY_POLICIES, ""):
-        raise ValidationError('invalid concurrency policy value, use "allow" or "forbid"')
+        raise ValidationError('invalid concurrency policy value, use "allow", "forbid" or "replace"')
     retries = inp.retries or 0
     if retries < 0:
         raise ValidationError("retries must be zero or more")

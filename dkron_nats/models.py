@@ -127,8 +127,18 @@ class LaunchCursor(msgspec.Struct, kw_only=True, omit_defaults=True):
     """Slots (ns) resolved as missed by this same move; their records are derived from the cursor, so a
     leader that dies before publishing them leaves them to its successor, never to nobody."""
     earlier_missed: bool = False
+    replaces: int = 0
+    """A `replace` job: the launch (group) this one cancels and takes the job's lease from."""
     decided_ns: int = 0
     """When the decision was made: a missed slot's reason depends on how late it was then."""
+
+
+class CancelLaunch(msgspec.Struct, kw_only=True):
+    """Stop every running execution of one launch of a job, saying why in its output."""
+
+    job: str
+    group: int
+    reason: str
 
 
 class Member(msgspec.Struct, kw_only=True, omit_defaults=True):

@@ -35,6 +35,7 @@ from dkron_nats.kv.typed import TRANSIENT, TypedKV
 from dkron_nats.leader.election import run_elections
 from dkron_nats.leader.launcher import Launcher
 from dkron_nats.leader.lease import Lease
+from dkron_nats.leader.locks import JobLocks
 from dkron_nats.leader.results import ResultProcessor
 from dkron_nats.leader.scheduler import Scheduler, SchedulerSettings
 from dkron_nats.leader.session import LeaderSession
@@ -105,7 +106,8 @@ class Node:
         grace = s.shutdown_grace.total_seconds()
         journal = RunJournal(s.data_dir / "running")
         executors = ExecutorRegistry.discover()
-        agent = Agent(nc, js, s.node_name, executions, executors, grace, buckets.leader, journal)
+        locks = JobLocks(buckets.locks, js, ttl=s.member_ttl)
+        agent = Agent(nc, js, s.node_name, executions, executors, grace, buckets.leader, journal, locks)
         # What a previous process of this node left running (nothing after a graceful stop).
         previous = await members_kv.get(s.node_name)
         leftover = sorted({*journal.keys(), *(previous[0].running if previous else [])})
@@ -193,7 +195,10 @@ class Node:
                     request_shutdown=self.stop.set,
                     max_body_bytes=s.max_body_size,
                 )
-                launcher = Launcher(nc, js, registry, executions, lambda: lease.fence, s.region, lease.valid)
+                locks = JobLocks(buckets.locks, js, ttl=s.member_ttl)
+                launcher = Launcher(
+                    nc, js, registry, executions, lambda: lease.fence, s.region, locks, lease.valid
+                )
 
                 async def lead() -> None:
                     scheduler = Scheduler(

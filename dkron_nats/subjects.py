@@ -10,6 +10,9 @@ LEADER_RUN = "dkron.leader.run"
 AGENT_BUSY = "dkron.agent.busy"
 """Scatter-gather: every agent answers with its running executions."""
 
+AGENT_CANCEL = "dkron.agent.cancel"
+"""Broadcast: every agent stops its running executions of the named launch (`CancelLaunch`)."""
+
 LEADER_RESULT_NODE = "scheduler"
 """The pseudo-node under which the leader publishes records it makes itself (missed, skipped, failed)."""
 

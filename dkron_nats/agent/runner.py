@@ -23,12 +23,23 @@ from dkron_nats.agent.executor import ExecutionContext, OutputBuffer
 from dkron_nats.agent.journal import RunJournal
 from dkron_nats.agent.registry import ExecutorRegistry
 from dkron_nats.kv.executions import ExecutionStore
-from dkron_nats.kv.typed import with_retry
+from dkron_nats.kv.typed import TRANSIENT, with_retry
 from dkron_nats.kv.watch import next_entry
 from dkron_nats.kv.watch import stop as stop_watch
 from dkron_nats.leader.lease import LEASE_KEY, LeaseRecord, term_of
-from dkron_nats.models import Execution, ExecutionResult, JobSpec, RunReply, RunRequest, decode, encode
-from dkron_nats.subjects import AGENT_BUSY, result_subject, run_subject
+from dkron_nats.leader.locks import LOCKED, JobLocks
+from dkron_nats.models import (
+    CancelLaunch,
+    Execution,
+    ExecutionResult,
+    JobSpec,
+    RunReply,
+    RunRequest,
+    decode,
+    encode,
+)
+from dkron_nats.names import job_key
+from dkron_nats.subjects import AGENT_BUSY, AGENT_CANCEL, result_subject, run_subject
 from dkron_nats.timefmt import utcnow
 
 logger = logging.getLogger(__name__)
@@ -53,6 +64,7 @@ class Agent:
         shutdown_grace: float = 30.0,
         lease_kv: KeyValue | None = None,
         journal: RunJournal | None = None,
+        locks: JobLocks | None = None,
     ) -> None:
         self.nc = nc
         self.js = js
@@ -62,6 +74,7 @@ class Agent:
         self.shutdown_grace = shutdown_grace
         self.lease_kv = lease_kv
         self.journal = journal
+        self.locks = locks
         self.highest_fence = 0
         self.running: dict[str, Running] = {}
         self._intake = anyio.CancelScope()
@@ -92,10 +105,12 @@ class Agent:
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         runs = await self.nc.subscribe(run_subject(self.node), queue=self.node)
         busy = await self.nc.subscribe(AGENT_BUSY)
+        cancels = await self.nc.subscribe(AGENT_CANCEL)
         async with anyio.create_task_group() as work:
             with self._intake:
                 async with anyio.create_task_group() as intake:
                     intake.start_soon(self._serve_busy, busy)
+                    intake.start_soon(self._serve_cancels, cancels)
                     if self.lease_kv is not None:
                         intake.start_soon(self._follow_lease, self.lease_kv)
                     task_status.started()
@@ -104,6 +119,7 @@ class Agent:
             with anyio.CancelScope(shield=True):
                 await runs.unsubscribe()
                 await busy.unsubscribe()
+                await cancels.unsubscribe()
             await self._drain()
 
     async def _drain(self) -> None:
@@ -154,7 +170,11 @@ class Agent:
         success, error = False, ""
         try:
             with running.cancel:
-                success, error = await self._run_executor(job, running)
+                async with anyio.create_task_group() as lease:
+                    if self.locks is not None and job.concurrency in LOCKED:
+                        lease.start_soon(self._keep_lease, self.locks, ex)
+                    success, error = await self._run_executor(job, running)
+                    lease.cancel_scope.cancel()
             if running.cancel.cancelled_caught:
                 error = "cancelled"
         finally:
@@ -228,6 +248,29 @@ class Agent:
                 await self._publish(found[0].lost("restarted", utcnow()))
             if self.journal is not None:
                 self.journal.remove(key)
+
+    async def _keep_lease(self, locks: JobLocks, ex: Execution) -> None:
+        """Renew the job's concurrency lease while this execution runs (it expires if the agent dies)."""
+        key = job_key(ex.job_name)
+        while True:
+            await anyio.sleep(locks.ttl / 3)
+            try:
+                await locks.renew(key, ex.job_name, ex.group)
+            except TRANSIENT:
+                logger.warning("could not renew the concurrency lease of %s (NATS unavailable)", ex.job_name)
+
+    async def _serve_cancels(self, sub: object) -> None:
+        async for msg in sub.messages:  # type: ignore[attr-defined]
+            try:
+                cancel = decode(msg.data, CancelLaunch)
+            except msgspec.DecodeError:
+                logger.warning("ignoring an undecodable cancel request")
+                continue
+            for running in self.running.values():
+                ex = running.execution
+                if ex.job_name == cancel.job and ex.group == cancel.group:
+                    running.output.append(f"\n{cancel.reason}\n".encode())
+                    running.cancel.cancel()
 
     async def _serve_busy(self, sub: object) -> None:
         async for msg in sub.messages:  # type: ignore[attr-defined]

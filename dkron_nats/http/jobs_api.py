@@ -134,7 +134,10 @@ async def delete_job(request: AnyRequest, services: Services, job: str) -> Respo
 
 async def _run(request: AnyRequest, services: Services, job: str) -> Response[bytes]:
     services.jobs.get(job)
-    await services.run_now(job)
+    force = request.query_params.get("force", "false").lower()
+    if force not in ("true", "false", "1", "0"):
+        raise ValidationError(f"force must be true or false, got {force!r}")
+    await services.run_now(job, force=force in ("true", "1"))
     view = services.jobs.get(job)
     return json_response(request, _view_json(services, view), headers={"Location": request.url.path})
 

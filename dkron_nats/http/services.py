@@ -13,7 +13,7 @@ from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 
 from dkron_nats.agent.registry import ExecutorRegistry
-from dkron_nats.errors import NoLeaderError, RunError
+from dkron_nats.errors import ConflictError, NoLeaderError, RunError
 from dkron_nats.joblist import JobLister
 from dkron_nats.jobs import JobService
 from dkron_nats.kv.cache import KVCache
@@ -76,9 +76,9 @@ class Services:
             return None
         return self.registry.get(holder.node)
 
-    async def run_now(self, job: str, deadline: float = 10.0) -> RunNowReply:
+    async def run_now(self, job: str, force: bool = False, deadline: float = 10.0) -> RunNowReply:
         """Ask the leader to launch a job now; waits through a leader election up to `deadline`."""
-        request = msgspec.json.encode(RunNow(job=job))
+        request = msgspec.json.encode(RunNow(job=job, force=force))
         with anyio.move_on_after(deadline):
             while True:
                 try:
@@ -87,6 +87,8 @@ class Services:
                     await anyio.sleep(0.25)
                     continue
                 reply = msgspec.json.decode(msg.data, type=RunNowReply)
+                if reply.busy:
+                    raise ConflictError(reply.error)
                 if not reply.ok:
                     raise RunError(reply.error)
                 return reply

@@ -22,7 +22,8 @@ LEADER = "dkron-leader"
 MEMBERS = "dkron-members"
 SETTINGS = "dkron-settings"
 STATS = "dkron-stats"
-BUCKET_NAMES = (JOBS, JOB_STATE, EXECUTIONS, CURSORS, LEADER, MEMBERS, SETTINGS, STATS)
+LOCKS = "dkron-locks"
+BUCKET_NAMES = (JOBS, JOB_STATE, EXECUTIONS, CURSORS, LEADER, MEMBERS, SETTINGS, STATS, LOCKS)
 
 RESULTS_STREAM = "DKRON_RESULTS"
 RESULTS_SUBJECTS = "dkron.result.>"
@@ -47,6 +48,7 @@ class Buckets:
     members: KeyValue
     settings: KeyValue
     stats: KeyValue
+    locks: KeyValue
 
 
 async def _bucket(js: JetStreamContext, config: KeyValueConfig) -> KeyValue:
@@ -80,6 +82,7 @@ async def ensure_buckets(js: JetStreamContext, limits: StorageLimits) -> Buckets
         members=await _bucket(js, cfg(MEMBERS, ttl=limits.member_retention)),
         settings=await _bucket(js, cfg(SETTINGS)),
         stats=await _bucket(js, cfg(STATS)),
+        locks=await _bucket(js, cfg(LOCKS)),
     )
     await _ensure_stream(
         js,

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import logging
 import random
-from collections import defaultdict
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 
 import anyio
@@ -23,11 +23,21 @@ from nats.js import JetStreamContext
 from dkron_nats.errors import LeadershipLostError
 from dkron_nats.kv.executions import ExecutionStore, execution_id
 from dkron_nats.kv.typed import with_retry
+from dkron_nats.leader.locks import LOCKED, JobLocks
 from dkron_nats.leader.targets import select_targets
 from dkron_nats.members import Registry
-from dkron_nats.models import Execution, ExecutionResult, JobSpec, RunReply, RunRequest, decode, encode
+from dkron_nats.models import (
+    CancelLaunch,
+    Execution,
+    ExecutionResult,
+    JobSpec,
+    RunReply,
+    RunRequest,
+    decode,
+    encode,
+)
 from dkron_nats.names import job_key
-from dkron_nats.subjects import LEADER_RESULT_NODE, result_subject, run_subject
+from dkron_nats.subjects import AGENT_CANCEL, LEADER_RESULT_NODE, result_subject, run_subject
 from dkron_nats.timefmt import to_ns, utcnow
 
 logger = logging.getLogger(__name__)
@@ -53,6 +63,13 @@ def _values(tags: dict[str, str] | None) -> dict[str, str]:
     return {key: value.partition(":")[0] for key, value in (tags or {}).items()}
 
 
+@dataclass(frozen=True, slots=True)
+class JobBusy:
+    """A launch of the job is still running (`group`), and its concurrency is forbid."""
+
+    group: int
+
+
 class Launcher:
     def __init__(
         self,
@@ -62,17 +79,17 @@ class Launcher:
         executions: ExecutionStore,
         fence: Callable[[], int],
         region: str,
+        locks: JobLocks,
         holds_lease: Callable[[], bool] = lambda: True,
     ) -> None:
         self.nc = nc
+        self.locks = locks
         self.js = js
         self.registry = registry
         self.executions = executions
         self.fence = fence
         self.region = region
         self.holds_lease = holds_lease
-        self.inflight: dict[str, set[str]] = defaultdict(set)
-        """Execution ids launched by this leader and not finished yet, per job key."""
         self.dispatched: dict[str, str] = {}
         """Execution key -> node, for executions this leader sent and has no result for yet."""
 
@@ -152,7 +169,6 @@ class Launcher:
     async def _send(self, request: RunRequest) -> None:
         ex = request.execution
         self.ensure_leader()
-        self.inflight[job_key(ex.job_name)].add(ex.id)
         self.dispatched[ExecutionStore.key(ex.job_name, ex.id)] = ex.node_name
         try:
             reply = await self.nc.request(
@@ -191,15 +207,41 @@ class Launcher:
         if await self.executions.claim(failed):
             await self.record(failed, request.siblings)
 
-    async def launch_now(self, job: JobSpec, group: int | None = None) -> list[str] | str:
-        """A run outside the schedule (manual, or a dependent job): the chosen nodes, or why none."""
+    async def launch_now(
+        self, job: JobSpec, group: int | None = None, force: bool = False
+    ) -> list[str] | str | JobBusy:
+        """A run outside the schedule (manual, or a dependent job): the chosen nodes, why none can run it,
+        or, for a `forbid` job whose previous launch still runs, JobBusy (`force` runs it anyway)."""
         group = group or to_ns(utcnow())
+        replacing = None
+        if not force and job.concurrency in LOCKED:
+            held = await self.locks.holder(job_key(job.name))
+            if held is not None and held != group:
+                if job.concurrency == "forbid":
+                    return JobBusy(held)
+                replacing = held
         targets = self.targets(job)
         if isinstance(targets, str):
             await self.record_outcome(job, group, None, "failed", targets)
             return targets
+        if not force and not await self.hold(job, group, replacing):
+            return JobBusy(await self.locks.holder(job_key(job.name)) or 0)
         await self.dispatch(job, group, None, targets)
         return targets
+
+    async def hold(self, job: JobSpec, group: int, replacing: int | None = None) -> bool:
+        """Take a `forbid`/`replace` job's lease for this launch (cancelling `replacing`); others: True."""
+        if job.concurrency not in LOCKED:
+            return True
+        self.ensure_leader()
+        if not await self.locks.take(job_key(job.name), job.name, group, replacing):
+            return False
+        if replacing is not None:
+            reason = f"cancelled: replaced by a newer run of {job.name} (concurrency replace)"
+            await self.nc.publish(
+                AGENT_CANCEL, encode(CancelLaunch(job=job.name, group=replacing, reason=reason))
+            )
+        return True
 
     async def fail_if_agent_lost(self, execution: Execution) -> bool:
         """At takeover: end a running execution whose node is gone or restarted since it started."""
@@ -219,18 +261,9 @@ class Launcher:
         """Publish the verdict "agent lost"; the result processor ignores it if the real result came first."""
         await self.publish_result(execution.lost(why, utcnow()))
 
-    def running(self, job_name: str) -> int:
-        return len(self.inflight.get(job_key(job_name), ()))
-
     def sent_to(self, node: str) -> set[str]:
         """Keys of the executions this leader sent to `node` and has no result for."""
         return {key for key, target in self.dispatched.items() if target == node}
 
     def finished(self, execution: Execution) -> None:
         self.dispatched.pop(ExecutionStore.key(execution.job_name, execution.id), None)
-        key = job_key(execution.job_name)
-        ids = self.inflight.get(key)
-        if ids is not None:
-            ids.discard(execution.id)
-            if not ids:
-                del self.inflight[key]

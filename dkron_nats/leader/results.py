@@ -24,6 +24,7 @@ from dkron_nats.kv.buckets import RESULTS_STREAM, RESULTS_SUBJECTS
 from dkron_nats.kv.executions import ExecutionStore
 from dkron_nats.kv.typed import TRANSIENT, with_retry
 from dkron_nats.leader.launcher import Launcher, attempt_id, lane_of
+from dkron_nats.leader.locks import LOCKED
 from dkron_nats.leader.stats import Stats
 from dkron_nats.models import Execution, ExecutionResult, JobSpec, JobState, decode
 from dkron_nats.names import job_key
@@ -152,9 +153,19 @@ class ResultProcessor:
             self.stats.count(ex.finished_at, ex.success)
         if retrying:
             return await self._retry(spec, ex, outcome.siblings)
+        if spec.concurrency in LOCKED and await self._launch_finished(ex, outcome.siblings):
+            await self.launcher.locks.release(key, ex.group)
         if status == "success":
             await self._after_success(spec.name, spec.ephemeral, ex.group)
         return 0.0
+
+    async def _launch_finished(self, ex: Execution, siblings: list[str]) -> bool:
+        """Every execution of this launch (each target's latest attempt) has finished."""
+        for sibling in siblings:
+            latest = await self._latest(ex.job_name, sibling, ex.group)
+            if latest is None or not latest.finished:
+                return False
+        return True
 
     async def _retry(self, spec: JobSpec, ex: Execution, siblings: list[str]) -> float:
         """Send the next attempt once the backoff has passed; until then, the seconds left."""
@@ -186,13 +197,17 @@ class ResultProcessor:
         return "partially_failed"
 
     async def _latest_success(self, job_name: str, sibling_id: str, group: int) -> bool:
-        """Walk the sibling's attempts upwards (they are numbered 1, 2, ...) and judge the last one."""
+        latest = await self._latest(job_name, sibling_id, group)
+        return latest is not None and latest.finished and latest.success
+
+    async def _latest(self, job_name: str, sibling_id: str, group: int) -> Execution | None:
+        """Walk the sibling's attempts upwards (they are numbered 1, 2, ...) to the last one."""
         node = sibling_id.split("=")[0][len(str(group)) + 1 :]  # the lane: the node first sent it
         latest: Execution | None = None
         attempt = 1
         while (found := await self.executions.get(job_name, attempt_id(group, node, attempt))) is not None:
             latest, attempt = found, attempt + 1
-        return latest is not None and latest.finished and latest.success
+        return latest
 
     async def _after_success(self, name: str, ephemeral: bool, group: int) -> None:
         # Children reuse the parent's group, so a redelivered result cannot launch them twice.

@@ -24,6 +24,7 @@ from dkron_nats.kv.cache import KVCache
 from dkron_nats.kv.executions import execution_id
 from dkron_nats.kv.typed import TypedKV
 from dkron_nats.leader.launcher import Launcher, attempt_id
+from dkron_nats.leader.locks import LOCKED
 from dkron_nats.misfire import MisfireRule
 from dkron_nats.models import JobSpec, LaunchCursor
 from dkron_nats.schedule import Schedule, ScheduleError, parse_schedule
@@ -245,6 +246,7 @@ class Scheduler:
             cursor = self._decide(key, plan)
             if cursor is None:
                 return
+            cursor = await self._apply_concurrency(key, plan.spec, cursor)
             if await self._advance(key, cursor, base):
                 await self._act_on(plan.spec, cursor)
                 return
@@ -275,9 +277,6 @@ class Scheduler:
             cursor = msgspec.structs.replace(
                 cursor, outcome="missed", missed=[*cursor.missed, cursor.slot_ns]
             )
-        elif spec.concurrency == "forbid" and self.launcher.running(spec.name):
-            reason = "skipped: the previous execution is still running and the job's concurrency is forbid"
-            cursor = msgspec.structs.replace(cursor, outcome="skipped", reason=reason)
         else:
             targets = self.launcher.targets(spec)
             if isinstance(targets, str):
@@ -285,6 +284,19 @@ class Scheduler:
             else:
                 cursor = msgspec.structs.replace(cursor, targets=targets)
         return cursor
+
+    async def _apply_concurrency(self, key: str, spec: JobSpec, cursor: LaunchCursor) -> LaunchCursor:
+        """A launch of a `forbid` job is skipped while another one holds the job's lease; a `replace`
+        job's launch names the one it cancels."""
+        if cursor.outcome != "launched" or spec.concurrency not in LOCKED:
+            return cursor
+        held = await self.launcher.locks.holder(key)
+        if held is None or held == cursor.group:
+            return cursor
+        if spec.concurrency == "replace":
+            return msgspec.structs.replace(cursor, replaces=held)
+        reason = "skipped: the previous execution is still running and the job's concurrency is forbid"
+        return msgspec.structs.replace(cursor, outcome="skipped", reason=reason, targets=[])
 
     async def _act_on(self, spec: JobSpec, cursor: LaunchCursor, only_missing: bool = False) -> None:
         """Publish the records a cursor implies and send its run requests.
@@ -295,6 +307,12 @@ class Scheduler:
         """
         if cursor.outcome in ("skipped", "failed"):
             await self._record(spec, cursor.slot_ns, cursor.outcome, cursor.reason, only_missing)
+        elif cursor.outcome == "launched" and not await self.launcher.hold(
+            spec, cursor.group, cursor.replaces or None
+        ):
+            # Another launch took the lease after the decision (a manual run in between).
+            reason = "skipped: another execution of the job started first and its concurrency is forbid"
+            await self._record(spec, cursor.slot_ns, "skipped", reason, only_missing)
         elif cursor.outcome == "launched" and only_missing:
             await self._dispatch_missing(spec, cursor)
         elif cursor.outcome == "launched":

@@ -11,7 +11,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from dkron_nats.jobs import JobService
-from dkron_nats.leader.launcher import Launcher
+from dkron_nats.leader.launcher import JobBusy, Launcher
 from dkron_nats.leader.results import ResultProcessor
 from dkron_nats.leader.scheduler import Scheduler
 from dkron_nats.leader.stats import Stats
@@ -24,12 +24,15 @@ logger = logging.getLogger(__name__)
 
 class RunNow(msgspec.Struct, kw_only=True):
     job: str
+    force: bool = False
+    """Run even if the job's concurrency is forbid and a previous launch still runs."""
 
 
 class RunNowReply(msgspec.Struct, kw_only=True, omit_defaults=True):
     ok: bool
     error: str = ""
     not_found: bool = False
+    busy: bool = False
     targets: list[str] = msgspec.field(default_factory=list)
 
 
@@ -78,7 +81,13 @@ class LeaderSession:
             return RunNowReply(ok=False, not_found=True, error=f"job {request.job} not found")
         if spec.disabled and not spec.parent_job:
             return RunNowReply(ok=False, not_found=True, error=f"job {request.job} is disabled")
-        targets = await self.launcher.launch_now(spec)
+        targets = await self.launcher.launch_now(spec, force=request.force)
         if isinstance(targets, str):
             return RunNowReply(ok=False, not_found=True, error=targets)
+        if isinstance(targets, JobBusy):
+            error = (
+                f"job {spec.name} is still running (launch {targets.group}) and its concurrency is forbid; "
+                "run it anyway with ?force=true"
+            )
+            return RunNowReply(ok=False, busy=True, error=error)
         return RunNowReply(ok=True, targets=targets)

@@ -632,7 +632,7 @@ def _bad_cases() -> list[Any]:
         pytest.param(
             {"concurrency": "sometimes"},
             400,
-            'Job validation failed: invalid concurrency policy value, use "allow" or "forbid".',
+            'Job validation failed: invalid concurrency policy value, use "allow", "forbid" or "replace".',
             "",
             id="concurrency",
         ),

@@ -6,6 +6,7 @@ that every slot ran at most once and was either launched or recorded as missed.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
@@ -335,3 +336,48 @@ def test_pending_retry_moves_node_and_survives_a_leader_kill(nodes: dict[str, No
     assert {by_attempt[1]["node_name"], by_attempt[2]["node_name"]} == {"web1", "web2"}
     wait_for(lambda: other.get("/v1/jobs/retry-elsewhere").json()["status"] == "success", timeout=15)
     other.request("DELETE", "/v1/jobs/retry-elsewhere")
+
+
+def test_forbid_holds_across_servers_and_an_agent_killed_mid_run_frees_the_job(
+    nodes: dict[str, Node], tmp_path: Path
+) -> None:
+    s1, s2, s3 = _servers_of(nodes)
+    pid_file = tmp_path / "job.pid"
+    command = f"echo $$ >> {pid_file}; exec sleep 120"
+    body = job(
+        "forbid-cluster",
+        "@manually",
+        command,
+        executor_config={"command": command, "shell": "true"},
+        tags={"role": "web:1"},
+        concurrency="forbid",
+    )
+    s1.post("/v1/jobs", json=body)
+    assert s1.post("/v1/jobs/forbid-cluster/run").status_code == 200
+    running = wait_for(
+        lambda: [e for e in executions(s2, "forbid-cluster") if e["status"] == "running"] or None,
+        timeout=20,
+        what="the run to start",
+    )
+    for server in (s2, s3):  # any server, whichever agent runs it
+        assert server.post("/v1/jobs/forbid-cluster/run").status_code == 409
+    agent = nodes[running[0]["node_name"]]
+    killed_at = time.monotonic()
+    agent.kill()
+    try:
+        wait_for(
+            lambda: s3.post("/v1/jobs/forbid-cluster/run").status_code == 200,
+            timeout=40,
+            what="the job to be free again",
+        )
+        freed = time.monotonic() - killed_at
+        wait_for(lambda: len(pid_file.read_text().split()) == 2, timeout=20, what="the second run")
+    finally:
+        agent.start()
+        for pid in pid_file.read_text().split():  # job processes outlive a kill -9 of their agent
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(pid), signal.SIGKILL)
+    # Freed when the run is ruled "agent lost" (member TTL + about 3 s) or the lease expires (10 s).
+    assert freed <= 10.0 + 6.0, f"the job stayed busy {freed:.1f}s after its agent died"
+    wait_for(_lists_members(s1, 5), timeout=30, what="the agent to rejoin")
+    s1.request("DELETE", "/v1/jobs/forbid-cluster")
