@@ -127,6 +127,8 @@ class LaunchCursor(msgspec.Struct, kw_only=True, omit_defaults=True):
     """Slots (ns) resolved as missed by this same move; their records are derived from the cursor, so a
     leader that dies before publishing them leaves them to its successor, never to nobody."""
     earlier_missed: bool = False
+    missed_status: str = "missed"
+    """`skipped` when the slots in `missed` fell due while a `forbid` job's previous run went on."""
     replaces: int = 0
     """A `replace` job: the launch (group) this one cancels and takes the job's lease from."""
     decided_ns: int = 0

@@ -34,6 +34,8 @@ logger = logging.getLogger(__name__)
 _EPSILON = timedelta(microseconds=1)
 RECENT_LAUNCH_WINDOW = timedelta(minutes=10)
 """Launches younger than this are checked for a missing dispatch when a leader takes over."""
+BLOCKED_RECHECK = timedelta(seconds=1)
+"""How often a `forbid` job blocked by its previous launch looks again whether it has ended."""
 MISSED_RECORD_LIMIT = 100
 """Missed slots recorded one by one per catch-up; earlier ones are summarised in one record."""
 
@@ -50,6 +52,8 @@ class _Plan:
     schedule: Schedule
     rule: MisfireRule
     generation: int
+    blocked: bool = False
+    """A `forbid` job whose previous launch still runs: its due slots wait, re-checked every second."""
 
 
 class Scheduler:
@@ -121,6 +125,8 @@ class Scheduler:
 
     def _push(self, key: str, plan: _Plan) -> None:
         fire = plan.schedule.next_after(self._base(key, plan))
+        if plan.blocked:
+            fire = self.clock() + BLOCKED_RECHECK
         if fire is None or (plan.spec.expires_at is not None and fire > plan.spec.expires_at):
             return
         heapq.heappush(self._heap, (to_ns(fire), next(self._seq), key, plan.generation))
@@ -246,8 +252,14 @@ class Scheduler:
             cursor = self._decide(key, plan)
             if cursor is None:
                 return
-            cursor = await self._apply_concurrency(key, plan.spec, cursor)
+            held = await self._held_by_another(key, plan.spec, cursor)
+            if held is not None and plan.spec.concurrency == "forbid":
+                plan.blocked = True  # decided once the previous launch ends, by the misfire policy
+                return
+            if held is not None:
+                cursor = msgspec.structs.replace(cursor, replaces=held)
             if await self._advance(key, cursor, base):
+                plan.blocked = False
                 await self._act_on(plan.spec, cursor)
                 return
             if self._cursors.get(key) == base:
@@ -272,6 +284,7 @@ class Scheduler:
             missed=[to_ns(s) for s in slots if s < slot],
             earlier_missed=len(slots) > MISSED_RECORD_LIMIT,
             decided_ns=to_ns(now),
+            missed_status="skipped" if plan.blocked else "missed",
         )
         if not to_launch:
             cursor = msgspec.structs.replace(
@@ -285,18 +298,12 @@ class Scheduler:
                 cursor = msgspec.structs.replace(cursor, targets=targets)
         return cursor
 
-    async def _apply_concurrency(self, key: str, spec: JobSpec, cursor: LaunchCursor) -> LaunchCursor:
-        """A launch of a `forbid` job is skipped while another one holds the job's lease; a `replace`
-        job's launch names the one it cancels."""
+    async def _held_by_another(self, key: str, spec: JobSpec, cursor: LaunchCursor) -> int | None:
+        """For a `forbid` or `replace` job about to launch: the other launch holding its lease."""
         if cursor.outcome != "launched" or spec.concurrency not in LOCKED:
-            return cursor
+            return None
         held = await self.launcher.locks.holder(key)
-        if held is None or held == cursor.group:
-            return cursor
-        if spec.concurrency == "replace":
-            return msgspec.structs.replace(cursor, replaces=held)
-        reason = "skipped: the previous execution is still running and the job's concurrency is forbid"
-        return msgspec.structs.replace(cursor, outcome="skipped", reason=reason, targets=[])
+        return None if held == cursor.group else held
 
     async def _act_on(self, spec: JobSpec, cursor: LaunchCursor, only_missing: bool = False) -> None:
         """Publish the records a cursor implies and send its run requests.
@@ -322,9 +329,14 @@ class Scheduler:
         for i, slot_ns in enumerate(cursor.missed):
             slot = from_ns(slot_ns)
             reason = rule.why_missed(slot, decided or slot + rule.starting_deadline + _EPSILON)
+            if cursor.missed_status == "skipped":
+                reason = (
+                    "skipped: the previous execution was still running and the job's concurrency is forbid "
+                    f"(then the misfire_policy {rule.policy} decided: {reason.removeprefix('missed: ')})"
+                )
             if cursor.earlier_missed and i == 0:
                 reason += "; earlier slots were missed too and are not listed one by one"
-            await self._record(spec, slot_ns, "missed", reason, only_missing)
+            await self._record(spec, slot_ns, cursor.missed_status, reason, only_missing)
 
     async def _record(
         self, spec: JobSpec, slot_ns: int, status: str, reason: str, only_missing: bool

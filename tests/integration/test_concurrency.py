@@ -45,6 +45,8 @@ def test_forbid_skips_slots_while_the_previous_run_goes_on(server: Node) -> None
     )
     for (_, end), (start, _) in itertools.pairwise(runs):
         assert start >= end, f"two runs overlapped: one ended {end}, the next started {start}"
+        # run_once: the latest slot that fell due during the block runs as soon as the block ends.
+        assert (start - end).total_seconds() < 2.5, f"the next run waited {start - end} after the block"
     skipped = [e for e in history if e["status"] == "skipped"]
     assert skipped, "no slot was skipped although every run outlasts the 1 s period"
     assert all("concurrency is forbid" in e["output"] for e in skipped)

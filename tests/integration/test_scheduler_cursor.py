@@ -48,11 +48,11 @@ class RecordingLauncher:
     def fence(self) -> int:
         return 7
 
-    def running(self, name: str) -> bool:
-        return False
-
     def targets(self, spec: JobSpec) -> list[str]:
         return ["agent-1"]
+
+    async def hold(self, job: JobSpec, group: int, replacing: int | None = None) -> bool:
+        return True  # an `allow` job: no lease
 
     async def record_outcome(
         self, job: JobSpec, group: int, scheduled_at: datetime | None, status: str, reason: str
