@@ -15,7 +15,7 @@ import msgspec
 from dkron_nats.durations import parse_duration
 from dkron_nats.errors import PayloadError, ValidationError
 from dkron_nats.misfire import DEFAULT_MISFIRE_MAX, DEFAULT_POLICY, MISFIRE_POLICIES
-from dkron_nats.models import RetryBackoff
+from dkron_nats.models import DEPENDENCY_CONDITIONS, Dependency, RetryBackoff
 from dkron_nats.names import is_token, job_name_error
 from dkron_nats.schedule import ScheduleError, TimezoneError, parse_schedule, validate_timezone
 from dkron_nats.timefmt import parse_time, utcnow
@@ -59,6 +59,7 @@ class JobInput(msgspec.Struct, kw_only=True):
     misfire_max: Int64 | None = None
     retry_backoff: RetryBackoff | None = None
     retry_on_other_node: bool | None = None
+    depends_on: list[Dependency] | None = None
 
 
 _decoder = msgspec.json.Decoder(JobInput)
@@ -109,6 +110,21 @@ def validate_tags(tags: dict[str, str] | None) -> None:
             raise ValidationError(f"tag {key!r} has count {count!r}: the count must be a whole number")
 
 
+def _validate_dependencies(name: str, dependencies: list[Dependency] | None) -> None:
+    """The entries themselves; that the parents exist and form no cycle is checked when saving."""
+    seen: set[str] = set()
+    for i, dep in enumerate(dependencies or []):
+        if dep.on not in DEPENDENCY_CONDITIONS:
+            raise ValidationError(
+                f'invalid depends_on[{i}].on "{dep.on}": use "success", "failure" or "always"'
+            )
+        if dep.job == name:
+            raise ValidationError("a job cannot depend on itself (depends_on)")
+        if dep.job in seen:
+            raise ValidationError(f"depends_on names {dep.job} twice")
+        seen.add(dep.job)
+
+
 def _validate_backoff(backoff: RetryBackoff | None) -> None:
     if backoff is None:
         return
@@ -152,6 +168,7 @@ class ValidatedJob(msgspec.Struct, kw_only=True):
     misfire_max: int
     retry_backoff: RetryBackoff | None
     retry_on_other_node: bool
+    depends_on: list[Dependency] | None
     success_count: int
     error_count: int
     last_success: datetime | None
@@ -174,7 +191,7 @@ def validate_job(inp: JobInput, validate_executor: Callable[[str, dict[str, str]
     timezone = inp.timezone or ""
     try:
         validate_timezone(timezone)
-        if schedule or not parent:
+        if schedule or not (parent or inp.depends_on):
             parse_schedule(schedule, job_name=name, timezone=timezone, anchor=utcnow())
     except TimezoneError as exc:
         raise ValidationError(str(exc)) from None
@@ -204,6 +221,7 @@ def validate_job(inp: JobInput, validate_executor: Callable[[str, dict[str, str]
     if not 1 <= misfire_max <= MISFIRE_MAX_LIMIT:
         raise ValidationError(f"misfire_max must be between 1 and {MISFIRE_MAX_LIMIT}")
     _validate_backoff(inp.retry_backoff)
+    _validate_dependencies(name, inp.depends_on)
     executor = inp.executor or ""
     if executor:
         try:
@@ -234,6 +252,7 @@ def validate_job(inp: JobInput, validate_executor: Callable[[str, dict[str, str]
         misfire_max=misfire_max,
         retry_backoff=inp.retry_backoff,
         retry_on_other_node=bool(inp.retry_on_other_node),
+        depends_on=inp.depends_on or None,
         success_count=inp.success_count or 0,
         error_count=inp.error_count or 0,
         last_success=_time_field("last_success", inp.last_success),

@@ -14,7 +14,13 @@ from datetime import datetime
 
 import msgspec
 
-from dkron_nats.errors import HasDependentsError, JobNotFoundError, ParentNotFoundError, PausedError
+from dkron_nats.errors import (
+    HasDependentsError,
+    JobNotFoundError,
+    ParentNotFoundError,
+    PausedError,
+    ValidationError,
+)
 from dkron_nats.jobinput import ValidatedJob
 from dkron_nats.kv.cache import KVCache
 from dkron_nats.kv.typed import TypedKV
@@ -52,6 +58,9 @@ class DependentsIndex:
     def __init__(self, jobs: KVCache[JobSpec]) -> None:
         self._children: dict[str, set[str]] = defaultdict(set)
         self._parent_of: dict[str, str] = {}
+        self._waiting: dict[str, set[str]] = defaultdict(set)
+        """depends_on parent -> the children waiting for it."""
+        self._waits_for: dict[str, list[str]] = {}
         for spec in jobs.values():
             self._on_change(job_key(spec.name), spec)
         jobs.listen(self._on_change)
@@ -66,9 +75,21 @@ class DependentsIndex:
         if spec is not None and spec.parent_job:
             self._parent_of[name] = spec.parent_job
             self._children[spec.parent_job].add(name)
+        for parent in self._waits_for.pop(name, []):
+            self._waiting[parent].discard(name)
+            if not self._waiting[parent]:
+                del self._waiting[parent]
+        if spec is not None and spec.depends_on:
+            self._waits_for[name] = [dep.job for dep in spec.depends_on]
+            for dep in spec.depends_on:
+                self._waiting[dep.job].add(name)
 
     def children(self, name: str) -> list[str]:
         return sorted(self._children.get(name, ()))
+
+    def waiting_on(self, name: str) -> list[str]:
+        """Jobs whose `depends_on` names this one."""
+        return sorted(self._waiting.get(name, ()))
 
 
 class JobService:
@@ -114,6 +135,7 @@ class JobService:
             raise PausedError
         if job.parent_job and self.jobs.get(job_key(job.parent_job)) is None:
             raise ParentNotFoundError
+        self._check_dependencies(job)
         key = job_key(job.name)
         while True:
             current = self.jobs.get_with_revision(key)
@@ -126,6 +148,31 @@ class JobService:
         await self._merge_submitted_state(key, job)
         await self._announce("updated" if current else "created", key)
         return spec
+
+    def _check_dependencies(self, job: ValidatedJob) -> None:
+        """Every `depends_on` parent exists, and the job's parents do not lead back to it."""
+        for dep in job.depends_on or []:
+            if self.jobs.get(job_key(dep.job)) is None:
+                raise ValidationError(f"depends_on names {dep.job}, which does not exist")
+        path = self._path_back([dep.job for dep in job.depends_on or []], job.name, [job.name])
+        if path is not None:
+            raise ValidationError(f"depends_on would make a cycle: {' -> '.join(path)}")
+
+    def _path_back(self, parents: list[str], target: str, path: list[str]) -> list[str] | None:
+        """A chain of parents (depends_on and parent_job) from `parents` up to `target`, if one exists."""
+        for parent in parents:
+            if parent == target:
+                return [*path, parent]
+            if parent in path:
+                continue
+            spec = self.jobs.get(job_key(parent))
+            if spec is None:
+                continue
+            above = [d.job for d in spec.depends_on or []] + ([spec.parent_job] if spec.parent_job else [])
+            found = self._path_back(above, target, [*path, parent])
+            if found is not None:
+                return found
+        return None
 
     async def _announce(self, event: str, key: str) -> None:
         if self.announce is not None:
@@ -229,16 +276,18 @@ def _spec_from(job: ValidatedJob, old: JobSpec | None) -> JobSpec:
         misfire_max=job.misfire_max,
         retry_backoff=job.retry_backoff,
         retry_on_other_node=job.retry_on_other_node,
+        depends_on=job.depends_on,
         anchor=anchor,
     )
 
 
 def _merged_state(state: JobState, job: ValidatedJob) -> JobState:
-    return JobState(
+    # Everything else (history count, fan-in progress) is the cluster's own bookkeeping: kept as is.
+    return msgspec.structs.replace(
+        state,
         success_count=max(state.success_count, job.success_count),
         error_count=max(state.error_count, job.error_count),
         last_success=later_of(state.last_success, job.last_success),
         last_error=later_of(state.last_error, job.last_error),
         status=state.status or job.status,
-        applied_seq=state.applied_seq,
     )

@@ -26,9 +26,11 @@ class Registry:
         self.cache = KVCache(store)
         self.ttl = ttl
         self._seen: dict[str, float] = {}
+        self._last_news = time.monotonic()
         self.cache.listen(self._on_change)
 
     def _on_change(self, key: str, member: Member | None) -> None:
+        self._last_news = time.monotonic()
         if member is None:
             self._seen.pop(key, None)
         else:
@@ -47,7 +49,24 @@ class Registry:
         return self.cache.get(name)
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        await self.cache.run(task_status=task_status)
+        async with anyio.create_task_group() as tg:
+            await tg.start(self.cache.run)
+            tg.start_soon(self._guard_the_watch)
+            task_status.started()
+
+    async def _guard_the_watch(self) -> None:
+        """Every node (this one included) heartbeats every TTL/4, so half a TTL without any news means the
+        watch has stalled (it can, for seconds, after a NATS node loss): read the bucket instead, so that
+        live nodes are not taken for dead ones and their runs ruled lost."""
+        while True:
+            await anyio.sleep(self.ttl / 4)
+            if time.monotonic() - self._last_news < self.ttl / 2:
+                continue
+            logger.warning("no registry news for %.1fs; re-reading the members bucket", self.ttl / 2)
+            try:
+                await self.cache.rescan()
+            except TRANSIENT:
+                logger.warning("re-reading the members bucket failed (NATS unavailable)")
 
 
 async def heartbeat(

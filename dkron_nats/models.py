@@ -25,6 +25,16 @@ class RetryBackoff(msgspec.Struct, kw_only=True, forbid_unknown_fields=False):
     jitter: bool = True
 
 
+DEPENDENCY_CONDITIONS = ("success", "failure", "always")
+
+
+class Dependency(msgspec.Struct, kw_only=True):
+    """`depends_on` entry: the child waits for a launch of `job` that ended as `on` requires."""
+
+    job: str
+    on: str = "success"
+
+
 class JobSpec(msgspec.Struct, kw_only=True, omit_defaults=True):
     """A job as the user defined it. Owned by the API."""
 
@@ -55,6 +65,7 @@ class JobSpec(msgspec.Struct, kw_only=True, omit_defaults=True):
     retry_backoff: RetryBackoff | None = None
     """None: retry at once, as Dkron does."""
     retry_on_other_node: bool = False
+    depends_on: list[Dependency] | None = None
     anchor: datetime | None = None
     """When the schedule (or the enabled state) last changed: `@every` counts from here, and no slot
     before it is ever due."""
@@ -72,6 +83,12 @@ class JobState(msgspec.Struct, kw_only=True, omit_defaults=True):
     """The highest results-stream sequence already counted, so a redelivered result is never counted twice."""
     recorded: int = 0
     """Records stored since the history was last cleared; history is trimmed only beyond the limit."""
+    fanin: dict[str, int] | None = None
+    """`depends_on` parents that finished as required since the child last ran: parent -> launch group."""
+    fanin_used: dict[str, int] | None = None
+    """The parents' launches that the child's last fan-in run consumed (a redelivery adds nothing)."""
+    fanin_pending: int = 0
+    """A fan-in run decided but maybe not sent yet (its group); sent again until cleared."""
 
 
 class Execution(msgspec.Struct, kw_only=True, omit_defaults=True):

@@ -50,6 +50,7 @@ def job_json(view: JobView, next_fire: datetime | None) -> dict[str, Any]:
         "misfire_max": spec.misfire_max,
         "retry_backoff": msgspec.to_builtins(spec.retry_backoff),
         "retry_on_other_node": spec.retry_on_other_node,
+        "depends_on": msgspec.to_builtins(spec.depends_on),
     }
 
 
@@ -87,6 +88,7 @@ def echo_json(job: ValidatedJob) -> dict[str, Any]:
         "misfire_max": job.misfire_max,
         "retry_backoff": msgspec.to_builtins(job.retry_backoff),
         "retry_on_other_node": job.retry_on_other_node,
+        "depends_on": msgspec.to_builtins(job.depends_on),
     }
 
 

@@ -83,6 +83,11 @@ class KVCache(Generic[T]):
         else:
             self.apply(key, found[0], found[1])
 
+    async def rescan(self) -> None:
+        """Read the whole bucket again (when the watch may have stalled); newer revisions are applied."""
+        async for key, value, revision in self.store.scan():
+            self.apply(key, value, revision)
+
     def forget(self, key: str) -> None:
         """A delete made by this process: hide the key now, before the watch confirms it."""
         current = self._items.get(key)

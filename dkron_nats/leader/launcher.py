@@ -106,7 +106,10 @@ class Launcher:
         """A matching alive node other than `failed_on` for a retry; `failed_on` if there is none."""
         others = [m for m in self.registry.alive() if m.name != failed_on]
         matching = select_targets(msgspec.structs.replace(job, tags=_values(job.tags)), others, self.region)
-        return random.choice(matching) if isinstance(matching, list) else failed_on
+        if isinstance(matching, str):
+            logger.warning("retry of %s stays on %s: no other alive node matches", job.name, failed_on)
+            return failed_on
+        return random.choice(matching)
 
     async def record(self, execution: Execution, siblings: list[str] | None = None) -> None:
         """Publish a record the leader made itself into the results stream (idempotent by id)."""

@@ -153,11 +153,36 @@ class ResultProcessor:
             self.stats.count(ex.finished_at, ex.success)
         if retrying:
             return await self._retry(spec, ex, outcome.siblings)
-        if spec.concurrency in LOCKED and await self._launch_finished(ex, outcome.siblings):
-            await self.launcher.locks.release(key, ex.group)
+        waiting = self.jobs.dependents.waiting_on(spec.name)
+        if (spec.concurrency in LOCKED or waiting) and await self._launch_finished(ex, outcome.siblings):
+            if spec.concurrency in LOCKED:
+                await self.launcher.locks.release(key, ex.group)
+            for child in waiting:
+                await self._fan_in(child, spec.name, ex.group, status or "failed")
         if status == "success":
             await self._after_success(spec.name, spec.ephemeral, ex.group)
         return 0.0
+
+    async def _fan_in(self, child: str, parent: str, group: int, status: str) -> None:
+        """Count a parent's finished launch for a `depends_on` child; launch the child once every parent
+        has one since its last run. The decision is stored (CAS) before the parent's result is acked,
+        and a decided run is sent again until it is cleared, so a leader crash loses nothing."""
+        spec = self.jobs.jobs.get(job_key(child))
+        dep = next((d for d in (spec.depends_on or []) if d.job == parent), None) if spec else None
+        if spec is None or dep is None or not _meets(dep.on, status):
+            return
+        key = job_key(child)
+        parents = [d.job for d in spec.depends_on or []]
+        state = await self.jobs.update_state(key, lambda st: _with_parent_done(st, parents, parent, group))
+        pending = state.fanin_pending
+        if not pending:
+            return
+        if not spec.disabled:
+            await self.launcher.launch_now(spec, group=pending)
+        await self.jobs.update_state(
+            key,
+            lambda st: msgspec.structs.replace(st, fanin_pending=0) if st.fanin_pending == pending else None,
+        )
 
     async def _launch_finished(self, ex: Execution, siblings: list[str]) -> bool:
         """Every execution of this launch (each target's latest attempt) has finished."""
@@ -220,12 +245,32 @@ class ResultProcessor:
             await self.executions.purge_job(name)
 
 
+def _meets(condition: str, status: str) -> bool:
+    return condition == "always" or (condition == "success") == (status == "success")
+
+
+def _with_parent_done(state: JobState, parents: list[str], parent: str, group: int) -> JobState | None:
+    used = state.fanin_used or {}
+    if group <= used.get(parent, 0):
+        return None  # this launch of the parent was consumed by an earlier run of the child
+    done = {**(state.fanin or {}), parent: max(group, (state.fanin or {}).get(parent, 0))}
+    if not all(p in done for p in parents):
+        return msgspec.structs.replace(state, fanin=done)
+    return msgspec.structs.replace(
+        state,
+        fanin={p: g for p, g in done.items() if p not in parents} or None,
+        fanin_used={**used, **{p: done[p] for p in parents}},
+        fanin_pending=max(done[p] for p in parents),
+    )
+
+
 def _counted(state: JobState, ex: Execution, status: str | None, seq: int) -> JobState | None:
     if seq <= state.applied_seq:
         return None  # already counted before a redelivery
     if ex.status in ("missed", "skipped"):
         return msgspec.structs.replace(state, applied_seq=seq, recorded=state.recorded + 1)
-    return JobState(
+    return msgspec.structs.replace(
+        state,
         success_count=state.success_count + ex.success,
         error_count=state.error_count + (not ex.success),
         last_success=later_of(state.last_success, ex.finished_at) if ex.success else state.last_success,

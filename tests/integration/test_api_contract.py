@@ -62,6 +62,7 @@ JOB_KEYS = [
     "misfire_max",
     "retry_backoff",
     "retry_on_other_node",
+    "depends_on",
 ]
 MEMBER_KEYS = [
     "Name",
