@@ -141,6 +141,18 @@ class Node:
         self.proc = None
         return proc.returncode
 
+    def wait_exit(self, timeout: float) -> int | None:
+        """Wait for the process to exit on its own (after a signal sent elsewhere); its exit code."""
+        proc = self.proc
+        if proc is None:
+            return None
+        try:
+            code = proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return None
+        self.proc = None
+        return code
+
     def kill(self) -> None:
         self.stop(signal.SIGKILL)
 
