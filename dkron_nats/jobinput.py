@@ -22,6 +22,7 @@ from dkron_nats.timefmt import parse_time, utcnow
 
 CONCURRENCY_POLICIES = ("allow", "forbid", "replace")
 MISFIRE_MAX_LIMIT = 100
+HISTORY_LIMIT_MAX = 100_000
 
 # Go's field types bound the numbers Dkron accepts (counters are int64; retries, a uint64, is held to the
 # int64 range, which msgspec can check).
@@ -60,6 +61,8 @@ class JobInput(msgspec.Struct, kw_only=True):
     retry_backoff: RetryBackoff | None = None
     retry_on_other_node: bool | None = None
     depends_on: list[Dependency] | None = None
+    history_limit: Int64 | None = None
+    history_max_age: str | None = None
 
 
 _decoder = msgspec.json.Decoder(JobInput)
@@ -169,6 +172,8 @@ class ValidatedJob(msgspec.Struct, kw_only=True):
     retry_backoff: RetryBackoff | None
     retry_on_other_node: bool
     depends_on: list[Dependency] | None
+    history_limit: int
+    history_max_age: str
     success_count: int
     error_count: int
     last_success: datetime | None
@@ -222,6 +227,19 @@ def validate_job(inp: JobInput, validate_executor: Callable[[str, dict[str, str]
         raise ValidationError(f"misfire_max must be between 1 and {MISFIRE_MAX_LIMIT}")
     _validate_backoff(inp.retry_backoff)
     _validate_dependencies(name, inp.depends_on)
+    history_limit = inp.history_limit or 0
+    if not 0 <= history_limit <= HISTORY_LIMIT_MAX:
+        raise ValidationError(
+            f"history_limit must be between 1 and {HISTORY_LIMIT_MAX} (0: the server's default)"
+        )
+    history_max_age = (inp.history_max_age or "").strip()
+    if history_max_age:
+        try:
+            age = parse_duration(history_max_age)
+        except ValueError as exc:
+            raise ValidationError(f"invalid history_max_age: {exc}") from None
+        if age < timedelta(seconds=1):
+            raise ValidationError('history_max_age must be at least one second, such as "30d" or "720h"')
     executor = inp.executor or ""
     if executor:
         try:
@@ -253,6 +271,8 @@ def validate_job(inp: JobInput, validate_executor: Callable[[str, dict[str, str]
         retry_backoff=inp.retry_backoff,
         retry_on_other_node=bool(inp.retry_on_other_node),
         depends_on=inp.depends_on or None,
+        history_limit=history_limit,
+        history_max_age=history_max_age,
         success_count=inp.success_count or 0,
         error_count=inp.error_count or 0,
         last_success=_time_field("last_success", inp.last_success),

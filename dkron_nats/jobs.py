@@ -277,6 +277,8 @@ def _spec_from(job: ValidatedJob, old: JobSpec | None) -> JobSpec:
         retry_backoff=job.retry_backoff,
         retry_on_other_node=job.retry_on_other_node,
         depends_on=job.depends_on,
+        history_limit=job.history_limit,
+        history_max_age=job.history_max_age,
         anchor=anchor,
     )
 

@@ -66,6 +66,10 @@ class JobSpec(msgspec.Struct, kw_only=True, omit_defaults=True):
     """None: retry at once, as Dkron does."""
     retry_on_other_node: bool = False
     depends_on: list[Dependency] | None = None
+    history_limit: int = 0
+    """Execution records kept (the newest); 0 means the server's --max-executions."""
+    history_max_age: str = ""
+    """Records older than this duration are purged; "" keeps them (up to the count)."""
     anchor: datetime | None = None
     """When the schedule (or the enabled state) last changed: `@every` counts from here, and no slot
     before it is ever due."""
@@ -89,6 +93,9 @@ class JobState(msgspec.Struct, kw_only=True, omit_defaults=True):
     """The parents' launches that the child's last fan-in run consumed (a redelivery adds nothing)."""
     fanin_pending: int = 0
     """A fan-in run decided but maybe not sent yet (its group); sent again until cleared."""
+    age_marks: list[tuple[int, int]] | None = None
+    """(stream sequence, written ns) of some of the job's records, a tenth of `history_max_age` apart:
+    everything before a mark older than the age can be purged by sequence, without listing records."""
 
 
 class Execution(msgspec.Struct, kw_only=True, omit_defaults=True):

@@ -51,6 +51,8 @@ def job_json(view: JobView, next_fire: datetime | None) -> dict[str, Any]:
         "retry_backoff": msgspec.to_builtins(spec.retry_backoff),
         "retry_on_other_node": spec.retry_on_other_node,
         "depends_on": msgspec.to_builtins(spec.depends_on),
+        "history_limit": spec.history_limit,
+        "history_max_age": spec.history_max_age,
     }
 
 
@@ -89,6 +91,8 @@ def echo_json(job: ValidatedJob) -> dict[str, Any]:
         "retry_backoff": msgspec.to_builtins(job.retry_backoff),
         "retry_on_other_node": job.retry_on_other_node,
         "depends_on": msgspec.to_builtins(job.depends_on),
+        "history_limit": job.history_limit,
+        "history_max_age": job.history_max_age,
     }
 
 

@@ -37,8 +37,9 @@ class ExecutionStore:
         rev = await self.typed.create(self.key(execution.job_name, execution.id), execution)
         return rev is not None
 
-    async def put(self, execution: Execution) -> None:
-        await self.typed.put(self.key(execution.job_name, execution.id), execution)
+    async def put(self, execution: Execution) -> int:
+        """Store the record; its stream sequence."""
+        return await self.typed.put(self.key(execution.job_name, execution.id), execution)
 
     async def get(self, job_name: str, exec_id: str) -> Execution | None:
         if not exec_id or "." in exec_id or "*" in exec_id or ">" in exec_id:
@@ -56,6 +57,11 @@ class ExecutionStore:
         """Keep only the `keep` most recently written records of a job (one call, no listing)."""
         subject = self._subject(f"{job_key(job_name)}.*")
         await with_retry(lambda: self.js.purge_stream(f"KV_{self.typed.bucket}", subject=subject, keep=keep))
+
+    async def purge_before(self, job_name: str, seq: int) -> None:
+        """Drop the job's records written before stream sequence `seq` (one call, no listing)."""
+        subject = self._subject(f"{job_key(job_name)}.*")
+        await with_retry(lambda: self.js.purge_stream(f"KV_{self.typed.bucket}", subject=subject, seq=seq))
 
     async def purge_job(self, job_name: str) -> None:
         subject = self._subject(f"{job_key(job_name)}.*")

@@ -9,6 +9,7 @@ were applied at, so a result redelivered after a crash is never counted twice.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -19,6 +20,7 @@ from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig
 
+from dkron_nats.durations import parse_duration
 from dkron_nats.jobs import JobService
 from dkron_nats.kv.buckets import RESULTS_STREAM, RESULTS_SUBJECTS
 from dkron_nats.kv.executions import ExecutionStore
@@ -29,7 +31,7 @@ from dkron_nats.leader.stats import Stats
 from dkron_nats.models import Execution, ExecutionResult, JobSpec, JobState, decode
 from dkron_nats.names import job_key
 from dkron_nats.retry import retry_delay
-from dkron_nats.timefmt import later_of, utcnow
+from dkron_nats.timefmt import later_of, to_ns, utcnow
 
 logger = logging.getLogger(__name__)
 DURABLE = "dkron-leader"
@@ -136,7 +138,7 @@ class ResultProcessor:
         spec = self.jobs.jobs.get(key)
         if spec is None:
             return 0.0  # the job was deleted meanwhile, with its history
-        await self.executions.put(ex)
+        written = await self.executions.put(ex)
         if self.on_applied is not None:
             self.on_applied(ex)
         counts = ex.status not in ("missed", "skipped")
@@ -145,8 +147,11 @@ class ResultProcessor:
         known = self.jobs.states.get(key)
         first_time = known is None or known.applied_seq < outcome.seq
         state = await self.jobs.update_state(key, lambda st: _counted(st, ex, status, outcome.seq))
-        if state.recorded > self.keep:
-            await self.executions.trim(ex.job_name, self.keep)
+        keep = spec.history_limit or self.keep
+        if state.recorded > keep:
+            await self.executions.trim(ex.job_name, keep)
+        if spec.history_max_age:
+            await self._age_out(spec, written)
         if not counts:
             return 0.0
         if first_time:
@@ -162,6 +167,55 @@ class ResultProcessor:
         if status == "success":
             await self._after_success(spec.name, spec.ephemeral, ex.group)
         return 0.0
+
+    async def _age_out(self, spec: JobSpec, written: int | None = None) -> None:
+        """Purge the job's records older than `history_max_age`, at most a tenth of it late.
+
+        The state keeps a few (sequence, time) marks of the job's records; every record before a mark that
+        is older than the age goes in one subject-filtered purge by sequence.
+        """
+        max_age = parse_duration(spec.history_max_age)  # validated when the job was saved
+        now = to_ns(utcnow())
+        step, cutoff = int(max_age.total_seconds() * 1e8), now - int(max_age.total_seconds() * 1e9)
+        purge_below = 0
+
+        def marked(state: JobState) -> JobState | None:
+            nonlocal purge_below
+            marks = list(state.age_marks or [])
+            if written is not None and (not marks or now - marks[-1][1] >= step):
+                marks.append((written, now))
+            expired = [m for m in marks if m[1] < cutoff]
+            purge_below = expired[-1][0] + 1 if expired else 0
+            kept = [m for m in marks if m[1] >= cutoff]
+            return msgspec.structs.replace(state, age_marks=kept or None)
+
+        await self.jobs.update_state(job_key(spec.name), marked)
+        if purge_below:
+            await self.executions.purge_before(spec.name, purge_below)
+
+    async def age_out_idle_jobs(self) -> None:
+        """Jobs that record nothing for a while age out too: walk the in-memory states, no bucket scan.
+
+        Every half of the shortest `history_max_age` (between 1 s and a minute)."""
+        version, interval, last = -1, 60.0, time.monotonic()
+        while True:
+            await anyio.sleep(1.0)
+            if self.jobs.jobs.version != version:  # the jobs changed: find the shortest age again
+                version = self.jobs.jobs.version
+                ages = [
+                    parse_duration(s.history_max_age) for s in self.jobs.jobs.values() if s.history_max_age
+                ]
+                interval = min(60.0, max(1.0, min((a.total_seconds() for a in ages), default=120.0) / 2))
+            if time.monotonic() - last < interval:
+                continue
+            last = time.monotonic()
+            for spec in list(self.jobs.jobs.values()):
+                state = self.jobs.states.get(job_key(spec.name))
+                if spec.history_max_age and state is not None and state.age_marks:
+                    try:
+                        await self._age_out(spec)
+                    except TRANSIENT:
+                        logger.warning("aging out the history of %s waits for JetStream", spec.name)
 
     async def _fan_in(self, child: str, parent: str, group: int, status: str) -> None:
         """Count a parent's finished launch for a `depends_on` child; launch the child once every parent

@@ -54,6 +54,7 @@ class LeaderSession:
                 starting.start_soon(tg.start, self.results.run)
                 starting.start_soon(tg.start, self.scheduler.run)
             tg.start_soon(self.stats.run)
+            tg.start_soon(self.results.age_out_idle_jobs)
             tg.start_soon(self.watchdog.run)
             await self._serve_run_requests()
 

@@ -63,6 +63,8 @@ JOB_KEYS = [
     "retry_backoff",
     "retry_on_other_node",
     "depends_on",
+    "history_limit",
+    "history_max_age",
 ]
 MEMBER_KEYS = [
     "Name",
