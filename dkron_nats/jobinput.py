@@ -15,9 +15,16 @@ import msgspec
 from dkron_nats.durations import parse_duration
 from dkron_nats.errors import PayloadError, ValidationError
 from dkron_nats.misfire import DEFAULT_MISFIRE_MAX, DEFAULT_POLICY, MISFIRE_POLICIES
-from dkron_nats.models import DEPENDENCY_CONDITIONS, Dependency, RetryBackoff
+from dkron_nats.models import DEPENDENCY_CONDITIONS, Dependency, DstPolicy, RetryBackoff
 from dkron_nats.names import is_token, job_name_error
-from dkron_nats.schedule import ScheduleError, TimezoneError, parse_schedule, validate_timezone
+from dkron_nats.schedule import (
+    DST_GAP_POLICIES,
+    DST_OVERLAP_POLICIES,
+    ScheduleError,
+    TimezoneError,
+    parse_schedule,
+    validate_timezone,
+)
 from dkron_nats.timefmt import parse_time, utcnow
 
 CONCURRENCY_POLICIES = ("allow", "forbid", "replace")
@@ -63,6 +70,7 @@ class JobInput(msgspec.Struct, kw_only=True):
     depends_on: list[Dependency] | None = None
     history_limit: Int64 | None = None
     history_max_age: str | None = None
+    dst_policy: DstPolicy | None = None
 
 
 _decoder = msgspec.json.Decoder(JobInput)
@@ -111,6 +119,15 @@ def validate_tags(tags: dict[str, str] | None) -> None:
             )
         if sep and not (count.isdigit() and len(count) < 7):
             raise ValidationError(f"tag {key!r} has count {count!r}: the count must be a whole number")
+
+
+def _normalized_dst(policy: DstPolicy | None) -> DstPolicy:
+    """ "default" (what GET answers for an unset rule) means the same as leaving it out."""
+    policy = policy or DstPolicy()
+    return DstPolicy(
+        gap="" if policy.gap == "default" else policy.gap,
+        overlap="" if policy.overlap == "default" else policy.overlap,
+    )
 
 
 def _validate_dependencies(name: str, dependencies: list[Dependency] | None) -> None:
@@ -174,6 +191,7 @@ class ValidatedJob(msgspec.Struct, kw_only=True):
     depends_on: list[Dependency] | None
     history_limit: int
     history_max_age: str
+    dst_policy: DstPolicy | None
     success_count: int
     error_count: int
     last_success: datetime | None
@@ -194,6 +212,11 @@ def validate_job(inp: JobInput, validate_executor: Callable[[str, dict[str, str]
         raise ValidationError("the job can not have itself as parent")
     schedule = inp.schedule or ""
     timezone = inp.timezone or ""
+    dst = _normalized_dst(inp.dst_policy)
+    if dst.gap not in ("", *DST_GAP_POLICIES):
+        raise ValidationError(f'invalid dst_policy.gap "{dst.gap}": use "run_at_transition" or "skip"')
+    if dst.overlap not in ("", *DST_OVERLAP_POLICIES):
+        raise ValidationError(f'invalid dst_policy.overlap "{dst.overlap}": use "once" or "twice"')
     try:
         validate_timezone(timezone)
         if schedule or not (parent or inp.depends_on):
@@ -273,6 +296,7 @@ def validate_job(inp: JobInput, validate_executor: Callable[[str, dict[str, str]
         depends_on=inp.depends_on or None,
         history_limit=history_limit,
         history_max_age=history_max_age,
+        dst_policy=dst if dst.gap or dst.overlap else None,
         success_count=inp.success_count or 0,
         error_count=inp.error_count or 0,
         last_success=_time_field("last_success", inp.last_success),

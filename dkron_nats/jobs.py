@@ -279,6 +279,7 @@ def _spec_from(job: ValidatedJob, old: JobSpec | None) -> JobSpec:
         depends_on=job.depends_on,
         history_limit=job.history_limit,
         history_max_age=job.history_max_age,
+        dst_policy=job.dst_policy,
         anchor=anchor,
     )
 

@@ -35,6 +35,15 @@ class Dependency(msgspec.Struct, kw_only=True):
     on: str = "success"
 
 
+class DstPolicy(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """What a cron job does at DST transitions; "" keeps the default rule (see docs/scheduling.md)."""
+
+    gap: str = ""
+    """In a spring-forward gap: run_at_transition or skip."""
+    overlap: str = ""
+    """In a fall-back overlap: once or twice."""
+
+
 class JobSpec(msgspec.Struct, kw_only=True, omit_defaults=True):
     """A job as the user defined it. Owned by the API."""
 
@@ -70,6 +79,7 @@ class JobSpec(msgspec.Struct, kw_only=True, omit_defaults=True):
     """Execution records kept (the newest); 0 means the server's --max-executions."""
     history_max_age: str = ""
     """Records older than this duration are purged; "" keeps them (up to the count)."""
+    dst_policy: DstPolicy | None = None
     anchor: datetime | None = None
     """When the schedule (or the enabled state) last changed: `@every` counts from here, and no slot
     before it is ever due."""

@@ -5,9 +5,22 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
-from dkron_nats.models import JobSpec
-from dkron_nats.schedule import ScheduleError, parse_schedule
+from dkron_nats.models import DstPolicy, JobSpec
+from dkron_nats.schedule import Schedule, ScheduleError, parse_schedule
 from dkron_nats.timefmt import utcnow
+
+
+def job_schedule(spec: JobSpec, now: datetime) -> Schedule:
+    """A job's schedule as the scheduler fires it: its zone, its anchor and its DST policy."""
+    dst = spec.dst_policy or DstPolicy()
+    return parse_schedule(
+        spec.schedule,
+        job_name=spec.name,
+        timezone=spec.timezone,
+        anchor=spec.anchor or now,
+        dst_gap=dst.gap,
+        dst_overlap=dst.overlap,
+    )
 
 
 def compute_next(spec: JobSpec, now: datetime) -> datetime | None:
@@ -25,9 +38,7 @@ def upcoming(spec: JobSpec, now: datetime, count: int) -> list[datetime]:
     """
     if spec.disabled or spec.parent_job or not spec.schedule:
         return []
-    schedule = parse_schedule(
-        spec.schedule, job_name=spec.name, timezone=spec.timezone, anchor=spec.anchor or now
-    )
+    schedule = job_schedule(spec, now)
     after = now
     if spec.anchor is not None and spec.anchor > after:
         after = spec.anchor

@@ -465,11 +465,14 @@ class _CronSchedule(Schedule):
 
     __slots__ = ("_every_hour", "_fields", "_never", "_zone")
 
-    def __init__(self, spec: str, fields: _CronFields, zone: ZoneInfo) -> None:
+    def __init__(
+        self, spec: str, fields: _CronFields, zone: ZoneInfo, every_hour: bool | None = None
+    ) -> None:
+        """``every_hour`` forces one set of DST rules (see ``with_dst_policy``); None: the spec's own."""
         super().__init__(spec)
         self._fields = fields
         self._zone = zone
-        self._every_hour = fields.every_hour
+        self._every_hour = fields.every_hour if every_hour is None else every_hour
         self._never = fields.next_wall(2000, 1, 1, 0, 0, 0) is None
 
     def next_after(self, after: datetime) -> datetime | None:
@@ -666,13 +669,66 @@ def _parse_descriptor(spec: str, tokens: list[str], zone: ZoneInfo, anchor: date
     raise ScheduleError(f"unrecognized descriptor: {tokens[0]}")
 
 
-def parse_schedule(spec: str, *, job_name: str, timezone: str = "", anchor: datetime) -> Schedule:
+DST_GAP_POLICIES = ("run_at_transition", "skip")
+DST_OVERLAP_POLICIES = ("once", "twice")
+
+
+class _DstCombined(Schedule):
+    """The DST rule pairs no single mode gives: (run_at_transition, twice) is the union of the fires of
+    both modes, (skip, once) their intersection (the modes differ only at DST transitions)."""
+
+    __slots__ = ("_fixed", "_hourly", "_union")
+
+    def __init__(self, spec: str, fixed: Schedule, hourly: Schedule, union: bool) -> None:
+        super().__init__(spec)
+        self._fixed, self._hourly, self._union = fixed, hourly, union
+
+    def next_after(self, after: datetime) -> datetime | None:
+        a, b = self._fixed.next_after(after), self._hourly.next_after(after)
+        if self._union:
+            return min((t for t in (a, b) if t is not None), default=None)
+        while a is not None and b is not None and a != b:
+            if a < b:
+                a = self._fixed.next_after(a)
+            else:
+                b = self._hourly.next_after(b)
+        return a if a == b else None
+
+
+def with_dst_policy(schedule: Schedule, gap: str = "", overlap: str = "") -> Schedule:
+    """Apply a job's `dst_policy` to a cron schedule ("" keeps the spec's own rule for that case)."""
+    if not isinstance(schedule, _CronSchedule) or (not gap and not overlap):
+        return schedule
+    own = schedule._every_hour
+    gap_skip = gap == "skip" if gap else own
+    overlap_twice = overlap == "twice" if overlap else own
+    fixed = _CronSchedule(schedule.spec, schedule._fields, schedule._zone, every_hour=False)
+    hourly = _CronSchedule(schedule.spec, schedule._fields, schedule._zone, every_hour=True)
+    if gap_skip == overlap_twice:
+        return hourly if gap_skip else fixed
+    return _DstCombined(schedule.spec, fixed, hourly, union=overlap_twice)
+
+
+def parse_schedule(
+    spec: str,
+    *,
+    job_name: str,
+    timezone: str = "",
+    anchor: datetime,
+    dst_gap: str = "",
+    dst_overlap: str = "",
+) -> Schedule:
     """Parse a job's schedule.
 
     ``timezone`` is the job's IANA zone (an unknown one raises TimezoneError); a ``TZ=``/``CRON_TZ=``
     prefix overrides it. ``anchor`` (aware) is when the schedule was defined: ``@every`` counts from it
-    and ``@after`` compares it with its date. Everything else wrong raises ScheduleError.
+    and ``@after`` compares it with its date. ``dst_gap``/``dst_overlap`` override the DST rules of a
+    cron spec (``with_dst_policy``). Everything else wrong raises ScheduleError.
     """
+    return with_dst_policy(_parse(spec, job_name, timezone, anchor), dst_gap, dst_overlap)
+
+
+def _parse(spec: str, job_name: str, timezone: str, anchor: datetime) -> Schedule:
     _require_aware(anchor, "anchor")
     zone = validate_timezone(timezone)
     tokens = spec.split()

@@ -16,9 +16,15 @@ from dkron_nats.http.services import Services
 from dkron_nats.jobinput import decode_job, decode_job_list, validate_job
 from dkron_nats.joblist import JobQuery
 from dkron_nats.jobs import JobView
-from dkron_nats.models import JobSpec
+from dkron_nats.models import DstPolicy, JobSpec
 from dkron_nats.nextfire import upcoming
-from dkron_nats.schedule import ScheduleError, TimezoneError, validate_timezone
+from dkron_nats.schedule import (
+    DST_GAP_POLICIES,
+    DST_OVERLAP_POLICIES,
+    ScheduleError,
+    TimezoneError,
+    validate_timezone,
+)
 from dkron_nats.timefmt import utcnow
 
 AnyRequest = Request[Any, Any, Any]
@@ -112,7 +118,14 @@ async def next_fires(request: AnyRequest, services: Services, job: str) -> Respo
     if not count_text.isdigit() or not 1 <= int(count_text) <= NEXT_MAX:
         raise ValidationError(f"n must be a whole number from 1 to {NEXT_MAX}, got {count_text!r}")
     if "schedule" in params:
-        spec = JobSpec(name=job, schedule=params["schedule"], timezone=params.get("timezone", ""))
+        dst = DstPolicy(gap=params.get("dst_gap", ""), overlap=params.get("dst_overlap", ""))
+        if dst.gap not in ("", *DST_GAP_POLICIES) or dst.overlap not in ("", *DST_OVERLAP_POLICIES):
+            raise ValidationError(
+                'dst_gap must be "run_at_transition" or "skip", and dst_overlap "once" or "twice"'
+            )
+        spec = JobSpec(
+            name=job, schedule=params["schedule"], timezone=params.get("timezone", ""), dst_policy=dst
+        )
         if not spec.schedule:
             raise ValidationError("schedule is empty: give a cron expression or a descriptor like @every 5m")
     else:

@@ -10,7 +10,7 @@ import msgspec
 
 from dkron_nats.jobinput import ValidatedJob
 from dkron_nats.jobs import JobView
-from dkron_nats.models import Execution, Member
+from dkron_nats.models import DstPolicy, Execution, Member
 from dkron_nats.timefmt import ZERO_TIME, rfc3339, rfc3339_or_zero
 
 SERF_STATUS = {"none": 0, "alive": 1, "leaving": 2, "left": 3, "failed": 4}
@@ -53,6 +53,7 @@ def job_json(view: JobView, next_fire: datetime | None) -> dict[str, Any]:
         "depends_on": msgspec.to_builtins(spec.depends_on),
         "history_limit": spec.history_limit,
         "history_max_age": spec.history_max_age,
+        "dst_policy": _dst_json(spec.dst_policy),
     }
 
 
@@ -93,7 +94,14 @@ def echo_json(job: ValidatedJob) -> dict[str, Any]:
         "depends_on": msgspec.to_builtins(job.depends_on),
         "history_limit": job.history_limit,
         "history_max_age": job.history_max_age,
+        "dst_policy": _dst_json(job.dst_policy),
     }
+
+
+def _dst_json(policy: DstPolicy | None) -> dict[str, str]:
+    """The effective rules: "default" where the job keeps the spec's own (docs/scheduling.md)."""
+    policy = policy or DstPolicy()
+    return {"gap": policy.gap or "default", "overlap": policy.overlap or "default"}
 
 
 def fire_json(fire: datetime, zone: tzinfo) -> dict[str, str]:

@@ -27,7 +27,8 @@ from dkron_nats.leader.launcher import Launcher, attempt_id
 from dkron_nats.leader.locks import LOCKED
 from dkron_nats.misfire import MisfireRule
 from dkron_nats.models import JobSpec, LaunchCursor
-from dkron_nats.schedule import Schedule, ScheduleError, parse_schedule
+from dkron_nats.nextfire import job_schedule
+from dkron_nats.schedule import Schedule, ScheduleError
 from dkron_nats.timefmt import from_ns, to_ns, utcnow
 
 logger = logging.getLogger(__name__)
@@ -105,9 +106,7 @@ class Scheduler:
         if spec is None or spec.disabled or spec.parent_job or not spec.schedule:
             return
         try:
-            schedule = parse_schedule(
-                spec.schedule, job_name=spec.name, timezone=spec.timezone, anchor=spec.anchor or self.clock()
-            )
+            schedule = job_schedule(spec, self.clock())
         except (ScheduleError, ValueError):
             logger.exception("job %s has an invalid schedule; it is not scheduled", spec.name)
             return

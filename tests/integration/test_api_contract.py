@@ -65,6 +65,7 @@ JOB_KEYS = [
     "depends_on",
     "history_limit",
     "history_max_age",
+    "dst_policy",
 ]
 MEMBER_KEYS = [
     "Name",

@@ -77,3 +77,43 @@ def test_bad_next_requests(server: Node, params: dict[str, str], status: int, me
     response = server.get("/v1/jobs/no-such-job/next", params=params)
     assert response.status_code == status, response.text
     assert message in response.text
+
+
+def test_dst_policy_round_trips_and_changes_what_next_shows(server: Node) -> None:
+    body = job("dst-job", "0 30 2 14 3 *", timezone="America/New_York", dst_policy={"gap": "skip"})
+    created = server.post("/v1/jobs", json=body)
+    assert created.status_code == 201, created.text
+    stored = server.get("/v1/jobs/dst-job").json()
+    assert stored["dst_policy"] == {"gap": "skip", "overlap": "default"}
+    # 02:30 on 14 March does not exist in New York: skipped that year, so next is 2028.
+    assert [f["at"] for f in _next(server, "dst-job", n=1)] == ["2028-03-14T02:30:00-04:00"]
+    # What GET answers can be sent back as it is.
+    assert (
+        server.request(
+            "PUT", "/v1/jobs/dst-job", json={**body, "dst_policy": stored["dst_policy"]}
+        ).status_code
+        == 201
+    )
+    plain = server.post("/v1/jobs", json=job("dst-plain", "@every 1m")).json()
+    assert plain["dst_policy"] == {"gap": "default", "overlap": "default"}
+    preview = _next(
+        server, "x", schedule="0 30 1 7 11 *", timezone="America/New_York", dst_overlap="twice", n=2
+    )
+    assert [f["at"] for f in preview] == ["2027-11-07T01:30:00-04:00", "2027-11-07T01:30:00-05:00"]
+    for name in ("dst-job", "dst-plain"):
+        server.request("DELETE", f"/v1/jobs/{name}")
+
+
+@pytest.mark.parametrize(
+    ("policy", "message"),
+    [
+        ({"gap": "jump"}, 'invalid dst_policy.gap "jump"'),
+        ({"overlap": "thrice"}, 'invalid dst_policy.overlap "thrice"'),
+        ({"gap": 3}, "dst_policy.gap"),
+    ],
+)
+def test_bad_dst_policies_are_refused(server: Node, policy: dict[str, Any], message: str) -> None:
+    response = server.post("/v1/jobs", json=job("dst-bad", "@daily", dst_policy=policy))
+    assert response.status_code == 400
+    assert message in response.text
+    assert server.get("/v1/jobs/dst-bad").status_code == 404
