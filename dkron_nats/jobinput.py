@@ -121,6 +121,21 @@ def validate_tags(tags: dict[str, str] | None) -> None:
             raise ValidationError(f"tag {key!r} has count {count!r}: the count must be a whole number")
 
 
+def _duration_field(field: str, value: str | None, example: str, minimum: timedelta = timedelta(0)) -> str:
+    """A duration field as written ("" when unset), refused unless it parses and is long enough."""
+    text = (value or "").strip()
+    if not text:
+        return ""
+    try:
+        duration = parse_duration(text)
+    except ValueError as exc:
+        raise ValidationError(f"invalid {field}: {exc}") from None
+    if duration <= timedelta(0) or duration < minimum:
+        shortest = f"at least {minimum.total_seconds():g}s" if minimum else "a positive duration"
+        raise ValidationError(f'{field} must be {shortest}, such as "{example}"')
+    return text
+
+
 def _normalized_dst(policy: DstPolicy | None) -> DstPolicy:
     """ "default" (what GET answers for an unset rule) means the same as leaving it out."""
     policy = policy or DstPolicy()
@@ -150,12 +165,10 @@ def _validate_backoff(backoff: RetryBackoff | None) -> None:
         return
     durations = {}
     for field in ("initial", "max"):
-        try:
-            durations[field] = parse_duration(getattr(backoff, field))
-        except ValueError as exc:
-            raise ValidationError(f"invalid retry_backoff.{field}: {exc}") from None
-        if durations[field] <= timedelta(0):
-            raise ValidationError(f'retry_backoff.{field} must be a positive duration such as "1s"')
+        text = _duration_field(f"retry_backoff.{field}", getattr(backoff, field), "1s") or "0s"
+        durations[field] = parse_duration(text)
+        if not durations[field]:
+            raise ValidationError(f'retry_backoff.{field} must be a positive duration, such as "1s"')
     if durations["initial"] > durations["max"]:
         raise ValidationError("retry_backoff.initial must not be longer than retry_backoff.max")
     if not 1 <= backoff.multiplier <= 100:
@@ -237,14 +250,7 @@ def validate_job(inp: JobInput, validate_executor: Callable[[str, dict[str, str]
         raise ValidationError(
             f'invalid misfire_policy "{misfire_policy}": use "skip", "run_once" or "run_all"'
         )
-    starting_deadline = (inp.starting_deadline or "").strip()
-    if starting_deadline:
-        try:
-            deadline = parse_duration(starting_deadline)
-        except ValueError as exc:
-            raise ValidationError(f"invalid starting_deadline: {exc}") from None
-        if deadline <= timedelta(0):
-            raise ValidationError('starting_deadline must be a positive duration such as "5m"')
+    starting_deadline = _duration_field("starting_deadline", inp.starting_deadline, "5m")
     misfire_max = DEFAULT_MISFIRE_MAX if inp.misfire_max is None else inp.misfire_max
     if not 1 <= misfire_max <= MISFIRE_MAX_LIMIT:
         raise ValidationError(f"misfire_max must be between 1 and {MISFIRE_MAX_LIMIT}")
@@ -255,14 +261,7 @@ def validate_job(inp: JobInput, validate_executor: Callable[[str, dict[str, str]
         raise ValidationError(
             f"history_limit must be between 1 and {HISTORY_LIMIT_MAX} (0: the server's default)"
         )
-    history_max_age = (inp.history_max_age or "").strip()
-    if history_max_age:
-        try:
-            age = parse_duration(history_max_age)
-        except ValueError as exc:
-            raise ValidationError(f"invalid history_max_age: {exc}") from None
-        if age < timedelta(seconds=1):
-            raise ValidationError('history_max_age must be at least one second, such as "30d" or "720h"')
+    history_max_age = _duration_field("history_max_age", inp.history_max_age, "720h", timedelta(seconds=1))
     executor = inp.executor or ""
     if executor:
         try:

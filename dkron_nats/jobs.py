@@ -207,6 +207,12 @@ class JobService:
         view = self.get(name)
         if view.dependents:
             raise HasDependentsError(name)
+        waiting = self.dependents.waiting_on(name)
+        if waiting:
+            raise ValidationError(
+                f"job {name} cannot be deleted: {', '.join(waiting)} depend on it (depends_on); "
+                "remove it from their depends_on first"
+            )
         key = job_key(name)
         await self.jobs_kv.delete(key)
         self.jobs.forget(key)

@@ -12,6 +12,7 @@ import msgspec
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import (
+    APIError,
     KeyNotFoundError,
     KeyWrongLastSequenceError,
     NoStreamResponseError,
@@ -151,3 +152,24 @@ def decode_entry(kind: type[T], value: bytes | None) -> T | None:
 
 
 Listener = Callable[[str, Any], None]
+
+
+WRONG_LAST_SEQUENCE = 10071
+"""JetStream's error code when a compare-and-set finds another revision."""
+
+
+async def delete_at(kv: KeyValue, key: str, revision: int) -> bool:
+    """Delete `key` if its last revision is still `revision`; False if it has moved on.
+
+    nats-py maps this conflict to KeyWrongLastSequenceError for updates but to a plain APIError (10071)
+    for deletes, so both are checked.
+    """
+    try:
+        await kv.delete(key, last=revision)
+    except KeyWrongLastSequenceError:
+        return False
+    except APIError as exc:
+        if exc.err_code == WRONG_LAST_SEQUENCE:
+            return False
+        raise
+    return True

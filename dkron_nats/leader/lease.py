@@ -7,6 +7,7 @@ server's expiry clock starts after our send time, so this bound needs no clock s
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from datetime import datetime
@@ -15,7 +16,7 @@ import msgspec
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
-from dkron_nats.kv.typed import TRANSIENT
+from dkron_nats.kv.typed import TRANSIENT, delete_at
 from dkron_nats.models import decode, encode
 
 logger = logging.getLogger(__name__)
@@ -116,8 +117,6 @@ class Lease:
     async def release(self) -> None:
         """Give the lease up so another server takes over at once."""
         if self.revision:
-            try:
-                await self.kv.delete(LEASE_KEY, last=self.revision)
-            except (KeyWrongLastSequenceError, *TRANSIENT):
-                pass
+            with contextlib.suppress(*TRANSIENT):  # the lease then simply expires
+                await delete_at(self.kv, LEASE_KEY, self.revision)
         self.revision = self.term = 0

@@ -9,19 +9,17 @@ not in a leader's memory, so a new leader sees it at once.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 
 import msgspec
 from nats.js import JetStreamContext
-from nats.js.errors import APIError, KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.errors import APIError, KeyNotFoundError
 from nats.js.kv import KeyValue
 
-from dkron_nats.kv.typed import with_retry
+from dkron_nats.kv.typed import WRONG_LAST_SEQUENCE, delete_at, with_retry
 from dkron_nats.models import decode, encode
 
 logger = logging.getLogger(__name__)
-_WRONG_LAST_SEQUENCE = 10071
 LOCKED = ("forbid", "replace")
 """Concurrency policies enforced with the job's lease."""
 
@@ -72,8 +70,8 @@ class JobLocks:
     async def release(self, key: str, group: int) -> None:
         held, revision = await self._read(key)
         if held == group:
-            with contextlib.suppress(KeyWrongLastSequenceError):  # taken over meanwhile: not ours
-                await with_retry(lambda: self.kv.delete(key, last=revision), what="lock release")
+            # False when another launch took it over meanwhile: then it is not ours to release.
+            await with_retry(lambda: delete_at(self.kv, key, revision), what="lock release")
 
     async def _write(self, key: str, lock: JobLock, last: int) -> bool:
         """Compare-and-set with a per-key TTL (nats-py's KV update cannot set one)."""
@@ -84,7 +82,7 @@ class JobLocks:
                 what="lock write",
             )
         except APIError as exc:
-            if exc.err_code == _WRONG_LAST_SEQUENCE:
+            if exc.err_code == WRONG_LAST_SEQUENCE:
                 return False
             raise
         return True

@@ -99,5 +99,9 @@ def test_a_cycle_is_refused_at_save_time(server: Node) -> None:
     assert "cycle" in response.text
     assert "loop-a -> loop-c -> loop-b -> loop-a" in response.text
     assert server.get("/v1/jobs/loop-a").json()["depends_on"] is None, "the refused update was stored"
+    refused = server.request("DELETE", "/v1/jobs/loop-a")
+    assert refused.status_code == 400
+    assert "loop-b depend on it" in refused.text
+    assert server.get("/v1/jobs/loop-a").status_code == 200
     for name in ("loop-c", "loop-b", "loop-a"):
         server.request("DELETE", f"/v1/jobs/{name}")

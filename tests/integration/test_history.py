@@ -57,7 +57,7 @@ def test_history_max_age_drops_old_records_even_when_the_job_is_idle(server: Nod
         ({"history_limit": -1}, "history_limit must be between 1 and 100000"),
         ({"history_limit": 100_001}, "history_limit must be between 1 and 100000"),
         ({"history_max_age": "soon"}, "invalid history_max_age"),
-        ({"history_max_age": "0s"}, "history_max_age must be at least one second"),
+        ({"history_max_age": "0s"}, "history_max_age must be at least 1s"),
     ],
 )
 def test_bad_retention_is_refused(server: Node, fields: dict[str, Any], message: str) -> None:
