@@ -19,6 +19,7 @@ import pytest
 
 from tests.harness import Node, embedded_nats_pid, executions, finished, job, pid_alive, wait_for
 from tests.integration.test_cluster import _lists_members, leaders, three_servers_two_agents
+from tests.integration.test_misfire import _at, _missed, _ran, _runs_by_slot
 
 LEASE_TTL = 10.0
 
@@ -385,3 +386,46 @@ def test_forbid_holds_across_servers_and_an_agent_killed_mid_run_frees_the_job(
     assert freed <= 10.0 + 6.0, f"the job stayed busy {freed:.1f}s after its agent died"
     wait_for(_lists_members(s1, 5), timeout=30, what="the agent to rejoin")
     s1.request("DELETE", "/v1/jobs/forbid-cluster")
+
+
+@pytest.mark.parametrize(
+    ("policy", "reason", "runs_after"),
+    [
+        ("skip", "misfire_policy is skip", 0),
+        ("run_once", "misfire_policy is run_once", 1),
+        ("run_all", "misfire_max of 3", 3),
+    ],
+)
+def test_misfire_policy_after_a_leader_takeover(
+    nodes: dict[str, Node], tmp_path: Path, policy: str, reason: str, runs_after: int
+) -> None:
+    """The slots that fell due while no server led follow the job's policy, as after downtime."""
+    ledger = tmp_path / "ledger.txt"
+    name = f"takeover-{policy.replace('_', '-')}"
+    body = {**_ledger_job(name, ledger), "misfire_policy": policy, "misfire_max": 3}
+    leader = _leader(nodes)
+    other = _any_other(nodes, leader)
+    other.post("/v1/jobs", json=body)
+    wait_for(lambda: finished(other, name, 2), timeout=30, what="two runs")
+    leader.kill()
+    try:
+        seen = len(ledger.read_text().split())
+        wait_for(
+            lambda: len(ledger.read_text().split()) >= seen + 4, timeout=60, what="runs after the takeover"
+        )
+    finally:
+        leader.start()
+    history = executions(other, name)
+    missed = _missed(history, reason)
+    assert len(missed) >= 3, f"the takeover gap left too few {policy} records: {history}"
+    assert not set(missed) & _ran(ledger), "a slot recorded as missed also ran"
+    runs = _runs_by_slot(history)
+    overdue_runs = [missed[-1] + i * timedelta(seconds=1) for i in range(1, runs_after + 1)]
+    assert all(slot in runs for slot in overdue_runs), f"{policy}: not every overdue slot it keeps ran"
+    if runs_after > 1:  # run_all: the oldest kept slot fell due seconds before the takeover
+        first = overdue_runs[0]
+        assert _at(runs[first]["started_at"]) - first > timedelta(seconds=1), "the kept slot was not overdue"
+    elif not runs_after:
+        resumed = min(slot for slot in runs if slot > missed[-1])
+        assert _at(runs[resumed]["started_at"]) - resumed < timedelta(seconds=2), "skip ran a late slot"
+    _audit(other, name, ledger)
