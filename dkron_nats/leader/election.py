@@ -35,7 +35,7 @@ async def run_elections(
     expires = time.monotonic() + lease.ttl  # of the holder's latest write seen (at the latest)
     try:
         while True:
-            if await lease.try_acquire(utcnow()):
+            if await _campaign(lease):
                 logger.info("%s is now the leader (fence %d)", lease.node, lease.fence)
                 try:
                     await _hold(lease, lead)
@@ -62,6 +62,16 @@ async def run_elections(
     finally:
         with anyio.move_on_after(2, shield=True):
             await stop_watch(watcher)
+
+
+async def _campaign(lease: Lease) -> bool:
+    """One try for the lease. Any error only means "not now": it must never end the server."""
+    try:
+        return await lease.try_acquire(utcnow())
+    except Exception:
+        logger.exception("campaigning for the lease failed; trying again")
+        await anyio.sleep(0.5)
+        return False
 
 
 async def _hold(lease: Lease, lead: Callable[[], Awaitable[None]]) -> None:

@@ -75,7 +75,9 @@ class Lease:
             self.revision = await self.kv.create(LEASE_KEY, record)
         except KeyWrongLastSequenceError:
             return await self._reclaim_own(record, sent)
-        except TRANSIENT:
+        except (KeyNotFoundError, *TRANSIENT):
+            # KeyNotFoundError: the create lost to a key that expired right after (nats-py then looks
+            # for a delete marker and finds nothing). Free now: the next try takes it.
             return False
         self.term = self.revision
         self._renewed_at = sent
