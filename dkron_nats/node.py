@@ -31,11 +31,11 @@ from dkron_nats.jobs import JobService
 from dkron_nats.kv.buckets import Buckets, StorageLimits, ensure_buckets
 from dkron_nats.kv.cache import KVCache
 from dkron_nats.kv.executions import ExecutionStore
+from dkron_nats.kv.locks import JobLocks
 from dkron_nats.kv.typed import TRANSIENT, TypedKV
 from dkron_nats.leader.election import run_elections
 from dkron_nats.leader.launcher import Launcher
 from dkron_nats.leader.lease import Lease
-from dkron_nats.leader.locks import JobLocks
 from dkron_nats.leader.results import ResultProcessor
 from dkron_nats.leader.scheduler import Scheduler, SchedulerSettings
 from dkron_nats.leader.session import LeaderSession

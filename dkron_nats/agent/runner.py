@@ -23,11 +23,11 @@ from dkron_nats.agent.executor import ExecutionContext, OutputBuffer
 from dkron_nats.agent.journal import RunJournal
 from dkron_nats.agent.registry import ExecutorRegistry
 from dkron_nats.kv.executions import ExecutionStore
+from dkron_nats.kv.locks import LOCKED, JobLocks
 from dkron_nats.kv.typed import TRANSIENT, with_retry
 from dkron_nats.kv.watch import next_entry
 from dkron_nats.kv.watch import stop as stop_watch
 from dkron_nats.leader.lease import LEASE_KEY, LeaseRecord, term_of
-from dkron_nats.leader.locks import LOCKED, JobLocks
 from dkron_nats.models import (
     CancelLaunch,
     Execution,

@@ -19,6 +19,11 @@ def execution_id(trigger_ns: int, node: str) -> str:
     return f"{trigger_ns}-{node}"
 
 
+def lane_of(exec_id: str, group: int) -> str:
+    """The node part of an execution id of `group` (`<group>-<lane>[=<attempt>]`)."""
+    return exec_id.split("=")[0][len(str(group)) + 1 :]
+
+
 class ExecutionStore:
     def __init__(self, kv: KeyValue, js: JetStreamContext) -> None:
         self.typed = TypedKV(kv, Execution)

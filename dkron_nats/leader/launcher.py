@@ -22,8 +22,8 @@ from nats.js import JetStreamContext
 
 from dkron_nats.errors import LeadershipLostError
 from dkron_nats.kv.executions import ExecutionStore, execution_id
+from dkron_nats.kv.locks import LOCKED, JobLocks
 from dkron_nats.kv.typed import with_retry
-from dkron_nats.leader.locks import LOCKED, JobLocks
 from dkron_nats.leader.targets import select_targets
 from dkron_nats.members import Registry
 from dkron_nats.models import (
@@ -52,10 +52,6 @@ def attempt_id(group: int, lane: str, attempt: int) -> str:
     """
     base = execution_id(group, lane)
     return base if attempt == 1 else f"{base}={attempt}"
-
-
-def lane_of(ex: Execution) -> str:
-    return ex.id.split("=")[0][len(str(ex.group)) + 1 :]
 
 
 def _values(tags: dict[str, str] | None) -> dict[str, str]:

@@ -23,10 +23,10 @@ from nats.js.api import AckPolicy, ConsumerConfig
 from dkron_nats.durations import parse_duration
 from dkron_nats.jobs import JobService
 from dkron_nats.kv.buckets import RESULTS_STREAM, RESULTS_SUBJECTS
-from dkron_nats.kv.executions import ExecutionStore
+from dkron_nats.kv.executions import ExecutionStore, lane_of
+from dkron_nats.kv.locks import LOCKED
 from dkron_nats.kv.typed import TRANSIENT, with_retry
-from dkron_nats.leader.launcher import Launcher, attempt_id, lane_of
-from dkron_nats.leader.locks import LOCKED
+from dkron_nats.leader.launcher import Launcher, attempt_id
 from dkron_nats.leader.stats import Stats
 from dkron_nats.models import Execution, ExecutionResult, JobSpec, JobState, decode
 from dkron_nats.names import job_key
@@ -143,7 +143,9 @@ class ResultProcessor:
             self.on_applied(ex)
         counts = ex.status not in ("missed", "skipped")
         retrying = counts and not ex.success and ex.attempt <= spec.retries and not ex.id.endswith("-none")
-        status = await self._group_status(ex, outcome.siblings) if counts and not retrying else None
+        # Each other target's latest attempt, read once: it decides the status and whether the launch is over.
+        others = await self._latest_of(ex, outcome.siblings) if counts and not retrying else []
+        status = _group_status(ex, others) if counts and not retrying else None
         known = self.jobs.states.get(key)
         first_time = known is None or known.applied_seq < outcome.seq
         state = await self.jobs.update_state(key, lambda st: _counted(st, ex, status, outcome.seq))
@@ -159,7 +161,7 @@ class ResultProcessor:
         if retrying:
             return await self._retry(spec, ex, outcome.siblings)
         waiting = self.jobs.dependents.waiting_on(spec.name)
-        if (spec.concurrency in LOCKED or waiting) and await self._launch_finished(ex, outcome.siblings):
+        if (spec.concurrency in LOCKED or waiting) and all(o is not None and o.finished for o in others):
             if spec.concurrency in LOCKED:
                 await self.launcher.locks.release(key, ex.group)
             for child in waiting:
@@ -238,14 +240,6 @@ class ResultProcessor:
             lambda st: msgspec.structs.replace(st, fanin_pending=0) if st.fanin_pending == pending else None,
         )
 
-    async def _launch_finished(self, ex: Execution, siblings: list[str]) -> bool:
-        """Every execution of this launch (each target's latest attempt) has finished."""
-        for sibling in siblings:
-            latest = await self._latest(ex.job_name, sibling, ex.group)
-            if latest is None or not latest.finished:
-                return False
-        return True
-
     async def _retry(self, spec: JobSpec, ex: Execution, siblings: list[str]) -> float:
         """Send the next attempt once the backoff has passed; until then, the seconds left."""
         due = (ex.finished_at or utcnow()) + retry_delay(spec.retry_backoff, ex.attempt, ex.id)
@@ -262,26 +256,16 @@ class ResultProcessor:
             [node],
             attempt=ex.attempt + 1,
             siblings=siblings,
-            lanes=[lane_of(ex)],
+            lanes=[lane_of(ex.id, ex.group)],
         )
         return 0.0
 
-    async def _group_status(self, ex: Execution, siblings: list[str]) -> str:
-        """Dkron's group status, judged on each node's latest attempt (a success on retry is a success)."""
-        outcomes = [ex.success] + [await self._latest_success(ex.job_name, s, ex.group) for s in siblings]
-        if all(outcomes):
-            return "success"
-        if not any(outcomes):
-            return "failed"
-        return "partially_failed"
-
-    async def _latest_success(self, job_name: str, sibling_id: str, group: int) -> bool:
-        latest = await self._latest(job_name, sibling_id, group)
-        return latest is not None and latest.finished and latest.success
+    async def _latest_of(self, ex: Execution, siblings: list[str]) -> list[Execution | None]:
+        return [await self._latest(ex.job_name, sibling, ex.group) for sibling in siblings]
 
     async def _latest(self, job_name: str, sibling_id: str, group: int) -> Execution | None:
         """Walk the sibling's attempts upwards (they are numbered 1, 2, ...) to the last one."""
-        node = sibling_id.split("=")[0][len(str(group)) + 1 :]  # the lane: the node first sent it
+        node = lane_of(sibling_id, group)  # the node the launch was first sent to
         latest: Execution | None = None
         attempt = 1
         while (found := await self.executions.get(job_name, attempt_id(group, node, attempt))) is not None:
@@ -297,6 +281,16 @@ class ResultProcessor:
         if ephemeral and not self.jobs.dependents.children(name):
             await self.jobs.delete(name)
             await self.executions.purge_job(name)
+
+
+def _group_status(ex: Execution, others: list[Execution | None]) -> str:
+    """Dkron's group status, judged on each node's latest attempt (a success on retry is a success)."""
+    outcomes = [ex.success] + [o is not None and o.finished and o.success for o in others]
+    if all(outcomes):
+        return "success"
+    if not any(outcomes):
+        return "failed"
+    return "partially_failed"
 
 
 def _meets(condition: str, status: str) -> bool:

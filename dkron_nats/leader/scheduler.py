@@ -22,9 +22,9 @@ from anyio.abc import TaskStatus
 from dkron_nats.durations import parse_duration
 from dkron_nats.kv.cache import KVCache
 from dkron_nats.kv.executions import execution_id
+from dkron_nats.kv.locks import LOCKED
 from dkron_nats.kv.typed import TypedKV
 from dkron_nats.leader.launcher import Launcher, attempt_id
-from dkron_nats.leader.locks import LOCKED
 from dkron_nats.misfire import MisfireRule
 from dkron_nats.models import JobSpec, LaunchCursor
 from dkron_nats.nextfire import job_schedule
@@ -123,9 +123,10 @@ class Scheduler:
         return MisfireRule(spec.misfire_policy, deadline, spec.misfire_max)
 
     def _push(self, key: str, plan: _Plan) -> None:
-        fire = plan.schedule.next_after(self._base(key, plan))
         if plan.blocked:
-            fire = self.clock() + BLOCKED_RECHECK
+            fire: datetime | None = self.clock() + BLOCKED_RECHECK
+        else:
+            fire = plan.schedule.next_after(self._base(key, plan))
         if fire is None or (plan.spec.expires_at is not None and fire > plan.spec.expires_at):
             return
         heapq.heappush(self._heap, (to_ns(fire), next(self._seq), key, plan.generation))
@@ -323,6 +324,10 @@ class Scheduler:
             await self._dispatch_missing(spec, cursor)
         elif cursor.outcome == "launched":
             await self.launcher.dispatch(spec, cursor.group, from_ns(cursor.slot_ns), cursor.targets)
+        if cursor.missed:
+            await self._record_missed(spec, cursor, only_missing)
+
+    async def _record_missed(self, spec: JobSpec, cursor: LaunchCursor, only_missing: bool) -> None:
         rule = self._rule(spec)
         decided = from_ns(cursor.decided_ns) if cursor.decided_ns else None
         for i, slot_ns in enumerate(cursor.missed):
