@@ -10,6 +10,7 @@ not in a leader's memory, so a new leader sees it at once.
 from __future__ import annotations
 
 import logging
+import math
 
 import msgspec
 from nats.js import JetStreamContext
@@ -60,12 +61,13 @@ class JobLocks:
             return False
         return await self._write(key, JobLock(group=group, job=job), revision)
 
-    async def renew(self, key: str, job: str, group: int) -> bool:
-        """Extend the lease while `group` runs; False once another launch holds it (or nobody)."""
+    async def renew(self, key: str, job: str, group: int, ttl: float | None = None) -> bool:
+        """Extend the lease while `group` runs, for `ttl` seconds (default: the lease TTL); False once
+        another launch holds it (or nobody)."""
         held, revision = await self._read(key)
         if held != group:
             return False
-        return await self._write(key, JobLock(group=group, job=job), revision)
+        return await self._write(key, JobLock(group=group, job=job), revision, ttl)
 
     async def release(self, key: str, group: int) -> None:
         held, revision = await self._read(key)
@@ -73,9 +75,10 @@ class JobLocks:
             # False when another launch took it over meanwhile: then it is not ours to release.
             await with_retry(lambda: delete_at(self.kv, key, revision), what="lock release")
 
-    async def _write(self, key: str, lock: JobLock, last: int) -> bool:
+    async def _write(self, key: str, lock: JobLock, last: int, ttl: float | None = None) -> bool:
         """Compare-and-set with a per-key TTL (nats-py's KV update cannot set one)."""
-        headers = {"Nats-Expected-Last-Subject-Sequence": str(last), "Nats-TTL": f"{self.ttl}s"}
+        seconds = self.ttl if ttl is None else max(self.ttl, math.ceil(ttl))
+        headers = {"Nats-Expected-Last-Subject-Sequence": str(last), "Nats-TTL": f"{seconds}s"}
         try:
             await with_retry(
                 lambda: self.js.publish(f"$KV.{self.bucket}.{key}", encode(lock), headers=headers),

@@ -95,8 +95,8 @@ class Launcher:
         if not self.holds_lease():
             raise LeadershipLostError
 
-    def targets(self, job: JobSpec) -> list[str] | str:
-        return select_targets(job, self.registry.alive(), self.region)
+    def targets(self, job: JobSpec, group: int | None = None) -> list[str] | str:
+        return select_targets(job, self.registry.alive(), self.region, group)
 
     def another_node(self, job: JobSpec, failed_on: str) -> str:
         """A matching alive node other than `failed_on` for a retry; `failed_on` if there is none."""
@@ -219,7 +219,7 @@ class Launcher:
                 if job.concurrency == "forbid":
                     return JobBusy(held)
                 replacing = held
-        targets = self.targets(job)
+        targets = self.targets(job, group)
         if isinstance(targets, str):
             await self.record_outcome(job, group, None, "failed", targets)
             return targets

@@ -21,12 +21,13 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig
 
 from dkron_nats.durations import parse_duration
+from dkron_nats.failpoints import crash_point
 from dkron_nats.jobs import JobService
 from dkron_nats.kv.buckets import RESULTS_STREAM, RESULTS_SUBJECTS
 from dkron_nats.kv.executions import ExecutionStore, lane_of
 from dkron_nats.kv.locks import LOCKED
 from dkron_nats.kv.typed import TRANSIENT, with_retry
-from dkron_nats.leader.launcher import Launcher, attempt_id
+from dkron_nats.leader.launcher import JobBusy, Launcher, attempt_id
 from dkron_nats.leader.stats import Stats
 from dkron_nats.models import Execution, ExecutionResult, JobSpec, JobState, decode
 from dkron_nats.names import job_key
@@ -233,8 +234,10 @@ class ResultProcessor:
         pending = state.fanin_pending
         if not pending:
             return
+        crash_point("fanin-decided")
         if not spec.disabled:
-            await self.launcher.launch_now(spec, group=pending)
+            await self._launch_dependent(spec, pending, f"its parents finished ({', '.join(parents)})")
+        crash_point("fanin-launched")
         await self.jobs.update_state(
             key,
             lambda st: msgspec.structs.replace(st, fanin_pending=0) if st.fanin_pending == pending else None,
@@ -245,6 +248,11 @@ class ResultProcessor:
         due = (ex.finished_at or utcnow()) + retry_delay(spec.retry_backoff, ex.attempt, ex.id)
         wait = (due - utcnow()).total_seconds()
         if wait > 0.05:
+            if spec.concurrency in LOCKED:
+                # The launch is not over while a retry is pending: keep the job busy until it is due
+                # (no agent renews the lease meanwhile), even across a leader takeover.
+                locks = self.launcher.locks
+                await locks.renew(job_key(spec.name), spec.name, ex.group, ttl=wait + locks.ttl)
             return wait
         node = ex.node_name
         if spec.retry_on_other_node:
@@ -272,12 +280,22 @@ class ResultProcessor:
             latest, attempt = found, attempt + 1
         return latest
 
+    async def _launch_dependent(self, spec: JobSpec, group: int, why: str) -> None:
+        """Launch a child as `group`; a `forbid` child still busy records the run as skipped instead."""
+        outcome = await self.launcher.launch_now(spec, group=group)
+        if isinstance(outcome, JobBusy):
+            reason = (
+                f"skipped: {why}, but the previous execution was still running and the job's concurrency "
+                "is forbid"
+            )
+            await self.launcher.record_outcome(spec, group, None, "skipped", reason)
+
     async def _after_success(self, name: str, ephemeral: bool, group: int) -> None:
         # Children reuse the parent's group, so a redelivered result cannot launch them twice.
         for child in self.jobs.dependents.children(name):
             child_spec = self.jobs.jobs.get(job_key(child))
             if child_spec is not None and not child_spec.disabled:
-                await self.launcher.launch_now(child_spec, group=group)
+                await self._launch_dependent(child_spec, group, f"its parent {name} succeeded")
         if ephemeral and not self.jobs.dependents.children(name):
             await self.jobs.delete(name)
             await self.executions.purge_job(name)

@@ -20,8 +20,14 @@ def parse_job_tags(tags: dict[str, str] | None) -> tuple[dict[str, str], int | N
     return wanted, count
 
 
-def select_targets(job: JobSpec, members: Sequence[Member], region: str) -> list[str] | str:
-    """Names of the chosen nodes, or the reason no node can run the job."""
+def select_targets(
+    job: JobSpec, members: Sequence[Member], region: str, group: int | None = None
+) -> list[str] | str:
+    """Names of the chosen nodes, or the reason no node can run the job.
+
+    With `group`, a `value:N` choice is the same every time for that launch while the members are the
+    same, so a launch sent again after a leader crash reaches the nodes that may have claimed it already.
+    """
     wanted, count = parse_job_tags(job.tags)
     matching = [
         m.name
@@ -36,5 +42,6 @@ def select_targets(job: JobSpec, members: Sequence[Member], region: str) -> list
     if count is not None and count < len(matching):
         if count <= 0:
             return f"job {job.name} asks for 0 nodes (tag count 0), so it runs nowhere"
-        return sorted(random.sample(matching, count))
+        chooser = random.Random(f"{job.name}:{group}") if group is not None else random
+        return sorted(chooser.sample(sorted(matching), count))
     return sorted(matching)

@@ -107,3 +107,48 @@ def test_replace_cancels_the_running_execution(server: Node, tmp_path: Path) -> 
         stop.touch()
     wait_for(lambda: not _running(server, "replace-me"), timeout=15, what="the new run to end")
     server.request("DELETE", "/v1/jobs/replace-me")
+
+
+def test_a_pending_retry_keeps_a_forbid_job_busy_past_the_lease_ttl(server: Node) -> None:
+    """Between attempts no agent renews the lease; the leader holds it until the retry is due."""
+    command = 'test "$DKRON_ATTEMPT" -ge 2'
+    body = _shell_job(
+        "forbid-retry",
+        "@manually",
+        command,
+        concurrency="forbid",
+        retries=1,
+        retry_backoff={"initial": "16s", "jitter": False},
+    )
+    server.post("/v1/jobs", json=body)
+    assert server.post("/v1/jobs/forbid-retry/run").status_code == 200
+    first = wait_for(
+        lambda: [e for e in executions(server, "forbid-retry") if e["status"] == "failed"] or None,
+        timeout=20,
+        what="the first attempt to fail",
+    )
+    failed_at = _at(first[0]["finished_at"])
+    answers: list[tuple[float, int]] = []
+
+    def retried() -> bool:
+        if any(e["attempt"] == 2 for e in executions(server, "forbid-retry")):
+            return True
+        since = (datetime.now(failed_at.tzinfo) - failed_at).total_seconds()
+        answers.append((since, server.post("/v1/jobs/forbid-retry/run").status_code))
+        return False
+
+    wait_for(retried, timeout=40, what="the second attempt")
+    assert max((since for since, _ in answers), default=0) > 12, "never asked past the 10 s lease TTL"
+    assert {code for _, code in answers} == {409}, f"a run got through while a retry was pending: {answers}"
+    second = wait_for(
+        lambda: [e for e in executions(server, "forbid-retry") if e["attempt"] == 2 and e["success"]] or None,
+        timeout=20,
+        what="the second attempt to succeed",
+    )
+    assert (_at(second[0]["started_at"]) - failed_at).total_seconds() >= 15
+    wait_for(
+        lambda: server.post("/v1/jobs/forbid-retry/run").status_code == 200,
+        timeout=15,
+        what="the job to be free once the launch is over",
+    )
+    server.request("DELETE", "/v1/jobs/forbid-retry")
