@@ -16,7 +16,7 @@ from dkron_nats.kv.buckets import BUCKET_NAMES, RESULTS_STREAM
 from tests.harness import Node, finished, free_port, job, wait_for
 
 
-def _servers(base: Path, extra_args: list[str]) -> list[Node]:
+def _servers(base: Path, extra_args: list[str], env: dict[str, str]) -> list[Node]:
     route_ports = [free_port() for _ in range(3)]
     nodes = []
     for i in range(3):
@@ -25,7 +25,12 @@ def _servers(base: Path, extra_args: list[str]) -> list[Node]:
         for route in routes:
             extra += ["--nats-routes", route]
         nodes.append(
-            Node(base / f"s{i + 1}", name=f"s{i + 1}", extra=[*extra, "--lease-ttl", "10", *extra_args])
+            Node(
+                base / f"s{i + 1}",
+                name=f"s{i + 1}",
+                extra=[*extra, "--lease-ttl", "10", *extra_args],
+                env=env,
+            )
         )
     return nodes
 
@@ -56,9 +61,11 @@ def leaders(servers: list[Node]) -> list[str]:
 
 
 @contextmanager
-def three_servers_two_agents(base: Path, server_args: tuple[str, ...] = ()) -> Iterator[dict[str, Node]]:
+def three_servers_two_agents(
+    base: Path, server_args: tuple[str, ...] = (), server_env: dict[str, str] | None = None
+) -> Iterator[dict[str, Node]]:
     """s1-s3 (embedded NATS clustered, R3) and agents web1, web2 tagged role=web; stopped on exit."""
-    servers = _servers(base, list(server_args))
+    servers = _servers(base, list(server_args), server_env or {})
     agents = [_agent(base, "web1", servers, ["role=web"]), _agent(base, "web2", servers, ["role=web"])]
     nodes = servers + agents
     try:

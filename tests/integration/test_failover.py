@@ -10,7 +10,7 @@ import contextlib
 import os
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -25,8 +25,15 @@ LEASE_TTL = 10.0
 
 
 @pytest.fixture(scope="module")
-def nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Node]]:
-    with three_servers_two_agents(tmp_path_factory.mktemp("failover")) as started:
+def failpoints(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where a test arms a server crash point (`dkron_nats/failpoints.py`) by creating a file."""
+    return tmp_path_factory.mktemp("failpoints")
+
+
+@pytest.fixture(scope="module")
+def nodes(tmp_path_factory: pytest.TempPathFactory, failpoints: Path) -> Iterator[dict[str, Node]]:
+    env = {"DKRON_NATS_FAILPOINTS_DIR": str(failpoints)}
+    with three_servers_two_agents(tmp_path_factory.mktemp("failover"), server_env=env) as started:
         yield started
 
 
@@ -120,6 +127,55 @@ def _first_fire_after(server: Node, name: str, moment: float) -> float:
         return min(later) if later else None
 
     return wait_for(fired, timeout=60, what="a fire by the new leader")
+
+
+POLICIES = [
+    # (misfire_policy, the reason its missed records give, overdue slots it runs; misfire_max is 3)
+    ("skip", "misfire_policy is skip", 0),
+    ("run_once", "misfire_policy is run_once", 1),
+    ("run_all", "misfire_max of 3", 3),
+]
+
+
+def _lines(ledger: Path) -> int:
+    return len(ledger.read_text().split())
+
+
+def _reaches(ledger: Path, count: int) -> Callable[[], bool]:
+    return lambda: _lines(ledger) >= count
+
+
+def _finished_n(server: Node, name: str, count: int) -> Callable[[], list[dict[str, Any]] | None]:
+    return lambda: finished(server, name, count)
+
+
+def _settles(server: Node, name: str, ledger: Path) -> Callable[[], Any]:
+    return lambda: _settled(server, name, ledger)
+
+
+def _policy_job(name: str, ledger: Path, policy: str) -> dict[str, Any]:
+    return {**_ledger_job(name, ledger), "misfire_policy": policy, "misfire_max": 3}
+
+
+def _assert_follows_policy(history: list[dict[str, Any]], ledger: Path, policy: str) -> None:
+    """The slots that fell due during an outage: recorded missed with the policy's reason, except the
+    overdue ones the policy keeps, which ran late; after them the job is back on time."""
+    _, reason, runs_after = next(p for p in POLICIES if p[0] == policy)
+    missed = _missed(history, reason)
+    assert len(missed) >= 2, f"the outage left too few {policy} records: {history}"
+    assert missed == [missed[0] + i * timedelta(seconds=1) for i in range(len(missed))], (
+        f"{policy}: a gap in the missed slots"
+    )
+    assert not set(missed) & _ran(ledger), "a slot recorded as missed also ran"
+    runs = _runs_by_slot(history)
+    overdue_runs = [missed[-1] + i * timedelta(seconds=1) for i in range(1, runs_after + 1)]
+    assert all(slot in runs for slot in overdue_runs), f"{policy}: not every overdue slot it keeps ran"
+    if runs_after > 1:  # run_all: the oldest kept slot fell due seconds before the outage ended
+        first = overdue_runs[0]
+        assert _at(runs[first]["started_at"]) - first > timedelta(seconds=1), "the kept slot was not overdue"
+    elif not runs_after:
+        resumed = min(slot for slot in runs if slot > missed[-1])
+        assert _at(runs[resumed]["started_at"]) - resumed < timedelta(seconds=2), "skip ran a late slot"
 
 
 def test_leader_kill9_takeover_loses_and_duplicates_nothing(nodes: dict[str, Node], tmp_path: Path) -> None:
@@ -244,15 +300,21 @@ def test_nats_node_kill9_loses_no_data_and_no_slot(nodes: dict[str, Node], tmp_p
         other.request("DELETE", f"/v1/jobs/keep-{i}")
 
 
-def test_stop_and_restart_everything_keeps_every_job_and_record(
+def test_stop_and_restart_everything_keeps_every_record_and_follows_each_misfire_policy(
     nodes: dict[str, Node], tmp_path: Path
 ) -> None:
-    ledger = tmp_path / "ledger.txt"
+    """The whole fleet stops across several slots; each job's overdue slots then follow its policy."""
+    ledgers = {policy: tmp_path / f"{policy}.txt" for policy, _, _ in POLICIES}
+    names = {policy: f"down-{policy.replace('_', '-')}" for policy in ledgers}
     server = _leader(nodes)
-    server.post("/v1/jobs", json=_ledger_job("tick-restart", ledger))
-    wait_for(lambda: finished(server, "tick-restart", 3), timeout=30, what="three runs")
+    for policy, ledger in ledgers.items():
+        server.post("/v1/jobs", json=_policy_job(names[policy], ledger, policy))
+    for name in names.values():
+        wait_for(_finished_n(server, name, 3), timeout=30, what=f"three runs of {name}")
     jobs_before = {j["name"] for j in server.get("/v1/jobs").json()}
-    records_before = {e["id"] for e in executions(server, "tick-restart") if e["status"] != "running"}
+    records_before = {
+        e["id"] for name in names.values() for e in executions(server, name) if e["status"] != "running"
+    }
     for node in nodes.values():  # the whole fleet at once, as a shutdown of every machine would
         assert node.proc is not None
         node.proc.send_signal(signal.SIGTERM)
@@ -268,13 +330,21 @@ def test_stop_and_restart_everything_keeps_every_job_and_record(
     assert took < 45, f"the fleet took {took:.1f}s to stop"
     _healthy(nodes)
     server = _leader(nodes)
-    before = len(ledger.read_text().split())
-    wait_for(lambda: len(ledger.read_text().split()) >= before + 3, timeout=45, what="runs after the restart")
+    seen = {policy: _lines(ledger) for policy, ledger in ledgers.items()}
+    for policy, ledger in ledgers.items():
+        wait_for(
+            _reaches(ledger, seen[policy] + 4), timeout=45, what=f"runs of the {policy} job after the restart"
+        )
     assert {j["name"] for j in server.get("/v1/jobs").json()} == jobs_before
-    assert records_before <= {e["id"] for e in executions(server, "tick-restart")}
-    statuses = {e["status"] for e in executions(server, "tick-restart")}
-    assert "missed" in statuses, "the slots due while everything was down are not recorded as missed"
-    _audit(server, "tick-restart", ledger)
+    after = {e["id"] for name in names.values() for e in executions(server, name)}
+    assert records_before <= after, "records were lost in the restart"
+    for policy, ledger in ledgers.items():
+        disabled = {**_policy_job(names[policy], ledger, policy), "disabled": True}
+        server.request("PUT", f"/v1/jobs/{names[policy]}", json=disabled)
+    for policy, ledger in ledgers.items():
+        history, _ = wait_for(_settles(server, names[policy], ledger), timeout=45, what="the jobs to settle")
+        _assert_follows_policy(history, ledger, policy)
+        _audit(server, names[policy], ledger)
 
 
 def test_run_left_by_an_agent_killed_with_the_whole_fleet_ends_as_lost(
@@ -395,21 +465,12 @@ def test_forbid_holds_across_servers_and_an_agent_killed_mid_run_frees_the_job(
     s1.request("DELETE", "/v1/jobs/forbid-cluster")
 
 
-@pytest.mark.parametrize(
-    ("policy", "reason", "runs_after"),
-    [
-        ("skip", "misfire_policy is skip", 0),
-        ("run_once", "misfire_policy is run_once", 1),
-        ("run_all", "misfire_max of 3", 3),
-    ],
-)
-def test_misfire_policy_after_a_leader_takeover(
-    nodes: dict[str, Node], tmp_path: Path, policy: str, reason: str, runs_after: int
-) -> None:
+@pytest.mark.parametrize("policy", [p[0] for p in POLICIES])
+def test_misfire_policy_after_a_leader_takeover(nodes: dict[str, Node], tmp_path: Path, policy: str) -> None:
     """The slots that fell due while no server led follow the job's policy, as after downtime."""
     ledger = tmp_path / "ledger.txt"
     name = f"takeover-{policy.replace('_', '-')}"
-    body = {**_ledger_job(name, ledger), "misfire_policy": policy, "misfire_max": 3}
+    body = _policy_job(name, ledger, policy)
     leader = _leader(nodes)
     other = _any_other(nodes, leader)
     other.post("/v1/jobs", json=body)
@@ -424,16 +485,82 @@ def test_misfire_policy_after_a_leader_takeover(
         leader.start()
     other.request("PUT", f"/v1/jobs/{name}", json={**body, "disabled": True})
     history, _ = wait_for(lambda: _settled(other, name, ledger), timeout=45, what="the job to settle")
-    missed = _missed(history, reason)
-    assert len(missed) >= 2, f"the takeover gap left too few {policy} records: {history}"
-    assert not set(missed) & _ran(ledger), "a slot recorded as missed also ran"
-    runs = _runs_by_slot(history)
-    overdue_runs = [missed[-1] + i * timedelta(seconds=1) for i in range(1, runs_after + 1)]
-    assert all(slot in runs for slot in overdue_runs), f"{policy}: not every overdue slot it keeps ran"
-    if runs_after > 1:  # run_all: the oldest kept slot fell due seconds before the takeover
-        first = overdue_runs[0]
-        assert _at(runs[first]["started_at"]) - first > timedelta(seconds=1), "the kept slot was not overdue"
-    elif not runs_after:
-        resumed = min(slot for slot in runs if slot > missed[-1])
-        assert _at(runs[resumed]["started_at"]) - resumed < timedelta(seconds=2), "skip ran a late slot"
+    _assert_follows_policy(history, ledger, policy)
     _audit(other, name, ledger)
+
+
+def test_scheduling_pause_on_one_server_holds_everywhere_and_resume_follows_each_policy(
+    nodes: dict[str, Node], tmp_path: Path
+) -> None:
+    s1, s2, s3 = _servers_of(nodes)
+    ledgers = {policy: tmp_path / f"{policy}.txt" for policy, _, _ in POLICIES}
+    names = {policy: f"paused-{policy.replace('_', '-')}" for policy in ledgers}
+    for policy, ledger in ledgers.items():
+        s1.post("/v1/jobs", json=_policy_job(names[policy], ledger, policy))
+    for name in names.values():
+        wait_for(_finished_n(s1, name, 2), timeout=30, what=f"two runs of {name}")
+    assert s2.post("/v1/pause", params={"scheduling": "true"}).json()["scheduling_paused"] is True
+    paused_at = {policy: len(ledger.read_text().split()) for policy, ledger in ledgers.items()}
+    # A slot already sent when the pause landed may still start: judge from one second on.
+    time.sleep(1.5)
+    counted = {policy: len(ledger.read_text().split()) for policy, ledger in ledgers.items()}
+    assert all(counted[p] <= paused_at[p] + 1 for p in ledgers), "slots ran while scheduling was paused"
+    time.sleep(4)  # the scenario itself: slots fall due while scheduling is paused
+    assert {p: len(ledger.read_text().split()) for p, ledger in ledgers.items()} == counted, (
+        "a slot ran while scheduling was paused"
+    )
+    assert s3.get("/v1/pause").json()["scheduling_paused"] is True
+    assert s3.post("/v1/unpause", params={"scheduling": "true"}).json()["scheduling_paused"] is False
+    for policy, ledger in ledgers.items():
+        wait_for(_reaches(ledger, counted[policy] + 4), timeout=30, what=f"runs of {policy} after resume")
+    for policy, ledger in ledgers.items():
+        disabled = {**_policy_job(names[policy], ledger, policy), "disabled": True}
+        s1.request("PUT", f"/v1/jobs/{names[policy]}", json=disabled)
+    for policy, ledger in ledgers.items():
+        history, _ = wait_for(_settles(s1, names[policy], ledger), timeout=45, what="the jobs to settle")
+        _assert_follows_policy(history, ledger, policy)
+        _audit(s1, names[policy], ledger)
+
+
+@pytest.mark.parametrize("point", ["fanin-decided", "fanin-launched"])
+def test_a_leader_killed_between_parent_completion_and_child_launch_launches_the_child_once(
+    nodes: dict[str, Node], tmp_path: Path, failpoints: Path, point: str
+) -> None:
+    """The leader dies (SIGKILL) right after storing the fan-in decision, before (`fanin-decided`) or
+    after (`fanin-launched`) sending the child's run: the new leader launches it, and only once."""
+    ledger = tmp_path / "child.txt"
+    a, b, child = f"{point}-a", f"{point}-b", f"{point}-child"
+    command = f"echo $DKRON_EXECUTION_ID >> {ledger}"
+    leader = _leader(nodes)
+    other = _any_other(nodes, leader)
+    for parent in (a, b):
+        other.post("/v1/jobs", json=job(parent, "@manually", "true", tags={"role": "web:1"}))
+    deps = [{"job": a, "on": "success"}, {"job": b, "on": "success"}]
+    body = job(child, "", command, tags={"role": "web:1"}, depends_on=deps)
+    body["executor_config"]["shell"] = "true"
+    assert other.post("/v1/jobs", json=body).status_code == 201
+    assert other.post(f"/v1/jobs/{a}/run").status_code == 200
+    wait_for(_finished_n(other, a, 1), timeout=30, what="the first parent")
+    (failpoints / point).touch()  # the leader, applying the second parent's result, dies there
+    try:
+        assert other.post(f"/v1/jobs/{b}/run").status_code == 200
+        assert leader.wait_exit(timeout=30) == -signal.SIGKILL, "the leader did not crash at the point"
+        assert not (failpoints / point).exists()
+        wait_for(_reaches(ledger, 1), timeout=60, what="the child, launched by the new leader")
+    finally:
+        (failpoints / point).unlink(missing_ok=True)
+        leader.stop()
+        leader.start()
+    # A second pair proves the redelivered result was applied (results are processed in order once the
+    # new leader pulls them) and that the child then runs once more, not twice.
+    _healthy(nodes)
+    for parent in (a, b):
+        assert other.post(f"/v1/jobs/{parent}/run").status_code == 200
+        wait_for(_finished_n(other, parent, 2), timeout=30, what=f"the second run of {parent}")
+    wait_for(_reaches(ledger, 2), timeout=30, what="the child after the second pair")
+    records = wait_for(_finished_n(other, child, 2), timeout=30, what="the child's records")
+    assert _lines(ledger) == 2, f"the child ran {_lines(ledger)} times for two pairs"
+    assert len(records) == 2, records
+    assert all(r["success"] for r in records), records
+    for name in (child, a, b):
+        other.request("DELETE", f"/v1/jobs/{name}")
