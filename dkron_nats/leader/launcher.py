@@ -211,6 +211,7 @@ class Launcher:
     ) -> list[str] | str | JobBusy:
         """A run outside the schedule (manual, or a dependent job): the chosen nodes, why none can run it,
         or, for a `forbid` job whose previous launch still runs, JobBusy (`force` runs it anyway)."""
+        resend = group is not None
         group = group or to_ns(utcnow())
         replacing = None
         if not force and job.concurrency in LOCKED:
@@ -219,7 +220,9 @@ class Launcher:
                 if job.concurrency == "forbid":
                     return JobBusy(held)
                 replacing = held
-        targets = self.targets(job, group)
+        # A dependent launch is sent again after a leader crash: to the nodes that claimed it already,
+        # if any (a new leader may see other members alive than the one that chose them).
+        targets = (await self._claimed_by(job, group) if resend else []) or self.targets(job, group)
         if isinstance(targets, str):
             await self.record_outcome(job, group, None, "failed", targets)
             return targets
@@ -227,6 +230,16 @@ class Launcher:
             return JobBusy(await self.locks.holder(job_key(job.name)) or 0)
         await self.dispatch(job, group, None, targets)
         return targets
+
+    async def _claimed_by(self, job: JobSpec, group: int) -> list[str]:
+        """The nodes (alive or not) that hold an execution record of this launch."""
+        members = [*self.registry.alive(), *self.registry.failed()]
+        every_match = msgspec.structs.replace(job, tags=_values(job.tags))
+        candidates = select_targets(every_match, members, self.region)
+        if isinstance(candidates, str):
+            return []
+        found = [await self.executions.get(job.name, execution_id(group, node)) for node in candidates]
+        return [node for ex, node in zip(found, candidates, strict=True) if ex is not None]
 
     async def hold(self, job: JobSpec, group: int, replacing: int | None = None) -> bool:
         """Take a `forbid`/`replace` job's lease for this launch (cancelling `replacing`); others: True."""

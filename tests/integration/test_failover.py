@@ -162,7 +162,8 @@ def _assert_follows_policy(history: list[dict[str, Any]], ledger: Path, policy: 
     overdue ones the policy keeps, which ran late; after them the job is back on time."""
     _, reason, runs_after = next(p for p in POLICIES if p[0] == policy)
     missed = _missed(history, reason)
-    assert len(missed) >= 2, f"the outage left too few {policy} records: {history}"
+    # run_all keeps the 3 latest overdue slots: a quick takeover may leave a single one beyond them.
+    assert len(missed) >= (1 if runs_after > 1 else 2), f"the outage left too few {policy} records: {history}"
     assert missed == [missed[0] + i * timedelta(seconds=1) for i in range(len(missed))], (
         f"{policy}: a gap in the missed slots"
     )
