@@ -21,7 +21,7 @@ from nats.js.errors import APIError
 
 from dkron_nats.agent.childwatch import use_pidfd_child_watcher
 from dkron_nats.agent.journal import RunJournal
-from dkron_nats.agent.registry import ExecutorRegistry
+from dkron_nats.agent.registry import ExecutorRegistry, discover_executors, discover_processors
 from dkron_nats.agent.runner import Agent
 from dkron_nats.config import Settings, node_tags
 from dkron_nats.http.app import create_app
@@ -105,9 +105,20 @@ class Node:
         registry = Registry(members_kv, ttl=s.member_ttl)
         grace = s.shutdown_grace.total_seconds()
         journal = RunJournal(s.data_dir / "running")
-        executors = ExecutorRegistry.discover()
+        executors = discover_executors()
         locks = JobLocks(buckets.locks, js, ttl=s.member_ttl)
-        agent = Agent(nc, js, s.node_name, executions, executors, grace, buckets.leader, journal, locks)
+        agent = Agent(
+            nc,
+            js,
+            s.node_name,
+            executions,
+            executors,
+            grace,
+            buckets.leader,
+            journal,
+            locks,
+            processors=discover_processors(),
+        )
         # What a previous process of this node left running (nothing after a graceful stop).
         previous = await members_kv.get(s.node_name)
         leftover = sorted({*journal.keys(), *(previous[0].running if previous else [])})

@@ -5,7 +5,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from nats.aio.client import Client
+
+    from dkron_nats.models import JobSpec
 
 OUTPUT_LIMIT = 256_000
 """Dkron's per-execution output cap; the tail is kept."""
@@ -25,6 +30,10 @@ class ExecutionContext:
     attempt: int = 1
     scheduled_at: datetime | None = None
     env: Mapping[str, str] = field(default_factory=dict)
+    job: JobSpec | None = None
+    """The whole job, for plugins that need more than their config."""
+    nc: Client | None = None
+    """The node's own NATS connection (the cluster it is in)."""
 
     def environment(self) -> dict[str, str]:
         """Variables every job gets, so that scripts can be idempotent per launch."""

@@ -1,40 +1,79 @@
-"""Executors are found through the `dkron_nats.executors` entry-point group (built-ins included)."""
+"""Plugins are found through entry points: `dkron_nats.executors` and `dkron_nats.processors`.
+
+The built-in executors and processors register through the same groups (see pyproject.toml), so a
+third-party package is found exactly like them once it is installed.
+"""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
 from importlib.metadata import entry_points
+from typing import Generic, Protocol, TypeVar
 
 from dkron_nats.agent.executor import Executor
+from dkron_nats.agent.processor import Processor
 
 logger = logging.getLogger(__name__)
-GROUP = "dkron_nats.executors"
+EXECUTORS = "dkron_nats.executors"
+PROCESSORS = "dkron_nats.processors"
 
 
-class ExecutorRegistry:
-    def __init__(self, executors: Mapping[str, Executor]) -> None:
-        self._executors = dict(executors)
+class Plugin(Protocol):
+    name: str
+
+    def validate(self, config: Mapping[str, str]) -> None: ...
+
+
+P = TypeVar("P", bound=Plugin)
+
+
+class PluginRegistry(Generic[P]):
+    def __init__(self, plugins: Mapping[str, P]) -> None:
+        self._plugins = dict(plugins)
 
     @classmethod
-    def discover(cls) -> ExecutorRegistry:
-        found: dict[str, Executor] = {}
-        for ep in entry_points(group=GROUP):
+    def discover(cls, group: str) -> PluginRegistry[P]:
+        found: dict[str, P] = {}
+        for ep in entry_points(group=group):
             try:
                 found[ep.name] = ep.load()()
             except Exception:
                 # A broken third-party plugin must not stop the node; its jobs fail with a clear message.
-                logger.exception("could not load executor plugin %r from %s", ep.name, ep.value)
+                logger.exception("could not load plugin %r (%s) from %s", ep.name, group, ep.value)
         return cls(found)
 
     def names(self) -> list[str]:
-        return sorted(self._executors)
+        return sorted(self._plugins)
 
-    def get(self, name: str) -> Executor | None:
-        return self._executors.get(name)
+    def get(self, name: str) -> P | None:
+        return self._plugins.get(name)
 
     def validate(self, name: str, config: Mapping[str, str]) -> None:
-        """Check a job's executor_config at the API edge; unknown executors are checked at run time."""
-        executor = self._executors.get(name)
-        if executor is not None:
-            executor.validate(config)
+        """Check a plugin's config at the API edge; plugins this node lacks are checked where they run."""
+        plugin = self._plugins.get(name)
+        if plugin is not None:
+            plugin.validate(config)
+
+    async def aclose(self) -> None:
+        """Let plugins that hold resources (connection pools) release them; one failing does not stop it."""
+        for name, plugin in self._plugins.items():
+            close = getattr(plugin, "aclose", None)
+            if close is None:
+                continue
+            try:
+                await close()
+            except Exception:
+                logger.exception("plugin %s failed to close", name)
+
+
+ExecutorRegistry = PluginRegistry[Executor]
+ProcessorRegistry = PluginRegistry[Processor]
+
+
+def discover_executors() -> ExecutorRegistry:
+    return PluginRegistry[Executor].discover(EXECUTORS)
+
+
+def discover_processors() -> ProcessorRegistry:
+    return PluginRegistry[Processor].discover(PROCESSORS)

@@ -21,7 +21,7 @@ from nats.js.kv import KeyValue
 
 from dkron_nats.agent.executor import ExecutionContext, OutputBuffer
 from dkron_nats.agent.journal import RunJournal
-from dkron_nats.agent.registry import ExecutorRegistry
+from dkron_nats.agent.registry import ExecutorRegistry, ProcessorRegistry
 from dkron_nats.kv.executions import ExecutionStore
 from dkron_nats.kv.locks import LOCKED, JobLocks
 from dkron_nats.kv.typed import TRANSIENT, with_retry
@@ -65,6 +65,7 @@ class Agent:
         lease_kv: KeyValue | None = None,
         journal: RunJournal | None = None,
         locks: JobLocks | None = None,
+        processors: ProcessorRegistry | None = None,
     ) -> None:
         self.nc = nc
         self.js = js
@@ -75,6 +76,7 @@ class Agent:
         self.lease_kv = lease_kv
         self.journal = journal
         self.locks = locks
+        self.processors = processors or ProcessorRegistry({})
         self.highest_fence = 0
         self.running: dict[str, Running] = {}
         self._intake = anyio.CancelScope()
@@ -121,6 +123,8 @@ class Agent:
                 await busy.unsubscribe()
                 await cancels.unsubscribe()
             await self._drain()
+            with anyio.CancelScope(shield=True):
+                await self.executors.aclose()
 
     async def _drain(self) -> None:
         """Give running executions the shutdown grace, then cancel them (their results say why)."""
@@ -204,6 +208,8 @@ class Agent:
             node_name=self.node,
             attempt=ex.attempt,
             scheduled_at=ex.scheduled_at,
+            job=job,
+            nc=self.nc,
         )
         try:
             result = await executor.execute(job.executor_config or {}, ctx, running.output)
