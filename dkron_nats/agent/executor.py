@@ -56,25 +56,46 @@ class OutputSink(Protocol):
 
 
 class OutputBuffer:
-    """Keeps the last `limit` bytes written and remembers whether anything was dropped."""
+    """Keeps the last `limit` bytes written and counts what was dropped before them."""
 
     def __init__(self, limit: int = OUTPUT_LIMIT) -> None:
         self.limit = limit
         self._buf = bytearray()
-        self.truncated = False
+        self.dropped = 0
+
+    @property
+    def truncated(self) -> bool:
+        return self.dropped > 0
 
     async def write(self, data: bytes) -> None:
         self.append(data)
 
     def append(self, data: bytes) -> None:
+        if len(data) >= self.limit:  # a huge chunk: never copy more than the tail into the buffer
+            self.dropped += len(self._buf) + len(data) - self.limit
+            self._buf = bytearray(data[-self.limit :])
+            return
         self._buf += data
         overflow = len(self._buf) - self.limit
         if overflow > 0:
             del self._buf[:overflow]
-            self.truncated = True
+            self.dropped += overflow
 
     def text(self) -> str:
-        return bytes(self._buf).decode("utf-8", errors="replace")
+        """The output; when some was dropped, a first line says so and the tail fills the rest of `limit`."""
+        if not self.truncated:
+            return self._buf.decode("utf-8", errors="replace")
+        room = self.limit
+        while True:  # the notice takes room from the tail, which changes the numbers it states
+            notice = _truncation_notice(self.dropped + len(self._buf) - room, room)
+            if len(notice) + room <= self.limit:
+                break
+            room = self.limit - len(notice)
+        return notice + self._buf[len(self._buf) - room :].decode("utf-8", errors="replace")
+
+
+def _truncation_notice(dropped: int, kept: int) -> str:
+    return f"[output truncated: the first {dropped:,} bytes were dropped; the last {kept:,} bytes follow]\n"
 
 
 @dataclass(frozen=True, slots=True)
