@@ -9,6 +9,7 @@ come from a deposed leader and are refused.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import anyio
@@ -21,6 +22,7 @@ from nats.js.kv import KeyValue
 
 from dkron_nats.agent.executor import ExecutionContext, OutputBuffer
 from dkron_nats.agent.journal import RunJournal
+from dkron_nats.agent.processor import Processor
 from dkron_nats.agent.registry import ExecutorRegistry, ProcessorRegistry
 from dkron_nats.kv.executions import ExecutionStore
 from dkron_nats.kv.locks import LOCKED, JobLocks
@@ -44,6 +46,68 @@ from dkron_nats.timefmt import utcnow
 
 logger = logging.getLogger(__name__)
 BUSY_OUTPUT_TAIL = 4096
+PROCESSOR_DEADLINE = 60.0
+"""Seconds one processor may take: the result is published even when a destination hangs."""
+
+
+async def apply_processors(
+    execution: Execution,
+    configs: Mapping[str, Mapping[str, str]],
+    registry: ProcessorRegistry,
+    ctx: ExecutionContext,
+    deadline: float = PROCESSOR_DEADLINE,
+) -> Execution:
+    """Run the job's processors in order; a missing or failing one adds a line and the next one runs."""
+    for name, config in configs.items():
+        processor = registry.get(name)
+        if processor is None:
+            note = f"processor {name} is not installed on node {ctx.node_name}; skipped"
+            logger.warning("job %s: %s", ctx.job_name, note)
+            execution = _with_note(execution, note)
+            continue
+        execution = await _apply_processor(processor, name, execution, config, ctx, deadline)
+    return execution
+
+
+async def _apply_processor(
+    processor: Processor,
+    name: str,
+    execution: Execution,
+    config: Mapping[str, str],
+    ctx: ExecutionContext,
+    deadline: float,
+) -> Execution:
+    try:
+        with anyio.fail_after(deadline):
+            processed = await processor.process(execution, config, ctx)
+        if not isinstance(processed, Execution):
+            raise TypeError(f"it returned {type(processed).__name__}, not an Execution")
+    except TimeoutError:
+        logger.error("job %s: processor %s took more than %gs", ctx.job_name, name, deadline)
+        return _with_note(execution, f"processor {name} failed: no result within {deadline:g}s")
+    except Exception as exc:
+        # A plugin that raises loses its own effect only: the run and the other processors stand.
+        logger.exception("job %s: processor %s failed", ctx.job_name, name)
+        return _with_note(execution, f"processor {name} failed: {exc}")
+    # What the run was and which record it is are not a processor's to change.
+    return msgspec.structs.replace(
+        processed,
+        id=execution.id,
+        job_name=execution.job_name,
+        group=execution.group,
+        attempt=execution.attempt,
+        node_name=execution.node_name,
+        fence=execution.fence,
+        success=execution.success,
+        status=execution.status,
+    )
+
+
+def _with_note(execution: Execution, note: str) -> Execution:
+    output = execution.output
+    if output and not output.endswith("\n"):
+        output += "\n"
+    return msgspec.structs.replace(execution, output=f"{output}{note}\n")
 
 
 @dataclass(slots=True)
@@ -185,7 +249,7 @@ class Agent:
             with anyio.CancelScope(shield=True):
                 key = ExecutionStore.key(ex.job_name, ex.id)
                 try:
-                    await self._report(ex, running.output, success, error, siblings)
+                    await self._report(ex, running.output, success, error, siblings, job)
                     if self.journal is not None:
                         self.journal.remove(key)
                 except Exception:
@@ -220,7 +284,13 @@ class Agent:
         return result.success, result.error
 
     async def _report(
-        self, ex: Execution, output: OutputBuffer, success: bool, error: str, siblings: list[str]
+        self,
+        ex: Execution,
+        output: OutputBuffer,
+        success: bool,
+        error: str,
+        siblings: list[str],
+        job: JobSpec,
     ) -> None:
         if error:
             output.append(f"\n{error}\n".encode() if output.text() else f"{error}\n".encode())
@@ -231,7 +301,22 @@ class Agent:
             output=output.text(),
             status="success" if success else "failed",
         )
+        if job.processors:
+            done = await self._process(job, done)
         await self._publish(ExecutionResult(execution=done, siblings=siblings))
+
+    async def _process(self, job: JobSpec, done: Execution) -> Execution:
+        """Apply the job's processors here, on the node that ran it (Dkron applies them on the leader)."""
+        ctx = ExecutionContext(
+            job_name=job.name,
+            execution_id=done.id,
+            node_name=self.node,
+            attempt=done.attempt,
+            scheduled_at=done.scheduled_at,
+            job=job,
+            nc=self.nc,
+        )
+        return await apply_processors(done, job.processors or {}, self.processors, ctx)
 
     async def _publish(self, result: ExecutionResult) -> None:
         payload, headers = encode(result), {"Nats-Msg-Id": result.msg_id}
