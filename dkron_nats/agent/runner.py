@@ -26,10 +26,12 @@ from dkron_nats.agent.processor import Processor
 from dkron_nats.agent.registry import ExecutorRegistry, ProcessorRegistry
 from dkron_nats.kv.executions import ExecutionStore
 from dkron_nats.kv.locks import LOCKED, JobLocks
+from dkron_nats.kv.output import OutputPublisher, output_subject
 from dkron_nats.kv.typed import TRANSIENT, with_retry
 from dkron_nats.kv.watch import next_entry
 from dkron_nats.kv.watch import stop as stop_watch
 from dkron_nats.leader.lease import LEASE_KEY, LeaseRecord, term_of
+from dkron_nats.metrics import RUNNING
 from dkron_nats.models import (
     CancelLaunch,
     Execution,
@@ -112,9 +114,17 @@ def _with_note(execution: Execution, note: str) -> Execution:
 
 @dataclass(slots=True)
 class Running:
+    """An execution in progress; it is the executor's OutputSink: the record's tail and the live copy."""
+
     execution: Execution
     output: OutputBuffer
+    live: OutputPublisher | None = None
     cancel: anyio.CancelScope = field(default_factory=anyio.CancelScope)
+
+    async def write(self, data: bytes) -> None:
+        self.output.append(data)
+        if self.live is not None:
+            await self.live.write(data)
 
 
 class Agent:
@@ -189,6 +199,7 @@ class Agent:
             await self._drain()
             with anyio.CancelScope(shield=True):
                 await self.executors.aclose()
+                await self.processors.aclose()
 
     async def _drain(self) -> None:
         """Give running executions the shutdown grace, then cancel them (their results say why)."""
@@ -228,8 +239,10 @@ class Agent:
                 self.journal.remove(key)
             await msg.respond(encode(RunReply(ok=False, error="duplicate")))
             return
-        running = Running(execution, OutputBuffer())
+        live = OutputPublisher(self.nc, self.js, output_subject(execution.job_name, execution.id))
+        running = Running(execution, OutputBuffer(), live)
         self.running[key] = running
+        RUNNING.set(len(self.running))
         await msg.respond(encode(RunReply(ok=True)))
         work.start_soon(self._execute, request.job, running, request.siblings)
 
@@ -241,6 +254,8 @@ class Agent:
                 async with anyio.create_task_group() as lease:
                     if self.locks is not None and job.concurrency in LOCKED:
                         lease.start_soon(self._keep_lease, self.locks, ex)
+                    if running.live is not None:
+                        lease.start_soon(running.live.flush_periodically)
                     success, error = await self._run_executor(job, running)
                     lease.cancel_scope.cancel()
             if running.cancel.cancelled_caught:
@@ -249,14 +264,17 @@ class Agent:
             with anyio.CancelScope(shield=True):
                 key = ExecutionStore.key(ex.job_name, ex.id)
                 try:
-                    await self._report(ex, running.output, success, error, siblings, job)
+                    await self._report(running, success, error, siblings, job)
                     if self.journal is not None:
                         self.journal.remove(key)
                 except Exception:
                     # Isolate this execution: the agent goes on; the leader's lost-agent check (or this
                     # node's next process, from the journal) ends it.
                     logger.exception("could not report the result of %s/%s", ex.job_name, ex.id)
+                if running.live is not None:
+                    await running.live.close()  # after the result, so a reader at the end finds it
                 del self.running[key]
+                RUNNING.set(len(self.running))
                 if not self.running:
                     self._idle.set()
                     self._idle = anyio.Event()
@@ -266,7 +284,16 @@ class Agent:
         executor = self.executors.get(job.executor)
         if executor is None:
             return False, f"Specified executor is not present: {job.executor or '(none)'}"
-        ctx = ExecutionContext(
+        try:
+            result = await executor.execute(job.executor_config or {}, self._context(job, ex), running)
+        except Exception as exc:
+            # A plugin that raises fails its execution, never the agent.
+            logger.exception("executor %s raised while running %s", job.executor, job.name)
+            return False, f"executor {job.executor} failed: {exc}"
+        return result.success, result.error
+
+    def _context(self, job: JobSpec, ex: Execution) -> ExecutionContext:
+        return ExecutionContext(
             job_name=job.name,
             execution_id=ex.id,
             node_name=self.node,
@@ -275,25 +302,13 @@ class Agent:
             job=job,
             nc=self.nc,
         )
-        try:
-            result = await executor.execute(job.executor_config or {}, ctx, running.output)
-        except Exception as exc:
-            # A plugin that raises fails its execution, never the agent.
-            logger.exception("executor %s raised while running %s", job.executor, job.name)
-            return False, f"executor {job.executor} failed: {exc}"
-        return result.success, result.error
 
     async def _report(
-        self,
-        ex: Execution,
-        output: OutputBuffer,
-        success: bool,
-        error: str,
-        siblings: list[str],
-        job: JobSpec,
+        self, running: Running, success: bool, error: str, siblings: list[str], job: JobSpec
     ) -> None:
+        ex, output = running.execution, running.output
         if error:
-            output.append(f"\n{error}\n".encode() if output.text() else f"{error}\n".encode())
+            await running.write(f"\n{error}\n".encode() if output.text() else f"{error}\n".encode())
         done = msgspec.structs.replace(
             ex,
             finished_at=utcnow(),
@@ -307,16 +322,7 @@ class Agent:
 
     async def _process(self, job: JobSpec, done: Execution) -> Execution:
         """Apply the job's processors here, on the node that ran it (Dkron applies them on the leader)."""
-        ctx = ExecutionContext(
-            job_name=job.name,
-            execution_id=done.id,
-            node_name=self.node,
-            attempt=done.attempt,
-            scheduled_at=done.scheduled_at,
-            job=job,
-            nc=self.nc,
-        )
-        return await apply_processors(done, job.processors or {}, self.processors, ctx)
+        return await apply_processors(done, job.processors or {}, self.processors, self._context(job, done))
 
     async def _publish(self, result: ExecutionResult) -> None:
         payload, headers = encode(result), {"Nats-Msg-Id": result.msg_id}

@@ -23,7 +23,7 @@ from dkron_nats.errors import (
     RunError,
     ValidationError,
 )
-from dkron_nats.http import cluster_api, executions_api, jobs_api
+from dkron_nats.http import cluster_api, executions_api, jobs_api, metrics_api, output_api
 from dkron_nats.http.middleware import Preflight, dkron_headers
 from dkron_nats.http.responses import text_response
 from dkron_nats.http.services import Services
@@ -69,7 +69,13 @@ def _unexpected(_: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
 
 def create_app(services: Services) -> Litestar:
     return Litestar(
-        route_handlers=[*cluster_api.ROUTES, *jobs_api.ROUTES, *executions_api.ROUTES],
+        route_handlers=[
+            *cluster_api.ROUTES,
+            *jobs_api.ROUTES,
+            *executions_api.ROUTES,
+            *output_api.ROUTES,
+            *metrics_api.ROUTES,
+        ],
         dependencies={"services": Provide(lambda: services, use_cache=True, sync_to_thread=False)},
         exception_handlers={
             DkronError: _dkron_error,

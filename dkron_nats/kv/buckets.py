@@ -6,10 +6,11 @@ import logging
 from dataclasses import dataclass
 
 from nats.js import JetStreamContext
-from nats.js.api import KeyValueConfig, RetentionPolicy, StorageType, StreamConfig
+from nats.js.api import DiscardPolicy, KeyValueConfig, RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import BadRequestError, BucketNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 
+from dkron_nats.kv.output import OUTPUT_STREAM, OUTPUT_SUBJECTS
 from dkron_nats.kv.typed import with_retry
 
 logger = logging.getLogger(__name__)
@@ -36,6 +37,9 @@ class StorageLimits:
     member_retention: float = 86_400.0
     """How long the record of a node whose heartbeats stopped is kept (Serf's reconnect timeout): any
     server that becomes leader later still learns which executions that node was running."""
+    output_max_age: float = 7 * 86_400.0
+    output_max_bytes: int = 1024**3
+    """Live output of all executions together; the oldest is dropped first."""
 
 
 @dataclass(slots=True)
@@ -94,6 +98,19 @@ async def ensure_buckets(js: JetStreamContext, limits: StorageLimits) -> Buckets
             num_replicas=r,
             max_age=7 * 86_400,
             duplicate_window=120,
+        ),
+    )
+    await _ensure_stream(
+        js,
+        StreamConfig(
+            name=OUTPUT_STREAM,
+            subjects=[OUTPUT_SUBJECTS],
+            retention=RetentionPolicy.LIMITS,
+            discard=DiscardPolicy.OLD,
+            storage=file,
+            num_replicas=r,
+            max_age=limits.output_max_age,
+            max_bytes=limits.output_max_bytes,
         ),
     )
     return buckets

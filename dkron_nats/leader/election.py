@@ -18,6 +18,7 @@ from dkron_nats.kv.typed import TRANSIENT, with_retry
 from dkron_nats.kv.watch import next_entry
 from dkron_nats.kv.watch import stop as stop_watch
 from dkron_nats.leader.lease import LEASE_KEY, Lease
+from dkron_nats.metrics import LEADER, LEASE_FAILURES, LEASE_RENEWALS
 from dkron_nats.timefmt import utcnow
 
 logger = logging.getLogger(__name__)
@@ -37,6 +38,7 @@ async def run_elections(
         while True:
             if await _campaign(lease):
                 logger.info("%s is now the leader (fence %d)", lease.node, lease.fence)
+                LEADER.set(1)
                 try:
                     await _hold(lease, lead)
                 except Exception:
@@ -47,6 +49,7 @@ async def run_elections(
                 finally:
                     with anyio.move_on_after(2, shield=True):
                         await lease.release()
+                    LEADER.set(0)
                     logger.info("%s is no longer the leader", lease.node)
                 continue
             # Wake early when the holder releases the lease (graceful stop), and try again right when
@@ -89,10 +92,13 @@ async def _keep_renewed(lease: Lease, scope: anyio.CancelScope) -> None:
             while True:
                 try:
                     if not await lease.renew(utcnow()):
+                        LEASE_FAILURES.inc()
                         scope.cancel()
                         return
+                    LEASE_RENEWALS.inc()
                     break
                 except TRANSIENT:
+                    LEASE_FAILURES.inc()
                     logger.warning("lease renewal failed (NATS unavailable); retrying")
                     await anyio.sleep(min(0.5, interval))
         if deadline.cancelled_caught:

@@ -1,0 +1,85 @@
+"""Prometheus metrics of this process, served at `/metrics` in the text format.
+
+Dkron's two execution counters keep their names so existing dashboards work; the rest are dkron-nats's own.
+Every server exposes what it saw: the leader counts executions, slots and dispatches, each node its own
+running executions and NATS reconnects, so a dashboard sums over the servers.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    disable_created_metrics,
+    generate_latest,
+)
+
+disable_created_metrics()  # type: ignore[no-untyped-call]  # no `_created` twin per counter
+REGISTRY = CollectorRegistry(auto_describe=True)
+ProcessCollector(registry=REGISTRY)
+
+_LAG_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+EXECUTIONS_SUCCEEDED = Counter(
+    "dkron_job_executions_succeeded",
+    "Executions that finished successfully (Dkron's series).",
+    ["job_name"],
+    registry=REGISTRY,
+)
+EXECUTIONS_FAILED = Counter(
+    "dkron_job_executions_failed",
+    "Executions that finished with a failure (Dkron's series).",
+    ["job_name"],
+    registry=REGISTRY,
+)
+SLOTS_MISSED = Counter(
+    "dkron_slots_missed",
+    "Scheduled slots not launched (downtime, takeover, pause; the job's misfire policy).",
+    ["job_name"],
+    registry=REGISTRY,
+)
+SLOTS_SKIPPED = Counter(
+    "dkron_slots_skipped",
+    "Slots and dependent runs skipped because the previous run was still going (concurrency forbid).",
+    ["job_name"],
+    registry=REGISTRY,
+)
+SCHEDULE_LAG = Histogram(
+    "dkron_schedule_lag_seconds",
+    "From a slot's scheduled instant to the start of its execution on the agent.",
+    buckets=_LAG_BUCKETS,
+    registry=REGISTRY,
+)
+DISPATCH_SECONDS = Histogram(
+    "dkron_dispatch_seconds",
+    "Leader: from sending a run request to the agent's acknowledgement.",
+    buckets=_LATENCY_BUCKETS,
+    registry=REGISTRY,
+)
+RUNNING = Gauge(
+    "dkron_executions_running",
+    "Executions this node's agent is running now.",
+    registry=REGISTRY,
+)
+LEADER = Gauge("dkron_leader", "1 while this server is the scheduler leader.", registry=REGISTRY)
+LEASE_RENEWALS = Counter("dkron_lease_renewals", "Leader lease renewals that succeeded.", registry=REGISTRY)
+LEASE_FAILURES = Counter(
+    "dkron_lease_renewal_failures",
+    "Leader lease renewals that failed (a step-down follows when they go on failing).",
+    registry=REGISTRY,
+)
+NATS_RECONNECTS = Counter(
+    "dkron_nats_reconnects", "Times this node's NATS connection was re-established.", registry=REGISTRY
+)
+NATS_DISCONNECTS = Counter(
+    "dkron_nats_disconnects", "Times this node's NATS connection was lost.", registry=REGISTRY
+)
+
+
+def exposition() -> bytes:
+    """Every series in the Prometheus text format."""
+    return generate_latest(REGISTRY)

@@ -1,0 +1,89 @@
+"""Live and full output: an execution's output read while it runs (SSE) and after, beyond the record's cap."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from tests.harness import Node, executions, finished, job, wait_for
+from tests.sse import Event, events, output_of
+
+TICKER = "for i in $(seq 1 30); do echo line-$i; sleep 0.1; done"
+LINES = "".join(f"line-{i}\n" for i in range(1, 31))
+
+
+def _shell(name: str, command: str) -> dict[str, Any]:
+    return job(name, "@manually", command, executor_config={"command": command, "shell": "true"})
+
+
+def _running_id(server: Node, name: str) -> str:
+    found = wait_for(
+        lambda: [e for e in executions(server, name) if e["status"] == "running"] or None,
+        timeout=20,
+        what=f"{name} to start",
+    )
+    return str(found[0]["id"])
+
+
+def _follow(url: str, into: list[Event]) -> threading.Thread:
+    thread = threading.Thread(target=lambda: into.extend(events(url)), daemon=True)
+    thread.start()
+    return thread
+
+
+def test_output_arrives_live_in_order_and_late_readers_get_all_of_it(server: Node) -> None:
+    server.post("/v1/jobs", json=_shell("live-ticker", TICKER))
+    server.post("/v1/jobs/live-ticker/run")
+    exec_id = _running_id(server, "live-ticker")
+    url = f"{server.url}/v1/jobs/live-ticker/executions/{exec_id}/output"
+    first: list[Event] = []
+    second: list[Event] = []
+    readers = [_follow(url, first)]
+    wait_for(lambda: "line-10\n" in output_of(first), timeout=10, what="ten lines, live")
+    readers.append(_follow(url, second))  # joins in the middle
+    for reader in readers:
+        reader.join(timeout=30)
+        assert not reader.is_alive(), "the stream did not close at the end of the execution"
+    record = finished(server, "live-ticker", 1)
+    assert record is not None
+    for stream in (first, second):
+        assert output_of(stream) == LINES
+        assert stream[-1].kind == "end"
+        assert stream[-1].data["status"] == "success"
+    # Live: the first lines came while the job still had seconds to go.
+    arrivals = [e.at for e in first if e.kind == "output"]
+    assert first[-1].at - arrivals[0] > 1.5, "the output came all at once at the end"
+    late = list(events(url))  # after the end
+    assert output_of(late) == LINES
+    assert late[-1].kind == "end"
+    text = server.get(f"/v1/jobs/live-ticker/executions/{exec_id}/output")
+    assert text.headers["content-type"].startswith("text/plain")
+    assert text.text == LINES
+    server.request("DELETE", "/v1/jobs/live-ticker")
+
+
+def test_full_output_goes_beyond_the_record_cap(server: Node) -> None:
+    command = (
+        "for i in $(seq 1 20000); do printf 'row-%05d-0123456789012345678901234567890123456789\\n' $i; done"
+    )
+    server.post("/v1/jobs", json=_shell("big-output", command))
+    server.post("/v1/jobs/big-output/run")
+    record = wait_for(lambda: finished(server, "big-output", 1), timeout=30, what="the run")[0]
+    stored = server.get(f"/v1/jobs/big-output/executions/{record['id']}").json()["output"]
+    assert len(stored) <= 256_000
+    assert stored.startswith("[output truncated")
+    full = server.get(f"/v1/jobs/big-output/executions/{record['id']}/output").text
+    rows = full.splitlines()
+    assert len(rows) == 20000
+    assert rows[0].startswith("row-00001-")
+    assert rows[-1].startswith("row-20000-")
+    server.request("DELETE", "/v1/jobs/big-output")
+
+
+def test_output_of_unknown_executions_is_404(server: Node) -> None:
+    server.post("/v1/jobs", json=_shell("no-such-run", "true"))
+    for execution in ("1-nobody", "not-an-id", "1.2", "*"):
+        response = server.get(f"/v1/jobs/no-such-run/executions/{execution}/output")
+        assert response.status_code == 404, execution
+    assert server.get("/v1/jobs/ghost/executions/1-n1/output").status_code == 404
+    server.request("DELETE", "/v1/jobs/no-such-run")
