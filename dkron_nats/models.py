@@ -170,11 +170,12 @@ class LaunchCursor(msgspec.Struct, kw_only=True, omit_defaults=True):
 
 
 class CancelLaunch(msgspec.Struct, kw_only=True):
-    """Stop every running execution of one launch of a job, saying why in its output."""
+    """Stop the running executions of one launch of a job (or only `execution`), saying why in the output."""
 
     job: str
     group: int
     reason: str
+    execution: str = ""
 
 
 class Member(msgspec.Struct, kw_only=True, omit_defaults=True):

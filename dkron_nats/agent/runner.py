@@ -363,10 +363,12 @@ class Agent:
             except msgspec.DecodeError:
                 logger.warning("ignoring an undecodable cancel request")
                 continue
-            for running in self.running.values():
+            for running in list(self.running.values()):
                 ex = running.execution
                 if ex.job_name == cancel.job and ex.group == cancel.group:
-                    running.output.append(f"\n{cancel.reason}\n".encode())
+                    if cancel.execution and cancel.execution != ex.id:
+                        continue
+                    await running.write(f"\n{cancel.reason}\n".encode())
                     running.cancel.cancel()
 
     async def _serve_busy(self, sub: object) -> None:

@@ -5,14 +5,15 @@ from __future__ import annotations
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from litestar import Request, Response, delete, get
+from litestar import Request, Response, delete, get, post
 
-from dkron_nats.errors import ExecutionNotFoundError
+from dkron_nats.errors import ConflictError, ExecutionNotFoundError
 from dkron_nats.http.render import execution_json, job_json
 from dkron_nats.http.responses import json_response, list_response
 from dkron_nats.http.services import Services
-from dkron_nats.models import Execution, JobState
+from dkron_nats.models import CancelLaunch, Execution, JobState, encode
 from dkron_nats.names import job_key
+from dkron_nats.subjects import AGENT_CANCEL
 
 AnyRequest = Request[Any, Any, Any]
 SORT_FIELDS = {
@@ -72,4 +73,22 @@ async def get_execution(request: AnyRequest, services: Services, job: str, execu
     return json_response(request, execution_json(found))
 
 
-ROUTES = [list_executions, delete_executions, get_execution]
+@post("/v1/jobs/{job:str}/executions/{execution:str}/cancel", status_code=202)
+async def cancel_execution(
+    request: AnyRequest, services: Services, job: str, execution: str
+) -> Response[bytes]:
+    """Stop a running execution on whichever agent runs it (its whole process group); it ends failed."""
+    services.jobs.get(job)
+    found = await services.executions.get(job, execution)
+    if found is None:
+        raise ExecutionNotFoundError(job, execution)
+    if found.finished:
+        raise ConflictError(f"execution {execution} of job {job} has already finished ({found.status})")
+    cancel = CancelLaunch(
+        job=job, group=found.group, execution=found.id, reason="cancelled: by a request to the API"
+    )
+    await services.nc.publish(AGENT_CANCEL, encode(cancel))
+    return json_response(request, execution_json(found), status=202)
+
+
+ROUTES = [list_executions, delete_executions, get_execution, cancel_execution]

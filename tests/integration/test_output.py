@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
+from pathlib import Path
 from typing import Any
 
-from tests.harness import Node, executions, finished, job, wait_for
+from tests.harness import Node, executions, finished, job, pid_alive, wait_for
 from tests.sse import Event, events, output_of
 
 TICKER = "for i in $(seq 1 30); do echo line-$i; sleep 0.1; done"
@@ -87,3 +90,30 @@ def test_output_of_unknown_executions_is_404(server: Node) -> None:
         assert response.status_code == 404, execution
     assert server.get("/v1/jobs/ghost/executions/1-n1/output").status_code == 404
     server.request("DELETE", "/v1/jobs/no-such-run")
+
+
+def test_cancel_stops_a_long_job_and_its_children(server: Node, tmp_path: Path) -> None:
+    pids = tmp_path / "pids"
+    command = f"sleep 300 & echo $! >> {pids}; echo started; sleep 300"
+    server.post("/v1/jobs", json=_shell("to-cancel", command))
+    server.post("/v1/jobs/to-cancel/run")
+    exec_id = _running_id(server, "to-cancel")
+    wait_for(lambda: pids.exists() and pids.read_text().strip(), timeout=10, what="the child's pid")
+    child = int(pids.read_text().split()[0])
+    url = f"/v1/jobs/to-cancel/executions/{exec_id}/cancel"
+    accepted = server.post(url)
+    assert accepted.status_code == 202
+    assert accepted.json()["id"] == exec_id
+    record = wait_for(lambda: finished(server, "to-cancel", 1), timeout=20, what="the cancelled run")[0]
+    assert record["success"] is False
+    assert "cancelled" in server.get(f"/v1/jobs/to-cancel/executions/{exec_id}").json()["output"]
+    try:
+        wait_for(lambda: not pid_alive(child), timeout=10, what="the child to be killed")
+    finally:
+        if pid_alive(child):
+            os.kill(child, signal.SIGKILL)
+    again = server.post(url)
+    assert again.status_code == 409
+    assert "has already finished" in again.text
+    assert server.post("/v1/jobs/to-cancel/executions/1-nobody/cancel").status_code == 404
+    server.request("DELETE", "/v1/jobs/to-cancel")
