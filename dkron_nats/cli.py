@@ -11,19 +11,23 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.to_thread
 import click
 
 from dkron_nats.config import (
     ENV_PREFIX,
     ConfigError,
     Settings,
+    check_endpoint,
     default_node_name,
     describe,
     load_config_file,
+    parse_header,
     parse_tags,
 )
 from dkron_nats.durations import parse_go_duration
 from dkron_nats.names import is_token
+from dkron_nats.tracing import setup_tracing, shutdown_tracing
 from dkron_nats.version import VERSION
 
 LOG_LEVELS = ["debug", "info", "warn", "warning", "error", "fatal", "panic"]
@@ -49,12 +53,12 @@ def _load_config(ctx: click.Context, _: click.Parameter, value: str | None) -> N
         if key == "tags" and isinstance(item, dict):
             defaults["tag"] = [f"{k}={v}" for k, v in item.items()]
             continue
-        if key == "nats_url" and isinstance(item, str):
-            item = [item]
         if key not in known:
             raise click.BadParameter(
                 f"unknown setting {raw_key!r} in config file {value}", param_hint="--config"
             )
+        if known[key].multiple and isinstance(item, str):
+            item = [item]  # `webhook-headers: Content-Type:application/json`, as Dkron's files write it
         defaults[key] = item
     ctx.default_map = {**(ctx.default_map or {}), **defaults}
 
@@ -76,6 +80,35 @@ def _node_name(ctx: click.Context, param: click.Parameter, value: str) -> str:
             f"{value!r}: a node name may only contain letters, digits, '_' and '-' (max 64)"
         )
     return value
+
+
+class _HeaderType(click.types.StringParamType):
+    """A `Name:value` header; in the environment one per line, since values hold spaces and commas."""
+
+    name = "Name:value"
+
+    def split_envvar_value(self, rv: str) -> list[str]:
+        return [line for line in (rv or "").splitlines() if line.strip()]
+
+
+HEADER = _HeaderType()
+
+
+def _headers(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> tuple[str, ...]:
+    flag = (param.name or "").replace("_", "-")
+    try:
+        for header in value:
+            parse_header(flag, header)
+    except ConfigError as exc:
+        raise click.BadParameter(str(exc)) from None
+    return tuple(value)
+
+
+def _endpoint(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    try:
+        return check_endpoint((param.name or "").replace("_", "-"), value)
+    except ConfigError as exc:
+        raise click.BadParameter(str(exc)) from None
 
 
 def _addr(ctx: click.Context, param: click.Parameter, value: str) -> str:
@@ -206,6 +239,73 @@ def main() -> None:
     show_default=True,
     help="How long running executions may finish on a graceful stop.",
 )
+@click.option(
+    "--otel-endpoint",
+    default="",
+    envvar=_env("otel-endpoint"),
+    help="Export traces over OTLP: host:4317 (gRPC, as Dkron) or http://host:4318 (OTLP/HTTP).",
+)
+@click.option(
+    "--enable-prometheus",
+    is_flag=True,
+    envvar=_env("enable-prometheus"),
+    help="Accepted for Dkron compatibility: /metrics is always served.",
+)
+@click.option("--mail-host", default="", envvar=_env("mail-host"), help="SMTP server for notification mail.")
+@click.option(
+    "--mail-port",
+    type=click.IntRange(0, 65535),
+    default=0,
+    envvar=_env("mail-port"),
+    show_default=True,
+    help="SMTP port; 0 sends no mail.",
+)
+@click.option("--mail-username", default="", envvar=_env("mail-username"), help="SMTP user (PLAIN auth).")
+@click.option("--mail-password", default="", envvar=_env("mail-password"), help="SMTP password (PLAIN auth).")
+@click.option("--mail-from", default="", envvar=_env("mail-from"), help="Sender address of notifications.")
+@click.option(
+    "--mail-payload",
+    default="",
+    envvar=_env("mail-payload"),
+    help="Mail body as a Go template ({{.Report}}, {{.JobName}}, ...); empty: the execution's output.",
+)
+@click.option(
+    "--mail-subject-prefix", default="[Dkron]", envvar=_env("mail-subject-prefix"), show_default=True
+)
+@click.option(
+    "--webhook-endpoint",
+    default="",
+    callback=_endpoint,
+    envvar=_env("webhook-endpoint"),
+    help="URL POSTed to when a launch ends (needs --webhook-payload).",
+)
+@click.option("--webhook-payload", default="", envvar=_env("webhook-payload"), help="Body, a Go template.")
+@click.option(
+    "--webhook-headers",
+    type=HEADER,
+    multiple=True,
+    callback=_headers,
+    envvar=_env("webhook-headers"),
+    help="Header Name:value of the webhook (repeatable; Host sets the request host; env: one per line).",
+)
+@click.option(
+    "--pre-webhook-endpoint",
+    default="",
+    callback=_endpoint,
+    envvar=_env("pre-webhook-endpoint"),
+    help="URL POSTed to when a launch starts (needs --pre-webhook-payload).",
+)
+@click.option(
+    "--pre-webhook-payload", default="", envvar=_env("pre-webhook-payload"), help="Body, a Go template."
+)
+@click.option(
+    "--pre-webhook-headers",
+    type=HEADER,
+    multiple=True,
+    callback=_headers,
+    envvar=_env("pre-webhook-headers"),
+    help="Header Name:value of the pre-webhook (repeatable; env: one per line).",
+)
 @click.option("--print-config", is_flag=True, help="Print the resolved settings as JSON and exit.")
 def agent(print_config: bool, **opts: Any) -> None:
     """Run a node: an agent, or with --server also the API and the scheduler."""
@@ -256,7 +356,30 @@ def _settings(opts: dict[str, Any]) -> Settings:
         starting_deadline=opts["starting_deadline"],
         max_body_size=opts["max_body_size"],
         shutdown_grace=opts["shutdown_grace"],
+        otel_endpoint=opts["otel_endpoint"],
+        **_notification_settings(opts),
     )
+
+
+NOTIFICATION_OPTIONS = (
+    "mail_host",
+    "mail_port",
+    "mail_username",
+    "mail_password",
+    "mail_from",
+    "mail_payload",
+    "mail_subject_prefix",
+    "webhook_endpoint",
+    "webhook_payload",
+    "webhook_headers",
+    "pre_webhook_endpoint",
+    "pre_webhook_payload",
+    "pre_webhook_headers",
+)
+
+
+def _notification_settings(opts: dict[str, Any]) -> dict[str, Any]:
+    return {name: opts[name] for name in NOTIFICATION_OPTIONS}
 
 
 def _token_setting(name: str, value: str) -> str:
@@ -276,12 +399,16 @@ def _configure_logging(level: str) -> None:
 async def _run_until_signalled(settings: Settings) -> None:
     from dkron_nats.node import Node
 
+    setup_tracing(settings.otel_endpoint, settings.node_name, settings.server)
     stop = anyio.Event()
     node = Node(settings, stop)
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(_watch_signals, stop, tg.cancel_scope)
-        await node.run()
-        tg.cancel_scope.cancel()
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(_watch_signals, stop, tg.cancel_scope)
+            await node.run()
+            tg.cancel_scope.cancel()
+    finally:
+        await anyio.to_thread.run_sync(shutdown_tracing)  # sends the spans still buffered
 
 
 async def _watch_signals(stop: anyio.Event, scope: anyio.CancelScope) -> None:

@@ -46,6 +46,27 @@ class Settings:
     starting_deadline: timedelta = timedelta(seconds=60)
     max_body_size: int = 1_048_576
     shutdown_grace: timedelta = timedelta(seconds=30)
+    otel_endpoint: str = ""
+    """OTLP trace export (Dkron's flag); empty: no tracing."""
+    # Notifications (sent by the leader only; Dkron's flags, see dkron_nats/leader/notify.py)
+    mail_host: str = ""
+    mail_port: int = 0
+    mail_username: str = ""
+    mail_password: str = ""
+    mail_from: str = ""
+    mail_payload: str = ""
+    mail_subject_prefix: str = "[Dkron]"
+    webhook_endpoint: str = ""
+    webhook_payload: str = ""
+    webhook_headers: tuple[str, ...] = ()
+    """`Name:value` strings, as Dkron takes them."""
+    pre_webhook_endpoint: str = ""
+    pre_webhook_payload: str = ""
+    pre_webhook_headers: tuple[str, ...] = ()
+
+
+SECRET_SETTINGS = frozenset({"mail_password"})
+"""Never printed (`--print-config` shows whether they are set, not their value)."""
 
 
 def node_tags(settings: Settings) -> dict[str, str]:
@@ -67,6 +88,8 @@ def describe(settings: Settings) -> dict[str, Any]:
             value = str(value)
         elif isinstance(value, tuple):
             value = list(value)
+        if name in SECRET_SETTINGS and value:
+            value = "(set)"
         out[name] = value
     out["node_tags"] = node_tags(settings)
     return out
@@ -97,6 +120,25 @@ def _split_pair(pair: str) -> tuple[str, str]:
     if not sep:
         raise ConfigError(f"invalid tag {pair!r}: use --tag key=value")
     return key, value
+
+
+def parse_header(flag: str, text: str) -> tuple[str, str]:
+    """A `Name:value` header of `--webhook-headers`/`--pre-webhook-headers` (the value is trimmed)."""
+    name, sep, value = text.partition(":")
+    name = name.strip()
+    value = value.strip()
+    bad_name = any(ch.isspace() or ch in '()<>@,;\\"/[]?={}' for ch in name)
+    if not sep or not name or bad_name or any(ord(ch) < 32 and ch != "\t" for ch in value):
+        raise ConfigError(f"--{flag} {text!r}: use Name:value, e.g. Content-Type:application/json")
+    return name, value
+
+
+def check_endpoint(flag: str, url: str) -> str:
+    """A webhook endpoint must be an absolute http(s) URL."""
+    scheme, sep, rest = url.partition("://")
+    if url and (not sep or scheme.lower() not in ("http", "https") or not rest.split("/")[0]):
+        raise ConfigError(f"--{flag} {url!r}: use an absolute http:// or https:// URL")
+    return url
 
 
 def load_config_file(path: Path) -> dict[str, Any]:

@@ -28,6 +28,8 @@ from dkron_nats.schedule import (
 from dkron_nats.timefmt import parse_time, utcnow
 
 CONCURRENCY_POLICIES = ("allow", "forbid", "replace")
+NOTIFY_ON = ("always", "failure", "recovery", "failure_and_recovery")
+"""When a job's launches notify (mail, webhook): `recovery` is a success after a launch that failed."""
 MISFIRE_MAX_LIMIT = 100
 HISTORY_LIMIT_MAX = 100_000
 
@@ -71,6 +73,7 @@ class JobInput(msgspec.Struct, kw_only=True):
     history_limit: Int64 | None = None
     history_max_age: str | None = None
     dst_policy: DstPolicy | None = None
+    notify_on: str | None = None
 
 
 _decoder = msgspec.json.Decoder(JobInput)
@@ -205,6 +208,7 @@ class ValidatedJob(msgspec.Struct, kw_only=True):
     history_limit: int
     history_max_age: str
     dst_policy: DstPolicy | None
+    notify_on: str
     success_count: int
     error_count: int
     last_success: datetime | None
@@ -262,6 +266,11 @@ def validate_job(inp: JobInput, validate_executor: Callable[[str, dict[str, str]
             f"history_limit must be between 1 and {HISTORY_LIMIT_MAX} (0: the server's default)"
         )
     history_max_age = _duration_field("history_max_age", inp.history_max_age, "720h", timedelta(seconds=1))
+    notify_on = inp.notify_on or "always"
+    if notify_on not in NOTIFY_ON:
+        raise ValidationError(
+            f'invalid notify_on "{notify_on}": use "always", "failure", "recovery" or "failure_and_recovery"'
+        )
     executor = inp.executor or ""
     if executor:
         try:
@@ -296,6 +305,7 @@ def validate_job(inp: JobInput, validate_executor: Callable[[str, dict[str, str]
         history_limit=history_limit,
         history_max_age=history_max_age,
         dst_policy=dst if dst.gap or dst.overlap else None,
+        notify_on=notify_on,
         success_count=inp.success_count or 0,
         error_count=inp.error_count or 0,
         last_success=_time_field("last_success", inp.last_success),

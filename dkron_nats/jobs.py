@@ -98,7 +98,7 @@ class JobService:
         jobs: KVCache[JobSpec],
         states: KVCache[JobState],
         is_paused: Callable[[], bool],
-        announce: Callable[[str, str], Awaitable[None]] | None = None,
+        announce: Callable[[str, JobSpec], Awaitable[None]] | None = None,
     ) -> None:
         self.jobs = jobs
         self.states = states
@@ -146,7 +146,7 @@ class JobService:
                 break
             await self._refresh(key)
         await self._merge_submitted_state(key, job)
-        await self._announce("updated" if current else "created", key)
+        await self._announce("updated" if current else "created", spec)
         return spec
 
     def _check_dependencies(self, job: ValidatedJob) -> None:
@@ -174,9 +174,9 @@ class JobService:
                 return found
         return None
 
-    async def _announce(self, event: str, key: str) -> None:
+    async def _announce(self, event: str, spec: JobSpec) -> None:
         if self.announce is not None:
-            await self.announce(event, key)
+            await self.announce(event, spec)
 
     async def _refresh(self, key: str) -> None:
         fresh = await self.jobs_kv.get(key)
@@ -218,7 +218,7 @@ class JobService:
         self.jobs.forget(key)
         await self.states_kv.delete(key)
         self.states.forget(key)
-        await self._announce("deleted", key)
+        await self._announce("deleted", view.spec)
         return view
 
     async def toggle(self, name: str) -> JobSpec:
@@ -235,7 +235,7 @@ class JobService:
             rev = await self.jobs_kv.update(key, changed, revision)
             if rev is not None:
                 self.jobs.apply(key, changed, rev)
-                await self._announce("updated", key)
+                await self._announce("updated", changed)
                 return changed
             await self._refresh(key)
 
@@ -286,6 +286,7 @@ def _spec_from(job: ValidatedJob, old: JobSpec | None) -> JobSpec:
         history_limit=job.history_limit,
         history_max_age=job.history_max_age,
         dst_policy=job.dst_policy,
+        notify_on=job.notify_on,
         anchor=anchor,
     )
 

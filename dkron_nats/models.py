@@ -80,6 +80,8 @@ class JobSpec(msgspec.Struct, kw_only=True, omit_defaults=True):
     history_max_age: str = ""
     """Records older than this duration are purged; "" keeps them (up to the count)."""
     dst_policy: DstPolicy | None = None
+    notify_on: str = "always"
+    """Which ended launches send mail and webhooks: always, failure, recovery or failure_and_recovery."""
     anchor: datetime | None = None
     """When the schedule (or the enabled state) last changed: `@every` counts from here, and no slot
     before it is ever due."""

@@ -24,7 +24,9 @@ from dkron_nats.agent.journal import RunJournal
 from dkron_nats.agent.registry import ExecutorRegistry, discover_executors, discover_processors
 from dkron_nats.agent.runner import Agent
 from dkron_nats.config import Settings, node_tags
+from dkron_nats.events import JOB_EVENTS, changed_job_key, job_event
 from dkron_nats.http.app import create_app
+from dkron_nats.http.render import job_json
 from dkron_nats.http.services import SCHEDULING_PAUSED_KEY, Flag, Services
 from dkron_nats.joblist import JobLister
 from dkron_nats.jobs import JobService
@@ -36,6 +38,7 @@ from dkron_nats.kv.typed import TRANSIENT, TypedKV
 from dkron_nats.leader.election import run_elections
 from dkron_nats.leader.launcher import Launcher
 from dkron_nats.leader.lease import Lease
+from dkron_nats.leader.notify import Notifier, NotifySettings
 from dkron_nats.leader.results import ResultProcessor
 from dkron_nats.leader.scheduler import Scheduler, SchedulerSettings
 from dkron_nats.leader.session import LeaderSession
@@ -43,10 +46,8 @@ from dkron_nats.leader.stats import DayStats, Stats
 from dkron_nats.leader.watchdog import AgentWatchdog
 from dkron_nats.members import Registry, heartbeat
 from dkron_nats.models import JobSpec, JobState, LaunchCursor, Member
-from dkron_nats.names import is_job_key
 from dkron_nats.natsserver import EmbeddedNats, split_host_port
 from dkron_nats.nextfire import NextFireCache
-from dkron_nats.subjects import JOB_EVENTS, job_event
 from dkron_nats.timefmt import utcnow
 from dkron_nats.version import VERSION
 
@@ -183,8 +184,9 @@ class Node:
                 def paused() -> bool:
                     return bool((f := flag.get("paused")) and f.value)
 
-                async def announce(event: str, key: str) -> None:
-                    await nc.publish(job_event(event), key.encode())
+                async def announce(event: str, spec: JobSpec) -> None:
+                    data = None if event == "deleted" else job_json(jobs.view(spec), nexts.get(spec))
+                    await nc.publish(*job_event(event, spec.name, data))
 
                 jobs = JobService(jobs_cache, states_cache, paused, announce)
                 tg.start_soon(_follow_job_notices, nc, jobs_cache)
@@ -207,8 +209,17 @@ class Node:
                     max_body_bytes=s.max_body_size,
                 )
                 locks = JobLocks(buckets.locks, js, ttl=s.member_ttl)
+                notifier = Notifier(NotifySettings.from_settings(s), executions)
                 launcher = Launcher(
-                    nc, js, registry, executions, lambda: lease.fence, s.region, locks, lease.valid
+                    nc,
+                    js,
+                    registry,
+                    executions,
+                    lambda: lease.fence,
+                    s.region,
+                    locks,
+                    lease.valid,
+                    notifier=notifier,
                 )
 
                 async def lead() -> None:
@@ -219,11 +230,16 @@ class Node:
                         SchedulerSettings(starting_deadline=s.starting_deadline),
                         paused=lambda: services.is_paused(SCHEDULING_PAUSED_KEY),
                     )
-                    results = ResultProcessor(js, jobs, executions, launcher, s.max_executions, stats)
+                    results = ResultProcessor(
+                        js, jobs, executions, launcher, s.max_executions, stats, notifier=notifier
+                    )
                     watchdog = AgentWatchdog(registry, launcher)
                     unlisten = settings_cache.listen(lambda key, flag: scheduler.wake())
+                    session = LeaderSession(
+                        nc, jobs, launcher, scheduler, results, stats, watchdog, notifier=notifier
+                    )
                     try:
-                        await LeaderSession(nc, jobs, launcher, scheduler, results, stats, watchdog).run()
+                        await session.run()
                     finally:
                         unlisten()
 
@@ -248,9 +264,9 @@ async def _follow_job_notices(nc: Client, cache: KVCache[JobSpec]) -> None:
     sub = await nc.subscribe(JOB_EVENTS)
     try:
         async for msg in sub.messages:
-            key = msg.data.decode(errors="replace")
-            if not is_job_key(key):
-                logger.warning("ignoring a job notice that names no job key: %r", msg.data[:80])
+            key = changed_job_key(msg.data)
+            if key is None:
+                logger.warning("ignoring a job event that names no job: %r", msg.data[:80])
                 continue
             try:
                 await cache.refresh(key)

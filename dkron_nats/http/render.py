@@ -54,6 +54,7 @@ def job_json(view: JobView, next_fire: datetime | None) -> dict[str, Any]:
         "history_limit": spec.history_limit,
         "history_max_age": spec.history_max_age,
         "dst_policy": _dst_json(spec.dst_policy),
+        "notify_on": spec.notify_on,
     }
 
 
@@ -95,6 +96,7 @@ def echo_json(job: ValidatedJob) -> dict[str, Any]:
         "history_limit": job.history_limit,
         "history_max_age": job.history_max_age,
         "dst_policy": _dst_json(job.dst_policy),
+        "notify_on": job.notify_on,
     }
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import random
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -19,13 +20,16 @@ from nats.aio.client import Client
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
+from opentelemetry.trace import SpanKind
 
 from dkron_nats.errors import LeadershipLostError
 from dkron_nats.kv.executions import ExecutionStore, execution_id
 from dkron_nats.kv.locks import LOCKED, JobLocks
 from dkron_nats.kv.typed import with_retry
+from dkron_nats.leader.notify import Notifier
 from dkron_nats.leader.targets import select_targets
 from dkron_nats.members import Registry
+from dkron_nats.metrics import DISPATCH_SECONDS
 from dkron_nats.models import (
     CancelLaunch,
     Execution,
@@ -39,6 +43,7 @@ from dkron_nats.models import (
 from dkron_nats.names import job_key
 from dkron_nats.subjects import AGENT_CANCEL, LEADER_RESULT_NODE, result_subject, run_subject
 from dkron_nats.timefmt import to_ns, utcnow
+from dkron_nats.tracing import inject, tracer
 
 logger = logging.getLogger(__name__)
 DISPATCH_TIMEOUT = 5.0
@@ -77,8 +82,10 @@ class Launcher:
         region: str,
         locks: JobLocks,
         holds_lease: Callable[[], bool] = lambda: True,
+        notifier: Notifier | None = None,
     ) -> None:
         self.nc = nc
+        self.notifier = notifier
         self.locks = locks
         self.js = js
         self.registry = registry
@@ -150,6 +157,9 @@ class Launcher:
     ) -> None:
         """Send one run request per target, concurrently. `siblings` overrides the group's other ids;
         `lanes` (a retry moved to another node) the lanes the ids are made from."""
+        if attempt == 1 and self.notifier is not None:
+            # Here, not per node or per attempt: the pre-webhook announces the launch once.
+            self.notifier.launch_started(job, group, scheduled_at, targets)
         ids = [attempt_id(group, lane, attempt) for lane in (lanes or targets)]
         async with anyio.create_task_group() as tg:
             for node, exec_id in zip(targets, ids, strict=True):
@@ -169,10 +179,15 @@ class Launcher:
         ex = request.execution
         self.ensure_leader()
         self.dispatched[ExecutionStore.key(ex.job_name, ex.id)] = ex.node_name
+        attributes = {"dkron.job": ex.job_name, "dkron.execution": ex.id, "dkron.node": ex.node_name}
         try:
-            reply = await self.nc.request(
-                run_subject(ex.node_name), encode(request), timeout=DISPATCH_TIMEOUT
-            )
+            with tracer().start_as_current_span("dispatch", kind=SpanKind.PRODUCER, attributes=attributes):
+                headers = dict(inject({})) or None  # the agent's execution span continues this one
+                sent = time.monotonic()
+                reply = await self.nc.request(
+                    run_subject(ex.node_name), encode(request), timeout=DISPATCH_TIMEOUT, headers=headers
+                )
+                DISPATCH_SECONDS.observe(time.monotonic() - sent)
             answer = decode(reply.data, RunReply)
             if answer.ok or answer.error == "duplicate":
                 return

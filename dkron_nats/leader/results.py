@@ -21,18 +21,29 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig
 
 from dkron_nats.durations import parse_duration
+from dkron_nats.events import execution_event
 from dkron_nats.failpoints import crash_point
+from dkron_nats.http.render import execution_json
 from dkron_nats.jobs import JobService
 from dkron_nats.kv.buckets import RESULTS_STREAM, RESULTS_SUBJECTS
 from dkron_nats.kv.executions import ExecutionStore, lane_of
 from dkron_nats.kv.locks import LOCKED
 from dkron_nats.kv.typed import TRANSIENT, with_retry
 from dkron_nats.leader.launcher import JobBusy, Launcher, attempt_id
+from dkron_nats.leader.notify import Notifier
 from dkron_nats.leader.stats import Stats
+from dkron_nats.metrics import (
+    EXECUTIONS_FAILED,
+    EXECUTIONS_SUCCEEDED,
+    SCHEDULE_LAG,
+    SLOTS_MISSED,
+    SLOTS_SKIPPED,
+)
 from dkron_nats.models import Execution, ExecutionResult, JobSpec, JobState, decode
 from dkron_nats.names import job_key
 from dkron_nats.retry import retry_delay
 from dkron_nats.timefmt import later_of, to_ns, utcnow
+from dkron_nats.tracing import extract, tracer
 
 logger = logging.getLogger(__name__)
 DURABLE = "dkron-leader"
@@ -55,6 +66,7 @@ class ResultProcessor:
         keep: int,
         stats: Stats,
         on_applied: Callable[[Execution], None] | None = None,
+        notifier: Notifier | None = None,
     ) -> None:
         self.js = js
         self.jobs = jobs
@@ -64,6 +76,7 @@ class ResultProcessor:
         """Execution records kept per job."""
         self.stats = stats
         self.on_applied = on_applied
+        self.notifier = notifier
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         # Results fetched by a leader that then dies are redelivered after ack_wait: keep it short, so a
@@ -88,7 +101,9 @@ class ResultProcessor:
                     await anyio.sleep(0.5)
                     continue
                 for msg in messages:
-                    wait = await self._handle(msg.data, msg.metadata.sequence.stream)
+                    # The agent's execution span, so recording and notifying join the launch's trace.
+                    with tracer().start_as_current_span("record result", context=extract(msg.headers)):
+                        wait = await self._handle(msg.data, msg.metadata.sequence.stream)
                     if wait > 0:
                         # A retry that is not due yet: JetStream hands the result back when it is, to
                         # whichever server leads then, so a pending retry survives a takeover.
@@ -143,7 +158,7 @@ class ResultProcessor:
         if self.on_applied is not None:
             self.on_applied(ex)
         counts = ex.status not in ("missed", "skipped")
-        retrying = counts and not ex.success and ex.attempt <= spec.retries and not ex.id.endswith("-none")
+        retrying = counts and _will_retry(spec, ex)
         # Each other target's latest attempt, read once: it decides the status and whether the launch is over.
         others = await self._latest_of(ex, outcome.siblings) if counts and not retrying else []
         status = _group_status(ex, others) if counts and not retrying else None
@@ -155,21 +170,38 @@ class ResultProcessor:
             await self.executions.trim(ex.job_name, keep)
         if spec.history_max_age:
             await self._age_out(spec, written)
+        if first_time:
+            await self._announce(ex)
         if not counts:
             return 0.0
         if first_time:
             self.stats.count(ex.finished_at, ex.success)
         if retrying:
             return await self._retry(spec, ex, outcome.siblings)
-        waiting = self.jobs.dependents.waiting_on(spec.name)
-        if (spec.concurrency in LOCKED or waiting) and all(o is not None and o.finished for o in others):
+        if _over(spec, others):  # every node's last attempt is in: the launch has ended
             if spec.concurrency in LOCKED:
                 await self.launcher.locks.release(key, ex.group)
-            for child in waiting:
+            for child in self.jobs.dependents.waiting_on(spec.name):
                 await self._fan_in(child, spec.name, ex.group, status or "failed")
+            if first_time and status is not None and self.notifier is not None:
+                self.notifier.launch_ended(spec, ex, [o for o in others if o is not None], status)
         if status == "success":
             await self._after_success(spec.name, spec.ephemeral, ex.group)
         return 0.0
+
+    async def _announce(self, ex: Execution) -> None:
+        """Metrics and the execution event of a record seen for the first time."""
+        kind = ex.status if ex.status in ("missed", "skipped") else "finished"
+        if kind == "missed":
+            SLOTS_MISSED.labels(ex.job_name).inc()
+        elif kind == "skipped":
+            SLOTS_SKIPPED.labels(ex.job_name).inc()
+        else:
+            (EXECUTIONS_SUCCEEDED if ex.success else EXECUTIONS_FAILED).labels(ex.job_name).inc()
+            if ex.attempt == 1 and ex.scheduled_at and ex.started_at and ex.node_name:
+                SCHEDULE_LAG.observe(max(0.0, (ex.started_at - ex.scheduled_at).total_seconds()))
+        subject, body = execution_event(kind, execution_json(ex))
+        await self.launcher.nc.publish(subject, body)
 
     async def _age_out(self, spec: JobSpec, written: int | None = None) -> None:
         """Purge the job's records older than `history_max_age`, at most a tenth of it late.
@@ -299,6 +331,16 @@ class ResultProcessor:
         if ephemeral and not self.jobs.dependents.children(name):
             await self.jobs.delete(name)
             await self.executions.purge_job(name)
+
+
+def _will_retry(spec: JobSpec, ex: Execution) -> bool:
+    """A failed attempt that gets another one (a run that reached no node is not retried)."""
+    return not ex.success and ex.attempt <= spec.retries and not ex.id.endswith("-none")
+
+
+def _over(spec: JobSpec, others: list[Execution | None]) -> bool:
+    """Whether every other node's latest attempt is final, with no retry still to come."""
+    return all(o is not None and o.finished and not _will_retry(spec, o) for o in others)
 
 
 def _group_status(ex: Execution, others: list[Execution | None]) -> str:

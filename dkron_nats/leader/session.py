@@ -12,6 +12,7 @@ from nats.aio.msg import Msg
 
 from dkron_nats.jobs import JobService
 from dkron_nats.leader.launcher import JobBusy, Launcher
+from dkron_nats.leader.notify import Notifier
 from dkron_nats.leader.results import ResultProcessor
 from dkron_nats.leader.scheduler import Scheduler
 from dkron_nats.leader.stats import Stats
@@ -45,9 +46,13 @@ class LeaderSession:
     results: ResultProcessor
     stats: Stats
     watchdog: AgentWatchdog
+    notifier: Notifier | None = None
 
     async def run(self) -> None:
         async with anyio.create_task_group() as tg:
+            if self.notifier is not None:
+                # First: launches and results report to it from the start; it sends only while we lead.
+                await tg.start(self.notifier.run)
             # Side by side: right after a NATS node loss, creating the results consumer can wait for its
             # stream to elect a leader, and the scheduler must not wait for that.
             async with anyio.create_task_group() as starting:

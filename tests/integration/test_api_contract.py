@@ -66,6 +66,7 @@ JOB_KEYS = [
     "history_limit",
     "history_max_age",
     "dst_policy",
+    "notify_on",
 ]
 MEMBER_KEYS = [
     "Name",
@@ -641,6 +642,15 @@ def _bad_cases() -> list[Any]:
             id="concurrency",
         ),
         pytest.param({"retries": -1}, 400, None, invalid, id="negative-retries"),
+        pytest.param(
+            {"notify_on": "sometimes"},
+            400,
+            'Job validation failed: invalid notify_on "sometimes": '
+            'use "always", "failure", "recovery" or "failure_and_recovery".',
+            "",
+            id="notify-on",
+        ),
+        pytest.param({"notify_on": ["failure"]}, 400, None, parse, id="notify-on-not-string"),
         pytest.param({"executor_config": {"command": "x", "timeout": "30"}}, 400, None, invalid, id="tmo"),
         pytest.param({"executor_config": {"command": "x", "mem_limit": "a"}}, 400, None, invalid, id="mem"),
         pytest.param({"tags": {"role": "web.*"}}, 400, None, invalid, id="tag-value-wildcard"),
