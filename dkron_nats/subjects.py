@@ -17,14 +17,6 @@ LEADER_RESULT_NODE = "scheduler"
 """The pseudo-node under which the leader publishes records it makes itself (missed, skipped, failed)."""
 
 
-JOB_EVENTS = "dkron.events.job.>"
-"""Notices of job changes (`created`, `updated`, `deleted`); the body names the job key."""
-
-
-def job_event(event: str) -> str:
-    return f"dkron.events.job.{_token(event)}"
-
-
 def _token(text: str) -> str:
     if not is_token(text):
         raise ValueError(f"{text!r} cannot be a NATS subject token")

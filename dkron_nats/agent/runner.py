@@ -19,11 +19,15 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
+from opentelemetry.context import Context
+from opentelemetry.trace import SpanKind
 
 from dkron_nats.agent.executor import ExecutionContext, OutputBuffer
 from dkron_nats.agent.journal import RunJournal
 from dkron_nats.agent.processor import Processor
 from dkron_nats.agent.registry import ExecutorRegistry, ProcessorRegistry
+from dkron_nats.events import execution_event
+from dkron_nats.http.render import execution_json
 from dkron_nats.kv.executions import ExecutionStore
 from dkron_nats.kv.locks import LOCKED, JobLocks
 from dkron_nats.kv.output import OutputPublisher, output_subject
@@ -45,6 +49,7 @@ from dkron_nats.models import (
 from dkron_nats.names import job_key
 from dkron_nats.subjects import AGENT_BUSY, AGENT_CANCEL, result_subject, run_subject
 from dkron_nats.timefmt import utcnow
+from dkron_nats.tracing import extract, inject, traceparent, tracer
 
 logger = logging.getLogger(__name__)
 BUSY_OUTPUT_TAIL = 4096
@@ -119,6 +124,8 @@ class Running:
     execution: Execution
     output: OutputBuffer
     live: OutputPublisher | None = None
+    trace: Context | None = None
+    """The trace context the run request carried (the leader's dispatch span)."""
     cancel: anyio.CancelScope = field(default_factory=anyio.CancelScope)
 
     async def write(self, data: bytes) -> None:
@@ -240,13 +247,22 @@ class Agent:
             await msg.respond(encode(RunReply(ok=False, error="duplicate")))
             return
         live = OutputPublisher(self.nc, self.js, output_subject(execution.job_name, execution.id))
-        running = Running(execution, OutputBuffer(), live)
+        running = Running(execution, OutputBuffer(), live, extract(msg.headers))
         self.running[key] = running
         RUNNING.set(len(self.running))
         await msg.respond(encode(RunReply(ok=True)))
+        await self.nc.publish(*execution_event("started", execution_json(execution)))
         work.start_soon(self._execute, request.job, running, request.siblings)
 
     async def _execute(self, job: JobSpec, running: Running, siblings: list[str]) -> None:
+        ex = running.execution
+        attributes = {"dkron.job": job.name, "dkron.execution": ex.id, "dkron.node": self.node}
+        with tracer().start_as_current_span(
+            "execute", context=running.trace, kind=SpanKind.CONSUMER, attributes=attributes
+        ):
+            await self._execute_traced(job, running, siblings)
+
+    async def _execute_traced(self, job: JobSpec, running: Running, siblings: list[str]) -> None:
         ex = running.execution
         success, error = False, ""
         try:
@@ -293,12 +309,14 @@ class Agent:
         return result.success, result.error
 
     def _context(self, job: JobSpec, ex: Execution) -> ExecutionContext:
+        current = traceparent()  # the job can continue the trace
         return ExecutionContext(
             job_name=job.name,
             execution_id=ex.id,
             node_name=self.node,
             attempt=ex.attempt,
             scheduled_at=ex.scheduled_at,
+            env={"TRACEPARENT": current} if current else {},
             job=job,
             nc=self.nc,
         )
@@ -322,10 +340,14 @@ class Agent:
 
     async def _process(self, job: JobSpec, done: Execution) -> Execution:
         """Apply the job's processors here, on the node that ran it (Dkron applies them on the leader)."""
-        return await apply_processors(done, job.processors or {}, self.processors, self._context(job, done))
+        with tracer().start_as_current_span("processors", attributes={"dkron.job": job.name}):
+            return await apply_processors(
+                done, job.processors or {}, self.processors, self._context(job, done)
+            )
 
     async def _publish(self, result: ExecutionResult) -> None:
-        payload, headers = encode(result), {"Nats-Msg-Id": result.msg_id}
+        payload = encode(result)
+        headers = {**inject({}), "Nats-Msg-Id": result.msg_id}  # the leader records it in the same trace
         await with_retry(
             lambda: self.js.publish(result_subject(self.node), payload, headers=headers),
             attempts=30,

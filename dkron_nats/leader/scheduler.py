@@ -30,6 +30,7 @@ from dkron_nats.models import JobSpec, LaunchCursor
 from dkron_nats.nextfire import job_schedule
 from dkron_nats.schedule import Schedule, ScheduleError
 from dkron_nats.timefmt import from_ns, to_ns, utcnow
+from dkron_nats.tracing import tracer
 
 logger = logging.getLogger(__name__)
 _EPSILON = timedelta(microseconds=1)
@@ -258,10 +259,15 @@ class Scheduler:
                 return
             if held is not None:
                 cursor = msgspec.structs.replace(cursor, replaces=held)
-            if await self._advance(key, cursor, base):
-                plan.blocked = False
-                await self._act_on(plan.spec, cursor)
-                return
+            # One trace per launch starts here: the tick, the launch record, then the dispatch.
+            attributes = {"dkron.job": plan.spec.name, "dkron.launch": str(cursor.group)}
+            with tracer().start_as_current_span("schedule", attributes=attributes):
+                with tracer().start_as_current_span("launch record"):
+                    advanced = await self._advance(key, cursor, base)
+                if advanced:
+                    plan.blocked = False
+                    await self._act_on(plan.spec, cursor)
+                    return
             if self._cursors.get(key) == base:
                 await anyio.sleep(0.1)  # the read lags the write that beat us; let it catch up
 
