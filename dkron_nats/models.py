@@ -202,6 +202,8 @@ class RunRequest(msgspec.Struct, kw_only=True, omit_defaults=True):
     job: JobSpec
     siblings: list[str] = msgspec.field(default_factory=list)
     """Execution ids of the same launch on other nodes (for the group status)."""
+    env: dict[str, str] = msgspec.field(default_factory=dict)
+    """Extra environment for this run only (a NATS trigger's payload)."""
 
 
 class RunReply(msgspec.Struct, kw_only=True, omit_defaults=True):

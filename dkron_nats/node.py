@@ -45,10 +45,12 @@ from dkron_nats.leader.session import LeaderSession
 from dkron_nats.leader.stats import DayStats, Stats
 from dkron_nats.leader.watchdog import AgentWatchdog
 from dkron_nats.members import Registry, heartbeat
+from dkron_nats.metrics import NATS_DISCONNECTS, NATS_RECONNECTS
 from dkron_nats.models import JobSpec, JobState, LaunchCursor, Member
 from dkron_nats.natsserver import EmbeddedNats, split_host_port
 from dkron_nats.nextfire import NextFireCache
 from dkron_nats.timefmt import utcnow
+from dkron_nats.triggers import TriggerIntake
 from dkron_nats.version import VERSION
 
 logger = logging.getLogger(__name__)
@@ -244,6 +246,7 @@ class Node:
                         unlisten()
 
                 tg.start_soon(_serve_http, services, s.http_addr)
+                await tg.start(TriggerIntake(nc, js, jobs).run)
                 await run_elections(lease, lead)
 
 
@@ -324,6 +327,14 @@ async def _connect(urls: list[str], node: str) -> Client:
     async def on_error(exc: Exception) -> None:
         logger.warning("NATS: %s", exc)
 
+    async def on_disconnect() -> None:
+        NATS_DISCONNECTS.inc()
+        logger.info("NATS disconnected (reconnecting unless this node is stopping)")
+
+    async def on_reconnect() -> None:
+        NATS_RECONNECTS.inc()
+        logger.info("NATS connection re-established")
+
     client: Client = await nats.connect(
         servers=urls,
         name=f"dkron-nats {node}",
@@ -333,6 +344,8 @@ async def _connect(urls: list[str], node: str) -> Client:
         reconnect_time_wait=0.5,
         connect_timeout=5,
         error_cb=on_error,
+        disconnected_cb=on_disconnect,
+        reconnected_cb=on_reconnect,
     )
     return client
 

@@ -252,17 +252,21 @@ class Agent:
         RUNNING.set(len(self.running))
         await msg.respond(encode(RunReply(ok=True)))
         await self.nc.publish(*execution_event("started", execution_json(execution)))
-        work.start_soon(self._execute, request.job, running, request.siblings)
+        work.start_soon(self._execute, request.job, running, request.siblings, request.env)
 
-    async def _execute(self, job: JobSpec, running: Running, siblings: list[str]) -> None:
+    async def _execute(
+        self, job: JobSpec, running: Running, siblings: list[str], env: dict[str, str]
+    ) -> None:
         ex = running.execution
         attributes = {"dkron.job": job.name, "dkron.execution": ex.id, "dkron.node": self.node}
         with tracer().start_as_current_span(
             "execute", context=running.trace, kind=SpanKind.CONSUMER, attributes=attributes
         ):
-            await self._execute_traced(job, running, siblings)
+            await self._execute_traced(job, running, siblings, env)
 
-    async def _execute_traced(self, job: JobSpec, running: Running, siblings: list[str]) -> None:
+    async def _execute_traced(
+        self, job: JobSpec, running: Running, siblings: list[str], env: dict[str, str]
+    ) -> None:
         ex = running.execution
         success, error = False, ""
         try:
@@ -272,7 +276,7 @@ class Agent:
                         lease.start_soon(self._keep_lease, self.locks, ex)
                     if running.live is not None:
                         lease.start_soon(running.live.flush_periodically)
-                    success, error = await self._run_executor(job, running)
+                    success, error = await self._run_executor(job, running, env)
                     lease.cancel_scope.cancel()
             if running.cancel.cancelled_caught:
                 error = "cancelled"
@@ -295,28 +299,30 @@ class Agent:
                     self._idle.set()
                     self._idle = anyio.Event()
 
-    async def _run_executor(self, job: JobSpec, running: Running) -> tuple[bool, str]:
+    async def _run_executor(self, job: JobSpec, running: Running, env: dict[str, str]) -> tuple[bool, str]:
         ex = running.execution
         executor = self.executors.get(job.executor)
         if executor is None:
             return False, f"Specified executor is not present: {job.executor or '(none)'}"
         try:
-            result = await executor.execute(job.executor_config or {}, self._context(job, ex), running)
+            ctx = self._context(job, ex, env)
+            result = await executor.execute(job.executor_config or {}, ctx, running)
         except Exception as exc:
             # A plugin that raises fails its execution, never the agent.
             logger.exception("executor %s raised while running %s", job.executor, job.name)
             return False, f"executor {job.executor} failed: {exc}"
         return result.success, result.error
 
-    def _context(self, job: JobSpec, ex: Execution) -> ExecutionContext:
+    def _context(self, job: JobSpec, ex: Execution, env: dict[str, str] | None = None) -> ExecutionContext:
         current = traceparent()  # the job can continue the trace
+        extra = {**(env or {}), **({"TRACEPARENT": current} if current else {})}
         return ExecutionContext(
             job_name=job.name,
             execution_id=ex.id,
             node_name=self.node,
             attempt=ex.attempt,
             scheduled_at=ex.scheduled_at,
-            env={"TRACEPARENT": current} if current else {},
+            env=extra,
             job=job,
             nc=self.nc,
         )

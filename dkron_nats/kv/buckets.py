@@ -28,6 +28,9 @@ BUCKET_NAMES = (JOBS, JOB_STATE, EXECUTIONS, CURSORS, LEADER, MEMBERS, SETTINGS,
 
 RESULTS_STREAM = "DKRON_RESULTS"
 RESULTS_SUBJECTS = "dkron.result.>"
+TRIGGERS_STREAM = "DKRON_TRIGGERS"
+STORED_TRIGGERS = "dkron.triggered.>"
+"""Triggers checked by a server and waiting for the leader to launch them (see dkron_nats/triggers.py)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +114,18 @@ async def ensure_buckets(js: JetStreamContext, limits: StorageLimits) -> Buckets
             num_replicas=r,
             max_age=limits.output_max_age,
             max_bytes=limits.output_max_bytes,
+        ),
+    )
+    await _ensure_stream(
+        js,
+        StreamConfig(
+            name=TRIGGERS_STREAM,
+            subjects=[STORED_TRIGGERS],
+            retention=RetentionPolicy.WORK_QUEUE,
+            storage=file,
+            num_replicas=r,
+            max_age=86_400,
+            duplicate_window=120,
         ),
     )
     return buckets

@@ -154,9 +154,11 @@ class Launcher:
         attempt: int = 1,
         siblings: list[str] | None = None,
         lanes: list[str] | None = None,
+        env: dict[str, str] | None = None,
     ) -> None:
         """Send one run request per target, concurrently. `siblings` overrides the group's other ids;
-        `lanes` (a retry moved to another node) the lanes the ids are made from."""
+        `lanes` (a retry moved to another node) the lanes the ids are made from; `env` is added to the
+        job's environment for this launch."""
         if attempt == 1 and self.notifier is not None:
             # Here, not per node or per attempt: the pre-webhook announces the launch once.
             self.notifier.launch_started(job, group, scheduled_at, targets)
@@ -173,7 +175,8 @@ class Launcher:
                     scheduled_at=scheduled_at,
                     fence=self.fence(),
                 )
-                tg.start_soon(self._send, RunRequest(execution=ex, job=job, siblings=others))
+                request = RunRequest(execution=ex, job=job, siblings=others, env=env or {})
+                tg.start_soon(self._send, request)
 
     async def _send(self, request: RunRequest) -> None:
         ex = request.execution
@@ -222,7 +225,11 @@ class Launcher:
             await self.record(failed, request.siblings)
 
     async def launch_now(
-        self, job: JobSpec, group: int | None = None, force: bool = False
+        self,
+        job: JobSpec,
+        group: int | None = None,
+        force: bool = False,
+        env: dict[str, str] | None = None,
     ) -> list[str] | str | JobBusy:
         """A run outside the schedule (manual, or a dependent job): the chosen nodes, why none can run it,
         or, for a `forbid` job whose previous launch still runs, JobBusy (`force` runs it anyway)."""
@@ -243,7 +250,7 @@ class Launcher:
             return targets
         if not force and not await self.hold(job, group, replacing):
             return JobBusy(await self.locks.holder(job_key(job.name)) or 0)
-        await self.dispatch(job, group, None, targets)
+        await self.dispatch(job, group, None, targets, env=env)
         return targets
 
     async def _claimed_by(self, job: JobSpec, group: int) -> list[str]:

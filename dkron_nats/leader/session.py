@@ -19,6 +19,7 @@ from dkron_nats.leader.stats import Stats
 from dkron_nats.leader.watchdog import AgentWatchdog
 from dkron_nats.names import job_key
 from dkron_nats.subjects import LEADER_RUN
+from dkron_nats.triggers import Trigger, consume_triggers
 
 logger = logging.getLogger(__name__)
 
@@ -58,10 +59,29 @@ class LeaderSession:
             async with anyio.create_task_group() as starting:
                 starting.start_soon(tg.start, self.results.run)
                 starting.start_soon(tg.start, self.scheduler.run)
+            await tg.start(consume_triggers, self.launcher.js, self._launch_trigger)
             tg.start_soon(self.stats.run)
             tg.start_soon(self.results.age_out_idle_jobs)
             tg.start_soon(self.watchdog.run)
             await self._serve_run_requests()
+
+    async def _launch_trigger(self, trigger: Trigger) -> None:
+        """A NATS trigger, as a manual run with its launch id (sent again after a crash: same nodes)."""
+        spec = self.jobs.jobs.get(job_key(trigger.job))
+        if spec is None or spec.disabled:
+            logger.warning(
+                "trigger %d of %s dropped: the job is gone or disabled", trigger.launch, trigger.job
+            )
+            return
+        outcome = await self.launcher.launch_now(
+            spec, group=trigger.launch, force=trigger.force, env=trigger.env
+        )
+        if isinstance(outcome, JobBusy):
+            reason = (
+                f"skipped: triggered over NATS while launch {outcome.group} still runs and the job's "
+                'concurrency is forbid (send {"force": true} to run it anyway)'
+            )
+            await self.launcher.record_outcome(spec, trigger.launch, None, "skipped", reason)
 
     async def _serve_run_requests(self) -> None:
         sub = await self.nc.subscribe(LEADER_RUN, queue="leader")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -12,8 +13,10 @@ import httpx
 import nats
 import pytest
 
-from dkron_nats.kv.buckets import BUCKET_NAMES, RESULTS_STREAM
+from dkron_nats.kv.buckets import BUCKET_NAMES, RESULTS_STREAM, TRIGGERS_STREAM
+from dkron_nats.kv.output import OUTPUT_STREAM
 from tests.harness import Node, finished, free_port, job, wait_for
+from tests.sse import Event, events, output_of
 
 
 def _servers(base: Path, extra_args: list[str], env: dict[str, str]) -> list[Node]:
@@ -44,6 +47,9 @@ def _agent(base: Path, name: str, servers: list[Node], tags: list[str]) -> Node:
 def _lists_members(server: Node, count: int) -> Callable[[], bool]:
     """`count` members alive (a node that died stays listed as failed until it comes back)."""
     return lambda: sum(m["statusText"] == "alive" for m in server.get("/v1/members").json()) == count
+
+
+STREAMS = [RESULTS_STREAM, OUTPUT_STREAM, TRIGGERS_STREAM]
 
 
 def leaders(servers: list[Node]) -> list[str]:
@@ -123,7 +129,7 @@ def test_every_bucket_and_stream_is_replicated_on_three_nats_servers(cluster: di
         try:
             js = nc.jetstream()
             found = {}
-            for name in [f"KV_{bucket}" for bucket in BUCKET_NAMES] + [RESULTS_STREAM]:
+            for name in [f"KV_{bucket}" for bucket in BUCKET_NAMES] + STREAMS:
                 info = await js.stream_info(name)
                 peers = 1 + len(info.cluster.replicas or []) if info.cluster else 1
                 found[name] = (info.config.num_replicas or 1, peers)
@@ -133,7 +139,7 @@ def test_every_bucket_and_stream_is_replicated_on_three_nats_servers(cluster: di
 
     found = asyncio.run(replicas())
     assert found == dict.fromkeys(found, (3, 3)), found
-    assert len(found) == len(BUCKET_NAMES) + 1
+    assert len(found) == len(BUCKET_NAMES) + len(STREAMS)
 
 
 def _run_and_collect(server: Node, name: str, tags: dict[str, str], expect: int) -> list[dict[str, Any]]:
@@ -177,3 +183,34 @@ def test_no_matching_node_gives_a_failed_execution_with_the_reason(cluster: dict
     server.request("DELETE", "/v1/jobs/nobody-db")
     assert runs[0]["success"] is False
     assert "role=db" in runs[0]["output"]
+
+
+def test_live_output_read_on_another_server_and_a_cancel_sent_there(cluster: dict[str, Node]) -> None:
+    """The agent web1 runs the job; s2 serves its live output and s3 cancels it."""
+    s1, s2, s3 = _servers_of(cluster)
+    command = "for i in $(seq 1 30); do echo line-$i; sleep 0.1; done; sleep 300"
+    body = job("remote-live", "@manually", command, tags={"role": "web:1"})
+    body["executor_config"]["shell"] = "true"
+    s1.post("/v1/jobs", json=body)
+    s1.post("/v1/jobs/remote-live/run")
+    run = wait_for(
+        lambda: (
+            [e for e in s2.get("/v1/jobs/remote-live/executions").json() if e["status"] == "running"] or None
+        ),
+        timeout=20,
+        what="the run",
+    )[0]
+    url = f"{s2.url}/v1/jobs/remote-live/executions/{run['id']}/output"
+    seen: list[Event] = []
+    reader = threading.Thread(target=lambda: seen.extend(events(url, timeout=60)), daemon=True)
+    reader.start()
+    expected = "".join(f"line-{i}\n" for i in range(1, 31))
+    wait_for(lambda: output_of(seen) == expected, timeout=20, what="all thirty lines, live, on s2")
+    assert reader.is_alive(), "the stream ended while the job still runs"
+    assert s3.post(f"/v1/jobs/remote-live/executions/{run['id']}/cancel").status_code == 202
+    reader.join(timeout=30)
+    assert not reader.is_alive()
+    assert seen[-1].kind == "end"
+    assert seen[-1].data["success"] is False
+    assert "cancelled" in output_of(seen)
+    s1.request("DELETE", "/v1/jobs/remote-live")

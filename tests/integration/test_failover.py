@@ -6,7 +6,9 @@ that every slot ran at most once and was either launched or recorded as missed.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import json
 import os
 import signal
 import time
@@ -15,6 +17,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import nats
 import pytest
 
 from tests.harness import Node, embedded_nats_pid, executions, finished, job, pid_alive, wait_for
@@ -565,3 +568,51 @@ def test_a_leader_killed_between_parent_completion_and_child_launch_launches_the
     assert all(r["success"] for r in records), records
     for name in (child, a, b):
         other.request("DELETE", f"/v1/jobs/{name}")
+
+
+async def _trigger_until_answered(nats_port: int, subject: str, msg_id: str, within: float) -> dict[str, Any]:
+    """What a careful client does: retry the request with the same Nats-Msg-Id until a server answers."""
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            nc = await nats.connect(f"nats://127.0.0.1:{nats_port}", connect_timeout=2)
+            try:
+                reply = await nc.request(subject, b"", timeout=3, headers={"Nats-Msg-Id": msg_id})
+                answer: dict[str, Any] = json.loads(reply.data)
+                if "error" not in answer or time.monotonic() > deadline:
+                    return answer
+            finally:
+                await nc.close()
+        except (nats.errors.Error, OSError):
+            if time.monotonic() > deadline:
+                raise
+        await asyncio.sleep(0.5)
+
+
+def test_a_trigger_sent_while_the_leader_is_killed_runs_exactly_once(
+    nodes: dict[str, Node], tmp_path: Path
+) -> None:
+    ledger = tmp_path / "triggered.txt"
+    command = f"echo $DKRON_EXECUTION_ID >> {ledger}"
+    leader = _leader(nodes)
+    other = _any_other(nodes, leader)
+    body = job("trigger-kill", "@manually", command, tags={"role": "web:1"})
+    body["executor_config"]["shell"] = "true"
+    other.post("/v1/jobs", json=body)
+    leader.kill()
+    try:
+        answer = asyncio.run(
+            _trigger_until_answered(other.nats_port, "dkron.trigger.trigger-kill", "kill-1", within=30)
+        )
+        assert answer.get("status") in ("accepted", "duplicate"), answer
+        wait_for(_reaches(ledger, 1), timeout=60, what="the trigger's run under the new leader")
+    finally:
+        leader.start()
+    _healthy(nodes)
+    again = asyncio.run(_trigger_until_answered(other.nats_port, "dkron.trigger.trigger-kill", "kill-2", 30))
+    assert again["status"] == "accepted"
+    wait_for(_reaches(ledger, 2), timeout=30, what="the second trigger's run")
+    runs = wait_for(_finished_n(other, "trigger-kill", 2), timeout=30, what="both records")
+    assert _lines(ledger) == 2, f"{_lines(ledger)} runs for two triggers"
+    assert len(runs) == 2
+    other.request("DELETE", "/v1/jobs/trigger-kill")
