@@ -218,7 +218,11 @@ class ValidatedJob(msgspec.Struct, kw_only=True):
     next: datetime | None
 
 
-def validate_job(inp: JobInput, validate_executor: Callable[[str, dict[str, str]], None]) -> ValidatedJob:
+def validate_job(
+    inp: JobInput,
+    validate_executor: Callable[[str, dict[str, str]], None],
+    validate_processor: Callable[[str, dict[str, str]], None] | None = None,
+) -> ValidatedJob:
     """Apply Dkron's rules in Dkron's order; raise ValidationError or PayloadError."""
     name = inp.name or ""
     error = job_name_error(name)
@@ -275,6 +279,12 @@ def validate_job(inp: JobInput, validate_executor: Callable[[str, dict[str, str]
     if executor:
         try:
             validate_executor(executor, inp.executor_config or {})
+        except ValueError as exc:
+            raise ValidationError(str(exc)) from None
+    for processor, config in (inp.processors or {}).items():
+        try:
+            if validate_processor is not None:
+                validate_processor(processor, config)
         except ValueError as exc:
             raise ValidationError(str(exc)) from None
     return ValidatedJob(

@@ -21,7 +21,7 @@ from nats.js.errors import APIError
 
 from dkron_nats.agent.childwatch import use_pidfd_child_watcher
 from dkron_nats.agent.journal import RunJournal
-from dkron_nats.agent.registry import ExecutorRegistry, discover_executors, discover_processors
+from dkron_nats.agent.registry import discover_executors, discover_processors
 from dkron_nats.agent.runner import Agent
 from dkron_nats.config import Settings, node_tags
 from dkron_nats.events import JOB_EVENTS, changed_job_key, job_event
@@ -136,9 +136,7 @@ class Node:
             tg.start_soon(_run_then_set, agent, agent_done)
             server_scope = anyio.CancelScope()
             if s.server:
-                tg.start_soon(
-                    self._run_server, server_scope, nc, buckets, executions, registry, agent.executors
-                )
+                tg.start_soon(self._run_server, server_scope, nc, buckets, executions, registry, agent)
             logger.info("node %s started (%s)", s.node_name, "server" if s.server else "agent")
             await self.stop.wait()
             logger.info("node %s stopping", s.node_name)
@@ -167,7 +165,7 @@ class Node:
         buckets: Buckets,
         executions: ExecutionStore,
         registry: Registry,
-        executors: ExecutorRegistry,
+        agent: Agent,
     ) -> None:
         s = self.settings
         js = nc.jetstream(timeout=5)
@@ -206,7 +204,8 @@ class Node:
                     lease=lease,
                     settings=settings_cache,
                     stats=stats,
-                    executors=executors,
+                    executors=agent.executors,
+                    processors=agent.processors,
                     request_shutdown=self.stop.set,
                     max_body_bytes=s.max_body_size,
                 )

@@ -44,7 +44,7 @@ def _view_json(services: Services, view: JobView) -> dict[str, Any]:
 
 async def _save(request: AnyRequest, services: Services) -> Response[bytes]:
     body = await request.body()
-    job = validate_job(decode_job(body), services.executors.validate)
+    job = validate_job(decode_job(body), services.executors.validate, services.processors.validate)
     await services.jobs.upsert(job)
     services.nexts.forget(job.name)
     location = f"/v1/jobs/{job.name}"
@@ -180,7 +180,7 @@ async def restore(request: AnyRequest, services: Services) -> Response[bytes]:
         return Response(content=b"missing form field 'file' with a JSON array of jobs", status_code=404)
     data = await upload.read() if hasattr(upload, "read") else str(upload).encode()
     inputs = decode_job_list(data)
-    jobs = [validate_job(inp, services.executors.validate) for inp in inputs]
+    jobs = [validate_job(inp, services.executors.validate, services.processors.validate) for inp in inputs]
     names = {j.name for j in jobs}
     for job in jobs:
         if job.parent_job and job.parent_job not in names and services.jobs.jobs.get(job.parent_job) is None:

@@ -12,7 +12,7 @@ from nats.aio.client import Client
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 
-from dkron_nats.agent.registry import ExecutorRegistry
+from dkron_nats.agent.registry import ExecutorRegistry, ProcessorRegistry
 from dkron_nats.errors import ConflictError, NoLeaderError, RunError
 from dkron_nats.joblist import JobLister
 from dkron_nats.jobs import JobService
@@ -54,6 +54,7 @@ class Services:
     settings: KVCache[Flag]
     stats: Stats
     executors: ExecutorRegistry
+    processors: ProcessorRegistry
     request_shutdown: Callable[[], None]
     max_body_bytes: int = 1_048_576
 

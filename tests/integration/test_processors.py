@@ -54,3 +54,11 @@ def test_log_prints_the_output_in_the_agents_log(server: Node) -> None:
         "----- END OUTPUT -----\n"
     )
     wait_for(lambda: block in server.logs(), timeout=10, what="the output block in the server log")
+
+
+def test_a_bad_processor_config_is_refused_when_the_job_is_saved(server: Node) -> None:
+    body = job("bad-processor", "@manually", "true", processors={"fluent": {"port": "x"}})
+    response = server.post("/v1/jobs", json=body)
+    assert response.status_code == 400
+    assert "processors.fluent.port" in response.text
+    assert server.get("/v1/jobs/bad-processor").status_code == 404
