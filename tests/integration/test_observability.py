@@ -25,16 +25,20 @@ def _trace_of(spans: list[Span], trace_id: str, names: set[str]) -> list[Span] |
     return mine if names <= {s.name for s in mine} else None
 
 
-def test_one_connected_trace_per_launch_down_to_the_shell_job(data_dir: Path) -> None:
+def test_one_connected_trace_per_launch_down_to_the_shell_job(tmp_path: Path) -> None:
+    """A server and a separate agent process, both exporting to one OTLP receiver."""
     with otlp_receiver() as receiver:
-        node = Node(data_dir, extra=["--otel-endpoint", receiver.url])
-        with running(node):
-            node.post("/v1/jobs", json=_shell("traced", "@every 1s", 'echo "tp=$TRACEPARENT"'))
-            record = wait_for(lambda: finished(node, "traced", 1), timeout=20, what="a traced run")[0]
-            node.request(
-                "PUT", "/v1/jobs/traced", json={**_shell("traced", "@every 1s", "true"), "disabled": True}
-            )
-            output = node.get(f"/v1/jobs/traced/executions/{record['id']}").json()["output"]
+        traced = ["--otel-endpoint", receiver.url]
+        server = Node(tmp_path / "server", extra=traced)
+        agent = Node(tmp_path / "agent", name="a1", server=False)
+        agent.extra = [*traced, "--nats-url", f"nats://127.0.0.1:{server.nats_port}", "--tag", "role=worker"]
+        with running(server), running(agent, leader=False):
+            wait_for(lambda: len(server.get("/v1/members").json()) == 2, timeout=20, what="the agent")
+            body = _shell("traced", "@every 1s", 'echo "tp=$TRACEPARENT"', tags={"role": "worker"})
+            server.post("/v1/jobs", json=body)
+            record = wait_for(lambda: finished(server, "traced", 1), timeout=20, what="a traced run")[0]
+            server.request("PUT", "/v1/jobs/traced", json={**body, "disabled": True})
+            output = server.get(f"/v1/jobs/traced/executions/{record['id']}").json()["output"]
             found = re.search(r"tp=00-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}", output)
             assert found, f"the job got no TRACEPARENT: {output!r}"
             trace_id, job_parent = found.groups()
@@ -42,6 +46,7 @@ def test_one_connected_trace_per_launch_down_to_the_shell_job(data_dir: Path) ->
             spans = wait_for(
                 lambda: _trace_of(receiver.snapshot(), trace_id, names), timeout=20, what="the launch's spans"
             )
+    assert record["node_name"] == "a1"
     by_name = {s.name: s for s in spans}
     by_id = {s.span_id: s for s in spans}
     assert by_name["schedule"].parent_id == "", "the tick is not the root of the launch's trace"
@@ -53,6 +58,13 @@ def test_one_connected_trace_per_launch_down_to_the_shell_job(data_dir: Path) ->
     assert job_parent == by_name["execute"].span_id, "TRACEPARENT is not the execution's span"
     assert by_id[by_name["record result"].parent_id].name == "execute"
     assert by_name["execute"].attributes["dkron.job"] == "traced"
+    assert {s.name: s.service for s in spans if s.name in names} == {
+        "schedule": "n1",
+        "launch record": "n1",
+        "dispatch": "n1",
+        "execute": "a1",
+        "record result": "n1",
+    }, "the spans did not come from the leader and the agent processes"
 
 
 def _finished_once(server: Node, name: str) -> Callable[[], list[dict[str, Any]] | None]:

@@ -117,3 +117,18 @@ def test_cancel_stops_a_long_job_and_its_children(server: Node, tmp_path: Path) 
     assert "has already finished" in again.text
     assert server.post("/v1/jobs/to-cancel/executions/1-nobody/cancel").status_code == 404
     server.request("DELETE", "/v1/jobs/to-cancel")
+
+
+def test_busy_shows_the_latest_output_of_a_running_execution(server: Node) -> None:
+    server.post("/v1/jobs", json=_shell("busy-output", "echo first-line; sleep 30"))
+    server.post("/v1/jobs/busy-output/run")
+    exec_id = _running_id(server, "busy-output")
+
+    def shown() -> dict[str, Any] | None:
+        mine = [e for e in server.get("/v1/busy").json() if e["id"] == exec_id]
+        return mine[0] if mine and mine[0].get("output") == "first-line\n" else None
+
+    wait_for(shown, timeout=10, what="the running output in /v1/busy")
+    server.post(f"/v1/jobs/busy-output/executions/{exec_id}/cancel")
+    wait_for(lambda: finished(server, "busy-output", 1), timeout=20, what="the cancelled run")
+    server.request("DELETE", "/v1/jobs/busy-output")
