@@ -1,9 +1,10 @@
-"""Crash points for fault tests: a real `kill -9` of this process at a named step.
+"""Fault points for fault tests: a real `kill -9` (or SIGSTOP) of this process at a named step.
 
 Timing alone cannot put a leader's death between two writes that are microseconds apart, so a test arms a
 point by creating a file named after it in the directory `DKRON_NATS_FAILPOINTS_DIR` names. The first
 process that reaches the point removes the file (only one can) and kills itself with SIGKILL, which skips
-every `finally` and shutdown step exactly as a crash would. Without the variable, a point costs one check
+every `finally` and shutdown step exactly as a crash would; a stall point stops the process (SIGSTOP) until
+the test continues it, as a long GC pause or a frozen VM would. Without the variable, a point costs one check
 of a module constant.
 """
 
@@ -18,10 +19,22 @@ _ARMED_IN = os.environ.get("DKRON_NATS_FAILPOINTS_DIR")
 
 def crash_point(name: str) -> None:
     """SIGKILL this process here if a test armed `name`."""
+    if _armed(name):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def stall_point(name: str) -> None:
+    """SIGSTOP this process here if a test armed `name` (the test sends SIGCONT)."""
+    if _armed(name):
+        os.kill(os.getpid(), signal.SIGSTOP)
+
+
+def _armed(name: str) -> bool:
+    """True for the one process that disarms the point."""
     if _ARMED_IN is None:
-        return
+        return False
     try:
         (Path(_ARMED_IN) / name).unlink()
     except FileNotFoundError:
-        return
-    os.kill(os.getpid(), signal.SIGKILL)
+        return False
+    return True

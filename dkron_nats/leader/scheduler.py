@@ -8,6 +8,7 @@ sent, keyed by (job, slot), so a slot is never launched twice, whoever is leader
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import itertools
 import logging
@@ -18,15 +19,19 @@ from datetime import datetime, timedelta
 import anyio
 import msgspec
 from anyio.abc import TaskStatus
+from nats.errors import Error as NatsError
+from nats.js import JetStreamContext
+from nats.js.api import DeliverPolicy
 
 from dkron_nats.durations import parse_duration
+from dkron_nats.failpoints import stall_point
 from dkron_nats.kv.cache import KVCache
 from dkron_nats.kv.executions import execution_id
 from dkron_nats.kv.locks import LOCKED
-from dkron_nats.kv.typed import TypedKV
+from dkron_nats.kv.typed import TRANSIENT, TypedKV, with_retry
 from dkron_nats.leader.launcher import Launcher, attempt_id
 from dkron_nats.misfire import MisfireRule
-from dkron_nats.models import JobSpec, LaunchCursor
+from dkron_nats.models import JobSpec, LaunchCursor, decode
 from dkron_nats.nextfire import job_schedule
 from dkron_nats.schedule import Schedule, ScheduleError
 from dkron_nats.timefmt import from_ns, to_ns, utcnow
@@ -141,6 +146,8 @@ class Scheduler:
     # -- the loop ---------------------------------------------------------------------------
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        # Before the scan, so that no write lands unseen between the two.
+        late_writes = await self._follow_cursor_writes()
         async for key, cursor, revision in self.cursors_kv.scan():
             self._cursors[key] = (cursor, revision)
         interrupted = self._recent_launches()
@@ -157,6 +164,7 @@ class Scheduler:
                 # to elect its leader, and the slots falling due now must not wait for that. Conclusions
                 # touch only the old cursors' slots, which the loop below never decides again.
                 resolving.start_soon(self._conclude_interrupted_launches, interrupted)
+                resolving.start_soon(self._conclude_late_writes, late_writes)
                 while True:
                     if self.paused():  # due slots wait; on resume the misfire policy decides
                         await self._sleep_until_next(paused=True)
@@ -166,6 +174,41 @@ class Scheduler:
                     await self._sleep_until_next()
         finally:
             unlisten()
+            with anyio.CancelScope(shield=True), contextlib.suppress(*TRANSIENT, NatsError):
+                await late_writes.unsubscribe()
+
+    async def _follow_cursor_writes(self) -> JetStreamContext.PushSubscription:
+        """Every cursor write from now on (an ordered consumer on the bucket's stream, new messages only)."""
+        js = self.launcher.js
+        subject = f"$KV.{self.cursors_kv.bucket}.>"
+        sub: JetStreamContext.PushSubscription = await with_retry(
+            lambda: js.subscribe(subject, ordered_consumer=True, deliver_policy=DeliverPolicy.NEW),
+            what="cursor watch",
+        )
+        return sub
+
+    async def _conclude_late_writes(self, sub: JetStreamContext.PushSubscription) -> None:
+        """A deposed leader that stopped between its lease check and its cursor write (a paused process)
+        can land the write after this leader's takeover scan: conclude such a decision when it shows up,
+        or its slot would be neither launched nor recorded."""
+        mine = self.launcher.fence()
+        async for msg in sub.messages:
+            if (msg.headers or {}).get("KV-Operation") or not msg.data:
+                continue
+            cursor = decode(msg.data, LaunchCursor)
+            key = msg.subject.rsplit(".", 1)[-1]
+            spec = self.jobs.get(key)
+            if cursor.fence >= mine or spec is None:
+                continue  # our own write (or a newer leader's, and then we are deposed anyway)
+            revision = msg.metadata.sequence.stream
+            if revision > self._cursors.get(key, (cursor, 0))[1]:
+                self._cursors[key] = (cursor, revision)
+            logger.warning(
+                "a deposed leader (fence %d) decided slots of %s after this takeover; concluding them",
+                cursor.fence,
+                spec.name,
+            )
+            await self._conclude(spec, cursor)
 
     def _recent_launches(self) -> list[tuple[JobSpec, LaunchCursor]]:
         """The cursors a previous leader wrote in the last few minutes, as found at takeover."""
@@ -262,6 +305,7 @@ class Scheduler:
             # One trace per launch starts here: the tick, the launch record, then the dispatch.
             attributes = {"dkron.job": plan.spec.name, "dkron.launch": str(cursor.group)}
             with tracer().start_as_current_span("schedule", attributes=attributes):
+                stall_point("before-cursor-write")  # after the lease check: the window a paused leader hits
                 with tracer().start_as_current_span("launch record"):
                     advanced = await self._advance(key, cursor, base)
                 if advanced:

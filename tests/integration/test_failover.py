@@ -167,9 +167,8 @@ def _assert_follows_policy(history: list[dict[str, Any]], ledger: Path, policy: 
     missed = _missed(history, reason)
     # run_all keeps the 3 latest overdue slots: a quick takeover may leave a single one beyond them.
     assert len(missed) >= (1 if runs_after > 1 else 2), f"the outage left too few {policy} records: {history}"
-    assert missed == [missed[0] + i * timedelta(seconds=1) for i in range(len(missed))], (
-        f"{policy}: a gap in the missed slots"
-    )
+    # No contiguity check: when leadership changes hands more than once during the outage, each new leader
+    # applies the policy to the slots it finds overdue, so a kept slot may sit between two missed runs.
     assert not set(missed) & _ran(ledger), "a slot recorded as missed also ran"
     runs = _runs_by_slot(history)
     overdue_runs = [missed[-1] + i * timedelta(seconds=1) for i in range(1, runs_after + 1)]
@@ -616,3 +615,37 @@ def test_a_trigger_sent_while_the_leader_is_killed_runs_exactly_once(
     assert _lines(ledger) == 2, f"{_lines(ledger)} runs for two triggers"
     assert len(runs) == 2
     other.request("DELETE", "/v1/jobs/trigger-kill")
+
+
+def _stopped(pid: int) -> bool:
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "T"
+
+
+def test_a_leader_paused_between_its_lease_check_and_its_cursor_write_loses_no_slot(
+    nodes: dict[str, Node], tmp_path: Path, failpoints: Path
+) -> None:
+    """The deposed leader's decision lands after the takeover: the new leader concludes it."""
+    ledger = tmp_path / "ledger.txt"
+    leader = _leader(nodes)
+    other = _any_other(nodes, leader)
+    other.post("/v1/jobs", json=_ledger_job("tick-stall", ledger))
+    wait_for(_finished_n(other, "tick-stall", 2), timeout=30, what="two runs")
+    assert leader.proc is not None
+    pid = leader.proc.pid
+    (failpoints / "before-cursor-write").touch()
+    try:
+        wait_for(lambda: _stopped(pid), timeout=10, what="the leader to stall")
+        wait_for(
+            lambda: [s for s in _servers_of(nodes) if s is not leader and s.get("/health").json()["leader"]],
+            timeout=30,
+            what="a new leader",
+        )
+    finally:
+        (failpoints / "before-cursor-write").unlink(missing_ok=True)
+        os.kill(pid, signal.SIGCONT)  # its stale write lands now
+    wait_for(
+        lambda: not leader.get("/health").json()["leader"], timeout=15, what="the old leader to step down"
+    )
+    before = _lines(ledger)
+    wait_for(_reaches(ledger, before + 3), timeout=30, what="more runs")
+    _audit(other, "tick-stall", ledger)
