@@ -624,7 +624,10 @@ def _stopped(pid: int) -> bool:
 def test_a_leader_paused_between_its_lease_check_and_its_cursor_write_loses_no_slot(
     nodes: dict[str, Node], tmp_path: Path, failpoints: Path
 ) -> None:
-    """The deposed leader's decision lands after the takeover: the new leader concludes it."""
+    """The deposed leader's decision lands after the takeover: the new leader concludes it.
+
+    Scheduling is paused while the old leader is stopped, so the new leader writes no cursor of its own
+    before the stale write lands (otherwise the stale compare-and-set simply fails)."""
     ledger = tmp_path / "ledger.txt"
     leader = _leader(nodes)
     other = _any_other(nodes, leader)
@@ -635,6 +638,7 @@ def test_a_leader_paused_between_its_lease_check_and_its_cursor_write_loses_no_s
     (failpoints / "before-cursor-write").touch()
     try:
         wait_for(lambda: _stopped(pid), timeout=10, what="the leader to stall")
+        other.post("/v1/pause", params={"scheduling": "true"})
         wait_for(
             lambda: [s for s in _servers_of(nodes) if s is not leader and s.get("/health").json()["leader"]],
             timeout=30,
@@ -642,10 +646,20 @@ def test_a_leader_paused_between_its_lease_check_and_its_cursor_write_loses_no_s
         )
     finally:
         (failpoints / "before-cursor-write").unlink(missing_ok=True)
+        ran_while_stalled = _lines(ledger)
         os.kill(pid, signal.SIGCONT)  # its stale write lands now
-    wait_for(
-        lambda: not leader.get("/health").json()["leader"], timeout=15, what="the old leader to step down"
-    )
+    try:
+        wait_for(
+            lambda: not leader.get("/health").json()["leader"], timeout=15, what="the old leader to step down"
+        )
+        # Scheduling is paused: the only run that can still come is the decision the old leader wrote.
+        wait_for(
+            _reaches(ledger, ran_while_stalled + 1),
+            timeout=30,
+            what="the stalled decision to be concluded by the new leader",
+        )
+    finally:
+        other.post("/v1/unpause", params={"scheduling": "true"})
     before = _lines(ledger)
     wait_for(_reaches(ledger, before + 3), timeout=30, what="more runs")
     _audit(other, "tick-stall", ledger)
