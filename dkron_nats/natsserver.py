@@ -15,6 +15,7 @@ import signal
 import socket
 import sys
 import sysconfig
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
@@ -53,6 +54,54 @@ def _detach_and_die_with_parent() -> None:
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
+@dataclass(frozen=True, slots=True)
+class ServerSecurity:
+    """What the embedded nats-server demands of its clients: TLS with this key pair, and a user and
+    password or a token. Empty: plain TCP, no authentication (the default, for a loopback listener)."""
+
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    user: str = ""
+    password: str = ""
+    token: str = ""
+
+    def __repr__(self) -> str:  # never print the password or token
+        return f"ServerSecurity(tls={self.tls_cert is not None}, auth={bool(self.user or self.token)})"
+
+    def config_lines(self) -> list[str]:
+        lines: list[str] = []
+        if self.tls_cert and self.tls_key:
+            lines += [
+                "tls {",
+                f"  cert_file: {_quoted(self.tls_cert)}",
+                f"  key_file: {_quoted(self.tls_key)}",
+                "}",
+            ]
+        if self.user:
+            lines += [
+                "authorization {",
+                f"  user: {_quoted(self.user)}",
+                f"  password: {_quoted(self.password)}",
+                "}",
+            ]
+        elif self.token:
+            lines += ["authorization {", f"  token: {_quoted(self.token)}", "}"]
+        return lines
+
+
+_CONFIG_ESCAPES = {'"': '\\"', "\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"}
+
+
+def _quoted(value: object) -> str:
+    r"""A double-quoted nats-server config string. Its parser knows fewer escapes than JSON (no \u):
+    quote, backslash, tab, newline and carriage return by name, other control characters as \xXX."""
+    text = "".join(
+        _CONFIG_ESCAPES.get(ch) or (f"\\x{ord(ch):02x}" if ord(ch) < 32 or ord(ch) == 127 else ch)
+        for ch in str(value)
+    )
+    return f'"{text}"'
+
+
 def split_host_port(addr: str, default_host: str = "127.0.0.1") -> tuple[str, int]:
     host, _, port = addr.rpartition(":")
     return host or default_host, int(port)
@@ -67,6 +116,7 @@ class EmbeddedNats:
         cluster_listen: str = "",
         routes: tuple[str, ...] = (),
         cluster_name: str = "dkron",
+        security: ServerSecurity | None = None,
     ) -> None:
         self.data_dir = data_dir
         self.host, self.port = split_host_port(listen)
@@ -74,18 +124,22 @@ class EmbeddedNats:
         self.cluster_listen = cluster_listen
         self.routes = routes
         self.cluster_name = cluster_name
+        self.security = security or ServerSecurity()
         self._proc: asyncio.subprocess.Process | None = None
         self._stopped = anyio.Event()
 
     @property
     def url(self) -> str:
         host = "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
-        return f"nats://{host}:{self.port}"
+        scheme = "tls" if self.security.tls_cert else "nats"
+        return f"{scheme}://{host}:{self.port}"
 
     def _write_config(self) -> Path:
         store = self.data_dir / "nats"
         store.mkdir(parents=True, exist_ok=True)
         conf = self.data_dir / "nats-server.conf"
+        conf.touch(mode=0o600)  # it may hold the password or token
+        conf.chmod(0o600)
         conf.write_text(
             "\n".join(
                 [
@@ -97,6 +151,7 @@ class EmbeddedNats:
                     f'  store_dir: "{store}"',
                     "}",
                     *self._cluster_block(),
+                    *self.security.config_lines(),
                     "",
                 ]
             )
