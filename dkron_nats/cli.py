@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
 import sys
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
+from urllib.parse import quote
 
 import anyio
 import anyio.to_thread
 import click
+import httpx
 
+from dkron_nats.auth import ROLES
 from dkron_nats.config import (
     ENV_PREFIX,
     ConfigError,
@@ -27,6 +31,8 @@ from dkron_nats.config import (
 )
 from dkron_nats.durations import parse_go_duration
 from dkron_nats.names import is_token
+from dkron_nats.natsauth import NatsAccessError, NatsCredentials
+from dkron_nats.natsserver import NatsServerError
 from dkron_nats.tracing import setup_tracing, shutdown_tracing
 from dkron_nats.version import VERSION
 
@@ -92,6 +98,7 @@ class _HeaderType(click.types.StringParamType):
 
 
 HEADER = _HeaderType()
+NATS_FILE = click.Path(dir_okay=False, path_type=Path)
 
 
 def _headers(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> tuple[str, ...]:
@@ -189,6 +196,37 @@ def main() -> None:
     help="Route URL of another embedded server, e.g. nats-route://10.0.0.2:6222 (repeatable).",
 )
 @click.option("--nats-cluster-name", default="dkron", envvar=_env("nats-cluster-name"), show_default=True)
+@click.option("--nats-user", default="", envvar=_env("nats-user"), help="NATS user (with --nats-password).")
+@click.option("--nats-password", default="", envvar=_env("nats-password"), help="Password of --nats-user.")
+@click.option("--nats-token", default="", envvar=_env("nats-token"), help="NATS authentication token.")
+@click.option(
+    "--nats-nkey-seed",
+    type=NATS_FILE,
+    envvar=_env("nats-nkey-seed"),
+    help="File holding the NKey seed (SU...) this node signs the server's challenge with.",
+)
+@click.option(
+    "--nats-creds", type=NATS_FILE, envvar=_env("nats-creds"), help="NATS credentials file (user JWT + seed)."
+)
+@click.option(
+    "--nats-tls-ca",
+    type=NATS_FILE,
+    envvar=_env("nats-tls-ca"),
+    help="CA certificate (PEM) to verify NATS with.",
+)
+@click.option(
+    "--nats-tls-cert",
+    type=NATS_FILE,
+    envvar=_env("nats-tls-cert"),
+    help="Client certificate (PEM); the embedded nats-server serves TLS with it and --nats-tls-key.",
+)
+@click.option("--nats-tls-key", type=NATS_FILE, envvar=_env("nats-tls-key"), help="Key of --nats-tls-cert.")
+@click.option(
+    "--nats-tls-server-name",
+    default="",
+    envvar=_env("nats-tls-server-name"),
+    help="Name the NATS server's certificate must carry, when it is not the host in the URL.",
+)
 @click.option(
     "--replicas",
     type=click.IntRange(0, 5),
@@ -230,6 +268,13 @@ def main() -> None:
     envvar=_env("max-body-size"),
     show_default=True,
     help="Largest accepted request body in bytes (413 above it).",
+)
+@click.option(
+    "--auth",
+    is_flag=True,
+    envvar=_env("auth"),
+    help="Require an API token (Authorization: Bearer) on every route but /health; "
+    "the first admin token comes from DKRON_NATS_BOOTSTRAP_TOKEN.",
 )
 @click.option(
     "--shutdown-grace",
@@ -321,6 +366,19 @@ def agent(print_config: bool, **opts: Any) -> None:
         anyio.run(_run_until_signalled, settings)
     except KeyboardInterrupt:
         sys.exit(130)
+    except BaseExceptionGroup as group:
+        from dkron_nats.node import HttpBindError  # the node module loads only for `agent`
+
+        # A start-up refusal (credentials, a port in use, no nats-server) is a message, not a traceback.
+        refused, _ = group.split((NatsAccessError, NatsServerError, HttpBindError))
+        if refused is None:
+            raise
+        raise click.ClickException(str(_first_leaf(refused))) from None
+
+
+def _first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    first = group.exceptions[0]
+    return _first_leaf(first) if isinstance(first, BaseExceptionGroup) else first
 
 
 def _settings(opts: dict[str, Any]) -> Settings:
@@ -348,6 +406,7 @@ def _settings(opts: dict[str, Any]) -> Settings:
         nats_cluster_listen=opts["nats_cluster_listen"],
         nats_routes=routes,
         nats_cluster_name=_token_setting("nats-cluster-name", opts["nats_cluster_name"]),
+        **_nats_security_settings(opts),
         replicas=opts["replicas"],
         datacenter=_token_setting("datacenter", opts["datacenter"]),
         region=_token_setting("region", opts["region"]),
@@ -355,10 +414,33 @@ def _settings(opts: dict[str, Any]) -> Settings:
         max_executions=opts["max_executions"],
         starting_deadline=opts["starting_deadline"],
         max_body_size=opts["max_body_size"],
+        auth=bool(opts["auth"]),
         shutdown_grace=opts["shutdown_grace"],
         otel_endpoint=opts["otel_endpoint"],
         **_notification_settings(opts),
     )
+
+
+NATS_SECURITY_OPTIONS = (
+    "nats_user",
+    "nats_password",
+    "nats_token",
+    "nats_nkey_seed",
+    "nats_creds",
+    "nats_tls_ca",
+    "nats_tls_cert",
+    "nats_tls_key",
+    "nats_tls_server_name",
+)
+
+
+def _nats_security_settings(opts: dict[str, Any]) -> dict[str, Any]:
+    """The NATS credentials and TLS options, checked now so a bad combination never reaches NATS."""
+    chosen = {name: opts[name] for name in NATS_SECURITY_OPTIONS}
+    NatsCredentials(**{name.removeprefix("nats_"): value for name, value in chosen.items()}).check(
+        embedded=not opts["nats_url"]
+    )
+    return chosen
 
 
 NOTIFICATION_OPTIONS = (
@@ -420,6 +502,100 @@ async def _watch_signals(stop: anyio.Event, scope: anyio.CancelScope) -> None:
                 return
             logging.getLogger(__name__).info("signal %d: stopping gracefully", signum)
             stop.set()
+
+
+# --- `dkron-nats token`: API tokens, through the API of a running server ---------------------------
+
+TOKEN_ENV = ENV_PREFIX + "TOKEN"
+API_REFUSED = 1
+
+
+def _server_option(command: Any) -> Any:
+    return click.option(
+        "--server",
+        "server_url",
+        default="http://127.0.0.1:8080",
+        envvar=_env("api-url"),
+        show_default=True,
+        help="Base URL of a dkron-nats server's API (env DKRON_NATS_API_URL).",
+    )(command)
+
+
+def _json_option(command: Any) -> Any:
+    return click.option("--json", "as_json", is_flag=True, help="Print JSON (for scripts).")(command)
+
+
+def _call_api(server_url: str, method: str, path: str, body: dict[str, str] | None = None) -> Any:
+    """One API request with the caller's token from DKRON_NATS_TOKEN; exits 1 when it is refused."""
+    token = os.environ.get(TOKEN_ENV, "")
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    url = server_url.rstrip("/") + path
+    try:
+        response = httpx.request(method, url, json=body, headers=headers, timeout=15)
+    except httpx.HTTPError as exc:
+        _refused(f"cannot reach the API at {url} (--server, env {_env('server')}): {exc}")
+    if response.status_code >= 400:
+        hint = f" (set {TOKEN_ENV} to an admin token)" if response.status_code in (401, 403) else ""
+        _refused(f"the server refused: {response.status_code} {response.text.strip()}{hint}")
+    try:
+        return response.json()
+    except ValueError:
+        _refused(f"the answer from {url} is not JSON: is --server the URL of a dkron-nats API?")
+
+
+def _refused(message: str) -> NoReturn:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(API_REFUSED)
+
+
+def _print_tokens(tokens: list[dict[str, str]]) -> None:
+    columns = ("name", "role", "created_at", "created_by")
+    rows = [[str(token.get(column, "")) for column in columns] for token in tokens]
+    widths = [max([len(column), *(len(row[i]) for row in rows)]) for i, column in enumerate(columns)]
+    for row in [[column.upper() for column in columns], *rows]:
+        click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+
+
+@main.group()
+def token() -> None:
+    """Create, list and revoke API tokens (the caller's own token comes from DKRON_NATS_TOKEN)."""
+
+
+@token.command("create")
+@click.argument("name")
+@click.option("--role", type=click.Choice(list(ROLES)), required=True)
+@_server_option
+@_json_option
+def token_create(name: str, role: str, server_url: str, as_json: bool) -> None:
+    """Create a token NAME with ROLE; prints the token, which is shown only this once."""
+    created = _call_api(server_url, "POST", "/v1/tokens", {"name": name, "role": role})
+    if as_json:
+        click.echo(json.dumps(created))
+        return
+    click.echo(f"token {created['name']} ({created['role']}); store it now, it is not shown again:", err=True)
+    click.echo(created["token"])
+
+
+@token.command("list")
+@_server_option
+@_json_option
+def token_list(server_url: str, as_json: bool) -> None:
+    """List the tokens (names and roles, never the tokens themselves)."""
+    tokens = _call_api(server_url, "GET", "/v1/tokens")
+    if as_json:
+        click.echo(json.dumps(tokens))
+    else:
+        _print_tokens(tokens)
+
+
+@token.command("revoke")
+@click.argument("name")
+@_server_option
+@_json_option
+def token_revoke(name: str, server_url: str, as_json: bool) -> None:
+    """Revoke the token NAME: every server refuses it from then on."""
+    revoked = _call_api(server_url, "DELETE", f"/v1/tokens/{quote(name, safe='')}")
+    click.echo(json.dumps(revoked) if as_json else f"revoked token {name}")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -36,6 +36,17 @@ class Settings:
     """Route address of the embedded nats-server; set it to cluster embedded servers together."""
     nats_routes: tuple[str, ...] = ()
     nats_cluster_name: str = "dkron"
+    # NATS credentials and TLS, for every connection of the node (see dkron_nats/natsauth.py)
+    nats_user: str = ""
+    nats_password: str = ""
+    nats_token: str = ""
+    nats_nkey_seed: Path | None = None
+    nats_creds: Path | None = None
+    nats_tls_ca: Path | None = None
+    nats_tls_cert: Path | None = None
+    """Client certificate; the embedded nats-server serves TLS with it (and `nats_tls_key`)."""
+    nats_tls_key: Path | None = None
+    nats_tls_server_name: str = ""
     replicas: int = 0
     """JetStream replicas for buckets and streams; 0 = 3 when the NATS cluster has 3+ servers, else 1."""
     datacenter: str = "dc1"
@@ -45,6 +56,8 @@ class Settings:
     max_executions: int = 100
     starting_deadline: timedelta = timedelta(seconds=60)
     max_body_size: int = 1_048_576
+    auth: bool = False
+    """Require an API token on every route but /health (dkron_nats/auth.py)."""
     shutdown_grace: timedelta = timedelta(seconds=30)
     otel_endpoint: str = ""
     """OTLP trace export (Dkron's flag); empty: no tracing."""
@@ -65,7 +78,7 @@ class Settings:
     pre_webhook_headers: tuple[str, ...] = ()
 
 
-SECRET_SETTINGS = frozenset({"mail_password"})
+SECRET_SETTINGS = frozenset({"mail_password", "nats_password", "nats_token"})
 """Never printed (`--print-config` shows whether they are set, not their value)."""
 
 
@@ -87,12 +100,22 @@ def describe(settings: Settings) -> dict[str, Any]:
         elif isinstance(value, Path):
             value = str(value)
         elif isinstance(value, tuple):
-            value = list(value)
+            value = [redact_url(v) for v in value] if name == "nats_urls" else list(value)
         if name in SECRET_SETTINGS and value:
             value = "(set)"
         out[name] = value
     out["node_tags"] = node_tags(settings)
     return out
+
+
+def redact_url(url: str) -> str:
+    """`nats://user:secret@host` shown as `nats://user:***@host`, `nats://token@host` as `nats://***@host`."""
+    scheme, sep, rest = url.partition("://")
+    userinfo, at, host = rest.rpartition("@")
+    if not sep or not at:
+        return url
+    user, colon, _ = userinfo.partition(":")
+    return f"{scheme}://{user}:***@{host}" if colon else f"{scheme}://***@{host}"
 
 
 def default_node_name() -> str:

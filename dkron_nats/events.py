@@ -1,7 +1,7 @@
 """Events on `dkron.events.>`, for integrations and the UI's live updates (core NATS: at most once).
 
 - `dkron.events.job.created`, `.updated`, `.deleted`: a job was saved or deleted (on any server); `data` is
-  the job as the API shows it (`null` when deleted).
+  the job as the API shows it, with its executor and processor secrets masked (`null` when deleted).
 - `dkron.events.execution.started`: an agent started an execution; `data` is the execution (API form).
 - `dkron.events.execution.finished`: the leader recorded an execution's end, with its status and output.
 - `dkron.events.execution.missed`, `.skipped`: the leader recorded a slot that was not launched; the reason is
@@ -18,6 +18,7 @@ from typing import Any
 import msgspec
 
 from dkron_nats.names import is_job_key, job_key
+from dkron_nats.secrets import mask_job_json
 from dkron_nats.timefmt import utcnow
 
 JOB_EVENTS = "dkron.events.job.>"
@@ -34,10 +35,11 @@ class EventBody(msgspec.Struct, kw_only=True):
 
 
 def job_event(kind: str, name: str, job: dict[str, Any] | None) -> tuple[str, bytes]:
-    """(subject, body) of a job change."""
+    """(subject, body) of a job change; any subscriber may read it, so secrets are masked."""
     if kind not in JOB_KINDS:
         raise ValueError(f"unknown job event {kind!r}")
-    return f"dkron.events.job.{kind}", _body(f"job.{kind}", name, job)
+    data = mask_job_json(job) if job is not None else None
+    return f"dkron.events.job.{kind}", _body(f"job.{kind}", name, data)
 
 
 def execution_event(kind: str, execution: dict[str, Any]) -> tuple[str, bytes]:

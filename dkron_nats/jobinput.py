@@ -32,6 +32,8 @@ NOTIFY_ON = ("always", "failure", "recovery", "failure_and_recovery")
 """When a job's launches notify (mail, webhook): `recovery` is a success after a launch that failed."""
 MISFIRE_MAX_LIMIT = 100
 HISTORY_LIMIT_MAX = 100_000
+PATH_KEYS = ("cwd", "log_dir")
+"""Config keys that name a directory (the shell executor's, the files processor's), in any plugin."""
 
 # Go's field types bound the numbers Dkron accepts (counters are int64; retries, a uint64, is held to the
 # int64 range, which msgspec can check).
@@ -80,11 +82,18 @@ _decoder = msgspec.json.Decoder(JobInput)
 _list_decoder = msgspec.json.Decoder(list[JobInput])
 
 
+TOO_DEEP = "the JSON is nested too deeply; a job is an object a few levels deep"
+
+
 def decode_job(body: bytes) -> JobInput:
     try:
         return _decoder.decode(body)
     except msgspec.DecodeError as exc:
         raise PayloadError(_describe(exc)) from None
+    except RecursionError:  # msgspec's answer to deep nesting, even inside an ignored field
+        raise PayloadError(TOO_DEEP) from None
+    except UnicodeDecodeError as exc:  # raised as it is by msgspec for a bad byte inside a string
+        raise PayloadError(_not_utf8(exc)) from None
 
 
 def decode_job_list(body: bytes) -> list[JobInput]:
@@ -92,6 +101,14 @@ def decode_job_list(body: bytes) -> list[JobInput]:
         return _list_decoder.decode(body)
     except msgspec.DecodeError as exc:
         raise PayloadError(_describe(exc)) from None
+    except RecursionError:
+        raise PayloadError(TOO_DEEP) from None
+    except UnicodeDecodeError as exc:
+        raise PayloadError(_not_utf8(exc)) from None
+
+
+def _not_utf8(exc: UnicodeDecodeError) -> str:
+    return f"the body is not UTF-8 (a string holds the byte {exc.object[exc.start]:#04x}); send UTF-8 JSON"
 
 
 def _describe(exc: msgspec.DecodeError) -> str:
@@ -176,6 +193,36 @@ def _validate_backoff(backoff: RetryBackoff | None) -> None:
         raise ValidationError("retry_backoff.initial must not be longer than retry_backoff.max")
     if not 1 <= backoff.multiplier <= 100:
         raise ValidationError("retry_backoff.multiplier must be between 1 (a fixed delay) and 100")
+
+
+def _validate_plugin_name(field: str, name: str) -> None:
+    """Plugin names are entry point names: a dot, a wildcard or a space can only be a mistake or a probe."""
+    if not is_token(name):
+        raise ValidationError(
+            f"{field} {name!r} is not a plugin name: use up to 64 letters, digits, '_' and '-'"
+        )
+
+
+def _validate_paths(field: str, config: dict[str, str] | None) -> None:
+    """Directories are given as themselves: no NUL, and no `..` that climbs out of what they name."""
+    for key in PATH_KEYS:
+        path = (config or {}).get(key, "")
+        if "\0" in path:
+            raise ValidationError(f"{field}.{key} contains a NUL character: give a plain directory path")
+        if ".." in path.split("/"):
+            raise ValidationError(
+                f'{field}.{key} "{path}" climbs up with "..": give the directory itself, e.g. /var/log/dkron'
+            )
+
+
+def _validate_plugins(inp: JobInput) -> None:
+    """The executor's and processors' names and directories; their own rules are checked by the plugin."""
+    if inp.executor:
+        _validate_plugin_name("executor", inp.executor)
+    _validate_paths("executor_config", inp.executor_config)
+    for processor, config in (inp.processors or {}).items():
+        _validate_plugin_name("processor", processor)
+        _validate_paths(f"processors.{processor}", config)
 
 
 class ValidatedJob(msgspec.Struct, kw_only=True):
@@ -275,6 +322,7 @@ def validate_job(
         raise ValidationError(
             f'invalid notify_on "{notify_on}": use "always", "failure", "recovery" or "failure_and_recovery"'
         )
+    _validate_plugins(inp)
     executor = inp.executor or ""
     if executor:
         try:

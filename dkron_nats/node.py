@@ -5,6 +5,7 @@ leader campaign. Started by `dkron-nats agent`, stopped gracefully when `stop` i
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import logging
 import uuid
 from collections.abc import Iterator
@@ -13,7 +14,6 @@ from dataclasses import dataclass
 
 import anyio
 import msgspec
-import nats
 import uvicorn
 from nats.aio.client import Client
 from nats.js import JetStreamContext
@@ -23,7 +23,9 @@ from dkron_nats.agent.childwatch import use_pidfd_child_watcher
 from dkron_nats.agent.journal import RunJournal
 from dkron_nats.agent.registry import discover_executors, discover_processors
 from dkron_nats.agent.runner import Agent
-from dkron_nats.config import Settings, node_tags
+from dkron_nats.audit import AuditLog
+from dkron_nats.auth import BOOTSTRAP_ENV, Authenticator, StoredToken, bootstrap_token_from_env
+from dkron_nats.config import Settings, node_tags, redact_url
 from dkron_nats.events import JOB_EVENTS, changed_job_key, job_event
 from dkron_nats.http.app import create_app
 from dkron_nats.http.render import job_json
@@ -47,6 +49,7 @@ from dkron_nats.leader.watchdog import AgentWatchdog
 from dkron_nats.members import Registry, heartbeat
 from dkron_nats.metrics import NATS_DISCONNECTS, NATS_RECONNECTS
 from dkron_nats.models import JobSpec, JobState, LaunchCursor, Member
+from dkron_nats.natsauth import NatsAccessError, NatsCredentials
 from dkron_nats.natsserver import EmbeddedNats, split_host_port
 from dkron_nats.nextfire import NextFireCache
 from dkron_nats.timefmt import utcnow
@@ -77,6 +80,7 @@ class Node:
             s = self.settings
             urls = list(s.nats_urls)
             servers = len(urls)
+            credentials = NatsCredentials.from_settings(s)
             if not urls:
                 embedded = EmbeddedNats(
                     s.data_dir,
@@ -85,13 +89,14 @@ class Node:
                     s.nats_cluster_listen,
                     s.nats_routes,
                     s.nats_cluster_name,
+                    security=credentials.embedded_server(),
                 )
                 await stack.enter_async_context(embedded)
                 supervisor = await stack.enter_async_context(anyio.create_task_group())
                 supervisor.start_soon(embedded.keep_running)
                 stack.callback(supervisor.cancel_scope.cancel)  # unwinds before the group waits
                 urls, servers = [embedded.url], embedded.cluster_size
-            nc = await _connect(urls, s.node_name)
+            nc = await _connect(urls, s.node_name, credentials)
             stack.push_async_callback(_close, nc)
             js = nc.jetstream(timeout=5)
             servers = max(servers, len(nc.servers))
@@ -174,11 +179,15 @@ class Node:
         settings_cache = KVCache(TypedKV(buckets.settings, Flag))
         lease = Lease(buckets.leader, s.node_name, self.incarnation, s.lease_ttl)
         stats = Stats(TypedKV(buckets.stats, DayStats))
+        tokens_cache = KVCache(TypedKV(buckets.tokens, StoredToken))
+        auth = Authenticator(tokens_cache, enabled=s.auth, bootstrap=bootstrap_token_from_env())
         with scope:
             async with anyio.create_task_group() as tg:
                 await tg.start(jobs_cache.run)
                 await tg.start(states_cache.run)
                 await tg.start(settings_cache.run)
+                await tg.start(tokens_cache.run)
+                _warn_about_api_access(s, auth)
                 flag = settings_cache
 
                 def paused() -> bool:
@@ -207,6 +216,8 @@ class Node:
                     executors=agent.executors,
                     processors=agent.processors,
                     request_shutdown=self.stop.set,
+                    auth=auth,
+                    audit=AuditLog(js),
                     max_body_bytes=s.max_body_size,
                 )
                 locks = JobLocks(buckets.locks, js, ttl=s.member_ttl)
@@ -286,6 +297,35 @@ async def _run_then_set(agent: Agent, done: anyio.Event) -> None:
         done.set()
 
 
+def _warn_about_api_access(settings: Settings, auth: Authenticator) -> None:
+    """Say at start-up when the API lets in more than it should (Dkron's API is open to anyone)."""
+    host, _ = split_host_port(settings.http_addr, default_host="0.0.0.0")
+    if not settings.auth and not _is_loopback(host):
+        logger.warning(
+            "SECURITY: the API on %s has authentication off: anyone who can reach this port can create "
+            "jobs that run commands on every node. Turn it on with --auth (env DKRON_NATS_AUTH=true, "
+            "config key auth: true) and %s for the first admin token, or listen on loopback only "
+            "(--http-addr 127.0.0.1:8080).",
+            settings.http_addr,
+            BOOTSTRAP_ENV,
+        )
+    elif settings.auth and not auth.has_admin():
+        logger.warning(
+            "authentication is on but there is no admin token yet, so nobody can create one: set %s "
+            "on this server (then `dkron-nats token create NAME --role admin` with it)",
+            BOOTSTRAP_ENV,
+        )
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:  # a host name: it may resolve to anything
+        return False
+
+
 class HttpBindError(RuntimeError):
     pass
 
@@ -322,8 +362,18 @@ async def _serve_http(services: Services, addr: str) -> None:
         tg.cancel_scope.cancel()
 
 
-async def _connect(urls: list[str], node: str) -> Client:
+async def _connect(urls: list[str], node: str, credentials: NatsCredentials) -> Client:
+    """Connect, retrying while NATS is unreachable; refused credentials or TLS end start-up at once.
+
+    Replies come to `_INBOX.<node>.>`, so NATS permissions can give each node its own inbox only.
+    """
+    connected = False
+    where = ", ".join(redact_url(url) for url in urls)
+
     async def on_error(exc: Exception) -> None:
+        if not connected and (reason := credentials.explain_refusal(exc)):
+            logger.error("cannot connect to NATS at %s: %s", where, reason)
+            raise NatsAccessError(f"cannot connect to NATS at {where}: {reason}")  # ends nats-py's retries
         logger.warning("NATS: %s", exc)
 
     async def on_disconnect() -> None:
@@ -334,19 +384,38 @@ async def _connect(urls: list[str], node: str) -> Client:
         NATS_RECONNECTS.inc()
         logger.info("NATS connection re-established")
 
-    client: Client = await nats.connect(
-        servers=urls,
-        name=f"dkron-nats {node}",
-        ping_interval=5,
-        max_outstanding_pings=2,
-        max_reconnect_attempts=-1,
-        reconnect_time_wait=0.5,
-        connect_timeout=5,
-        error_cb=on_error,
-        disconnected_cb=on_disconnect,
-        reconnected_cb=on_reconnect,
-    )
+    client = Client()
+    try:
+        await client.connect(
+            servers=urls,
+            name=f"dkron-nats {node}",
+            inbox_prefix=f"_INBOX.{node}",
+            ping_interval=5,
+            max_outstanding_pings=2,
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=0.5,  # type: ignore[arg-type]  # annotated int, but only ever slept on
+            connect_timeout=5,
+            error_cb=on_error,
+            disconnected_cb=on_disconnect,
+            reconnected_cb=on_reconnect,
+            **credentials.connect_options(),
+        )
+    except NatsAccessError:
+        await _abandon(client)
+        raise
+    connected = True
+    if credentials.tls_enabled and not client._server_info.get("tls_required"):
+        await _abandon(client)  # TLS options given, yet the server speaks plain text: someone in between?
+        raise NatsAccessError(
+            f"the NATS server at {where} does not use TLS, but --nats-tls-* options are set: "
+            "enable TLS on it, or drop the options"
+        )
     return client
+
+
+async def _abandon(client: Client) -> None:
+    with anyio.move_on_after(2, shield=True), contextlib.suppress(Exception):
+        await client.close()
 
 
 async def _close(nc: Client) -> None:

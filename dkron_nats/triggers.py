@@ -81,7 +81,7 @@ def _payload(data: bytes) -> TriggerPayload:
         return TriggerPayload()
     try:
         payload = msgspec.json.decode(data, type=TriggerPayload)
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, RecursionError, UnicodeDecodeError) as exc:
         raise TriggerError(
             f'bad trigger payload: {exc}; send nothing, or JSON like {{"force": true, "env": {{"K": "v"}}}}'
         ) from exc
@@ -126,6 +126,10 @@ class TriggerIntake:
             reply = TriggerReply(error=str(exc))
         except TRANSIENT as exc:
             reply = TriggerReply(error=f"JetStream is unavailable, try again: {exc}")
+        except Exception as exc:
+            # One bad trigger must not stop the intake (the servers' only way to take triggers).
+            logger.exception("trigger on %s could not be taken", msg.subject)
+            reply = TriggerReply(error=f"internal error: {exc}")
         if msg.reply:
             await self.nc.publish(msg.reply, msgspec.json.encode(reply))
 

@@ -182,7 +182,18 @@ def _parse_su(value: str) -> tuple[str | None, str | None]:
     return user, (group or None)
 
 
+_EXEC_KEYS = ("command", "env", "cwd", "su")
+"""Keys that reach exec(2), where a NUL cannot be passed: refused when the job is saved, not when it runs."""
+
+
+def _refuse_nul(config: Mapping[str, str]) -> None:
+    for key in _EXEC_KEYS:
+        if "\0" in (config.get(key, "") or ""):
+            raise ConfigError(f"shell: executor_config.{key} contains a NUL character: remove it")
+
+
 def _parse(config: Mapping[str, str]) -> _Spec:
+    _refuse_nul(config)
     command = config.get("command", "") or ""
     if not command.strip():
         raise ConfigError("shell: Command missing")

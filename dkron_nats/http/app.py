@@ -1,4 +1,4 @@
-"""create_app(services) -> Litestar: routes, Dkron's error bodies and headers."""
+"""create_app(services) -> Litestar: routes, who may call them, Dkron's error bodies and headers."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from litestar.di import Provide
 from litestar.exceptions import HTTPException, NotFoundException
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
+from dkron_nats.auth import TokenExistsError, TokenInputError, TokenNotFoundError
 from dkron_nats.errors import (
     ConflictError,
     DkronError,
@@ -23,9 +24,9 @@ from dkron_nats.errors import (
     RunError,
     ValidationError,
 )
-from dkron_nats.http import cluster_api, executions_api, jobs_api, metrics_api, output_api
+from dkron_nats.http import auth_api, cluster_api, executions_api, jobs_api, metrics_api, openapi, output_api
 from dkron_nats.http.middleware import Preflight, dkron_headers
-from dkron_nats.http.responses import text_response
+from dkron_nats.http.responses import TEXT, text_response
 from dkron_nats.http.services import Services
 from dkron_nats.joblist import BadSortError
 
@@ -43,6 +44,9 @@ STATUS_OF: list[tuple[type[DkronError], int]] = [
     (PausedError, 503),
     (NoLeaderError, 503),
     (ConflictError, 409),
+    (TokenInputError, 400),
+    (TokenNotFoundError, 404),
+    (TokenExistsError, 409),
 ]
 BODYLESS_404 = (JobNotFoundError, ExecutionNotFoundError)
 
@@ -59,7 +63,13 @@ def _http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes
         return text_response("404 page not found", 404)
     if exc.status_code == 413:
         return text_response("request body too large: the limit is set by --max-body-size", 413)
-    return text_response(exc.detail or "error", exc.status_code)
+    # Keeps the exception's headers: a 401 must say `WWW-Authenticate: Bearer`.
+    return Response(
+        content=(exc.detail or "error").encode(),
+        status_code=exc.status_code,
+        media_type=TEXT,
+        headers=exc.headers or {},
+    )
 
 
 def _unexpected(_: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
@@ -67,15 +77,22 @@ def _unexpected(_: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
     return text_response(f"internal error: {exc}", HTTP_500_INTERNAL_SERVER_ERROR)
 
 
+ROUTE_HANDLERS = [
+    *cluster_api.ROUTES,
+    *jobs_api.ROUTES,
+    *executions_api.ROUTES,
+    *output_api.ROUTES,
+    *metrics_api.ROUTES,
+    *auth_api.ROUTES,
+    *openapi.ROUTES,
+]
+"""Every route of the API (the auth tests walk this list, so a new route cannot be left unchecked)."""
+
+
 def create_app(services: Services) -> Litestar:
     return Litestar(
-        route_handlers=[
-            *cluster_api.ROUTES,
-            *jobs_api.ROUTES,
-            *executions_api.ROUTES,
-            *output_api.ROUTES,
-            *metrics_api.ROUTES,
-        ],
+        route_handlers=ROUTE_HANDLERS,
+        guards=[auth_api.auth_guard(services.auth)],
         dependencies={"services": Provide(lambda: services, use_cache=True, sync_to_thread=False)},
         exception_handlers={
             DkronError: _dkron_error,

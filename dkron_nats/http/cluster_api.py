@@ -7,7 +7,9 @@ from typing import Any
 
 from litestar import Request, Response, get, post
 
+from dkron_nats import audit
 from dkron_nats.errors import ValidationError
+from dkron_nats.http.auth_api import PUBLIC, principal_of
 from dkron_nats.http.render import execution_json, member_json
 from dkron_nats.http.responses import json_response, list_response, text_response
 from dkron_nats.http.services import PAUSED_KEY, SCHEDULING_PAUSED_KEY, Services
@@ -67,6 +69,7 @@ async def is_leader(request: AnyRequest, services: Services) -> Response[bytes]:
 @post("/v1/leave", status_code=200)
 async def leave(request: AnyRequest, services: Services) -> Response[bytes]:
     peers = {m.name: m.addr for m in services.registry.alive() if m.server}
+    await services.audit.record(principal_of(request), audit.LEAVE, services.node_name)
     services.request_shutdown()
     return json_response(request, peers)
 
@@ -99,14 +102,23 @@ async def pause_status(request: AnyRequest, services: Services) -> Response[byte
 
 @post("/v1/pause", status_code=200)
 async def pause(request: AnyRequest, services: Services) -> Response[bytes]:
-    await services.set_paused(True, _pause_key(request))
-    return json_response(request, _pause_json(services))
+    return await _set_paused(request, services, True)
 
 
 @post("/v1/unpause", status_code=200)
 async def unpause(request: AnyRequest, services: Services) -> Response[bytes]:
-    await services.set_paused(False, _pause_key(request))
-    return json_response(request, _pause_json(services))
+    return await _set_paused(request, services, False)
+
+
+async def _set_paused(request: AnyRequest, services: Services, paused: bool) -> Response[bytes]:
+    key = _pause_key(request)
+    before = _pause_json(services)
+    await services.set_paused(paused, key)
+    after = _pause_json(services)
+    kind = "scheduling" if key == SCHEDULING_PAUSED_KEY else "submissions"
+    action = audit.PAUSE if paused else audit.UNPAUSE
+    await services.audit.record(principal_of(request), action, kind, before, after)
+    return json_response(request, after)
 
 
 @get("/v1/stats")
@@ -132,7 +144,7 @@ def _days(raw: str) -> int:
     return 30 if days <= 0 else min(days, 365)
 
 
-@get("/health")
+@get("/health", opt=PUBLIC)
 async def health(request: AnyRequest, services: Services) -> Response[bytes]:
     body: dict[str, Any] = {"status": "healthy"}
     if services.lease is not None:

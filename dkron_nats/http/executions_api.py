@@ -7,7 +7,9 @@ from zoneinfo import ZoneInfo
 
 from litestar import Request, Response, delete, get, post
 
+from dkron_nats import audit
 from dkron_nats.errors import ConflictError, ExecutionNotFoundError
+from dkron_nats.http.auth_api import OPERATOR, principal_of
 from dkron_nats.http.render import execution_json, job_json
 from dkron_nats.http.responses import json_response, list_response
 from dkron_nats.http.services import Services
@@ -55,13 +57,16 @@ async def list_executions(request: AnyRequest, services: Services, job: str) -> 
 @delete("/v1/jobs/{job:str}/executions", status_code=200)
 async def delete_executions(request: AnyRequest, services: Services, job: str) -> Response[bytes]:
     view = services.jobs.get(job)
+    before = job_json(view, services.nexts.get(view.spec))
     await services.executions.purge_job(job)
     state = await services.jobs.update_state(
         job_key(job),
         lambda st: JobState(status=st.status, applied_seq=st.applied_seq),
     )
     view = services.jobs.view(view.spec)
-    return json_response(request, job_json(view, services.nexts.get(view.spec)) | {"status": state.status})
+    after = job_json(view, services.nexts.get(view.spec)) | {"status": state.status}
+    await services.audit.record(principal_of(request), audit.EXECUTIONS_DELETE, job, before, after)
+    return json_response(request, after)
 
 
 @get("/v1/jobs/{job:str}/executions/{execution:str}")
@@ -73,7 +78,7 @@ async def get_execution(request: AnyRequest, services: Services, job: str, execu
     return json_response(request, execution_json(found))
 
 
-@post("/v1/jobs/{job:str}/executions/{execution:str}/cancel", status_code=202)
+@post("/v1/jobs/{job:str}/executions/{execution:str}/cancel", status_code=202, opt=OPERATOR)
 async def cancel_execution(
     request: AnyRequest, services: Services, job: str, execution: str
 ) -> Response[bytes]:
@@ -88,6 +93,7 @@ async def cancel_execution(
         job=job, group=found.group, execution=found.id, reason="cancelled: by a request to the API"
     )
     await services.nc.publish(AGENT_CANCEL, encode(cancel))
+    await services.audit.record(principal_of(request), audit.EXECUTION_CANCEL, f"{job}/{execution}")
     return json_response(request, execution_json(found), status=202)
 
 

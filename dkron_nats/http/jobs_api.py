@@ -3,20 +3,25 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
+from urllib.parse import quote
 
 import msgspec
 from litestar import Request, Response, delete, get, patch, post, put
 from litestar.background_tasks import BackgroundTask
 
+from dkron_nats import audit
 from dkron_nats.errors import DkronError, ValidationError
+from dkron_nats.http.auth_api import OPERATOR, principal_of
 from dkron_nats.http.render import echo_json, fire_json, job_json
-from dkron_nats.http.responses import json_response, list_response
+from dkron_nats.http.responses import json_response, list_response, text_response
 from dkron_nats.http.services import Services
 from dkron_nats.jobinput import decode_job, decode_job_list, validate_job
 from dkron_nats.joblist import JobQuery
 from dkron_nats.jobs import JobView
 from dkron_nats.models import DstPolicy, JobSpec
+from dkron_nats.names import job_key
 from dkron_nats.nextfire import upcoming
 from dkron_nats.schedule import (
     DST_GAP_POLICIES,
@@ -25,6 +30,7 @@ from dkron_nats.schedule import (
     TimezoneError,
     validate_timezone,
 )
+from dkron_nats.secrets import mask_job_json
 from dkron_nats.timefmt import utcnow
 
 AnyRequest = Request[Any, Any, Any]
@@ -45,13 +51,27 @@ def _view_json(services: Services, view: JobView) -> dict[str, Any]:
 async def _save(request: AnyRequest, services: Services) -> Response[bytes]:
     body = await request.body()
     job = validate_job(decode_job(body), services.executors.validate, services.processors.validate)
+    before = _stored_json(services, job.name)
     await services.jobs.upsert(job)
     services.nexts.forget(job.name)
-    location = f"/v1/jobs/{job.name}"
+    await _audit_saved(request, services, job.name, before)
+    location = f"/v1/jobs/{quote(job.name, safe='')}"  # header values are ASCII; names may not be
     response = json_response(request, echo_json(job), status=201, headers={"Location": location})
     if "runoncreate" in request.query_params:  # any value, even empty; like Dkron, after answering
         response.background = BackgroundTask(_run_after_save, services, job.name)
     return response
+
+
+def _stored_json(services: Services, name: str) -> dict[str, Any] | None:
+    """The job as the API shows it now, or None if there is no such job."""
+    spec = services.jobs.jobs.get(job_key(name))
+    return None if spec is None else _view_json(services, services.jobs.view(spec))
+
+
+async def _audit_saved(request: AnyRequest, services: Services, name: str, before: Any) -> None:
+    action = audit.JOB_CREATE if before is None else audit.JOB_UPDATE
+    after = _stored_json(services, name)
+    await services.audit.record(principal_of(request), action, name, before, after)
 
 
 async def _run_after_save(services: Services, name: str) -> None:
@@ -96,12 +116,20 @@ async def list_jobs(request: AnyRequest, services: Services) -> Response[bytes]:
         end=end if end > 0 else None,
     )
     total, page = services.lister.list(query)
-    return list_response(request, [_view_json(services, v) for v in page], total)
+    shown = _for_reader(request)
+    return list_response(request, [shown(_view_json(services, v)) for v in page], total)
 
 
 @get("/v1/jobs/{job:str}")
 async def get_job(request: AnyRequest, services: Services, job: str) -> Response[bytes]:
-    return json_response(request, _view_json(services, services.jobs.get(job)))
+    return json_response(request, _for_reader(request)(_view_json(services, services.jobs.get(job))))
+
+
+def _for_reader(request: AnyRequest) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    """`read`-role callers see a job's secret config values masked; operators and admins see them."""
+    if principal_of(request).role == "read":
+        return mask_job_json
+    return lambda job: job
 
 
 NEXT_MAX = 100
@@ -142,7 +170,9 @@ async def next_fires(request: AnyRequest, services: Services, job: str) -> Respo
 async def delete_job(request: AnyRequest, services: Services, job: str) -> Response[bytes]:
     view = await services.jobs.delete(job)
     await services.executions.purge_job(job)
-    return json_response(request, job_json(view, None))
+    before = job_json(view, None)
+    await services.audit.record(principal_of(request), audit.JOB_DELETE, job, before=before)
+    return json_response(request, before)
 
 
 async def _run(request: AnyRequest, services: Services, job: str) -> Response[bytes]:
@@ -150,26 +180,32 @@ async def _run(request: AnyRequest, services: Services, job: str) -> Response[by
     force = request.query_params.get("force", "false").lower()
     if force not in ("true", "false", "1", "0"):
         raise ValidationError(f"force must be true or false, got {force!r}")
-    await services.run_now(job, force=force in ("true", "1"))
+    forced = force in ("true", "1")
+    await services.run_now(job, force=forced)
+    await services.audit.record(principal_of(request), audit.JOB_RUN, job, after={"force": forced})
     view = services.jobs.get(job)
-    return json_response(request, _view_json(services, view), headers={"Location": request.url.path})
+    location = f"/v1/jobs/{quote(job, safe='')}/run"
+    return json_response(request, _view_json(services, view), headers={"Location": location})
 
 
-@post("/v1/jobs/{job:str}", status_code=200)
+@post("/v1/jobs/{job:str}", status_code=200, opt=OPERATOR)
 async def run_job(request: AnyRequest, services: Services, job: str) -> Response[bytes]:
     return await _run(request, services, job)
 
 
-@post("/v1/jobs/{job:str}/run", status_code=200)
+@post("/v1/jobs/{job:str}/run", status_code=200, opt=OPERATOR)
 async def run_job_alias(request: AnyRequest, services: Services, job: str) -> Response[bytes]:
     return await _run(request, services, job)
 
 
-@post("/v1/jobs/{job:str}/toggle", status_code=200)
+@post("/v1/jobs/{job:str}/toggle", status_code=200, opt=OPERATOR)
 async def toggle_job(request: AnyRequest, services: Services, job: str) -> Response[bytes]:
+    before = _stored_json(services, job)
     spec = await services.jobs.toggle(job)
     services.nexts.forget(job)
-    return json_response(request, _view_json(services, services.jobs.view(spec)))
+    after = _view_json(services, services.jobs.view(spec))
+    await services.audit.record(principal_of(request), audit.JOB_TOGGLE, job, before, after)
+    return json_response(request, after)
 
 
 @post("/v1/restore", status_code=200)
@@ -177,7 +213,7 @@ async def restore(request: AnyRequest, services: Services) -> Response[bytes]:
     form = await request.form()
     upload = form.get("file")
     if upload is None:
-        return Response(content=b"missing form field 'file' with a JSON array of jobs", status_code=404)
+        return text_response("missing form field 'file' with a JSON array of jobs", 404)
     data = await upload.read() if hasattr(upload, "read") else str(upload).encode()
     inputs = decode_job_list(data)
     jobs = [validate_job(inp, services.executors.validate, services.processors.validate) for inp in inputs]
@@ -185,14 +221,19 @@ async def restore(request: AnyRequest, services: Services) -> Response[bytes]:
     for job in jobs:
         if job.parent_job and job.parent_job not in names and services.jobs.jobs.get(job.parent_job) is None:
             raise ValidationError(f"parent job {job.parent_job} of {job.name} is not in the file nor stored")
-    messages: list[str] = []
-    for job in _parents_first(jobs):
-        try:
-            await services.jobs.upsert(job, check_pause=False)
-            messages.append(f"success create {job.name}")
-        except Exception as exc:  # noqa: BLE001 - each job's outcome is reported, the rest continue
-            messages.append(f"fail create {job.name}: {exc}")
+    messages = [await _restore_one(request, services, job) for job in _parents_first(jobs)]
     return json_response(request, msgspec.json.encode(messages).decode())
+
+
+async def _restore_one(request: AnyRequest, services: Services, job: Any) -> str:
+    before = _stored_json(services, job.name)
+    try:
+        await services.jobs.upsert(job, check_pause=False)
+    except Exception as exc:  # noqa: BLE001 - each job's outcome is reported, the rest continue
+        return f"fail create {job.name}: {exc}"
+    services.nexts.forget(job.name)
+    await _audit_saved(request, services, job.name, before)
+    return f"success create {job.name}"
 
 
 def _parents_first(jobs: list[Any]) -> list[Any]:

@@ -13,6 +13,8 @@ from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 
 from dkron_nats.agent.registry import ExecutorRegistry, ProcessorRegistry
+from dkron_nats.audit import AuditLog
+from dkron_nats.auth import Authenticator
 from dkron_nats.errors import ConflictError, NoLeaderError, RunError
 from dkron_nats.joblist import JobLister
 from dkron_nats.jobs import JobService
@@ -56,6 +58,8 @@ class Services:
     executors: ExecutorRegistry
     processors: ProcessorRegistry
     request_shutdown: Callable[[], None]
+    auth: Authenticator
+    audit: AuditLog
     max_body_bytes: int = 1_048_576
 
     def is_paused(self, key: str = PAUSED_KEY) -> bool:

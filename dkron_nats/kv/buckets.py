@@ -24,13 +24,18 @@ MEMBERS = "dkron-members"
 SETTINGS = "dkron-settings"
 STATS = "dkron-stats"
 LOCKS = "dkron-locks"
-BUCKET_NAMES = (JOBS, JOB_STATE, EXECUTIONS, CURSORS, LEADER, MEMBERS, SETTINGS, STATS, LOCKS)
+TOKENS = "dkron-tokens"
+"""API tokens: name -> role and the token's SHA-256 (dkron_nats/auth.py)."""
+BUCKET_NAMES = (JOBS, JOB_STATE, EXECUTIONS, CURSORS, LEADER, MEMBERS, SETTINGS, STATS, LOCKS, TOKENS)
 
 RESULTS_STREAM = "DKRON_RESULTS"
 RESULTS_SUBJECTS = "dkron.result.>"
 TRIGGERS_STREAM = "DKRON_TRIGGERS"
 STORED_TRIGGERS = "dkron.triggered.>"
 """Triggers checked by a server and waiting for the leader to launch them (see dkron_nats/triggers.py)."""
+AUDIT_STREAM = "DKRON_AUDIT"
+AUDIT_SUBJECT_PREFIX = "dkron.audit."
+"""Followed by the action, e.g. `dkron.audit.job.update` (see dkron_nats/audit.py)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +48,8 @@ class StorageLimits:
     output_max_age: float = 7 * 86_400.0
     output_max_bytes: int = 1024**3
     """Live output of all executions together; the oldest is dropped first."""
+    audit_max_age: float = 365 * 86_400.0
+    audit_max_bytes: int = 1024**3
 
 
 @dataclass(slots=True)
@@ -56,6 +63,7 @@ class Buckets:
     settings: KeyValue
     stats: KeyValue
     locks: KeyValue
+    tokens: KeyValue
 
 
 async def _bucket(js: JetStreamContext, config: KeyValueConfig) -> KeyValue:
@@ -90,6 +98,7 @@ async def ensure_buckets(js: JetStreamContext, limits: StorageLimits) -> Buckets
         settings=await _bucket(js, cfg(SETTINGS)),
         stats=await _bucket(js, cfg(STATS)),
         locks=await _bucket(js, cfg(LOCKS)),
+        tokens=await _bucket(js, cfg(TOKENS)),
     )
     await _ensure_stream(
         js,
@@ -125,6 +134,20 @@ async def ensure_buckets(js: JetStreamContext, limits: StorageLimits) -> Buckets
             storage=file,
             num_replicas=r,
             max_age=86_400,
+            duplicate_window=120,
+        ),
+    )
+    await _ensure_stream(
+        js,
+        StreamConfig(
+            name=AUDIT_STREAM,
+            subjects=[AUDIT_SUBJECT_PREFIX + ">"],
+            retention=RetentionPolicy.LIMITS,
+            discard=DiscardPolicy.OLD,
+            storage=file,
+            num_replicas=r,
+            max_age=limits.audit_max_age,
+            max_bytes=limits.audit_max_bytes,
             duplicate_window=120,
         ),
     )

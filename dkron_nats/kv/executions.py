@@ -7,12 +7,17 @@ harmless. Old records are removed with a subject-filtered stream purge, which le
 
 from __future__ import annotations
 
+import re
+
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
 from dkron_nats.kv.typed import TypedKV, with_retry
 from dkron_nats.models import Execution
 from dkron_nats.names import job_key
+
+EXECUTION_ID = re.compile(r"[0-9]{1,20}-[A-Za-z0-9_-]{1,64}(=[0-9]{1,6})?")
+"""What an execution id looks like; anything else (from a URL) names no execution."""
 
 
 def execution_id(trigger_ns: int, node: str) -> str:
@@ -47,7 +52,7 @@ class ExecutionStore:
         return await self.typed.put(self.key(execution.job_name, execution.id), execution)
 
     async def get(self, job_name: str, exec_id: str) -> Execution | None:
-        if not exec_id or "." in exec_id or "*" in exec_id or ">" in exec_id:
+        if EXECUTION_ID.fullmatch(exec_id) is None:
             return None
         found = await self.typed.get(self.key(job_name, exec_id))
         return found[0] if found else None

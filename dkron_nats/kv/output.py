@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import anyio
@@ -24,6 +23,7 @@ from nats.js import JetStreamContext
 from nats.js.api import DeliverPolicy
 from nats.js.errors import NotFoundError
 
+from dkron_nats.kv.executions import EXECUTION_ID
 from dkron_nats.kv.typed import TRANSIENT, with_retry
 from dkron_nats.names import job_key
 
@@ -38,12 +38,11 @@ LIVE_LIMIT = 16 * 1024 * 1024
 """Bytes of one execution kept in the stream; the record keeps the tail beyond that."""
 PUBLISH_ERRORS = (NatsError, *TRANSIENT, OSError)
 """What a publish raises when NATS is unavailable (nats-py errors all derive from nats.errors.Error)."""
-_EXECUTION_ID = re.compile(r"[0-9]{1,20}-[A-Za-z0-9_-]{1,64}(=[0-9]{1,6})?")
 
 
 def output_subject(job: str, execution_id: str) -> str:
     """The subject of one execution's output; ValueError for an id that is not an execution id."""
-    if _EXECUTION_ID.fullmatch(execution_id) is None:
+    if EXECUTION_ID.fullmatch(execution_id) is None:
         raise ValueError(f"{execution_id!r} is not an execution id")
     return f"dkron.output.{job_key(job)}.{execution_id}"
 

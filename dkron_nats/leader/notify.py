@@ -10,7 +10,9 @@ these differences, all on purpose:
   the pre-webhook always fires;
 * sending happens in this notifier's own workers, fed by a bounded queue: a slow or dead receiver never
   delays result processing, dependent jobs or history (a full queue drops the notification, logged);
-* a failed send is retried (3 attempts, 1 s then 2 s apart), then dropped with an error in the log.
+* a failed send is retried (3 attempts, 1 s then 2 s apart), then dropped with an error in the log;
+* secrets of the job's executor and processor configs (see secrets.py) are cut out of every payload, so an
+  output that echoes a password does not mail it.
 
 Only the leader notifies: `run` belongs to the leader session's task group, and nothing is queued while it
 is not running.
@@ -23,7 +25,7 @@ import smtplib
 import ssl
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from email.message import EmailMessage
 from email.utils import formatdate, getaddresses, make_msgid
@@ -39,6 +41,7 @@ from dkron_nats.config import Settings, parse_header
 from dkron_nats.kv.executions import ExecutionStore, execution_id, lane_of
 from dkron_nats.leader.templates import Report, problem, render
 from dkron_nats.models import Execution, JobSpec
+from dkron_nats.secrets import redact, secret_values
 from dkron_nats.timefmt import utcnow
 from dkron_nats.tracing import tracer
 
@@ -127,6 +130,8 @@ def _webhook(flag: str, endpoint: str, payload: str, headers: Sequence[str]) -> 
 @dataclass(frozen=True, slots=True)
 class _LaunchStarted:
     report: Report
+    secrets: frozenset[str] = frozenset()
+    """The job's secret config values, cut out of the payload."""
     trace: Context = field(default_factory=get_current)
     """The launch's trace, where the sending shows up."""
 
@@ -200,7 +205,8 @@ class Notifier:
         ]
         # The launch's first execution stands for all of it, naming every target node.
         first = msgspec.structs.replace(launch[0], node_name=",".join(targets))
-        self._submit(_LaunchStarted(Report(first, launch, self.settings.reporting_node, False, "running")))
+        report = Report(first, launch, self.settings.reporting_node, False, "running")
+        self._submit(_LaunchStarted(report, _job_secrets(job)))
 
     def launch_ended(
         self, job: JobSpec, execution: Execution, others: Sequence[Execution], status: str
@@ -247,16 +253,17 @@ class Notifier:
     async def _handle(self, item: _Item) -> None:
         if isinstance(item, _LaunchStarted):
             if self.settings.pre_webhook is not None:
-                await self._post("pre-webhook", self.settings.pre_webhook, item.report)
+                await self._post("pre-webhook", self.settings.pre_webhook, item.report, item.secrets)
             return
         if not await self._wanted(item):
             return
         mail, webhook, job = self.settings.mail, self.settings.webhook, item.job
+        secrets = _job_secrets(job)
         async with anyio.create_task_group() as tg:  # a mail server being retried does not hold the webhook
             if mail is not None and job.owner_email:
-                tg.start_soon(self._mail, mail, job.owner_email, item.report)
+                tg.start_soon(self._mail, mail, job.owner_email, item.report, secrets)
             if webhook is not None:
-                tg.start_soon(self._post, "webhook", webhook, item.report)
+                tg.start_soon(self._post, "webhook", webhook, item.report, secrets)
 
     async def _wanted(self, item: _LaunchEnded) -> bool:
         """Whether the job's notify_on asks for this ended launch."""
@@ -285,8 +292,8 @@ class Notifier:
             latest[lane_of(ex.id, ex.group)] = ex  # a node's latest attempt decides
         return all(ex.success for ex in latest.values())
 
-    async def _post(self, what: str, hook: Webhook, report: Report) -> None:
-        body = render(hook.payload, report).encode()
+    async def _post(self, what: str, hook: Webhook, report: Report, secrets: frozenset[str]) -> None:
+        body = _rendered(hook.payload, report, secrets).encode()
         headers = dict(hook.headers)  # a repeated name: the last one wins, as in Dkron
 
         async def post() -> None:
@@ -299,8 +306,8 @@ class Notifier:
 
         await self._with_retries(f"{what} to {hook.endpoint} for {_launch(report)}", post)
 
-    async def _mail(self, mail: Mail, to: str, report: Report) -> None:
-        message = _message(mail, to, report)
+    async def _mail(self, mail: Mail, to: str, report: Report, secrets: frozenset[str]) -> None:
+        message = _message(mail, to, report, secrets)
         await self._with_retries(
             f"mail to {to} via {mail.host}:{mail.port} for {_launch(report)}",
             lambda: anyio.to_thread.run_sync(_send_mail, mail, message, abandon_on_cancel=True),
@@ -334,14 +341,31 @@ def _seen(remembered: OrderedDict[tuple[str, int], None], key: tuple[str, int]) 
     return False
 
 
+def _job_secrets(job: JobSpec) -> frozenset[str]:
+    return secret_values(job.executor_config, job.processors)
+
+
+def _rendered(template: str, report: Report, secrets: frozenset[str]) -> str:
+    """The payload with the job's secrets cut out: from the outputs before rendering (a `js` or `urlquery`
+    would disguise them), and from the result (a secret may show up in any field)."""
+    if not secrets:
+        return render(template, report)
+
+    def clean(ex: Execution) -> Execution:
+        return msgspec.structs.replace(ex, output=redact(ex.output, secrets))
+
+    cleaned = replace(report, execution=clean(report.execution), launch=[clean(e) for e in report.launch])
+    return redact(render(template, cleaned), secrets)
+
+
 def _launch(report: Report) -> str:
     return f"{report.execution.job_name} (launch {report.execution.group})"
 
 
-def _message(mail: Mail, to: str, report: Report) -> EmailMessage:
+def _message(mail: Mail, to: str, report: Report, secrets: frozenset[str] = frozenset()) -> EmailMessage:
     """Dkron's mail: subject `<prefix><Success|Failed> <job> execution report`, the rendered body."""
     ex = report.execution
-    body = render(mail.payload, report) if mail.payload else ex.output
+    body = _rendered(mail.payload, report, secrets) if mail.payload else redact(ex.output, secrets)
     message = EmailMessage()
     message["Subject"] = (
         f"{mail.subject_prefix}{'Success' if report.success else 'Failed'} {ex.job_name} execution report"
