@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PLUGINS := plugins/dkron-nats-tcpcheck
 
-.PHONY: run test lint format bench bench-quick chaos clean
+.PHONY: run test lint format bench bench-quick chaos fuzz clean
 
 $(STAMP): pyproject.toml $(PLUGINS)/pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -36,6 +36,9 @@ bench-quick: $(STAMP)
 
 chaos: $(STAMP)
 	$(BIN)/python -m bench.chaos --kills 20
+
+fuzz: $(STAMP)
+	$(BIN)/python -m bench.fuzz --examples 300
 
 clean:
 	rm -rf $(VENV) dkron.data .mypy_cache .ruff_cache .pytest_cache

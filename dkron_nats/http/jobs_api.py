@@ -184,7 +184,7 @@ async def _run(request: AnyRequest, services: Services, job: str) -> Response[by
     await services.run_now(job, force=forced)
     await services.audit.record(principal_of(request), audit.JOB_RUN, job, after={"force": forced})
     view = services.jobs.get(job)
-    location = f"/v1/jobs/{quote(job, safe='')}/run"
+    location = request.scope["raw_path"].decode("ascii")  # the request's own path, still percent-encoded
     return json_response(request, _view_json(services, view), headers={"Location": location})
 
 

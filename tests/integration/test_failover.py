@@ -45,15 +45,19 @@ def _servers_of(nodes: dict[str, Node]) -> list[Node]:
 
 
 def _healthy(nodes: dict[str, Node]) -> None:
-    """Every process up, exactly one leader, and every server lists all five members."""
+    """Every process up, exactly one leader, every server lists all five members, and JetStream takes
+    writes again (after a kill its streams may still be re-electing or catching up)."""
 
     def ok() -> bool:
         if any(n.proc is None or n.proc.poll() is not None for n in nodes.values()):
             return False
         servers = _servers_of(nodes)
-        return len(leaders(servers)) == 1 and all(_lists_members(s, 5)() for s in servers)
+        if len(leaders(servers)) != 1 or not all(_lists_members(s, 5)() for s in servers):
+            return False
+        probe = servers[0].post("/v1/jobs", json=job("health-probe", "@manually"))
+        return probe.status_code == 201 and servers[1].request("DELETE", "/v1/jobs/health-probe").is_success
 
-    wait_for(ok, timeout=90, what="a healthy cluster")
+    wait_for(ok, timeout=120, what="a healthy cluster")
 
 
 @pytest.fixture(autouse=True)
