@@ -8,7 +8,7 @@ import contextlib
 import ipaddress
 import logging
 import uuid
-from collections.abc import Iterator
+from collections.abc import Awaitable, Iterator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 
@@ -102,8 +102,26 @@ class Node:
             servers = max(servers, len(nc.servers))
             replicas = s.replicas or (3 if servers >= 3 else 1)
             limits = StorageLimits(replicas=replicas, lease_ttl=s.lease_ttl)
-            buckets = await _when_jetstream_ready(js, limits)
+            buckets = await self._unless_stopped(_when_jetstream_ready(js, limits))
+            if buckets is None:
+                logger.info("node %s stopped before JetStream was ready", s.node_name)
+                return
             await self._serve(nc, buckets)
+
+    async def _unless_stopped(self, waiting: Awaitable[Buckets]) -> Buckets | None:
+        """What `waiting` returns, or None when the node is told to stop first (a SIGTERM while the NATS
+        cluster is still forming must not be ignored)."""
+        found: list[Buckets] = []
+        async with anyio.create_task_group() as tg:
+
+            async def stop_waiting() -> None:
+                await self.stop.wait()
+                tg.cancel_scope.cancel()
+
+            tg.start_soon(stop_waiting)
+            found.append(await waiting)
+            tg.cancel_scope.cancel()
+        return found[0] if found else None
 
     async def _serve(self, nc: Client, buckets: Buckets) -> None:
         s = self.settings

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
-from tests.harness import Node, executions, finished, job, pid_alive, running, wait_for
+from dkron_nats.natsserver import nats_server_binary
+from tests.harness import Node, executions, finished, free_port, job, pid_alive, running, wait_for
 
 
 def _on_the_agent(name: str, command: str) -> dict[str, Any]:
@@ -63,3 +65,33 @@ def test_sigterm_on_an_agent_drains_within_the_grace_and_leaves_nothing_running(
         finally:
             if pid_alive(job_pid):
                 os.kill(job_pid, signal.SIGKILL)
+
+
+def test_sigterm_while_waiting_for_jetstream_stops_the_node(tmp_path: Path) -> None:
+    """A node whose NATS has no JetStream (yet) waits for it, and still stops at once when told to."""
+    port = free_port()
+    plain = subprocess.Popen(
+        [nats_server_binary(), "-a", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        agent = Node(tmp_path / "agent", name="waiting1", server=False)
+        agent.extra = ["--nats-url", f"nats://127.0.0.1:{port}"]
+        agent.start()
+        try:
+            wait_for(
+                lambda: "JetStream is not ready" in agent.logs(), timeout=30, what="the wait for JetStream"
+            )
+            assert agent.proc is not None
+            agent.proc.send_signal(signal.SIGTERM)
+            stopped_at = time.monotonic()
+            code = agent.wait_exit(timeout=15)
+            assert code == 0, agent.logs()[-2000:]
+            assert time.monotonic() - stopped_at < 5
+            assert "stopped before JetStream was ready" in agent.logs()
+        finally:
+            agent.stop()
+    finally:
+        plain.terminate()
+        plain.wait(timeout=10)
