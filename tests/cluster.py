@@ -14,7 +14,6 @@ exits, so a node started from a worker thread (e.g. `anyio.to_thread.run_sync`) 
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
 import socket
 import subprocess
@@ -31,8 +30,7 @@ import httpx
 import nats.errors
 import pytest
 
-from dkron_nats.natsserver import nats_server_binary
-from tests.harness import _stop_with_parent, free_port, wait_for
+from tests.harness import free_port, spawn_nats_server, wait_for
 
 T = TypeVar("T")
 NATS_CONF = Path(__file__).resolve().parent.parent / "deploy" / "nats.conf"
@@ -125,16 +123,7 @@ class NatsNode:
         if threading.current_thread() is not threading.main_thread():
             raise RuntimeError("start nats nodes from the main thread (PR_SET_PDEATHSIG is per thread)")
         self.store_dir.mkdir(parents=True, exist_ok=True)
-        args = [nats_server_binary(), "-c", str(NATS_CONF), "-m", str(self.http_port)]
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(
-                args,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env={**os.environ, **self.env()},
-                preexec_fn=_stop_with_parent,
-            )
+        self.proc = spawn_nats_server(NATS_CONF, self.http_port, self.log_path, self.env())
         return self
 
     def kill(self) -> int | None:

@@ -20,6 +20,8 @@ from typing import Any, TypeVar
 
 import httpx
 
+from dkron_nats.natsserver import nats_server_binary
+
 T = TypeVar("T")
 DKRON_NATS = [sys.executable, "-m", "dkron_nats"]
 
@@ -73,6 +75,21 @@ def embedded_nats_pid(node: Node) -> int | None:
 def _stop_with_parent() -> None:
     """If the test run itself dies, its nodes get SIGTERM instead of running on as orphans."""
     ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def spawn_nats_server(
+    conf: Path, http_port: int, log_path: Path, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """A nats-server for a test (monitoring on `http_port`, output in `log_path`); the caller stops it."""
+    with log_path.open("ab") as log:
+        return subprocess.Popen(
+            [nats_server_binary(), "-c", str(conf), "-m", str(http_port)],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
+            preexec_fn=_stop_with_parent,
+        )
 
 
 @dataclass

@@ -22,8 +22,7 @@ import nkeys
 import pytest
 import trustme
 
-from dkron_nats.natsserver import nats_server_binary
-from tests.harness import _stop_with_parent, free_port, wait_for
+from tests.harness import free_port, spawn_nats_server, wait_for
 
 SECURE_CONF = Path(__file__).resolve().parent.parent / "deploy" / "nats-secure.conf"
 USERS = ("server", "agent1", "agent2", "trigger")
@@ -95,16 +94,7 @@ class SecureNats:
         if threading.current_thread() is not threading.main_thread():
             raise RuntimeError("start nats-server from the main thread (PR_SET_PDEATHSIG is per thread)")
         self.base_dir.mkdir(parents=True, exist_ok=True)
-        args = [nats_server_binary(), "-c", str(SECURE_CONF), "-m", str(self.http_port)]
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(
-                args,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env={**os.environ, **self.env()},
-                preexec_fn=_stop_with_parent,
-            )
+        self.proc = spawn_nats_server(SECURE_CONF, self.http_port, self.log_path, self.env())
         wait_for(self._healthy, 20, "the secure nats-server to be ready")
         return self
 
@@ -151,15 +141,7 @@ def nats_server_with(base_dir: Path, settings: str) -> Iterator[str]:
     conf = base_dir / "nats-server.conf"
     store = json.dumps(str(base_dir / "store"))
     conf.write_text(f"host: 127.0.0.1\nport: {port}\njetstream {{ store_dir: {store} }}\n{settings}\n")
-    log = base_dir / "nats-server.log"
-    with log.open("ab") as out:
-        proc = subprocess.Popen(
-            [nats_server_binary(), "-c", str(conf), "-m", str(http_port)],
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            preexec_fn=_stop_with_parent,
-        )
+    proc = spawn_nats_server(conf, http_port, base_dir / "nats-server.log")
     try:
         wait_for(lambda: httpx.get(f"http://127.0.0.1:{http_port}/healthz", timeout=5).status_code == 200, 20)
         yield f"nats://127.0.0.1:{port}"

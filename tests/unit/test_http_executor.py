@@ -27,6 +27,7 @@ from dkron_nats.agent.registry import discover_executors
 from dkron_nats.version import VERSION
 from tests.harness import free_port
 from tests.httpserver import GATE_TIMEOUT, Exchange, HttpTestServer, serving
+from tests.sinks import Collector
 
 pytestmark = pytest.mark.anyio
 
@@ -38,28 +39,6 @@ SETTLE = 10.0
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
-
-
-class Collector:
-    """An OutputSink that lets a test wait for a condition on what was written so far."""
-
-    def __init__(self) -> None:
-        self.data = bytearray()
-        self._changed = anyio.Event()
-
-    async def write(self, data: bytes) -> None:
-        self.data += data
-        self._changed.set()
-        self._changed = anyio.Event()
-
-    @property
-    def text(self) -> str:
-        return self.data.decode()
-
-    async def wait_for(self, predicate: Callable[[str], bool], within: float = 5.0) -> None:
-        with anyio.fail_after(within):
-            while not predicate(self.text):
-                await self._changed.wait()
 
 
 @dataclass

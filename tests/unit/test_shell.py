@@ -13,7 +13,7 @@ import pwd
 import shlex
 import signal
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -28,6 +28,7 @@ from dkron_nats.agent.executor import (
     OutputBuffer,
 )
 from dkron_nats.agent.shell import ShellExecutor, format_go_duration, parse_mem_limit
+from tests.sinks import Collector
 
 pytestmark = pytest.mark.anyio
 
@@ -47,30 +48,6 @@ CTX = ExecutionContext(
     attempt=3,
     scheduled_at=datetime(2024, 5, 1, 12, 30, tzinfo=UTC),
 )
-
-
-class Collector:
-    """An OutputSink that lets a test wait for a condition on what was written so far."""
-
-    def __init__(self) -> None:
-        self.data = bytearray()
-        self.chunks = 0
-        self._changed = anyio.Event()
-
-    async def write(self, data: bytes) -> None:
-        self.data += data
-        self.chunks += 1
-        self._changed.set()
-        self._changed = anyio.Event()
-
-    @property
-    def text(self) -> str:
-        return self.data.decode()
-
-    async def wait_for(self, predicate: Callable[[str], bool], within: float = 5.0) -> None:
-        with anyio.fail_after(within):
-            while not predicate(self.text):
-                await self._changed.wait()
 
 
 async def run(
