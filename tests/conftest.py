@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 
 import pytest
@@ -18,3 +18,25 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
 @pytest.fixture
 def data_dir(tmp_path: Path) -> Path:
     return tmp_path / "data"
+
+
+def _nodes_of(item: pytest.Item) -> list[Node]:
+    """The dkron-nats processes a test used (fixtures holding one Node or a dict of them)."""
+    found: list[Node] = []
+    for value in getattr(item, "funcargs", {}).values():
+        candidates = value.values() if isinstance(value, dict) else [value]
+        found += [c for c in candidates if isinstance(c, Node)]
+    return found
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """On a failure, attach the end of every node's log: a flaky cluster test explains itself in CI."""
+    report = yield
+    if report.failed and call.when == "call":
+        for node in _nodes_of(item):
+            tail = node.logs().splitlines()[-60:]
+            report.sections.append((f"log of {node.name} (last {len(tail)} lines)", "\n".join(tail)))
+    return report

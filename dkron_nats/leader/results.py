@@ -101,6 +101,11 @@ class ResultProcessor:
                     await anyio.sleep(0.5)
                     continue
                 for msg in messages:
+                    if msg.metadata.num_delivered > 1:
+                        logger.info(
+                            "result %d delivered again: applying it idempotently",
+                            msg.metadata.sequence.stream,
+                        )
                     # The agent's execution span, so recording and notifying join the launch's trace.
                     with tracer().start_as_current_span("record result", context=extract(msg.headers)):
                         wait = await self._handle(msg.data, msg.metadata.sequence.stream)
@@ -153,6 +158,7 @@ class ResultProcessor:
         self.launcher.finished(ex)
         spec = self.jobs.jobs.get(key)
         if spec is None:
+            logger.info("result %s of %s ignored: the job no longer exists", ex.id, ex.job_name)
             return 0.0  # the job was deleted meanwhile, with its history
         written = await self.executions.put(ex)
         if self.on_applied is not None:
@@ -266,6 +272,7 @@ class ResultProcessor:
         pending = state.fanin_pending
         if not pending:
             return
+        logger.info("%s: every parent finished (%s); launching it as %d", child, ", ".join(parents), pending)
         crash_point("fanin-decided")
         if not spec.disabled:
             await self._launch_dependent(spec, pending, f"its parents finished ({', '.join(parents)})")
@@ -315,7 +322,9 @@ class ResultProcessor:
     async def _launch_dependent(self, spec: JobSpec, group: int, why: str) -> None:
         """Launch a child as `group`; a `forbid` child still busy records the run as skipped instead."""
         outcome = await self.launcher.launch_now(spec, group=group)
-        if isinstance(outcome, JobBusy):
+        if isinstance(outcome, str):
+            logger.warning("%s (%s) was not launched: %s", spec.name, why, outcome)
+        elif isinstance(outcome, JobBusy):
             reason = (
                 f"skipped: {why}, but the previous execution was still running and the job's concurrency "
                 "is forbid"
