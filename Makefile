@@ -4,8 +4,11 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PLUGINS := plugins/dkron-nats-tcpcheck
+UI_BUILT := dkron_nats/ui_dist/index.html
+UI_DEPS := ui/node_modules/.installed
+UI_SOURCES := $(shell find ui/src -type f 2>/dev/null) ui/index.html ui/build.mjs ui/tsconfig.json
 
-.PHONY: run test lint format bench bench-quick chaos fuzz clean
+.PHONY: run test lint format ui bench bench-quick chaos fuzz clean
 
 $(STAMP): pyproject.toml $(PLUGINS)/pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -13,19 +16,30 @@ $(STAMP): pyproject.toml $(PLUGINS)/pyproject.toml
 	$(BIN)/python -m pip install -q -e ".[dev]" -e $(PLUGINS)
 	touch $(STAMP)
 
-run: $(STAMP)
+# The web UI: npm installs the locked dependencies once, then esbuild bundles ui/ into dkron_nats/ui_dist/.
+$(UI_DEPS): ui/package.json ui/package-lock.json
+	cd ui && npm ci --no-audit --no-fund --loglevel=error
+	touch $(UI_DEPS)
+
+$(UI_BUILT): $(UI_DEPS) $(UI_SOURCES)
+	cd ui && npm run --silent build
+
+ui: $(UI_BUILT)
+
+run: $(STAMP) $(UI_BUILT)
 	$(BIN)/dkron-nats agent --server $(ARGS)
 
-lint: $(STAMP)
+lint: $(STAMP) $(UI_DEPS)
 	$(BIN)/ruff check dkron_nats tests bench plugins
 	$(BIN)/ruff format --check dkron_nats tests bench plugins
 	$(BIN)/mypy
+	cd ui && npm run --silent typecheck
 
 format: $(STAMP)
 	$(BIN)/ruff format dkron_nats tests bench plugins
 	$(BIN)/ruff check --fix dkron_nats tests bench plugins
 
-test: lint
+test: lint $(UI_BUILT)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 bench: $(STAMP)
@@ -41,4 +55,4 @@ fuzz: $(STAMP)
 	$(BIN)/python -m bench.fuzz --examples 300
 
 clean:
-	rm -rf $(VENV) dkron.data .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) dkron.data .mypy_cache .ruff_cache .pytest_cache ui/node_modules dkron_nats/ui_dist

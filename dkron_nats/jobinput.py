@@ -6,6 +6,7 @@ field at its zero value, and maps must hold strings. Validation follows Dkron's 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Annotated
@@ -15,7 +16,7 @@ import msgspec
 from dkron_nats.durations import parse_duration
 from dkron_nats.errors import PayloadError, ValidationError
 from dkron_nats.misfire import DEFAULT_MISFIRE_MAX, DEFAULT_POLICY, MISFIRE_POLICIES
-from dkron_nats.models import DEPENDENCY_CONDITIONS, Dependency, DstPolicy, RetryBackoff
+from dkron_nats.models import DEPENDENCY_CONDITIONS, Dependency, DstPolicy, JobSpec, RetryBackoff
 from dkron_nats.names import is_token, job_name_error
 from dkron_nats.schedule import (
     DST_GAP_POLICIES,
@@ -372,3 +373,19 @@ def validate_job(
         dependent_jobs=inp.dependent_jobs,
         next=_time_field("next", inp.next),
     )
+
+
+_FIELD_ALIASES = {"parent job": "parent_job", "parent": "parent_job", "tag": "tags"}
+_JOB_FIELDS = [f for f in JobSpec.__struct_fields__ if f not in ("anchor",)]
+_FIELD_NAMED = re.compile(
+    r"\b(" + "|".join(sorted([*_JOB_FIELDS, *_FIELD_ALIASES], key=len, reverse=True)) + r")((?:\.\w+)*)\b"
+)
+
+
+def error_field(detail: str) -> str | None:
+    """The job field a validation message is about (the first it names), e.g. `retry_backoff.initial`,
+    so a form can show the message beside that field; None if it names none."""
+    found = _FIELD_NAMED.search(detail)
+    if found is None:
+        return None
+    return _FIELD_ALIASES.get(found.group(1), found.group(1)) + found.group(2)

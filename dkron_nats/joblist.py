@@ -34,6 +34,8 @@ class JobQuery:
     status: str | None = None
     disabled: str | None = None
     metadata: Mapping[str, str] = field(default_factory=dict)
+    tags: Mapping[str, str] = field(default_factory=dict)
+    """Tag filters: a job matches when its tag's value (without the `:count`) is the one asked for."""
     sort: str = "id"
     descending: bool = False
     start: int = 0
@@ -100,6 +102,7 @@ class JobLister:
     def _matcher(query: JobQuery) -> Callable[[JobSpec, JobState], bool]:
         status = "" if query.status == "untriggered" else query.status
         wanted_meta = dict(query.metadata)
+        wanted_tags = dict(query.tags)
 
         def matches(spec: JobSpec, state: JobState) -> bool:
             if query.q and query.q not in spec.name and query.q not in spec.displayname:
@@ -108,6 +111,10 @@ class JobLister:
                 return False
             if query.disabled is not None and str(spec.disabled).lower() != query.disabled:
                 return False
+            if wanted_tags:
+                tags = spec.tags or {}
+                if not all(tags.get(k, "").partition(":")[0] == v for k, v in wanted_tags.items()):
+                    return False
             if wanted_meta:
                 meta = spec.metadata or {}
                 return all(meta.get(k) == v for k, v in wanted_meta.items())

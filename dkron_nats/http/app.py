@@ -24,10 +24,21 @@ from dkron_nats.errors import (
     RunError,
     ValidationError,
 )
-from dkron_nats.http import auth_api, cluster_api, executions_api, jobs_api, metrics_api, openapi, output_api
+from dkron_nats.http import (
+    auth_api,
+    cluster_api,
+    events_api,
+    executions_api,
+    jobs_api,
+    metrics_api,
+    openapi,
+    output_api,
+    ui_api,
+)
 from dkron_nats.http.middleware import Preflight, dkron_headers
 from dkron_nats.http.responses import TEXT, text_response
 from dkron_nats.http.services import Services
+from dkron_nats.jobinput import error_field
 from dkron_nats.joblist import BadSortError
 
 logger = logging.getLogger(__name__)
@@ -49,12 +60,18 @@ STATUS_OF: list[tuple[type[DkronError], int]] = [
     (TokenExistsError, 409),
 ]
 BODYLESS_404 = (JobNotFoundError, ExecutionNotFoundError)
+ERROR_FIELD_HEADER = "X-Error-Field"
+"""On a 400 for a job: the field the message is about (`schedule`, `retry_backoff.initial`...)."""
 
 
 def _dkron_error(_: Request[Any, Any, Any], exc: DkronError) -> Response[bytes]:
     for kind, status in STATUS_OF:
         if isinstance(exc, kind):
-            return text_response("" if isinstance(exc, BODYLESS_404) else str(exc), status)
+            response = text_response("" if isinstance(exc, BODYLESS_404) else str(exc), status)
+            field = error_field(exc.detail) if isinstance(exc, ValidationError) else None
+            if field:  # Dkron's plain-text body stays; a form can put the message beside this field
+                response.headers[ERROR_FIELD_HEADER] = field
+            return response
     return text_response(str(exc), 500)
 
 
@@ -85,6 +102,8 @@ ROUTE_HANDLERS = [
     *metrics_api.ROUTES,
     *auth_api.ROUTES,
     *openapi.ROUTES,
+    *events_api.ROUTES,
+    *ui_api.ROUTES,
 ]
 """Every route of the API (the auth tests walk this list, so a new route cannot be left unchecked)."""
 

@@ -126,6 +126,14 @@ async def revoke_token(request: AnyRequest, services: Services, name: str) -> Re
     return json_response(request, token_json(stored))
 
 
+@get("/v1/me")
+async def who_am_i(request: AnyRequest, services: Services) -> Response[bytes]:
+    """The caller's token name and role, and whether authentication is on (the UI hides what it may
+    not do)."""
+    who = principal_of(request)
+    return json_response(request, {"name": who.name, "role": who.role, "auth": services.auth.enabled})
+
+
 @get("/v1/audit", opt=ADMIN)
 async def audit_log(request: AnyRequest, services: Services) -> Response[bytes]:
     """The audit log, newest first, paged like the other lists (`_start`, `_end`, `X-Total-Count`)."""
@@ -144,4 +152,4 @@ def _index(request: AnyRequest, name: str, default: int) -> int:
     return int(text)
 
 
-ROUTES = [create_token, list_tokens, revoke_token, audit_log]
+ROUTES = [create_token, list_tokens, revoke_token, who_am_i, audit_log]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import quote
 
@@ -99,17 +99,14 @@ async def put_job(request: AnyRequest, services: Services, job: str) -> Response
 @get("/v1/jobs")
 async def list_jobs(request: AnyRequest, services: Services) -> Response[bytes]:
     params = request.query_params
-    metadata = {
-        k[len("metadata[") : -1]: v
-        for k, v in params.items()
-        if k.startswith("metadata[") and k.endswith("]")
-    }
+    metadata = _bracketed(params, "metadata")
     end = _int(params.get("_end"), 0)
     query = JobQuery(
         q=params.get("q") or "",
         status=params.get("status") or None,  # Dkron: an empty filter is no filter
         disabled=params.get("disabled") or None,
         metadata=metadata,
+        tags=_bracketed(params, "tags"),
         sort=params.get("_sort") or "id",
         descending=params.get("_order") == "DESC",
         start=_int(params.get("_start"), 0),
@@ -118,6 +115,12 @@ async def list_jobs(request: AnyRequest, services: Services) -> Response[bytes]:
     total, page = services.lister.list(query)
     shown = _for_reader(request)
     return list_response(request, [shown(_view_json(services, v)) for v in page], total)
+
+
+def _bracketed(params: Mapping[str, str], name: str) -> dict[str, str]:
+    """`name[key]=value` query parameters as {key: value}."""
+    prefix = f"{name}["
+    return {k[len(prefix) : -1]: v for k, v in params.items() if k.startswith(prefix) and k.endswith("]")}
 
 
 @get("/v1/jobs/{job:str}")

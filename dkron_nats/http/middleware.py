@@ -20,7 +20,7 @@ BeforeSend = Callable[[Message, Scope], Awaitable[None]]
 
 CORS_HEADERS = {
     "Access-Control-Allow-Origin": "*",
-    "Access-Control-Expose-Headers": "X-Total-Count, X-Whom, Location, *",
+    "Access-Control-Expose-Headers": "X-Total-Count, X-Whom, X-Error-Field, Location, *",
 }
 PREFLIGHT_HEADERS = [
     (b"access-control-allow-methods", b"GET, POST, PUT, PATCH, DELETE, OPTIONS"),

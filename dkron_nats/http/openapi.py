@@ -250,6 +250,7 @@ def _components() -> Schema:
                 }
             }
         ),
+        "Me": _object({"name": STRING, "role": _ref("Role"), "auth": BOOLEAN}),
         "Health": _object({"status": {"type": "string", "enum": ["healthy"]}, "leader": BOOLEAN}, ["status"]),
         "Role": {"type": "string", "enum": ["read", "operator", "admin"]},
         "Token": _object({"name": STRING, "role": _ref("Role"), "created_at": STRING, "created_by": STRING}),
@@ -316,6 +317,12 @@ JOB_BODY = {
 }
 
 
+UI_ANSWERS: dict[int, Schema] = {
+    200: {"description": "The page or file", "headers": WHOM, "content": {"*/*": {"schema": STRING}}},
+    404: {"description": "The UI is not built into this installation"},
+}
+
+
 def _op(
     summary: str,
     tag: str,
@@ -373,6 +380,10 @@ def _job_operations() -> dict[tuple[str, str], Schema]:
         "metadata", "metadata[key]=value: jobs whose metadata has all these pairs", STRING_MAP,
         style="deepObject", explode=True,
     )  # fmt: skip
+    tags = _query(
+        "tags", "tags[key]=value: jobs whose tag has this value (its :count aside)", STRING_MAP,
+        style="deepObject", explode=True,
+    )  # fmt: skip
     next_params = [
         JOB,
         _query("n", "How many fires, 1 to 100 (default 10)", {"type": "string", "pattern": "^[0-9]+$"}),
@@ -406,6 +417,7 @@ def _job_operations() -> dict[tuple[str, str], Schema]:
                 _query("status", "Exact status; untriggered: never ran"),
                 _query("disabled", "true or false"),
                 metadata,
+                tags,
                 sort,
                 _query("_order", "DESC for descending; anything else ascends"),
                 _query("_start", "First index (a number; anything else is 0)"),
@@ -545,6 +557,27 @@ def _cluster_operations() -> dict[tuple[str, str], Schema]:
             },
             json_answer=False,
         ),
+        ("GET", "/v1/events"): _op(
+            "Job and execution events, live",
+            "cluster",
+            {
+                200: {
+                    "description": "Server-Sent Events named after each event's type (job.updated, "
+                    "execution.finished...), data the event's JSON body; `ready` first",
+                    "headers": WHOM,
+                    "content": {"text/event-stream": {"schema": _object({"event": STRING, "data": STRING})}},
+                }
+            },
+            json_answer=False,
+        ),
+        ("GET", "/ui"): _op("The web UI", "ui", UI_ANSWERS, json_answer=False),
+        ("GET", "/ui/{path}"): _op(
+            "A file of the web UI, or its page for the app's own paths",
+            "ui",
+            UI_ANSWERS,
+            [_path("path", "A file under /ui/ or a path of the app")],
+            json_answer=False,
+        ),
         ("GET", "/metrics"): _op(
             "Prometheus metrics of this process",
             "cluster",
@@ -598,6 +631,11 @@ def _auth_operations() -> dict[tuple[str, str], Schema]:
             {200: _json("The revoked token", _ref("Token")), 404: _text("No token of that name")},
             [_path("name", "The token's name")],
         ),
+        ("GET", "/v1/me"): _op(
+            "Who the caller is",
+            "auth",
+            {200: _json("The token's name and role; anonymous admin when auth is off", _ref("Me"))},
+        ),
         ("GET", "/v1/audit"): _op(
             "The audit log, newest first",
             "auth",
@@ -629,7 +667,7 @@ def served_operations(routes: Iterable[object]) -> list[tuple[str, str]]:
     return found
 
 
-PUBLIC_PATHS = frozenset({"/health"})
+PUBLIC_PATHS = frozenset({"/health", "/ui", "/ui/{path}"})
 """Answered without a token even when authentication is on."""
 AUTH_ANSWERS = {
     "401": _text("Authentication is on and no valid bearer token was sent"),

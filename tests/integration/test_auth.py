@@ -38,6 +38,8 @@ class Route:
     body: dict[str, Any] | None = None
     files: dict[str, tuple[str, bytes]] | None = None
     stops_server: bool = False
+    streams: bool = False
+    """Answers a stream that does not end (SSE): only its status and headers are read."""
 
 
 ROUTES: dict[tuple[str, str], Route] = {
@@ -81,6 +83,10 @@ ROUTES: dict[tuple[str, str], Route] = {
     ("POST", "/v1/tokens"): Route("admin", "/v1/tokens", body={"name": "", "role": "read"}),
     ("DELETE", "/v1/tokens/{name:str}"): Route("admin", "/v1/tokens/nosuch"),
     ("GET", "/v1/audit"): Route("admin", "/v1/audit"),
+    ("GET", "/v1/me"): Route("read", "/v1/me"),
+    ("GET", "/v1/events"): Route("read", "/v1/events", streams=True),
+    ("GET", "/ui"): Route(None, "/ui"),
+    ("GET", "/ui/{path:path}"): Route(None, "/ui/jobs"),
 }
 
 
@@ -132,6 +138,11 @@ def _call(node: Node, method: str, route: Route, token: str | None) -> httpx.Res
     if body is not None and "name" in body and not body["name"]:
         body = {**body, "name": "t-" + uuid.uuid4().hex[:12]}  # a new token name each time
     headers = bearer(token) if token else {}
+    if route.streams:
+        with httpx.stream(method, node.url + route.path, headers=headers, timeout=15) as streamed:
+            if streamed.status_code in (401, 403):
+                streamed.read()  # a refusal is short, and its text is checked
+            return streamed
     return node.request(method, route.path, headers=headers, json=body, files=route.files)
 
 
