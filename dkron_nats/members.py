@@ -25,20 +25,34 @@ class Registry:
     def __init__(self, store: TypedKV[Member], ttl: float) -> None:
         self.cache = KVCache(store)
         self.ttl = ttl
+        self._beat = ttl / 4
+        """Every node heartbeats this often, so a longer silence of the whole bucket is a blackout."""
         self._seen: dict[str, float] = {}
+        """Listening time (see `_listened`) of each node's last heartbeat."""
+        self._heard_until = 0.0
         self._last_news = time.monotonic()
         self.cache.listen(self._on_change)
 
+    def _listened(self) -> float:
+        """Seconds this registry could hear heartbeats: real time, except that a silence of the whole
+        bucket counts for one heartbeat interval at most. While the bucket cannot be read or written (a
+        NATS node lost, JetStream re-electing) nobody's heartbeat arrives; taking every node for dead then
+        would stop all launches and rule every running execution lost. A dispatch to a node that really
+        died fails at once (no responders) and is recorded."""
+        return self._heard_until + min(time.monotonic() - self._last_news, self._beat)
+
     def _on_change(self, key: str, member: Member | None) -> None:
+        self._heard_until = self._listened()
         self._last_news = time.monotonic()
         if member is None:
             self._seen.pop(key, None)
         else:
-            self._seen[key] = time.monotonic()
+            self._seen[key] = self._heard_until
 
     def alive(self) -> list[Member]:
-        now = time.monotonic()
-        return [m for key, m in self.cache.items() if now - self._seen.get(key, 0.0) < self.ttl]
+        """Nodes heard from within a TTL of listening time."""
+        now = self._listened()
+        return [m for key, m in self.cache.items() if key in self._seen and now - self._seen[key] < self.ttl]
 
     def failed(self) -> list[Member]:
         """Nodes whose heartbeats stopped without a graceful leave (kept until the bucket reaps them)."""
@@ -63,10 +77,14 @@ class Registry:
             if time.monotonic() - self._last_news < self.ttl / 2:
                 continue
             logger.warning("no registry news for %.1fs; re-reading the members bucket", self.ttl / 2)
-            try:
-                await self.cache.rescan()
-            except TRANSIENT:
-                logger.warning("re-reading the members bucket failed (NATS unavailable)")
+            # Bounded: a scan can wait long on a stream that has no leader yet; try again on the next round.
+            with anyio.move_on_after(self.ttl) as scope:
+                try:
+                    await self.cache.rescan()
+                except TRANSIENT:
+                    logger.warning("re-reading the members bucket failed (NATS unavailable)")
+            if scope.cancelled_caught:
+                logger.warning("re-reading the members bucket took over %.0fs; trying again", self.ttl)
 
 
 async def heartbeat(
