@@ -40,7 +40,7 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix dkron_nats tests bench plugins
 
 test: lint $(UI_BUILT)
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q --durations=30 $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.lateness

@@ -477,28 +477,31 @@ def test_forbid_holds_across_servers_and_an_agent_killed_mid_run_frees_the_job(
     s1.request("DELETE", "/v1/jobs/forbid-cluster")
 
 
-@pytest.mark.parametrize("policy", [p[0] for p in POLICIES])
-def test_misfire_policy_after_a_leader_takeover(nodes: dict[str, Node], tmp_path: Path, policy: str) -> None:
-    """The slots that fell due while no server led follow the job's policy, as after downtime."""
-    ledger = tmp_path / "ledger.txt"
-    name = f"takeover-{policy.replace('_', '-')}"
-    body = _policy_job(name, ledger, policy)
+def test_misfire_policy_after_a_leader_takeover(nodes: dict[str, Node], tmp_path: Path) -> None:
+    """The slots that fell due while no server led follow each job's policy, as after downtime (one job
+    per policy, one leader kill for all three)."""
+    ledgers = {policy: tmp_path / f"{policy}.txt" for policy, _, _ in POLICIES}
+    names = {policy: f"takeover-{policy.replace('_', '-')}" for policy in ledgers}
+    bodies = {policy: _policy_job(names[policy], ledgers[policy], policy) for policy in ledgers}
     leader = _leader(nodes)
     other = _any_other(nodes, leader)
-    other.post("/v1/jobs", json=body)
-    wait_for(lambda: finished(other, name, 2), timeout=30, what="two runs")
+    for body in bodies.values():
+        other.post("/v1/jobs", json=body)
+    for name in names.values():
+        wait_for(_finished_n(other, name, 2), timeout=30, what=f"two runs of {name}")
     leader.kill()
     try:
-        seen = len(ledger.read_text().split())
-        wait_for(
-            lambda: len(ledger.read_text().split()) >= seen + 4, timeout=60, what="runs after the takeover"
-        )
+        seen = {policy: _lines(ledger) for policy, ledger in ledgers.items()}
+        for policy, ledger in ledgers.items():
+            wait_for(_reaches(ledger, seen[policy] + 4), timeout=60, what=f"{policy} runs after the takeover")
     finally:
         leader.start()
-    other.request("PUT", f"/v1/jobs/{name}", json={**body, "disabled": True})
-    history, _ = wait_for(lambda: _settled(other, name, ledger), timeout=45, what="the job to settle")
-    _assert_follows_policy(history, ledger, policy)
-    _audit(other, name, ledger)
+    for policy, body in bodies.items():
+        other.request("PUT", f"/v1/jobs/{names[policy]}", json={**body, "disabled": True})
+    for policy, ledger in ledgers.items():
+        history, _ = wait_for(_settles(other, names[policy], ledger), timeout=45, what="the job to settle")
+        _assert_follows_policy(history, ledger, policy)
+        _audit(other, names[policy], ledger)
 
 
 def test_scheduling_pause_on_one_server_holds_everywhere_and_resume_follows_each_policy(
