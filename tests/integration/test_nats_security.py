@@ -1,7 +1,8 @@
 """dkron-nats on a NATS that requires TLS and passwords, with the subject permissions of the example config.
 
 A real nats-server runs `deploy/nats-secure.conf` (certificates from a test CA, see `tests/natssecure.py`);
-a real dkron-nats server and two real agents connect to it with `--nats-url tls://...` and their own users.
+three real dkron-nats servers and two real agents connect to it with `--nats-url tls://...` and their own
+users.
 """
 
 from __future__ import annotations
@@ -35,32 +36,43 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
+SERVERS = ("server1", "server2", "server3")
+
+
 @dataclass
 class SecuredCluster:
     nats: SecureNats
-    server: Node
+    servers: list[Node]
     agents: dict[str, Node]
+
+    @property
+    def server(self) -> Node:
+        return self.servers[0]
 
 
 @pytest.fixture(scope="module")
 def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecuredCluster]:
-    """The secure nats-server, one dkron-nats server, and agents agent1 and agent2, each with its own user."""
+    """The secure nats-server, three dkron-nats servers (user `server`), and agents agent1 and agent2, each
+    with its own user."""
     base = tmp_path_factory.mktemp("secured")
     nats_server = SecureNats(base / "nats", TlsFiles.create(base / "tls"))
     with contextlib.ExitStack() as stack:
         stack.callback(nats_server.stop)
         nats_server.start()
-        server = Node(base / "server", name="server1", extra=nats_server.login_args("server"))
-        stack.callback(server.stop)
-        server.start().wait_leader()  # agents may not create buckets: the server makes them first
+        servers = [Node(base / name, name=name, extra=nats_server.login_args("server")) for name in SERVERS]
+        for server in servers:
+            stack.callback(server.stop)
+        servers[0].start().wait_leader()  # agents may not create buckets: a server makes them first
+        for server in servers[1:]:
+            server.start()
         agents: dict[str, Node] = {}
         for name in AGENTS:
             args = [*nats_server.login_args(name), "--tag", f"agent={name}"]
             agents[name] = Node(base / name, name=name, server=False, extra=args)
             stack.callback(agents[name].stop)
             agents[name].start()
-        wait_for(lambda: _alive(server) >= {"server1", *AGENTS}, 30, "both agents to join")
-        yield SecuredCluster(nats_server, server, agents)
+        wait_for(lambda: _alive(servers[0]) >= {*SERVERS, *AGENTS}, 30, "every node to join")
+        yield SecuredCluster(nats_server, servers, agents)
 
 
 def _alive(server: Node) -> set[str]:
@@ -110,6 +122,23 @@ def test_a_job_runs_on_an_agent_over_tls_with_only_the_example_permissions(secur
     # The example grants exactly what servers and agents use: nothing they did was refused.
     assert secured.nats.violations("server") == []
     assert secured.nats.violations("agent1") == []
+
+
+def test_leadership_moves_to_another_server_on_the_secure_nats_when_the_leader_is_killed(
+    secured: SecuredCluster,
+) -> None:
+    leader = next(s for s in secured.servers if s.get("/health").json().get("leader"))
+    others = [s for s in secured.servers if s is not leader]
+    leader.kill()
+    try:
+        wait_for(lambda: any(s.get("/health").json().get("leader") for s in others), 30, "a new leader")
+        runs = _run_on(others[0], "secure-after-kill", "agent2")
+        assert [(r["node_name"], r["success"]) for r in runs] == [("agent2", True)]
+    finally:
+        leader.start()
+    wait_for(lambda: _alive(others[0]) >= {*SERVERS, *AGENTS}, 30, "the killed server to rejoin")
+    wait_for(lambda: leader.get("/health").status_code == 200, 30, "the killed server's API")
+    assert secured.nats.violations("server") == []
 
 
 async def test_the_trigger_user_triggers_a_job_and_may_publish_nothing_else(secured: SecuredCluster) -> None:
