@@ -51,8 +51,11 @@ class NatsCredentials:
         )
 
     def embedded_server(self) -> ServerSecurity:
-        """What the embedded nats-server requires: the same password or token, TLS with the same key pair."""
-        return ServerSecurity(self.tls_cert, self.tls_key, self.user, self.password, self.token)
+        """What the embedded nats-server requires: the same password or token, TLS with the same key pair;
+        routes between embedded servers need the same credentials, and mutual TLS when a CA is given."""
+        return ServerSecurity(
+            self.tls_cert, self.tls_key, self.user, self.password, self.token, tls_ca=self.tls_ca
+        )
 
     @property
     def tls_enabled(self) -> bool:

@@ -18,6 +18,7 @@ import sysconfig
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import anyio
 
@@ -46,6 +47,10 @@ def nats_server_binary() -> str:
     )
 
 
+ROUTE_USER = "dkron-route"
+"""The user routes log in as when clients authenticate with a token (routes take a user and password)."""
+
+
 def _detach_and_die_with_parent() -> None:
     """Own session: a Ctrl-C or group SIGTERM meant for dkron-nats must not stop NATS before we are done
     with it (we stop it last). Death signal: if dkron-nats is killed outright, NATS goes with it."""
@@ -64,9 +69,54 @@ class ServerSecurity:
     user: str = ""
     password: str = ""
     token: str = ""
+    tls_ca: Path | None = None
+    """With a key pair, routes to the other embedded servers use mutual TLS verified against this CA."""
 
     def __repr__(self) -> str:  # never print the password or token
         return f"ServerSecurity(tls={self.tls_cert is not None}, auth={bool(self.user or self.token)})"
+
+    @property
+    def route_login(self) -> tuple[str, str] | None:
+        """The user and password routes between embedded servers present: the clients' own (a token
+        becomes the password of user `dkron-route`). None when clients need no credentials."""
+        if self.user:
+            return self.user, self.password
+        if self.token:
+            return ROUTE_USER, self.token
+        return None
+
+    def route_lines(self) -> list[str]:
+        """The `cluster {}` block's security: who may open a route, and TLS on routes."""
+        lines: list[str] = []
+        login = self.route_login
+        if login is not None:
+            lines += [
+                "  authorization {",
+                f"    user: {_quoted(login[0])}",
+                f"    password: {_quoted(login[1])}",
+                "  }",
+            ]
+        if self.tls_cert and self.tls_key and self.tls_ca:
+            lines += [
+                "  tls {",
+                f"    cert_file: {_quoted(self.tls_cert)}",
+                f"    key_file: {_quoted(self.tls_key)}",
+                f"    ca_file: {_quoted(self.tls_ca)}",
+                "    verify: true",
+                "  }",
+            ]
+        return lines
+
+    def route_url(self, route: str) -> str:
+        """`route` with this server's route credentials in it (the peers demand them)."""
+        login = self.route_login
+        if login is None:
+            return route
+        parts = urlsplit(route)
+        if parts.username:
+            return route  # the operator gave credentials in the URL: theirs win
+        netloc = f"{quote(login[0], safe='')}:{quote(login[1], safe='')}@{parts.netloc}"
+        return urlunsplit(parts._replace(netloc=netloc))
 
     def config_lines(self) -> list[str]:
         lines: list[str] = []
@@ -162,12 +212,13 @@ class EmbeddedNats:
         if not self.cluster_listen:
             return []
         host, port = split_host_port(self.cluster_listen, default_host="0.0.0.0")
-        routes = ", ".join(f'"{r}"' for r in self.routes)
+        routes = ", ".join(_quoted(self.security.route_url(r)) for r in self.routes)
         return [
             "cluster {",
             f'  name: "{self.cluster_name}"',
             f'  listen: "{host}:{port}"',
             f"  routes: [{routes}]",
+            *self.security.route_lines(),
             "}",
         ]
 

@@ -24,7 +24,9 @@ from nats.aio.client import Client
 
 from dkron_nats.subjects import run_subject
 from tests.cluster import wait_for_async
-from tests.harness import DKRON_NATS, Node, finished, free_port, job, running, wait_for
+from tests.harness import DKRON_NATS, Node, finished, free_port, job, running, spawn_nats_server, wait_for
+from tests.integration.test_cluster import _servers as cluster_servers
+from tests.integration.test_cluster import leaders
 from tests.natssecure import TRIGGER_INBOX, SecureNats, TlsFiles, nats_server_with, user_nkey_seed
 
 pytestmark = [pytest.mark.anyio, pytest.mark.nats]
@@ -339,3 +341,47 @@ def _run_agent(
     command = [*DKRON_NATS, "agent", "--node-name", name, "--data-dir", str(tmp_path / name)]
     command += ["--http-addr", f"127.0.0.1:{free_port()}", *args]
     return subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def test_embedded_servers_route_over_mutual_tls_with_the_password_and_refuse_a_stranger(
+    tmp_path: Path,
+) -> None:
+    tls = TlsFiles.create(tmp_path / "tls")
+    secure = ["--nats-tls-ca", str(tls.ca), "--nats-tls-cert", str(tls.cert), "--nats-tls-key", str(tls.key)]
+    secure += ["--nats-user", "dkron", "--nats-password", "route-pw"]
+    servers = cluster_servers(tmp_path / "cluster", secure, {})
+    try:
+        for server in servers:
+            server.start()
+        wait_for(lambda: len(leaders(servers)) == 1, 60, "one leader among three TLS-routed servers")
+        wait_for(lambda: _alive(servers[0]) == {"s1", "s2", "s3"}, 30, "every server to join")
+        conf = (servers[0].data_dir / "nats-server.conf").read_text()
+        cluster_block = conf.split("cluster {")[1]
+        assert "verify: true" in cluster_block
+        assert 'user: "dkron"' in cluster_block
+        route_port = int(cluster_block.split('listen: "127.0.0.1:')[1].split('"')[0])
+        with _stranger_routing_to(tmp_path / "stranger", route_port):
+            log = servers[0].data_dir / "nats-server.log"
+            wait_for(lambda: "TLS route handshake error" in log.read_text(), 30, "the stranger's refusal")
+        assert _alive(servers[1]) == {"s1", "s2", "s3"}
+        assert servers[0].get("/v1/members").json()  # the cluster serves on
+    finally:
+        for server in servers:
+            server.stop()
+
+
+@contextlib.contextmanager
+def _stranger_routing_to(base: Path, route_port: int) -> Iterator[None]:
+    """A plain nats-server (no TLS, no credentials) that tries to open a route to `route_port`."""
+    base.mkdir(parents=True)
+    conf = base / "stranger.conf"
+    conf.write_text(
+        f'server_name: "stranger"\nport: {free_port()}\ncluster {{ name: "dkron", listen: "127.0.0.1:'
+        f'{free_port()}", routes: ["nats-route://127.0.0.1:{route_port}"] }}\n'
+    )
+    proc = spawn_nats_server(conf, free_port(), base / "stranger.log")
+    try:
+        yield
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
