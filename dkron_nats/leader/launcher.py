@@ -130,6 +130,8 @@ class Launcher:
         self, job: JobSpec, group: int, scheduled_at: datetime | None, status: str, reason: str
     ) -> None:
         """A slot or run that did not reach any agent: missed, skipped, or failed before dispatch."""
+        if status == "failed":
+            logger.warning("%s was not launched: %s", job.name, reason)
         now = utcnow()
         ex = Execution(
             id=execution_id(group, status if status in ("missed", "skipped") else "none"),
