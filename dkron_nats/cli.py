@@ -4,20 +4,20 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import signal
 import sys
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 from urllib.parse import quote
 
 import anyio
 import anyio.to_thread
 import click
-import httpx
 
+from dkron_nats.apiclient import Api, api_options, json_option, print_json, print_table
 from dkron_nats.auth import ROLES
+from dkron_nats.clicommands import API_COMMANDS
 from dkron_nats.config import (
     ENV_PREFIX,
     ConfigError,
@@ -506,55 +506,6 @@ async def _watch_signals(stop: anyio.Event, scope: anyio.CancelScope) -> None:
 
 # --- `dkron-nats token`: API tokens, through the API of a running server ---------------------------
 
-TOKEN_ENV = ENV_PREFIX + "TOKEN"
-API_REFUSED = 1
-
-
-def _server_option(command: Any) -> Any:
-    return click.option(
-        "--server",
-        "server_url",
-        default="http://127.0.0.1:8080",
-        envvar=_env("api-url"),
-        show_default=True,
-        help="Base URL of a dkron-nats server's API (env DKRON_NATS_API_URL).",
-    )(command)
-
-
-def _json_option(command: Any) -> Any:
-    return click.option("--json", "as_json", is_flag=True, help="Print JSON (for scripts).")(command)
-
-
-def _call_api(server_url: str, method: str, path: str, body: dict[str, str] | None = None) -> Any:
-    """One API request with the caller's token from DKRON_NATS_TOKEN; exits 1 when it is refused."""
-    token = os.environ.get(TOKEN_ENV, "")
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    url = server_url.rstrip("/") + path
-    try:
-        response = httpx.request(method, url, json=body, headers=headers, timeout=15)
-    except httpx.HTTPError as exc:
-        _refused(f"cannot reach the API at {url} (--server, env {_env('server')}): {exc}")
-    if response.status_code >= 400:
-        hint = f" (set {TOKEN_ENV} to an admin token)" if response.status_code in (401, 403) else ""
-        _refused(f"the server refused: {response.status_code} {response.text.strip()}{hint}")
-    try:
-        return response.json()
-    except ValueError:
-        _refused(f"the answer from {url} is not JSON: is --server the URL of a dkron-nats API?")
-
-
-def _refused(message: str) -> NoReturn:
-    click.echo(f"error: {message}", err=True)
-    sys.exit(API_REFUSED)
-
-
-def _print_tokens(tokens: list[dict[str, str]]) -> None:
-    columns = ("name", "role", "created_at", "created_by")
-    rows = [[str(token.get(column, "")) for column in columns] for token in tokens]
-    widths = [max([len(column), *(len(row[i]) for row in rows)]) for i, column in enumerate(columns)]
-    for row in [[column.upper() for column in columns], *rows]:
-        click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
-
 
 @main.group()
 def token() -> None:
@@ -564,39 +515,42 @@ def token() -> None:
 @token.command("create")
 @click.argument("name")
 @click.option("--role", type=click.Choice(list(ROLES)), required=True)
-@_server_option
-@_json_option
-def token_create(name: str, role: str, server_url: str, as_json: bool) -> None:
+@api_options
+@json_option
+def token_create(name: str, role: str, api: Api, as_json: bool) -> None:
     """Create a token NAME with ROLE; prints the token, which is shown only this once."""
-    created = _call_api(server_url, "POST", "/v1/tokens", {"name": name, "role": role})
+    created = api.call("POST", "/v1/tokens", {"name": name, "role": role})
     if as_json:
-        click.echo(json.dumps(created))
+        print_json(created)
         return
     click.echo(f"token {created['name']} ({created['role']}); store it now, it is not shown again:", err=True)
     click.echo(created["token"])
 
 
 @token.command("list")
-@_server_option
-@_json_option
-def token_list(server_url: str, as_json: bool) -> None:
+@api_options
+@json_option
+def token_list(api: Api, as_json: bool) -> None:
     """List the tokens (names and roles, never the tokens themselves)."""
-    tokens = _call_api(server_url, "GET", "/v1/tokens")
+    tokens = api.call("GET", "/v1/tokens")
     if as_json:
-        click.echo(json.dumps(tokens))
+        print_json(tokens)
     else:
-        _print_tokens(tokens)
+        print_table(tokens, ("name", "role", "created_at", "created_by"))
 
 
 @token.command("revoke")
 @click.argument("name")
-@_server_option
-@_json_option
-def token_revoke(name: str, server_url: str, as_json: bool) -> None:
+@api_options
+@json_option
+def token_revoke(name: str, api: Api, as_json: bool) -> None:
     """Revoke the token NAME: every server refuses it from then on."""
-    revoked = _call_api(server_url, "DELETE", f"/v1/tokens/{quote(name, safe='')}")
+    revoked = api.call("DELETE", f"/v1/tokens/{quote(name, safe='')}", missing=f"no token is named {name!r}")
     click.echo(json.dumps(revoked) if as_json else f"revoked token {name}")
 
+
+for _group in API_COMMANDS:
+    main.add_command(_group)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

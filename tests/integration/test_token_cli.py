@@ -1,6 +1,7 @@
 """`dkron-nats token create|list|revoke` against a real server with `--auth`: output, `--json`, exit codes.
 
-Exit codes: 0 done, 1 the API refused (its message on stderr), 2 a usage error (click's).
+Exit codes (the same for every API command, `docs/cli.md`): 0 done, 1 the API refused (its message on stderr),
+2 a usage error (click's), 3 not found, 4 the server cannot be reached, 5 a conflict.
 """
 
 from __future__ import annotations
@@ -96,11 +97,11 @@ def test_refusals_exit_1_with_the_servers_message(node: Node) -> None:
     assert "admin role" in forbidden.stderr
 
     twice = cli("create", "reader", "--role", "read", token=BOOTSTRAP, server=node.url)
-    assert twice.returncode == 1
+    assert twice.returncode == 5
     assert "exists already" in twice.stderr
 
     unknown = cli("revoke", "nobody-has-this", token=BOOTSTRAP, server=node.url)
-    assert unknown.returncode == 1
+    assert unknown.returncode == 3
     assert "nobody-has-this" in unknown.stderr
 
     bad_name = cli("create", "Not Valid", "--role", "read", token=BOOTSTRAP, server=node.url)
@@ -108,9 +109,9 @@ def test_refusals_exit_1_with_the_servers_message(node: Node) -> None:
     assert "name" in bad_name.stderr
 
 
-def test_an_unreachable_server_exits_1_naming_the_setting() -> None:
+def test_an_unreachable_server_exits_4_naming_the_setting() -> None:
     result = cli("list", "--server", f"http://127.0.0.1:{free_port()}", token=BOOTSTRAP)
-    assert result.returncode == 1
+    assert result.returncode == 4
     assert "cannot reach" in result.stderr
     assert "--server" in result.stderr
 
