@@ -150,6 +150,7 @@ def main() -> None:
     callback=_node_name,
     envvar=_env("node-name"),
     show_default="host name",
+    help="This node's name in the cluster (letters, digits, '_' and '-'); unique per node.",
 )
 @click.option(
     "--data-dir",
@@ -159,7 +160,14 @@ def main() -> None:
     show_default=True,
     help="Where the embedded NATS keeps JetStream data.",
 )
-@click.option("--http-addr", default=":8080", callback=_addr, envvar=_env("http-addr"), show_default=True)
+@click.option(
+    "--http-addr",
+    default=":8080",
+    callback=_addr,
+    envvar=_env("http-addr"),
+    show_default=True,
+    help="Address of the API and the web UI (servers only).",
+)
 @click.option("--tag", multiple=True, envvar=_env("tag"), help="Node tag key=value (repeatable).")
 @click.option(
     "--log-level",
@@ -167,6 +175,7 @@ def main() -> None:
     default="info",
     envvar=_env("log-level"),
     show_default=True,
+    help="Log level.",
 )
 @click.option(
     "--nats-url",
@@ -195,7 +204,13 @@ def main() -> None:
     envvar=_env("nats-routes"),
     help="Route URL of another embedded server, e.g. nats-route://10.0.0.2:6222 (repeatable).",
 )
-@click.option("--nats-cluster-name", default="dkron", envvar=_env("nats-cluster-name"), show_default=True)
+@click.option(
+    "--nats-cluster-name",
+    default="dkron",
+    envvar=_env("nats-cluster-name"),
+    show_default=True,
+    help="Name of the embedded servers' NATS cluster (the same on every server).",
+)
 @click.option("--nats-user", default="", envvar=_env("nats-user"), help="NATS user (with --nats-password).")
 @click.option("--nats-password", default="", envvar=_env("nats-password"), help="Password of --nats-user.")
 @click.option("--nats-token", default="", envvar=_env("nats-token"), help="NATS authentication token.")
@@ -235,8 +250,20 @@ def main() -> None:
     show_default=True,
     help="JetStream replicas; 0 = 3 when NATS has 3 or more servers, else 1.",
 )
-@click.option("--datacenter", default="dc1", envvar=_env("datacenter"), show_default=True)
-@click.option("--region", default="global", envvar=_env("region"), show_default=True)
+@click.option(
+    "--datacenter",
+    default="dc1",
+    envvar=_env("datacenter"),
+    show_default=True,
+    help="This node's datacenter: its tag `dc` in /v1/members, as in Dkron.",
+)
+@click.option(
+    "--region",
+    default="global",
+    envvar=_env("region"),
+    show_default=True,
+    help="This node's region; jobs run only on nodes of the leader's region, as in Dkron.",
+)
 @click.option(
     "--lease-ttl",
     type=click.FloatRange(2, 300),
@@ -315,7 +342,11 @@ def main() -> None:
     help="Mail body as a Go template ({{.Report}}, {{.JobName}}, ...); empty: the execution's output.",
 )
 @click.option(
-    "--mail-subject-prefix", default="[Dkron]", envvar=_env("mail-subject-prefix"), show_default=True
+    "--mail-subject-prefix",
+    default="[Dkron]",
+    envvar=_env("mail-subject-prefix"),
+    show_default=True,
+    help="Prefix of the notification mail's subject.",
 )
 @click.option(
     "--webhook-endpoint",
