@@ -8,7 +8,7 @@ UI_BUILT := dkron_nats/ui_dist/index.html
 UI_DEPS := ui/node_modules/.installed
 UI_SOURCES := $(shell find ui/src -type f 2>/dev/null) ui/index.html ui/build.mjs ui/tsconfig.json
 
-.PHONY: run test lint format ui bench bench-quick chaos fuzz clean
+.PHONY: run test lint format ui wheel bench bench-quick chaos fuzz clean
 
 $(STAMP): pyproject.toml $(PLUGINS)/pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,10 @@ $(UI_BUILT): $(UI_DEPS) $(UI_SOURCES)
 	cd ui && npm run --silent build
 
 ui: $(UI_BUILT)
+
+# The wheel pip users install: the package with the built UI inside (dist/).
+wheel: $(STAMP) $(UI_BUILT)
+	$(BIN)/python -m pip wheel -q --no-deps -w dist .
 
 run: $(STAMP) $(UI_BUILT)
 	$(BIN)/dkron-nats agent --server $(ARGS)
