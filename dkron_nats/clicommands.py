@@ -47,6 +47,7 @@ READ_ONLY_FIELDS = (
     "status",
     "next",
     "dependent_jobs",
+    "depended_on_by",
 )
 """Computed by the server: never written by apply or import, never compared."""
 JOB_FIELDS = frozenset(JobInput.__struct_fields__)

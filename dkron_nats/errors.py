@@ -17,8 +17,10 @@ class PayloadError(DkronError):
 class ValidationError(DkronError):
     """A job failed validation (400)."""
 
-    def __init__(self, detail: str) -> None:
+    def __init__(self, detail: str, field: str = "") -> None:
         self.detail = detail
+        self.field = field
+        """The job field at fault when the raiser knows it (`executor_config.command`); else guessed."""
         super().__init__(f"Job validation failed: {detail}.")
 
 

@@ -329,7 +329,7 @@ def validate_job(
         try:
             validate_executor(executor, inp.executor_config or {})
         except ValueError as exc:
-            raise ValidationError(str(exc)) from None
+            raise ValidationError(str(exc), _config_field(exc, inp.executor_config or {})) from None
     for processor, config in (inp.processors or {}).items():
         try:
             if validate_processor is not None:
@@ -389,3 +389,14 @@ def error_field(detail: str) -> str | None:
     if found is None:
         return None
     return _FIELD_ALIASES.get(found.group(1), found.group(1)) + found.group(2)
+
+
+def _config_field(exc: ValueError, config: dict[str, str]) -> str:
+    """`executor_config.<key>` for an executor's refusal: the key it names, else the first key of the
+    config its message mentions; `executor_config` when it names none."""
+    key = getattr(exc, "key", "")
+    if not key:
+        text = str(exc).lower()
+        found = [(m.start(), k) for k in config if (m := re.search(rf"\b{re.escape(k.lower())}\b", text))]
+        key = min(found)[1] if found else ""
+    return f"executor_config.{key}" if key else "executor_config"

@@ -49,6 +49,8 @@ def _sort_value(attr: str, spec: JobSpec, state: JobState, nxt: datetime | None)
         return text.translate(_ASCII_LOWER)
     if attr in ("success_count", "error_count"):
         return getattr(state, attr)
+    if attr == "status":
+        return state.status
     value = nxt if attr == "next" else getattr(state, attr)
     return _NO_TIME if value is None else (1, to_ns(value))
 
@@ -94,7 +96,7 @@ class JobLister:
             if not matches(spec, state):
                 continue
             if start <= total and (end is None or total < end):
-                page.append(JobView(spec, state, self.service.dependents.children(spec.name)))
+                page.append(self.service.view(spec))
             total += 1
         return total, page
 

@@ -40,6 +40,7 @@ SORTABLE = {
     "last_success": "last_success",
     "last_error": "last_error",
     "next": "next",
+    "status": "status",
 }
 
 
@@ -50,6 +51,8 @@ class JobView:
     spec: JobSpec
     state: JobState
     dependents: list[str]
+    waiting: list[str]
+    """Jobs whose `depends_on` names this one (its fan-in children)."""
 
 
 class DependentsIndex:
@@ -118,7 +121,8 @@ class JobService:
 
     def view(self, spec: JobSpec) -> JobView:
         key = job_key(spec.name)
-        return JobView(spec, self.states.get(key) or JobState(), self.dependents.children(spec.name))
+        children, waiting = self.dependents.children(spec.name), self.dependents.waiting_on(spec.name)
+        return JobView(spec, self.states.get(key) or JobState(), children, waiting)
 
     def get(self, name: str) -> JobView:
         spec = self.jobs.get(job_key(name))

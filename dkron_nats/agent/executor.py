@@ -17,7 +17,12 @@ OUTPUT_LIMIT = 256_000
 
 
 class ConfigError(ValueError):
-    """The executor_config is invalid; the message is shown to the user as is."""
+    """The executor_config is invalid; the message is shown to the user as is. `key`, when given, is the
+    config key at fault (the API names it, so a form can show the message beside that field)."""
+
+    def __init__(self, message: str, *, key: str = "") -> None:
+        super().__init__(message)
+        self.key = key
 
 
 @dataclass(frozen=True, slots=True)

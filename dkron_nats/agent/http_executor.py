@@ -129,7 +129,9 @@ def _value(config: Mapping[str, str], key: str) -> str:
 
 def _parse_method(value: str) -> str:
     if not value:
-        raise ConfigError('http: "method" is required: set executor_config.method, e.g. "GET" or "POST"')
+        raise ConfigError(
+            'http: "method" is required: set executor_config.method, e.g. "GET" or "POST"', key="method"
+        )
     if not _TOKEN.match(value):
         raise ConfigError(f'http: invalid method "{value}": it must be a single word such as GET or POST')
     return value.upper()
@@ -137,7 +139,9 @@ def _parse_method(value: str) -> str:
 
 def _parse_url(value: str) -> httpx.URL:
     if not value:
-        raise ConfigError('http: "url" is required: set executor_config.url, e.g. "https://example.com/hook"')
+        raise ConfigError(
+            'http: "url" is required: set executor_config.url, e.g. "https://example.com/hook"', key="url"
+        )
     try:
         url = httpx.URL(value)
     except httpx.InvalidURL as exc:

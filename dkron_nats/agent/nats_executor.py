@@ -85,7 +85,9 @@ class _Spec:
 
 def _parse_subject(value: str) -> str:
     if not value:
-        raise ConfigError('nats: "subject" is missing: set it to the subject to publish on, e.g. "jobs.done"')
+        raise ConfigError(
+            'nats: "subject" is missing: set it to the subject to publish on, e.g. "jobs.done"', key="subject"
+        )
     tokens = value.split(".")
     problem = ""
     if any(ch.isspace() for ch in value):

@@ -140,9 +140,9 @@ def _parse_timeout(value: str) -> timedelta | None:
     try:
         td = parse_go_duration(value)
     except ValueError as exc:
-        raise ConfigError(f"shell: Error parsing job timeout: {exc}") from None
+        raise ConfigError(f"shell: Error parsing job timeout: {exc}", key="timeout") from None
     if td < timedelta(0):
-        raise ConfigError(f'shell: Error parsing job timeout: negative duration "{value}"')
+        raise ConfigError(f'shell: Error parsing job timeout: negative duration "{value}"', key="timeout")
     return td if td > timedelta(0) else None
 
 
@@ -189,23 +189,23 @@ _EXEC_KEYS = ("command", "env", "cwd", "su")
 def _refuse_nul(config: Mapping[str, str]) -> None:
     for key in _EXEC_KEYS:
         if "\0" in (config.get(key, "") or ""):
-            raise ConfigError(f"shell: executor_config.{key} contains a NUL character: remove it")
+            raise ConfigError(f"shell: executor_config.{key} contains a NUL character: remove it", key=key)
 
 
 def _parse(config: Mapping[str, str]) -> _Spec:
     _refuse_nul(config)
     command = config.get("command", "") or ""
     if not command.strip():
-        raise ConfigError("shell: Command missing")
+        raise ConfigError("shell: Command missing", key="command")
     if _parse_bool(config.get("shell", "") or ""):
         argv = ["/bin/sh", "-c", command]
     else:
         try:
             argv = shlex.split(command)
         except ValueError as exc:
-            raise ConfigError(f"shell: cannot parse command: {exc}") from None
+            raise ConfigError(f"shell: cannot parse command: {exc}", key="command") from None
         if not argv:
-            raise ConfigError("shell: Command missing")
+            raise ConfigError("shell: Command missing", key="command")
     su_user, su_group = _parse_su(config.get("su", "") or "")
     return _Spec(
         command=command,

@@ -68,7 +68,7 @@ def _dkron_error(_: Request[Any, Any, Any], exc: DkronError) -> Response[bytes]:
     for kind, status in STATUS_OF:
         if isinstance(exc, kind):
             response = text_response("" if isinstance(exc, BODYLESS_404) else str(exc), status)
-            field = error_field(exc.detail) if isinstance(exc, ValidationError) else None
+            field = (exc.field or error_field(exc.detail)) if isinstance(exc, ValidationError) else None
             if field:  # Dkron's plain-text body stays; a form can put the message beside this field
                 response.headers[ERROR_FIELD_HEADER] = field
             return response

@@ -155,11 +155,16 @@ def _job() -> Schema:
         "misfire_max": INTEGER,
         "retry_backoff": _nullable(_ref("RetryBackoff")),
         "depends_on": _nullable({"type": "array", "items": _ref("Dependency")}),
+        "depended_on_by": _nullable(
+            {"type": "array", "items": STRING, "description": "Jobs whose depends_on names this one"}
+        ),
         "history_limit": INTEGER,
         "dst_policy": _ref("DstPolicy"),
         "notify_on": {"type": "string", "enum": list(NOTIFY_ON)},
     }
-    return {**_object(fields), "description": _job.__doc__}
+    # The create/update echo has no derived links to other jobs: depended_on_by is in stored jobs only.
+    required = [name for name in fields if name != "depended_on_by"]
+    return {**_object(fields, required), "description": _job.__doc__}
 
 
 def _execution(list_view: bool) -> Schema:

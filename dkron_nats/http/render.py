@@ -51,6 +51,7 @@ def job_json(view: JobView, next_fire: datetime | None) -> dict[str, Any]:
         "retry_backoff": msgspec.to_builtins(spec.retry_backoff),
         "retry_on_other_node": spec.retry_on_other_node,
         "depends_on": msgspec.to_builtins(spec.depends_on),
+        "depended_on_by": view.waiting or None,
         "history_limit": spec.history_limit,
         "history_max_age": spec.history_max_age,
         "dst_policy": _dst_json(spec.dst_policy),

@@ -98,3 +98,35 @@ def test_jobs_filter_by_tag_value_whatever_the_count(server: Node) -> None:
     finally:
         for name in ("ui-tag-a", "ui-tag-b"):
             server.request("DELETE", f"/v1/jobs/{name}")
+
+
+def test_an_executor_refusal_names_its_config_key(server: Node) -> None:
+    missing_command = job("ui-bad-exec", executor_config={"shell": "true"})
+    answer = server.post("/v1/jobs", json=missing_command)
+    assert answer.status_code == 400
+    assert answer.headers["X-Error-Field"] == "executor_config.command"
+    bad_url = {
+        **job("ui-bad-exec"),
+        "executor": "http",
+        "executor_config": {"method": "GET", "url": "ftp://x"},
+    }
+    answer = server.post("/v1/jobs", json=bad_url)
+    assert answer.status_code == 400
+    assert answer.headers["X-Error-Field"] == "executor_config.url"
+
+
+def test_jobs_sort_by_status_and_show_their_fan_in_children(server: Node) -> None:
+    names = ["ui-st-parent", "ui-st-child"]
+    server.post("/v1/jobs", json=job(names[0]))
+    server.post("/v1/jobs", json=job(names[1], depends_on=[{"job": names[0], "on": "success"}]))
+    try:
+        parent = server.get(f"/v1/jobs/{names[0]}").json()
+        assert parent["depended_on_by"] == [names[1]]
+        assert server.get(f"/v1/jobs/{names[1]}").json()["depended_on_by"] is None
+        by_status = server.get("/v1/jobs", params={"_sort": "status", "_order": "DESC"})
+        assert by_status.status_code == 200
+        statuses = [j["status"] for j in by_status.json()]
+        assert statuses == sorted(statuses, reverse=True)
+    finally:
+        for name in reversed(names):
+            server.request("DELETE", f"/v1/jobs/{name}")
