@@ -17,7 +17,7 @@ COPY --from=ui /src/dkron_nats/ui_dist/ dkron_nats/ui_dist/
 RUN pip wheel --no-cache-dir --wheel-dir /wheels .
 
 FROM python:3.11-slim
-RUN groupadd --system dkron && useradd --system --gid dkron --home-dir /var/lib/dkron-nats dkron \
+RUN groupadd --system --gid 999 dkron && useradd --system --uid 999 --gid dkron --home-dir /var/lib/dkron-nats dkron \
     && mkdir -p /var/lib/dkron-nats && chown dkron:dkron /var/lib/dkron-nats
 COPY --from=wheel /wheels /wheels
 RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels
