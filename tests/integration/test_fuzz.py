@@ -17,7 +17,7 @@ from dkron_nats.http.openapi import OPERATIONS, UNDOCUMENTED, served_operations
 from dkron_nats.http.services import Services
 from tests.harness import Node, running
 
-EXAMPLES = 30
+EXAMPLES = 20
 """Cases per operation: about 30 s for the whole API on the 2-core machine."""
 
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -14,39 +16,70 @@ from tests.harness import Node, executions, finished, job, wait_for
 ONE_SECOND = timedelta(seconds=1)
 
 
-def _ledger_job(ledger: Path, **fields: Any) -> dict[str, Any]:
+POLICIES: dict[str, dict[str, Any]] = {
+    "skip": {"misfire_policy": "skip"},
+    "run_once": {},  # the default
+    "run_all": {"misfire_policy": "run_all", "misfire_max": 3},
+}
+
+
+def _ledger_job(name: str, ledger: Path, **fields: Any) -> dict[str, Any]:
     command = f"echo $DKRON_SCHEDULED_TIME >> {ledger}"
-    return job(
-        "ticker", "@every 1s", command, executor_config={"command": command, "shell": "true"}, **fields
-    )
+    return job(name, "@every 1s", command, executor_config={"command": command, "shell": "true"}, **fields)
 
 
 def _at(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
-def _history_after_downtime(data_dir: Path, ledger: Path, **fields: Any) -> list[dict[str, Any]]:
-    """Run the ticker, stop the server for five seconds, restart it; the settled history."""
-    node = Node(data_dir)
+@dataclass(frozen=True)
+class Outage:
+    """One job per policy, after the same five-second downtime: its settled history and its ledger."""
+
+    histories: dict[str, list[dict[str, Any]]]
+    ledgers: dict[str, Path]
+
+
+@pytest.fixture(scope="module")
+def outage(tmp_path_factory: pytest.TempPathFactory) -> Outage:
+    """Run a ticker per policy, stop the server for five seconds, restart it; the settled histories."""
+    base = tmp_path_factory.mktemp("outage")
+    ledgers = {policy: base / f"{policy}.txt" for policy in POLICIES}
+    bodies = {p: _ledger_job(f"ticker-{p.replace('_', '-')}", ledgers[p], **f) for p, f in POLICIES.items()}
+    node = Node(base / "data")
     try:
         node.start().wait_leader()
-        assert node.post("/v1/jobs", json=_ledger_job(ledger, **fields)).status_code == 201
-        wait_for(lambda: finished(node, "ticker", 2), timeout=20, what="two runs")
+        for body in bodies.values():
+            assert node.post("/v1/jobs", json=body).status_code == 201
+        for body in bodies.values():
+            wait_for(partial(finished, node, body["name"], 2), timeout=20, what="two runs")
         assert node.stop() == 0
         time.sleep(5)  # the scenario itself: five slots fall due while the server is down
         node.start().wait_leader()
-        seen = len(ledger.read_text().split())
-        wait_for(
-            lambda: len(ledger.read_text().split()) >= seen + 5, timeout=30, what="runs after the restart"
-        )
-        node.request("PUT", "/v1/jobs/ticker", json={**_ledger_job(ledger, **fields), "disabled": True})
-        return wait_for(lambda: _settled(node), timeout=15, what="the history to settle")
+        seen = {policy: _lines(ledger) for policy, ledger in ledgers.items()}
+        for policy, ledger in ledgers.items():
+            wait_for(partial(_has_lines, ledger, seen[policy] + 5), 30, f"{policy} runs after the restart")
+        for body in bodies.values():
+            node.request("PUT", f"/v1/jobs/{body['name']}", json={**body, "disabled": True})
+        histories = {
+            policy: wait_for(partial(_settled, node, body["name"]), 15, "the history to settle")
+            for policy, body in bodies.items()
+        }
+        return Outage(histories, ledgers)
     finally:
         node.stop()
 
 
-def _settled(node: Node) -> list[dict[str, Any]] | None:
-    found = executions(node, "ticker")
+def _lines(ledger: Path) -> int:
+    return len(ledger.read_text().split())
+
+
+def _has_lines(ledger: Path, count: int) -> bool:
+    return _lines(ledger) >= count
+
+
+def _settled(node: Node, name: str) -> list[dict[str, Any]] | None:
+    found = executions(node, name)
     return found if found and all(e["status"] != "running" for e in found) else None
 
 
@@ -64,9 +97,8 @@ def _runs_by_slot(history: list[dict[str, Any]]) -> dict[datetime, dict[str, Any
     return {_at(e["scheduled_at"]): e for e in history if e["status"] in ("success", "failed")}
 
 
-def test_skip_runs_no_overdue_slot(data_dir: Path, tmp_path: Path) -> None:
-    ledger = tmp_path / "ledger.txt"
-    history = _history_after_downtime(data_dir, ledger, misfire_policy="skip")
+def test_skip_runs_no_overdue_slot(outage: Outage) -> None:
+    history, ledger = outage.histories["skip"], outage.ledgers["skip"]
     missed = _missed(history, "misfire_policy is skip")
     assert len(missed) >= 3, history
     assert not set(missed) & _ran(ledger), "a slot recorded as missed also ran"
@@ -76,9 +108,8 @@ def test_skip_runs_no_overdue_slot(data_dir: Path, tmp_path: Path) -> None:
     assert late < 2 * ONE_SECOND, f"the first slot after the downtime ran {late} late: a catch-up run"
 
 
-def test_run_once_runs_the_latest_overdue_slot_once(data_dir: Path, tmp_path: Path) -> None:
-    ledger = tmp_path / "ledger.txt"
-    history = _history_after_downtime(data_dir, ledger)  # run_once is the default
+def test_run_once_runs_the_latest_overdue_slot_once(outage: Outage) -> None:
+    history, ledger = outage.histories["run_once"], outage.ledgers["run_once"]  # run_once is the default
     missed = _missed(history, "misfire_policy is run_once")
     assert len(missed) >= 3, history
     assert not set(missed) & _ran(ledger), "a slot recorded as missed also ran"
@@ -90,12 +121,8 @@ def test_run_once_runs_the_latest_overdue_slot_once(data_dir: Path, tmp_path: Pa
     )
 
 
-@pytest.mark.parametrize("misfire_max", [3])
-def test_run_all_runs_every_overdue_slot_up_to_the_cap(
-    data_dir: Path, tmp_path: Path, misfire_max: int
-) -> None:
-    ledger = tmp_path / "ledger.txt"
-    history = _history_after_downtime(data_dir, ledger, misfire_policy="run_all", misfire_max=misfire_max)
+def test_run_all_runs_every_overdue_slot_up_to_the_cap(outage: Outage) -> None:
+    history, ledger, misfire_max = outage.histories["run_all"], outage.ledgers["run_all"], 3
     missed = _missed(history, f"misfire_max of {misfire_max}")
     assert len(missed) >= 1, history
     runs = _runs_by_slot(history)
@@ -151,7 +178,7 @@ def test_scheduling_pause_persists_and_resume_follows_the_misfire_policy(
     node = Node(data_dir)
     try:
         node.start().wait_leader()
-        node.post("/v1/jobs", json=_ledger_job(ledger))
+        node.post("/v1/jobs", json=_ledger_job("ticker", ledger))
         wait_for(lambda: finished(node, "ticker", 2), timeout=20, what="two runs")
         paused = node.post("/v1/pause", params={"scheduling": "true"})
         assert paused.json() == {"paused": False, "scheduling_paused": True}
