@@ -18,7 +18,7 @@ from dkron_nats.http.services import Services
 from tests.harness import Node, running
 
 EXAMPLES = 20
-"""Cases per operation: about 30 s for the whole API on the 2-core machine."""
+"""Cases per operation: about 20 s for the whole API on the 2-core machine (the long run: `make fuzz`)."""
 
 
 @pytest.fixture(scope="module")
