@@ -1,6 +1,7 @@
 import type { ComponentChildren } from "preact";
 import { useEffect, useLayoutEffect, useRef, useState } from "preact/hooks";
 import { ApiError, api, errorText, isAbort } from "../api";
+import { Fires } from "../components/Fires";
 import { KeyValueEditor, type Pair } from "../components/KeyValueEditor";
 import { useDebounced } from "../hooks";
 import { jobHref, navigate } from "../router";
@@ -507,19 +508,7 @@ function SchedulePreview({ form }: { form: FormState }) {
       ) : result.error ? (
         <span class="error">{result.error}</span>
       ) : result.fires && result.fires.length ? (
-        <ol class="fires">
-          {result.fires.map((f) => (
-            <li key={f.utc}>
-              <time dateTime={f.utc} title={f.utc}>
-                {f.at.replace("T", " ").replace(/(\.\d+)?([+-]\d\d:\d\d|Z)$/, "")}
-              </time>{" "}
-              <span class="offset">
-                UTC{f.utc_offset}
-                {f.zone_abbreviation ? ` (${f.zone_abbreviation})` : ""}
-              </span>
-            </li>
-          ))}
-        </ol>
+        <Fires fires={result.fires} />
       ) : (
         <span class="muted">No fires: runs only when started (or by its dependencies).</span>
       )}

@@ -2,6 +2,7 @@ import { useRef, useState } from "preact/hooks";
 import { ApiError, api, errorText } from "../api";
 import { ConfirmDialog } from "../components/ConfirmDialog";
 import { DependencyGraph, type GraphEdge } from "../components/DependencyGraph";
+import { Fires } from "../components/Fires";
 import { Output } from "../components/Output";
 import { Status } from "../components/Status";
 import { Time } from "../components/Time";
@@ -267,19 +268,7 @@ export function JobPage({ name, me }: { name: string; me: Me }) {
         </section>
         <section class="panel">
           <h2>Next fires</h2>
-          <ol class="fires" data-testid="next-fires">
-            {(fires ?? []).map((f) => (
-              <li key={f.utc}>
-                <time dateTime={f.utc} title={f.utc}>
-                  {f.at.replace("T", " ").replace(/(\.\d+)?([+-]\d\d:\d\d|Z)$/, "")}
-                </time>{" "}
-                <span class="offset">
-                  UTC{f.utc_offset}
-                  {f.zone_abbreviation ? ` (${f.zone_abbreviation})` : ""}
-                </span>
-              </li>
-            ))}
-          </ol>
+          <Fires fires={fires ?? []} testId="next-fires" />
           {fires && fires.length === 0 && (
             <p class="muted">{job.disabled ? "Disabled: no fires." : "No upcoming fires (run on demand or by dependencies)."}</p>
           )}
