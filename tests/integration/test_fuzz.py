@@ -65,5 +65,6 @@ def test_the_document_is_valid_openapi_with_every_operation_loadable(node: Node)
 def test_a_short_fuzzing_run_finds_no_5xx_hang_nonconformance_or_garbage(node: Node) -> None:
     report = fuzz(node, examples=EXAMPLES, timeout=5.0, derandomize=True)
     assert report.findings == [], report.summary()
-    assert report.requests > 20 * len(report.operations), report.summary()
+    # Some operations have few distinct inputs: at least half the examples on average shows it really ran.
+    assert report.requests > EXAMPLES // 2 * len(report.operations), report.summary()
     assert report.statuses[201] > 0, "no job was stored, so the stored-garbage check checked nothing"
