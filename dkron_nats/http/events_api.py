@@ -9,10 +9,9 @@ re-reads what it shows.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
 
 import msgspec
-from litestar import Request, get
+from litestar import get
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 from nats.errors import TimeoutError as NatsTimeoutError
 
@@ -21,7 +20,6 @@ from dkron_nats.http.services import Services
 
 ALL_EVENTS = "dkron.events.>"
 KEEPALIVE = 15.0
-AnyRequest = Request[Any, Any, Any]
 
 
 @get("/v1/events")

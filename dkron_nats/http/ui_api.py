@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import mimetypes
 from pathlib import Path
-from typing import Any
 
 import anyio
-from litestar import Request, Response, get
+from litestar import Response, get
 
 from dkron_nats.http.auth_api import PUBLIC
 from dkron_nats.http.responses import text_response
@@ -29,8 +28,6 @@ NOT_BUILT = (
 )
 IMMUTABLE = "public, max-age=31536000, immutable"
 """For files under assets/: their names carry a hash of their content."""
-
-AnyRequest = Request[Any, Any, Any]
 
 
 @get(["/ui", "/ui/{path:path}"], opt=PUBLIC, include_in_schema=False)

@@ -321,10 +321,8 @@ class ResultProcessor:
 
     async def _launch_dependent(self, spec: JobSpec, group: int, why: str) -> None:
         """Launch a child as `group`; a `forbid` child still busy records the run as skipped instead."""
-        outcome = await self.launcher.launch_now(spec, group=group)
-        if isinstance(outcome, str):
-            logger.warning("%s (%s) was not launched: %s", spec.name, why, outcome)
-        elif isinstance(outcome, JobBusy):
+        outcome = await self.launcher.launch_now(spec, group=group)  # "no node" is logged and recorded there
+        if isinstance(outcome, JobBusy):
             reason = (
                 f"skipped: {why}, but the previous execution was still running and the job's concurrency "
                 "is forbid"
