@@ -3,17 +3,17 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-PLUGINS := plugins/dkron-nats-tcpcheck
+PLUGINS := plugins/dkron-nats-tcpcheck plugins/dkron-nats-noop
 UI_BUILT := dkron_nats/ui_dist/index.html
 UI_DEPS := ui/node_modules/.installed
 UI_SOURCES := $(shell find ui/src -type f 2>/dev/null) ui/index.html ui/build.mjs ui/tsconfig.json
 
 .PHONY: run test lint format ui wheel bench bench-quick chaos fuzz clean
 
-$(STAMP): pyproject.toml $(PLUGINS)/pyproject.toml
+$(STAMP): pyproject.toml $(addsuffix /pyproject.toml,$(PLUGINS))
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e ".[dev]" -e $(PLUGINS)
+	$(BIN)/python -m pip install -q -e ".[dev]" $(addprefix -e ,$(PLUGINS))
 	touch $(STAMP)
 
 # The web UI: npm installs the locked dependencies once, then esbuild bundles ui/ into dkron_nats/ui_dist/.
