@@ -237,6 +237,7 @@ class Node:
                     auth=auth,
                     audit=AuditLog(js),
                     max_body_bytes=s.max_body_size,
+                    max_executions=s.max_executions,
                 )
                 locks = JobLocks(buckets.locks, js, ttl=s.member_ttl)
                 notifier = Notifier(NotifySettings.from_settings(s), executions)

@@ -61,6 +61,8 @@ class Services:
     auth: Authenticator
     audit: AuditLog
     max_body_bytes: int = 1_048_576
+    max_executions: int = 100
+    """Execution records kept per job (`--max-executions`), unless the job sets `history_limit`."""
 
     def is_paused(self, key: str = PAUSED_KEY) -> bool:
         flag = self.settings.get(key)

@@ -57,11 +57,11 @@ class ExecutionStore:
         found = await self.typed.get(self.key(job_name, exec_id))
         return found[0] if found else None
 
-    async def history(self, job_name: str) -> list[Execution]:
-        """All stored executions of a job, oldest first."""
+    async def history(self, job_name: str, newest: int | None = None) -> list[Execution]:
+        """The stored executions of a job (only the `newest` ones if given), oldest first."""
         found = [ex async for _, ex, _ in self.typed.scan(f"{job_key(job_name)}.*")]
         found.sort(key=lambda ex: (ex.group, ex.id))
-        return found
+        return found[-newest:] if newest else found
 
     async def trim(self, job_name: str, keep: int) -> None:
         """Keep only the `keep` most recently written records of a job (one call, no listing)."""

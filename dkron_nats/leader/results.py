@@ -15,7 +15,8 @@ from dataclasses import dataclass
 
 import anyio
 import msgspec
-from anyio.abc import TaskStatus
+from anyio.abc import TaskGroup, TaskStatus
+from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig
@@ -47,6 +48,17 @@ from dkron_nats.tracing import extract, tracer
 
 logger = logging.getLogger(__name__)
 DURABLE = "dkron-leader"
+FETCH_BATCH = 64
+MAX_IN_FLIGHT = 256
+"""Results being applied at once (different jobs'); fetching waits while this many are."""
+
+
+def _decoded(data: bytes, seq: int) -> ExecutionResult | None:
+    try:
+        return decode(data, ExecutionResult)
+    except msgspec.DecodeError:
+        logger.exception("dropping an undecodable result at sequence %d", seq)
+        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,41 +103,76 @@ class ResultProcessor:
         )
         task_status.started()
         try:
-            while True:
-                try:
-                    messages = await sub.fetch(64, timeout=1)
-                except (NatsTimeoutError, TimeoutError):
-                    continue
-                except TRANSIENT:
-                    logger.warning("results stream unavailable (JetStream election?); retrying")
-                    await anyio.sleep(0.5)
-                    continue
-                for msg in messages:
-                    if msg.metadata.num_delivered > 1:
-                        logger.info(
-                            "result %d delivered again: applying it idempotently",
-                            msg.metadata.sequence.stream,
-                        )
-                    # The agent's execution span, so recording and notifying join the launch's trace.
-                    with tracer().start_as_current_span("record result", context=extract(msg.headers)):
-                        wait = await self._handle(msg.data, msg.metadata.sequence.stream)
-                    if wait > 0:
-                        # A retry that is not due yet: JetStream hands the result back when it is, to
-                        # whichever server leads then, so a pending retry survives a takeover.
-                        await msg.nak(delay=wait)
-                    else:
-                        await msg.ack()
+            async with anyio.create_task_group() as lanes:
+                await self._consume(sub, lanes)
         finally:
             with anyio.move_on_after(2, shield=True):
                 await sub.unsubscribe()
 
-    async def _handle(self, data: bytes, seq: int) -> float:
-        """Apply one result; the seconds until it must be handled again (a retry not yet due), or 0."""
+    async def _consume(self, sub: JetStreamContext.PullSubscription, lanes: TaskGroup) -> None:
+        """Fetch results and apply them: one job's in stream order, different jobs' concurrently.
+
+        Each result costs a few round trips to JetStream; applied one after the other they capped the
+        whole cluster at a few hundred executions per second (docs/benchmarks.md). A job's counters, status
+        and retries depend on the order of its own results only, so only those wait for each other.
+        """
+        in_flight = anyio.Semaphore(MAX_IN_FLIGHT)
+        tails: dict[str, anyio.Event] = {}
+        while True:
+            try:
+                messages = await sub.fetch(FETCH_BATCH, timeout=1)
+            except (NatsTimeoutError, TimeoutError):
+                continue
+            except TRANSIENT:
+                logger.warning("results stream unavailable (JetStream election?); retrying")
+                await anyio.sleep(0.5)
+                continue
+            for msg in messages:
+                await in_flight.acquire()
+                result = _decoded(msg.data, msg.metadata.sequence.stream)
+                key = job_key(result.execution.job_name) if result is not None else ""
+                previous, done = tails.get(key), anyio.Event()
+                tails[key] = done
+                lanes.start_soon(self._in_order, msg, result, previous, done, tails, key, in_flight)
+
+    async def _in_order(
+        self,
+        msg: Msg,
+        result: ExecutionResult | None,
+        previous: anyio.Event | None,
+        done: anyio.Event,
+        tails: dict[str, anyio.Event],
+        key: str,
+        in_flight: anyio.Semaphore,
+    ) -> None:
         try:
-            result = decode(data, ExecutionResult)
-        except msgspec.DecodeError:
-            logger.exception("dropping an undecodable result at sequence %d", seq)
-            return 0.0
+            if previous is not None:
+                await previous.wait()
+            await self._handle_message(msg, result)
+        finally:
+            done.set()
+            if tails.get(key) is done:
+                del tails[key]
+            in_flight.release()
+
+    async def _handle_message(self, msg: Msg, result: ExecutionResult | None) -> None:
+        seq = msg.metadata.sequence.stream
+        if msg.metadata.num_delivered > 1:
+            logger.info("result %d delivered again: applying it idempotently", seq)
+        wait = 0.0
+        if result is not None:
+            # The agent's execution span, so recording and notifying join the launch's trace.
+            with tracer().start_as_current_span("record result", context=extract(msg.headers)):
+                wait = await self._handle(result, seq)
+        if wait > 0:
+            # A retry that is not due yet: JetStream hands the result back when it is, to whichever
+            # server leads then, so a pending retry survives a takeover.
+            await msg.nak(delay=wait)
+        else:
+            await msg.ack()
+
+    async def _handle(self, result: ExecutionResult, seq: int) -> float:
+        """Apply one result; the seconds until it must be handled again (a retry not yet due), or 0."""
         delay = 0.2
         while True:
             try:
@@ -172,7 +219,7 @@ class ResultProcessor:
         first_time = known is None or known.applied_seq < outcome.seq
         state = await self.jobs.update_state(key, lambda st: _counted(st, ex, status, outcome.seq))
         keep = spec.history_limit or self.keep
-        if state.recorded > keep:
+        if _trim_due(state.recorded, keep):
             await self.executions.trim(ex.job_name, keep)
         if spec.history_max_age:
             await self._age_out(spec, written)
@@ -338,6 +385,15 @@ class ResultProcessor:
         if ephemeral and not self.jobs.dependents.children(name):
             await self.jobs.delete(name)
             await self.executions.purge_job(name)
+
+
+def _trim_due(recorded: int, keep: int) -> bool:
+    """Whether the history is trimmed back to `keep` now: once every keep/10 records past it (1 to 50).
+
+    A trim is a JetStream API call; one per execution was a large share of the cost of each (the API shows
+    the newest `keep` meanwhile)."""
+    every = max(1, min(50, keep // 10))
+    return recorded > keep and (recorded - keep) % every == 0
 
 
 def _will_retry(spec: JobSpec, ex: Execution) -> bool:
