@@ -394,7 +394,8 @@ def agent(print_config: bool, **opts: Any) -> None:
         return
     _configure_logging(settings.log_level)
     try:
-        anyio.run(_run_until_signalled, settings)
+        # uvloop: the event loop's own cost is a large share of each execution's (docs/benchmarks.md).
+        anyio.run(_run_until_signalled, settings, backend_options={"use_uvloop": True})
     except KeyboardInterrupt:
         sys.exit(130)
     except BaseExceptionGroup as group:

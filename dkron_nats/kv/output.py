@@ -101,6 +101,10 @@ class OutputPublisher:
 
     async def close(self) -> None:
         await self.flush()
+        if self.sent == 0 and not self._broken:
+            # Nothing was published: no end marker either (a JetStream write per execution saved). A
+            # follower ends when the record says the execution is over; a plain read finds no output.
+            return
         self._broken = False
         try:
             await with_retry(
