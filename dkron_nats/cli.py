@@ -394,8 +394,7 @@ def agent(print_config: bool, **opts: Any) -> None:
         return
     _configure_logging(settings.log_level)
     try:
-        # uvloop: the event loop's own cost is a large share of each execution's (docs/benchmarks.md).
-        anyio.run(_run_until_signalled, settings, backend_options={"use_uvloop": True})
+        anyio.run(_run_until_signalled, settings)
     except KeyboardInterrupt:
         sys.exit(130)
     except BaseExceptionGroup as group:

@@ -2,7 +2,7 @@
 
 asyncio's default ThreadedChildWatcher starts one thread per subprocess just to wait for it; profiling showed
 it as the largest single cost of running a shell job. Linux pidfds let the event loop wait for exits itself
-(Python 3.12 does this by default). Under uvloop, libuv does the reaping and this is not used.
+(Python 3.12 does this by default).
 """
 
 from __future__ import annotations
@@ -18,8 +18,6 @@ logger = logging.getLogger(__name__)
 def use_pidfd_child_watcher() -> bool:
     if sys.version_info >= (3, 12) or not hasattr(os, "pidfd_open"):
         return False
-    if not isinstance(asyncio.get_running_loop(), asyncio.BaseEventLoop):
-        return False  # uvloop reaps children itself (libuv); asyncio's watchers do not apply
     try:
         os.close(os.pidfd_open(os.getpid()))
     except OSError:
