@@ -127,11 +127,18 @@ class Running:
     trace: Context | None = None
     """The trace context the run request carried (the leader's dispatch span)."""
     cancel: anyio.CancelScope = field(default_factory=anyio.CancelScope)
+    beside: TaskGroup | None = None
+    """Tasks that live as long as the executor runs (the lease renewal, the live output's flusher)."""
+    _flushing: bool = False
 
     async def write(self, data: bytes) -> None:
         self.output.append(data)
         if self.live is not None:
             await self.live.write(data)
+            if not self._flushing and self.beside is not None:
+                # Started at the first output, not per execution: most executions print little or nothing.
+                self._flushing = True
+                self.beside.start_soon(self.live.flush_periodically)
 
 
 class Agent:
@@ -271,13 +278,15 @@ class Agent:
         success, error = False, ""
         try:
             with running.cancel:
-                async with anyio.create_task_group() as lease:
+                async with anyio.create_task_group() as beside:
                     if self.locks is not None and job.concurrency in LOCKED:
-                        lease.start_soon(self._keep_lease, self.locks, ex)
-                    if running.live is not None:
-                        lease.start_soon(running.live.flush_periodically)
-                    success, error = await self._run_executor(job, running, env)
-                    lease.cancel_scope.cancel()
+                        beside.start_soon(self._keep_lease, self.locks, ex)
+                    running.beside = beside  # the live output's flusher starts there at its first write
+                    try:
+                        success, error = await self._run_executor(job, running, env)
+                    finally:
+                        running.beside = None  # output written after this (the error line) is flushed at close
+                    beside.cancel_scope.cancel()
             if running.cancel.cancelled_caught:
                 error = "cancelled"
         finally:

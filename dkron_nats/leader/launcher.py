@@ -165,19 +165,24 @@ class Launcher:
             # Here, not per node or per attempt: the pre-webhook announces the launch once.
             self.notifier.launch_started(job, group, scheduled_at, targets)
         ids = [attempt_id(group, lane, attempt) for lane in (lanes or targets)]
+        requests = []
+        for node, exec_id in zip(targets, ids, strict=True):
+            others = siblings if siblings is not None else [i for i in ids if i != exec_id]
+            ex = Execution(
+                id=exec_id,
+                job_name=job.name,
+                group=group,
+                attempt=attempt,
+                node_name=node,
+                scheduled_at=scheduled_at,
+                fence=self.fence(),
+            )
+            requests.append(RunRequest(execution=ex, job=job, siblings=others, env=env or {}))
+        if len(requests) == 1:
+            await self._send(requests[0])  # the common case: no task group to set up per launch
+            return
         async with anyio.create_task_group() as tg:
-            for node, exec_id in zip(targets, ids, strict=True):
-                others = siblings if siblings is not None else [i for i in ids if i != exec_id]
-                ex = Execution(
-                    id=exec_id,
-                    job_name=job.name,
-                    group=group,
-                    attempt=attempt,
-                    node_name=node,
-                    scheduled_at=scheduled_at,
-                    fence=self.fence(),
-                )
-                request = RunRequest(execution=ex, job=job, siblings=others, env=env or {})
+            for request in requests:
                 tg.start_soon(self._send, request)
 
     async def _send(self, request: RunRequest) -> None:
