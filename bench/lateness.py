@@ -1,16 +1,27 @@
-"""Fire lateness: scheduled instant -> job process start, with N jobs due once a minute.
+"""Fire lateness: scheduled instant -> executor start, with N jobs due once a minute, and N jobs every second.
 
-Each job runs `bash -c 'echo $DKRON_SCHEDULED_TIME $EPOCHREALTIME >> ledger'`: bash records the moment it
-started next to the slot it was launched for, so the figure includes scheduling, dispatch, the agent's claim
-and the fork/exec of the process. Two loads per size:
-  uniform:    `@every 1m` jobs whose creation is paced over one minute, so their fire times are spread
-              evenly over the minute (what "N jobs due once a minute" means when schedules do not collude);
-  per-second: `S * * * * *` with S = i mod 60, so N/60 jobs fire at the very same instant every second:
-              the thundering-herd case, bounded below by N/60 back-to-back process spawns.
-The baseline, measured in the same run, is the raw latency of spawning the same bash from Python.
+One `dkron-nats agent --server` with its embedded NATS. Two executors:
+  shell:  every job runs `bash -c 'echo $DKRON_SCHEDULED_TIME $EPOCHREALTIME >> ledger'`; bash writes down
+          when it started next to the slot it was launched for, so the figure includes scheduling, dispatch,
+          the agent's claim and the fork/exec. The baseline, measured in the same run, is the latency of
+          spawning the same bash from an idle asyncio program. APScheduler runs the very same command
+          (bench/apscheduler_baseline.py).
+  noop:   the trivial in-process executor (plugins/dkron-nats-noop); the lateness is the execution record's
+          `started_at` minus its slot, read from the leader's execution events. It needs no process spawn,
+          so it reaches sizes whose fork rate alone would exceed the machine (100,000 jobs a minute).
+Loads:
+  uniform:      `@every 1m` jobs. Up to 10,000 their creation is paced over one minute, so fire times are
+                spread evenly over the minute ("N jobs due once a minute" when schedules do not collude);
+                larger sets are created as fast as the API takes them.
+  per-second:   `S * * * * *` with S = i mod 60: N/60 jobs fire at the very same instant every second (the
+                thundering herd).
+  every-second: `@every 1s`: all N jobs fire every second (N executions per second offered).
+Slots never launched (missed: later than the 60 s starting deadline) are counted; they are not in the
+lateness figures.
 
-    python -m bench.lateness            # 1,000 and 10,000 jobs
-    python -m bench.lateness --quick    # 200 jobs (a CI-sized smoke run)
+    python -m bench.lateness                  # the full set (about 25 minutes)
+    python -m bench.lateness --quick          # 200 jobs (a CI-sized smoke run)
+    python -m bench.lateness --runs noop:uniform:10000
 """
 
 from __future__ import annotations
@@ -18,10 +29,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import platform
 import signal
-import statistics
 import sys
 import tempfile
 import time
@@ -30,26 +38,25 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import nats
 
+from bench.common import RESULTS, machine, rss_mb, summary
+from bench.throughput import Ledger, _sync
 from tests.harness import Node, wait_for
 
-RESULTS = Path(__file__).parent / "results"
-
-
-def percentile(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(p / 100 * (len(ordered) - 1))))
-    return ordered[index]
-
-
-def summary(ms: list[float]) -> dict[str, float]:
-    return {
-        "count": len(ms),
-        "p50_ms": round(percentile(ms, 50), 2),
-        "p99_ms": round(percentile(ms, 99), 2),
-        "max_ms": round(max(ms), 2),
-        "mean_ms": round(statistics.fmean(ms), 2),
-    }
+FULL_RUNS = [
+    "shell:uniform:1000",
+    "shell:per-second:1000",
+    "shell:uniform:10000",
+    "shell:per-second:10000",
+    "noop:uniform:1000",
+    "noop:uniform:10000",
+    "noop:uniform:100000",
+    "noop:every-second:1000",
+]
+QUICK_RUNS = ["shell:uniform:200", "noop:uniform:200", "noop:every-second:200"]
+PACED_UP_TO = 10_000
+"""Larger uniform sets are created as fast as the API takes them (pacing would need more POSTs/s)."""
 
 
 async def spawn_baseline(samples: int, ledger: Path) -> dict[str, float]:
@@ -82,20 +89,21 @@ async def create_jobs(node: Node, jobs: list[dict[str, Any]], parallel: int = 16
             if response.status_code != 201:
                 raise RuntimeError(f"creating {job['name']} failed: {response.status_code} {response.text}")
 
-    async with httpx.AsyncClient(base_url=node.url, timeout=30) as client:
+    async with httpx.AsyncClient(base_url=node.url, timeout=60) as client:
         await asyncio.gather(*(worker(client) for _ in range(parallel)))
     return time.monotonic() - started
 
 
-def job_body(i: int, mode: str, ledger: Path, run: str) -> dict[str, Any]:
-    schedule = "@every 1m" if mode == "uniform" else f"{i % 60} * * * * *"
-    command = f"bash -c 'echo $DKRON_SCHEDULED_TIME $EPOCHREALTIME >> {ledger}'"
-    return {
-        "name": f"{run}-{i:06d}",
-        "schedule": schedule,
-        "executor": "shell",
-        "executor_config": {"command": command},
-    }
+def schedule_of(mode: str, i: int) -> str:
+    return {"uniform": "@every 1m", "per-second": f"{i % 60} * * * * *", "every-second": "@every 1s"}[mode]
+
+
+def job_body(i: int, executor: str, mode: str, ledger: Path, run: str) -> dict[str, Any]:
+    body: dict[str, Any] = {"name": f"{run}-{i:06d}", "schedule": schedule_of(mode, i), "executor": executor}
+    if executor == "shell":
+        command = f"bash -c 'echo $DKRON_SCHEDULED_TIME $EPOCHREALTIME >> {ledger}'"
+        body["executor_config"] = {"command": command}
+    return body
 
 
 def read_ledger(ledger: Path) -> list[float]:
@@ -107,70 +115,72 @@ def read_ledger(ledger: Path) -> list[float]:
     return lateness
 
 
-def rss_mb(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
-
-
-async def measure(size: int, mode: str, workdir: Path) -> dict[str, Any]:
-    ledger = workdir / f"ledger-{mode}-{size}.txt"
-    ledger.touch()
-    node = Node(workdir / f"data-{mode}-{size}", extra=["--log-level", "warn"])
+async def measure(executor: str, mode: str, size: int, workdir: Path) -> dict[str, Any]:
+    run = f"{executor}-{mode}-{size}"
+    ledger_file = workdir / f"ledger-{run}.txt"
+    ledger_file.touch()
+    node = Node(workdir / f"data-{run}", extra=["--log-level", "warn"])
+    events = Ledger()
     try:
         node.start().wait_leader()
-        run = f"{mode}{size}"
-        jobs = [job_body(i, mode, ledger, run) for i in range(size)]
-        seconds = await create_jobs(node, jobs, over=58.0 if mode == "uniform" else 0.0)
-        # Measure one whole minute of fires after all jobs exist; the first lines may precede that.
-        ledger.write_text("")
-        timeout = 60 + 60
-        wait_for(lambda: len(ledger.read_text().splitlines()) >= size, timeout=timeout, what=f"{size} fires")
-        pid = node.proc.pid if node.proc else 0
-        result = {
-            "jobs": size,
-            "mode": mode,
-            "create_seconds": round(seconds, 1),
-            "server_rss_mb": round(rss_mb(pid)),
-        }
-        result |= summary(read_ledger(ledger)[:size])
+        nc = await nats.connect(f"nats://127.0.0.1:{node.nats_port}")
+        await nc.subscribe(
+            "dkron.events.execution.>", cb=_sync(events.on_event), pending_msgs_limit=2_000_000
+        )
+        jobs = [job_body(i, executor, mode, ledger_file, run) for i in range(size)]
+        paced = mode == "uniform" and size <= PACED_UP_TO
+        seconds = await create_jobs(node, jobs, parallel=32, over=58.0 if paced else 0.0)
+        # Measure a whole period of fires after every job exists (a minute; every-second: 30 s).
+        window = 30.0 if mode == "every-second" else 60.0
+        ledger_file.write_text("")
+        start = time.monotonic()
+        await asyncio.sleep(window)
+        end = time.monotonic()
+        result: dict[str, Any] = {"executor": executor, "mode": mode, "jobs": size}
+        result["create_seconds"] = round(seconds, 1)
+        result["offered_per_s"] = round(size / (1 if mode == "every-second" else 60), 1)
+        result["server_rss_mb"] = round(rss_mb(node.proc.pid if node.proc else 0))
+        measured = events.window(start, end)
+        result["executions_per_s"] = measured["executions_per_s"]
+        result["missed"] = measured.pop("missed")
+        if executor == "shell":
+            fires = size if mode != "every-second" else int(size * window)
+            wait_for(
+                lambda: len(ledger_file.read_text().splitlines()) >= fires, timeout=120, what="the fires"
+            )
+            result |= summary(read_ledger(ledger_file)[:fires])
+        else:
+            result |= {k: v for k, v in measured.items() if k != "executions_per_s"}
+        await nc.close()
         return result
     finally:
         node.stop()
 
 
-def machine() -> dict[str, str]:
-    return {
-        "cpus": str(os.cpu_count()),
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-    }
-
-
-async def main(argv: list[str]) -> None:
+async def main(argv: list[str]) -> dict[str, Any]:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="200 jobs only")
-    parser.add_argument("--sizes", type=int, nargs="*", default=None)
+    parser.add_argument("--runs", nargs="*", default=None, help="executor:mode:jobs, e.g. noop:uniform:10000")
     args = parser.parse_args(argv)
-    sizes = args.sizes or ([200] if args.quick else [1_000, 10_000])
+    runs = args.runs or (QUICK_RUNS if args.quick else FULL_RUNS)
     RESULTS.mkdir(exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         baseline = await spawn_baseline(200, workdir / "baseline.txt")
-        print(f"baseline bash spawn latency: {baseline}")
+        print(json.dumps({"baseline_bash_spawn": baseline}), flush=True)
         rows = []
-        for size in sizes:
-            for mode in ("uniform", "per-second"):
-                row = await measure(size, mode, workdir)
+        for spec in runs:
+            executor, mode, size = spec.split(":")
+            row = await measure(executor, mode, int(size), workdir)
+            if executor == "shell":
                 row["p99_vs_spawn_p99"] = round(row["p99_ms"] / baseline["p99_ms"], 1)
-                print(json.dumps(row))
-                rows.append(row)
+            print(json.dumps(row), flush=True)
+            rows.append(row)
     out = {"machine": machine(), "baseline_spawn": baseline, "lateness": rows, "command": " ".join(sys.argv)}
     name = "lateness-quick.json" if args.quick else "lateness.json"
     (RESULTS / name).write_text(json.dumps(out, indent=2) + "\n")
     print(f"written to {RESULTS / name}")
+    return out
 
 
 def _exit_on_sigterm(signum: int, frame: object) -> None:

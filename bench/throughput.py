@@ -1,0 +1,237 @@
+"""Dispatch throughput: sustained end-to-end executions per second on one node, and nothing lost.
+
+One `dkron-nats agent --server` (scheduler, agent and embedded NATS in one node) runs `@every 1s` jobs; the
+offered load rises step by step (jobs are added), and each step is measured over a fixed window from the
+execution events the leader publishes (`dkron.events.execution.>`): executions finished per second, slots
+missed, and lateness (scheduled instant to the executor's start). A step is sustained when the finished rate
+keeps up with the offered rate, no slot is missed and p99 lateness stays under a second.
+
+At the end scheduling is paused and every job's slots are audited: each slot from a job's first to its last
+has exactly one record (finished or missed), and the leader's counters agree with the events.
+
+    python -m bench.throughput --executor noop             # the trivial in-process executor
+    python -m bench.throughput --executor shell            # /bin/true through the shell executor
+    python -m bench.throughput --rates 250 500 --window 10 # a quick look
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import json
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import nats
+from nats.aio.msg import Msg
+
+from bench.common import RESULTS, machine, rss_mb, summary
+from tests.harness import Node, wait_for
+
+EXECUTORS = {
+    "noop": ("noop", {}),
+    "shell": ("shell", {"command": "/bin/true"}),
+}
+
+
+@dataclass
+class Ledger:
+    """What the execution events said, per job: slot (ns) -> statuses seen."""
+
+    slots: dict[str, dict[int, list[str]]] = field(default_factory=lambda: defaultdict(dict))
+    finished_at: list[float] = field(default_factory=list)
+    """Monotonic arrival time of every finished event (for windowed rates)."""
+    lateness_ms: list[tuple[float, float]] = field(default_factory=list)
+    """(arrival, lateness in ms) of every finished execution."""
+    missed_at: list[float] = field(default_factory=list)
+    failed: int = 0
+
+    def on_event(self, msg: Msg) -> None:
+        event = json.loads(msg.data)
+        kind = event["type"].rsplit(".", 1)[-1]
+        if kind == "started":
+            return
+        data = event["data"]
+        now = time.monotonic()
+        scheduled = data.get("scheduled_at") or data.get("started_at")
+        slot = int(datetime.fromisoformat(scheduled).timestamp() * 1000)
+        self.slots[event["job"]].setdefault(slot, []).append(kind)
+        if kind == "missed":
+            self.missed_at.append(now)
+            return
+        if kind == "finished":
+            self.finished_at.append(now)
+            if not data.get("success"):
+                self.failed += 1
+            started = datetime.fromisoformat(data["started_at"]).timestamp()
+            self.lateness_ms.append((now, (started - slot / 1000) * 1000))
+
+    def window(self, start: float, end: float) -> dict[str, Any]:
+        done = sum(1 for t in self.finished_at if start <= t < end)
+        late = [ms for t, ms in self.lateness_ms if start <= t < end]
+        missed = sum(1 for t in self.missed_at if start <= t < end)
+        return {"executions_per_s": round(done / (end - start), 1), "missed": missed, **summary(late)}
+
+    def audit(self) -> dict[str, int]:
+        """Every job's slots, first to last, 1 s apart: each exactly once."""
+        lost = duplicated = records = 0
+        for slots in self.slots.values():
+            ordered = sorted(slots)
+            records += sum(len(kinds) for kinds in slots.values())
+            duplicated += sum(len(kinds) - 1 for kinds in slots.values())
+            for before, after in itertools.pairwise(ordered):
+                lost += max(0, round((after - before) / 1000) - 1)
+        return {"records": records, "lost": lost, "duplicated": duplicated}
+
+
+async def add_jobs(
+    client: httpx.AsyncClient, start: int, count: int, executor: str, tags: dict[str, str] | None = None
+) -> None:
+    name, config = EXECUTORS[executor]
+    queue: asyncio.Queue[int] = asyncio.Queue()
+    for i in range(start, start + count):
+        queue.put_nowait(i)
+
+    async def worker() -> None:
+        while not queue.empty():
+            i = queue.get_nowait()
+            body = {
+                "name": f"tp-{i:06d}",
+                "schedule": "@every 1s",
+                "executor": name,
+                "executor_config": config,
+                "tags": tags or {},
+            }
+            response = await client.post("/v1/jobs", json=body)
+            if response.status_code != 201:
+                raise RuntimeError(f"creating job {i} failed: {response.status_code} {response.text}")
+
+    await asyncio.gather(*(worker() for _ in range(16)))
+
+
+async def counted_executions(client: httpx.AsyncClient, jobs: int) -> int:
+    total = 0
+    for page in range(0, jobs, 1000):
+        response = await client.get("/v1/jobs", params={"_start": page, "_end": page + 1000})
+        total += sum(j["success_count"] + j["error_count"] for j in response.json())
+    return total
+
+
+async def measure(
+    executor: str, rates: list[int], window: float, warmup: float, workdir: Path, layout: str
+) -> dict[str, Any]:
+    node = Node(workdir / f"data-{executor}-{layout}", extra=["--log-level", "warn"])
+    agent: Node | None = None
+    tags: dict[str, str] = {}
+    if layout == "split":
+        # The same machine, the agent in its own process: the jobs run there, the server only schedules.
+        agent = Node(workdir / f"agent-{executor}", name="a1", server=False)
+        agent.extra = ["--log-level", "warn", "--nats-url", f"nats://127.0.0.1:{node.nats_port}"]
+        agent.extra += ["--tag", "role=worker"]
+        tags = {"role": "worker"}
+    ledger = Ledger()
+    node.start().wait_leader()
+    try:
+        if agent is not None:
+            agent.start()
+            wait_for(lambda: len(node.get("/v1/members").json()) == 2, timeout=30, what="the agent")
+        nc = await nats.connect(f"nats://127.0.0.1:{node.nats_port}")
+        await nc.subscribe(
+            "dkron.events.execution.>", cb=_sync(ledger.on_event), pending_msgs_limit=1_000_000
+        )
+        steps = []
+        async with httpx.AsyncClient(base_url=node.url, timeout=60) as client:
+            jobs = 0
+            for rate in rates:
+                await add_jobs(client, jobs, rate - jobs, executor, tags)
+                jobs = rate
+                await asyncio.sleep(warmup)  # the new jobs' first fires settle before measuring
+                start = time.monotonic()
+                await asyncio.sleep(window)
+                step = {"offered_per_s": rate, **ledger.window(start, time.monotonic())}
+                step["server_rss_mb"] = round(rss_mb(node.proc.pid if node.proc else 0))
+                if agent is not None:
+                    step["agent_rss_mb"] = round(rss_mb(agent.proc.pid if agent.proc else 0))
+                step["sustained"] = (
+                    step["executions_per_s"] >= 0.97 * rate and step["missed"] == 0 and step["p99_ms"] < 1000
+                )
+                print(json.dumps({"executor": executor, "layout": layout, **step}), flush=True)
+                steps.append(step)
+                if not step["sustained"] and step["executions_per_s"] < 0.8 * rate:
+                    break  # far past the knee: higher steps only measure the backlog
+            # Audit: stop scheduling, let every launch finish, then compare events with the counters.
+            await client.post("/v1/pause", params={"scheduling": "true"})
+            await settled(ledger)
+            counted = await counted_executions(client, jobs)
+        await nc.drain()
+    finally:
+        if agent is not None:
+            agent.stop()
+        node.stop()
+    audit = ledger.audit()
+    audit["counted_by_leader"] = counted
+    audit["finished_events"] = len(ledger.finished_at)
+    audit["failed"] = ledger.failed
+    best = max((s["executions_per_s"] for s in steps if s["sustained"]), default=0.0)
+    return {"executor": executor, "layout": layout, "sustained_per_s": best, "steps": steps, "audit": audit}
+
+
+async def settled(ledger: Ledger, quiet: float = 2.0, deadline: float = 120.0) -> None:
+    """Wait until no execution has finished for `quiet` seconds (the backlog is applied)."""
+    end = time.monotonic() + deadline
+    seen = -1
+    while len(ledger.finished_at) != seen:
+        if time.monotonic() > end:
+            raise TimeoutError(f"results still arriving after {deadline:g}s")
+        seen = len(ledger.finished_at)
+        await asyncio.sleep(quiet)
+
+
+def _sync(handler: Any) -> Any:
+    async def callback(msg: Msg) -> None:
+        handler(msg)
+
+    return callback
+
+
+async def main(argv: list[str]) -> dict[str, Any]:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--executor", choices=sorted(EXECUTORS), nargs="*", default=["noop", "shell"])
+    parser.add_argument("--rates", type=int, nargs="*", default=[250, 500, 750, 1000, 1250, 1500])
+    parser.add_argument("--window", type=float, default=20.0)
+    parser.add_argument("--warmup", type=float, default=5.0)
+    parser.add_argument(
+        "--layout",
+        choices=["one", "split"],
+        nargs="*",
+        default=["one", "split"],
+        help="one: `agent --server` runs everything; split: the jobs run in a separate agent process",
+    )
+    parser.add_argument("--quick", action="store_true", help="noop only, 250 and 500/s, 8 s windows")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.executor, args.rates, args.window, args.warmup, args.layout = ["noop"], [250, 500], 8, 3, ["one"]
+    with tempfile.TemporaryDirectory() as tmp:
+        results = [
+            await measure(executor, args.rates, args.window, args.warmup, Path(tmp), layout)
+            for executor in args.executor
+            for layout in args.layout
+        ]
+    out = {"machine": machine(), "throughput": results, "command": " ".join(sys.argv)}
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / ("throughput-quick.json" if args.quick else "throughput.json")).write_text(
+        json.dumps(out, indent=2) + "\n"
+    )
+    return out
+
+
+if __name__ == "__main__":
+    print(json.dumps(asyncio.run(main(sys.argv[1:])), indent=2))
