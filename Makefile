@@ -46,11 +46,13 @@ format: $(STAMP)
 test: lint $(UI_BUILT)
 	$(BIN)/python -m pytest -q --durations=30 $(PYTEST_ARGS)
 
+# Every benchmark in one run (about 90 minutes; results in bench/results, plots in docs/benchmarks).
 bench: $(STAMP)
-	$(BIN)/python -m bench.lateness
+	$(BIN)/python -m bench.run
 
+# The same parts at CI sizes, in under 10 minutes.
 bench-quick: $(STAMP)
-	$(BIN)/python -m bench.lateness --quick
+	$(BIN)/python -m bench.run --quick
 
 chaos: $(STAMP)
 	$(BIN)/python -m bench.chaos --kills 20

@@ -5,8 +5,12 @@ What a Python user would otherwise pick: one process, no cluster, no durability.
 thing: scheduled instant -> process start. Loads as there: `uniform` (interval 1 minute, start times spread
 over the minute) and `per-second` (cron second = i mod 60: N/60 jobs at the same instant every second).
 
-    python -m bench.apscheduler_baseline                 # 1,000 and 10,000 jobs
+It also measures throughput: N one-second interval jobs running a no-op coroutine (what dkron-nats' noop
+executor is), offered in steps, with the executions per second achieved and the lateness of each start.
+
+    python -m bench.apscheduler_baseline                 # 1,000 and 10,000 jobs, throughput steps
     python -m bench.apscheduler_baseline --sizes 1000    # one size
+    python -m bench.apscheduler_baseline --quick         # two throughput steps only
 """
 
 from __future__ import annotations
@@ -22,9 +26,15 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from apscheduler.events import (  # type: ignore[import-untyped]
+    EVENT_JOB_EXECUTED,
+    EVENT_JOB_MISSED,
+    EVENT_JOB_SUBMITTED,
+)
 from apscheduler.schedulers.asyncio import AsyncIOScheduler  # type: ignore[import-untyped]
 
-from bench.lateness import RESULTS, machine, read_ledger, rss_mb, summary
+from bench.common import RESULTS, machine, rss_mb, summary
+from bench.lateness import read_ledger
 
 
 async def run_job(ledger: Path, slot_of: Any) -> None:
@@ -86,21 +96,88 @@ async def measure(size: int, mode: str, workdir: Path) -> dict[str, Any]:
         scheduler.shutdown(wait=False)
 
 
-async def main(argv: list[str]) -> None:
+async def _noop() -> None:
+    """The trivial job of the throughput measurement (dkron-nats runs its noop executor)."""
+
+
+async def throughput_step(rate: int, window: float, warmup: float) -> dict[str, Any]:
+    """`rate` one-second interval jobs running a no-op coroutine: executions/s achieved, missed, lateness."""
+    scheduler = AsyncIOScheduler(
+        timezone="UTC", job_defaults={"max_instances": 1000, "misfire_grace_time": 60}
+    )
+    submitted: list[tuple[float, float]] = []
+    executed: list[float] = []
+    missed: list[float] = []
+
+    def on_event(event: Any) -> None:
+        now = time.monotonic()
+        if event.code == EVENT_JOB_SUBMITTED:
+            submitted.append((now, (time.time() - event.scheduled_run_times[-1].timestamp()) * 1000))
+        elif event.code == EVENT_JOB_EXECUTED:
+            executed.append(now)
+        else:
+            missed.append(now)
+
+    scheduler.add_listener(on_event, EVENT_JOB_SUBMITTED | EVENT_JOB_EXECUTED | EVENT_JOB_MISSED)
+    scheduler.start()
+    first = datetime.now(UTC) + timedelta(seconds=1)
+    try:
+        for i in range(rate):  # start times spread over the second, as dkron-nats' jobs are
+            scheduler.add_job(_noop, "interval", seconds=1, start_date=first + timedelta(seconds=i / rate))
+        await asyncio.sleep(warmup)
+        start = time.monotonic()
+        await asyncio.sleep(window)
+        end = time.monotonic()
+    finally:
+        scheduler.shutdown(wait=False)
+    done = sum(1 for t in executed if start <= t < end)
+    late = [ms for t, ms in submitted if start <= t < end]
+    step = {"offered_per_s": rate, "executions_per_s": round(done / (end - start), 1)}
+    step["missed"] = sum(1 for t in missed if start <= t < end)
+    step |= summary(late)
+    step["sustained"] = step["executions_per_s"] >= 0.97 * rate and step["missed"] == 0
+    return step
+
+
+async def throughput(rates: list[int], window: float, warmup: float) -> dict[str, Any]:
+    steps = []
+    for rate in rates:
+        step = await throughput_step(rate, window, warmup)
+        print(json.dumps({"apscheduler_throughput": step}), flush=True)
+        steps.append(step)
+        if not step["sustained"] and step["executions_per_s"] < 0.8 * rate:
+            break
+    best = max((s["executions_per_s"] for s in steps if s["sustained"]), default=0.0)
+    return {"sustained_per_s": best, "steps": steps}
+
+
+async def main(argv: list[str]) -> dict[str, Any]:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--sizes", type=int, nargs="*", default=[1_000, 10_000])
+    parser.add_argument("--sizes", type=int, nargs="*", default=None)
+    parser.add_argument("--rates", type=int, nargs="*", default=None)
+    parser.add_argument("--quick", action="store_true", help="throughput only, at 250 and 1,000/s")
     args = parser.parse_args(argv)
+    sizes = args.sizes if args.sizes is not None else ([] if args.quick else [1_000, 10_000])
+    rates = args.rates or ([250, 1000] if args.quick else [250, 500, 1000, 2000, 4000])
+    window, warmup = (8.0, 3.0) if args.quick else (10.0, 3.0)
     RESULTS.mkdir(exist_ok=True)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for size in args.sizes:
+        for size in sizes:
             for mode in ("uniform", "per-second"):
                 row = await measure(size, mode, Path(tmp))
-                print(json.dumps(row))
+                print(json.dumps(row), flush=True)
                 rows.append(row)
-    out = {"machine": machine(), "apscheduler": rows, "command": " ".join(sys.argv)}
-    (RESULTS / "apscheduler.json").write_text(json.dumps(out, indent=2) + "\n")
-    print(f"written to {RESULTS / 'apscheduler.json'}")
+    out = {
+        "machine": machine(),
+        "apscheduler": rows,
+        "throughput": await throughput(rates, window, warmup),
+        "command": " ".join(sys.argv),
+    }
+    name = "apscheduler-quick.json" if args.quick else "apscheduler.json"
+    (RESULTS / name).write_text(json.dumps(out, indent=2) + "\n")
+    print(f"written to {RESULTS / name}")
+    return out
 
 
 if __name__ == "__main__":

@@ -9,9 +9,9 @@ keeps up with the offered rate, no slot is missed and p99 lateness stays under a
 At the end scheduling is paused and every job's slots are audited: each slot from a job's first to its last
 has exactly one record (finished or missed), and the leader's counters agree with the events.
 
-    python -m bench.throughput --executor noop             # the trivial in-process executor
-    python -m bench.throughput --executor shell            # /bin/true through the shell executor
-    python -m bench.throughput --rates 250 500 --window 10 # a quick look
+    python -m bench.throughput                             # noop (one process, split) and shell (one)
+    python -m bench.throughput --configs noop:split        # the trivial executor in a separate agent
+    python -m bench.throughput --quick                     # noop at 250 and 500/s
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from nats.aio.msg import Msg
 from bench.common import RESULTS, machine, rss_mb, summary
 from tests.harness import Node, wait_for
 
-EXECUTORS = {
+EXECUTORS = {  # the trivial in-process executor; /bin/true through the shell executor
     "noop": ("noop", {}),
     "shell": ("shell", {"command": "/bin/true"}),
 }
@@ -204,27 +204,26 @@ def _sync(handler: Any) -> Any:
 
 async def main(argv: list[str]) -> dict[str, Any]:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--executor", choices=sorted(EXECUTORS), nargs="*", default=["noop", "shell"])
+    parser.add_argument(
+        "--configs",
+        nargs="*",
+        default=["noop:one", "noop:split", "shell:one"],
+        help="executor:layout; layout one: `agent --server` runs everything; split: a separate agent process",
+    )
     parser.add_argument("--rates", type=int, nargs="*", default=[250, 500, 750, 1000, 1250, 1500])
     parser.add_argument("--window", type=float, default=20.0)
     parser.add_argument("--warmup", type=float, default=5.0)
     parser.add_argument(
-        "--layout",
-        choices=["one", "split"],
-        nargs="*",
-        default=["one", "split"],
-        help="one: `agent --server` runs everything; split: the jobs run in a separate agent process",
+        "--quick", action="store_true", help="noop in one process, 250 and 500/s, 8 s windows"
     )
-    parser.add_argument("--quick", action="store_true", help="noop only, 250 and 500/s, 8 s windows")
     args = parser.parse_args(argv)
     if args.quick:
-        args.executor, args.rates, args.window, args.warmup, args.layout = ["noop"], [250, 500], 8, 3, ["one"]
+        args.configs, args.rates, args.window, args.warmup = ["noop:one"], [250, 500], 8, 3
     with tempfile.TemporaryDirectory() as tmp:
-        results = [
-            await measure(executor, args.rates, args.window, args.warmup, Path(tmp), layout)
-            for executor in args.executor
-            for layout in args.layout
-        ]
+        results = []
+        for config in args.configs:
+            executor, layout = config.split(":")
+            results.append(await measure(executor, args.rates, args.window, args.warmup, Path(tmp), layout))
     out = {"machine": machine(), "throughput": results, "command": " ".join(sys.argv)}
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / ("throughput-quick.json" if args.quick else "throughput.json")).write_text(
