@@ -285,7 +285,7 @@ class Agent:
                     try:
                         success, error = await self._run_executor(job, running, env)
                     finally:
-                        running.beside = None  # output written after this (the error line) is flushed at close
+                        running.beside = None  # later output (the error line) is flushed at close
                     beside.cancel_scope.cancel()
             if running.cancel.cancelled_caught:
                 error = "cancelled"
