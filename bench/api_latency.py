@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import signal
 import sys
 import tempfile
 import time
@@ -31,7 +30,7 @@ from typing import Any
 
 import httpx
 
-from bench.common import RESULTS, machine, rss_mb, summary
+from bench.common import machine, rss_mb, run_main, summary, write_results
 from tests.harness import Node, wait_for
 
 TARGETS = {"page_p99_ms": 50.0, "server_rss_mb_at_100000": 500.0}
@@ -148,17 +147,9 @@ async def main(argv: list[str]) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         rows = await measure(sizes, args.samples, Path(tmp))
     out = {"machine": machine(), "sizes": rows, "targets": verdicts(rows), "command": " ".join(sys.argv)}
-    RESULTS.mkdir(exist_ok=True)
-    name = "api-quick.json" if args.quick else "api.json"
-    (RESULTS / name).write_text(json.dumps(out, indent=2) + "\n")
-    print(f"written to {RESULTS / name}")
+    write_results("api", args.quick, out)
     return out
 
 
-def _exit_on_sigterm(signum: int, frame: object) -> None:
-    raise SystemExit(128 + signum)  # unwinds through `finally`, so every node started is stopped
-
-
 if __name__ == "__main__":
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)
-    asyncio.run(main(sys.argv[1:]))
+    run_main(main)

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import platform
+import signal
 import statistics
+import sys
+from collections.abc import Callable, Coroutine
 from pathlib import Path
+from typing import Any
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -47,3 +53,22 @@ def machine() -> dict[str, str]:
         "python": platform.python_version(),
         "platform": platform.platform(),
     }
+
+
+def write_results(stem: str, quick: bool, out: dict[str, Any]) -> Path:
+    """bench/results/<stem>.json (<stem>-quick.json for a quick run, so it never replaces the full run's)."""
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / f"{stem}{'-quick' if quick else ''}.json"
+    path.write_text(json.dumps(out, indent=2) + "\n")
+    print(f"written to {path}")
+    return path
+
+
+def run_main(main: Callable[[list[str]], Coroutine[Any, Any, Any]]) -> None:
+    """Run a benchmark's async main with the command line's arguments."""
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    asyncio.run(main(sys.argv[1:]))
+
+
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)  # unwinds through `finally`, so every node a benchmark started is stopped

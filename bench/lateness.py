@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import signal
 import sys
 import tempfile
 import time
@@ -40,7 +39,7 @@ from typing import Any
 import httpx
 import nats
 
-from bench.common import RESULTS, machine, rss_mb, summary
+from bench.common import machine, rss_mb, run_main, summary, write_results
 from bench.throughput import Ledger, _sync
 from tests.harness import Node, wait_for
 
@@ -168,7 +167,6 @@ async def main(argv: list[str]) -> dict[str, Any]:
     parser.add_argument("--runs", nargs="*", default=None, help="executor:mode:jobs, e.g. noop:uniform:10000")
     args = parser.parse_args(argv)
     runs = args.runs or (QUICK_RUNS if args.quick else FULL_RUNS)
-    RESULTS.mkdir(exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         baseline = await spawn_baseline(200, workdir / "baseline.txt")
@@ -182,16 +180,9 @@ async def main(argv: list[str]) -> dict[str, Any]:
             print(json.dumps(row), flush=True)
             rows.append(row)
     out = {"machine": machine(), "baseline_spawn": baseline, "lateness": rows, "command": " ".join(sys.argv)}
-    name = "lateness-quick.json" if args.quick else "lateness.json"
-    (RESULTS / name).write_text(json.dumps(out, indent=2) + "\n")
-    print(f"written to {RESULTS / name}")
+    write_results("lateness", args.quick, out)
     return out
 
 
-def _exit_on_sigterm(signum: int, frame: object) -> None:
-    raise SystemExit(128 + signum)  # unwinds through `finally`, so every node started is stopped
-
-
 if __name__ == "__main__":
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)
-    asyncio.run(main(sys.argv[1:]))
+    run_main(main)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import signal
 import sys
 import tempfile
 import time
@@ -25,7 +24,7 @@ import httpx
 import nats
 from nats.aio.msg import Msg
 
-from bench.common import RESULTS, machine, rss_mb
+from bench.common import machine, rss_mb, run_main, write_results
 from bench.throughput import add_jobs
 from tests.harness import Node, embedded_nats_pid
 
@@ -99,17 +98,9 @@ async def main(argv: list[str]) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         result = await soak(executions, args.rate, Path(tmp))
     out = {"machine": machine(), "soak": result, "command": " ".join(sys.argv)}
-    RESULTS.mkdir(exist_ok=True)
-    name = "memory-quick.json" if args.quick else "memory.json"
-    (RESULTS / name).write_text(json.dumps(out, indent=2) + "\n")
-    print(f"written to {RESULTS / name}")
+    write_results("memory", args.quick, out)
     return out
 
 
-def _exit_on_sigterm(signum: int, frame: object) -> None:
-    raise SystemExit(128 + signum)  # unwinds through `finally`, so every node started is stopped
-
-
 if __name__ == "__main__":
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)
-    asyncio.run(main(sys.argv[1:]))
+    run_main(main)
