@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
@@ -30,7 +29,7 @@ from typing import Any
 
 import httpx
 
-from bench.common import machine, rss_mb, run_main, summary, write_results
+from bench.common import command_line, machine, rss_mb, run_main, summary, write_results
 from tests.harness import Node, wait_for
 
 TARGETS = {"page_p99_ms": 50.0, "server_rss_mb_at_100000": 500.0}
@@ -146,7 +145,7 @@ async def main(argv: list[str]) -> dict[str, Any]:
     sizes = args.sizes or ([0, 10_000] if args.quick else [0, 10_000, 100_000])
     with tempfile.TemporaryDirectory() as tmp:
         rows = await measure(sizes, args.samples, Path(tmp))
-    out = {"machine": machine(), "sizes": rows, "targets": verdicts(rows), "command": " ".join(sys.argv)}
+    out = {"machine": machine(), "sizes": rows, "targets": verdicts(rows), "command": command_line()}
     write_results("api", args.quick, out)
     return out
 

@@ -33,7 +33,7 @@ from apscheduler.events import (  # type: ignore[import-untyped]
 )
 from apscheduler.schedulers.asyncio import AsyncIOScheduler  # type: ignore[import-untyped]
 
-from bench.common import RESULTS, machine, rss_mb, summary
+from bench.common import RESULTS, command_line, machine, rss_mb, summary
 from bench.lateness import read_ledger
 
 
@@ -172,7 +172,7 @@ async def main(argv: list[str]) -> dict[str, Any]:
         "machine": machine(),
         "apscheduler": rows,
         "throughput": await throughput(rates, window, warmup),
-        "command": " ".join(sys.argv),
+        "command": command_line(),
     }
     name = "apscheduler-quick.json" if args.quick else "apscheduler.json"
     (RESULTS / name).write_text(json.dumps(out, indent=2) + "\n")

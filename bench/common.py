@@ -55,6 +55,11 @@ def machine() -> dict[str, str]:
     }
 
 
+def command_line() -> str:
+    """How this benchmark was started, as a command to run from the repository's root."""
+    return " ".join([f"python -m bench.{Path(sys.argv[0]).stem}", *sys.argv[1:]])
+
+
 def write_results(stem: str, quick: bool, out: dict[str, Any]) -> Path:
     """bench/results/<stem>.json (<stem>-quick.json for a quick run, so it never replaces the full run's)."""
     RESULTS.mkdir(exist_ok=True)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -24,7 +23,7 @@ import httpx
 import nats
 from nats.aio.msg import Msg
 
-from bench.common import machine, rss_mb, run_main, write_results
+from bench.common import command_line, machine, rss_mb, run_main, write_results
 from bench.throughput import add_jobs
 from tests.harness import Node, embedded_nats_pid
 
@@ -97,7 +96,7 @@ async def main(argv: list[str]) -> dict[str, Any]:
     executions = 20_000 if args.quick else args.executions
     with tempfile.TemporaryDirectory() as tmp:
         result = await soak(executions, args.rate, Path(tmp))
-    out = {"machine": machine(), "soak": result, "command": " ".join(sys.argv)}
+    out = {"machine": machine(), "soak": result, "command": command_line()}
     write_results("memory", args.quick, out)
     return out
 
