@@ -4,6 +4,7 @@ target or baseline, and the plots.
     python -m bench.run             # the full run (about 90 minutes; `make bench`)
     python -m bench.run --quick     # every part at a CI size (under 10 minutes; `make bench-quick`)
     python -m bench.run --only throughput lateness
+    python -m bench.run --summary-only   # the summary and plots again from the results of earlier runs
 
 Parts: ceilings (the machine's raw rates), throughput (noop and shell, one process and a separate agent),
 lateness (1,000 / 10,000 / 100,000 jobs a minute; 1,000 jobs every second), apscheduler (the in-process
@@ -244,9 +245,13 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="every part at a CI size (under 10 minutes)")
     parser.add_argument("--only", nargs="*", choices=sorted(PARTS), default=None)
+    parser.add_argument(
+        "--summary-only", action="store_true", help="no measuring: the summary and plots from bench/results"
+    )
     args = parser.parse_args(argv)
     began = time.monotonic()
-    statuses = [run_part(part, args.quick) for part in (args.only or list(PARTS))]
+    parts = [] if args.summary_only else (args.only or list(PARTS))
+    statuses = [run_part(part, args.quick) for part in parts]
     figures = summary_figures(args.quick)
     print_summary(figures)
     failed = [s["part"] for s in statuses if s["exit_code"] != 0]

@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 
 import anyio
 import msgspec
-from anyio.abc import TaskStatus
+from anyio.abc import TaskGroup, TaskStatus
 from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 from nats.js.api import DeliverPolicy
@@ -86,6 +86,9 @@ class Scheduler:
         self._generations = itertools.count(1)
         self._wake = anyio.Event()
         self._limiter = anyio.CapacityLimiter(settings.max_parallel)
+        self._admitted = 0
+        """Due jobs taken off the heap and not yet resolved: at most `max_parallel`, so that an overloaded
+        leader keeps its backlog in the heap (one entry per job) rather than as one waiting task per job."""
 
     # -- planning ---------------------------------------------------------------------------
 
@@ -169,8 +172,7 @@ class Scheduler:
                     if self.paused():  # due slots wait; on resume the misfire policy decides
                         await self._sleep_until_next(paused=True)
                         continue
-                    for key in self._pop_due():
-                        resolving.start_soon(self._resolve_guarded, key)
+                    self._admit_due(resolving)
                     await self._sleep_until_next()
         finally:
             unlisten()
@@ -246,10 +248,24 @@ class Scheduler:
             logger.info("re-sending the interrupted launch of %s to %s", spec.name, ", ".join(missing))
             await self.launcher.dispatch(spec, cursor.group, from_ns(cursor.slot_ns), missing)
 
-    def _pop_due(self) -> list[str]:
+    def _admit_due(self, resolving: TaskGroup) -> None:
+        """Start resolving the earliest due jobs, as many as there is room for."""
+        for key in self._pop_due(self.settings.max_parallel - self._admitted):
+            self._admitted += 1
+            resolving.start_soon(self._resolve_admitted, key)
+
+    async def _resolve_admitted(self, key: str) -> None:
+        try:
+            await self._resolve_guarded(key)
+        finally:
+            self._admitted -= 1
+            if self._admitted == self.settings.max_parallel - 1:
+                self._wake.set()  # the loop waits for room: there is some again
+
+    def _pop_due(self, limit: int) -> list[str]:
         now_ns = to_ns(self.clock())
         due: list[str] = []
-        while self._heap and self._heap[0][0] <= now_ns:
+        while self._heap and self._heap[0][0] <= now_ns and len(due) < limit:
             _, _, key, generation = heapq.heappop(self._heap)
             plan = self._plans.get(key)
             if plan is not None and plan.generation == generation:
@@ -262,8 +278,8 @@ class Scheduler:
 
     async def _sleep_until_next(self, paused: bool = False) -> None:
         self._wake = anyio.Event()
-        delay = 3600.0
-        if self._heap and not paused:
+        delay = 3600.0  # woken by a job change, the pause flag or room for a due job
+        if self._heap and not paused and self._admitted < self.settings.max_parallel:
             delay = max(0.0, (self._heap[0][0] - to_ns(self.clock())) / 1e9)
         with anyio.move_on_after(delay):
             await self._wake.wait()

@@ -6,11 +6,13 @@ again from the fresh cursor: it may neither launch nor record as missed a slot t
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
 
+import anyio
 import nats
 import pytest
 from nats.js.api import KeyValueConfig
@@ -103,3 +105,55 @@ async def test_a_stale_cursor_is_decided_again_not_overwritten(cursors: TypedKV[
     stored = await cursors.get(key)
     assert stored is not None
     assert stored[0].slot_ns == to_ns(T0 + timedelta(seconds=8))
+
+
+class GatedLauncher(RecordingLauncher):
+    """Dispatches wait at a gate: the leader is overloaded until the test opens it."""
+
+    def __init__(self, js: Any) -> None:
+        super().__init__()
+        self.js = js
+        self.gate = anyio.Event()
+        self.in_flight = 0
+        self.launched: set[str] = set()
+
+    async def dispatch(self, spec: JobSpec, group: int, scheduled_at: datetime, targets: list[str]) -> None:
+        self.in_flight += 1
+        try:
+            await self.gate.wait()
+        finally:
+            self.in_flight -= 1
+        self.launched.add(spec.name)
+
+
+async def _wait_until(condition: Callable[[], bool]) -> None:
+    while not condition():
+        await anyio.sleep(0.02)
+
+
+async def test_an_overloaded_leader_keeps_its_backlog_in_the_heap_and_launches_every_job_as_room_frees(
+    cursors: TypedKV[LaunchCursor],
+) -> None:
+    """More jobs due than the leader can dispatch at once: it takes `max_parallel` of them, and the rest
+    wait as heap entries (not as one task each, which at 100,000 jobs grew the leader past 800 MB); as
+    dispatches finish, the next due jobs are taken, and every job gets its launch."""
+    js = cursors.kv._js
+    launcher = GatedLauncher(js)
+    jobs: KVCache[JobSpec] = KVCache(cast(TypedKV[JobSpec], None))
+    anchor = datetime.now(UTC) - timedelta(seconds=1)
+    for i in range(300):
+        jobs.apply(job_key(f"job-{i}"), JobSpec(name=f"job-{i}", schedule="@every 1s", anchor=anchor), i + 1)
+    scheduler = Scheduler(jobs, cursors, cast(Launcher, launcher), SchedulerSettings(max_parallel=8))
+    async with anyio.create_task_group() as tg:
+        await tg.start(scheduler.run)
+        with anyio.fail_after(10):
+            await _wait_until(lambda: launcher.in_flight == 8)
+        tasks_while_overloaded = len(asyncio.all_tasks())
+        await anyio.sleep(1.5)  # more slots fall due meanwhile; none may become a task of its own
+        assert launcher.in_flight == 8
+        assert len(asyncio.all_tasks()) <= tasks_while_overloaded + 2
+        assert len(asyncio.all_tasks()) < 40, "the due backlog became waiting tasks"
+        launcher.gate.set()
+        with anyio.fail_after(10):  # every job is launched once the gate opens
+            await _wait_until(lambda: len(launcher.launched) == 300)
+        tg.cancel_scope.cancel()
