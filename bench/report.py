@@ -43,8 +43,8 @@ def summary(data: dict[str, Any]) -> str:
         [
             f["figure"],
             f"{_cell(f['measured'])} {f['unit']}",
-            f"{_cell(f['reference'])} ({f['against']})",
-            f"{f['ratio']}x",
+            f["against"] if f["ratio"] is None else f"{_cell(f['reference'])} ({f['against']})",
+            "" if f["ratio"] is None else f"{f['ratio']}x",
         ]
         for f in data["figures"]
     ]
@@ -232,9 +232,9 @@ def fill(doc: Path, quick: bool) -> None:
         data = load(name, quick)
         if data is None:
             continue
-        start, end = f"<!-- bench:{name} -->\n", f"\n<!-- /bench:{name} -->"
+        start, end = f"<!-- bench:{name} -->", f"<!-- /bench:{name} -->"
         pattern = re.compile(re.escape(start) + ".*?" + re.escape(end), re.DOTALL)
-        text = pattern.sub((start + render(data) + end).replace("\\", "\\\\"), text)
+        text = pattern.sub(f"{start}\n{render(data)}\n{end}".replace("\\", "\\\\"), text)
     doc.write_text(text)
 
 

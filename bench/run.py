@@ -65,8 +65,9 @@ def run_part(part: str, quick: bool) -> dict[str, Any]:
     return status
 
 
-def ratio(measured: float, reference: float) -> float:
-    return round(measured / reference, 3) if reference else 0.0
+def ratio(measured: float, reference: float) -> float | None:
+    """None where the reference is no rate to divide by (a count that must be 0, a baseline of its own)."""
+    return round(measured / reference, 3) if reference else None
 
 
 def figure(name: str, measured: float, unit: str, reference: float, against: str) -> dict[str, Any]:
@@ -84,7 +85,8 @@ def throughput_figures(tp: dict[str, Any], ceilings: dict[str, Any] | None) -> l
     ops = (ceilings or {}).get("ops_per_second", {})
     out = []
     for row in tp["throughput"]:
-        name = f"sustained executions/s, {row['executor']}, {row.get('layout', 'one')} process(es)"
+        layout = "agent in its own process" if row.get("layout") == "split" else "one process"
+        name = f"sustained executions/s, {row['executor']}, {layout}"
         measured = row["sustained_per_s"]
         if row["executor"] == "noop":
             out.append(figure(name, measured, "/s", TARGETS["throughput_noop_per_s"], "target 1,000/s"))
@@ -157,7 +159,13 @@ def apscheduler_figures(aps: dict[str, Any]) -> list[dict[str, Any]]:
     if not tp:
         return []
     return [
-        figure("APScheduler 3 sustained no-op executions/s", tp["sustained_per_s"], "/s", 0, "(baseline)")
+        figure(
+            "APScheduler 3 sustained no-op executions/s",
+            tp["sustained_per_s"],
+            "/s",
+            0,
+            "the in-process baseline",
+        )
     ]
 
 
@@ -235,10 +243,11 @@ def memory_figures(mem: dict[str, Any]) -> list[dict[str, Any]]:
 def print_summary(figures: list[dict[str, Any]]) -> None:
     print("\n=== summary (ratio = measured / reference)")
     for f in figures:
-        print(
-            f"{f['figure']:<58} {f['measured']:>10,} {f['unit']:<3} vs {f['reference']:>10,.1f}"
-            f" ({f['against']}): {f['ratio']}x"
-        )
+        measured = f"{f['figure']:<58} {f['measured']:>10,} {f['unit']:<3}"
+        if f["ratio"] is None:
+            print(f"{measured} ({f['against']})")
+        else:
+            print(f"{measured} vs {f['reference']:>10,.1f} ({f['against']}): {f['ratio']}x")
 
 
 def main(argv: list[str]) -> int:
@@ -258,6 +267,7 @@ def main(argv: list[str]) -> int:
     out = {
         "machine": machine(),
         "quick": args.quick,
+        "remade_from_stored_results": args.summary_only,
         "seconds": round(time.monotonic() - began),
         "parts": statuses,
         "failed": failed,
