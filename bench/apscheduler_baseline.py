@@ -10,7 +10,7 @@ executor is), offered in steps, with the executions per second achieved and the 
 
     python -m bench.apscheduler_baseline                 # 1,000 and 10,000 jobs, throughput steps
     python -m bench.apscheduler_baseline --sizes 1000    # one size
-    python -m bench.apscheduler_baseline --quick         # two throughput steps only
+    python -m bench.apscheduler_baseline --quick         # 200 uniform jobs, two throughput steps
 """
 
 from __future__ import annotations
@@ -155,16 +155,20 @@ async def main(argv: list[str]) -> dict[str, Any]:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes", type=int, nargs="*", default=None)
     parser.add_argument("--rates", type=int, nargs="*", default=None)
-    parser.add_argument("--quick", action="store_true", help="throughput only, at 250 and 1,000/s")
+    parser.add_argument("--modes", nargs="*", default=None, choices=["uniform", "per-second"])
+    parser.add_argument(
+        "--quick", action="store_true", help="200 uniform jobs; throughput at 250 and 1,000/s"
+    )
     args = parser.parse_args(argv)
-    sizes = args.sizes if args.sizes is not None else ([] if args.quick else [1_000, 10_000])
+    sizes = args.sizes if args.sizes is not None else ([200] if args.quick else [1_000, 10_000])
+    modes = args.modes or (["uniform"] if args.quick else ["uniform", "per-second"])
     rates = args.rates or ([250, 1000] if args.quick else [250, 500, 1000, 2000, 4000])
     window, warmup = (8.0, 3.0) if args.quick else (10.0, 3.0)
     RESULTS.mkdir(exist_ok=True)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for size in sizes:
-            for mode in ("uniform", "per-second"):
+            for mode in modes:
                 row = await measure(size, mode, Path(tmp))
                 print(json.dumps(row), flush=True)
                 rows.append(row)
