@@ -8,6 +8,7 @@ were applied at, so a result redelivered after a crash is never counted twice.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -17,6 +18,7 @@ import anyio
 import msgspec
 from anyio.abc import TaskGroup, TaskStatus
 from nats.aio.msg import Msg
+from nats.errors import Error as NatsError
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig
@@ -119,6 +121,11 @@ class ResultProcessor:
         in_flight = anyio.Semaphore(MAX_IN_FLIGHT)
         tails: dict[str, anyio.Event] = {}
         while True:
+            if not self.launcher.holds_lease():
+                # Deposed (a process paused past its lease) and about to be stopped: a fetch now would
+                # take the new leader's results and hold them until they are redelivered, ack_wait later.
+                await anyio.sleep(0.1)
+                continue
             try:
                 messages = await sub.fetch(FETCH_BATCH, timeout=1)
             except (NatsTimeoutError, TimeoutError):
@@ -149,6 +156,11 @@ class ResultProcessor:
             if previous is not None:
                 await previous.wait()
             await self._handle_message(msg, result)
+        except anyio.get_cancelled_exc_class():
+            # Leadership ended with this result unapplied: hand it back now, not ack_wait later.
+            with anyio.move_on_after(1, shield=True), contextlib.suppress(*TRANSIENT, NatsError):
+                await msg.nak()
+            raise
         finally:
             done.set()
             if tails.get(key) is done:
@@ -157,6 +169,9 @@ class ResultProcessor:
 
     async def _handle_message(self, msg: Msg, result: ExecutionResult | None) -> None:
         seq = msg.metadata.sequence.stream
+        if not self.launcher.holds_lease():
+            await msg.nak()  # fetched just before the lease ran out: the new leader applies it
+            return
         if msg.metadata.num_delivered > 1:
             logger.info("result %d delivered again: applying it idempotently", seq)
         wait = 0.0
