@@ -121,11 +121,6 @@ class ResultProcessor:
         in_flight = anyio.Semaphore(MAX_IN_FLIGHT)
         tails: dict[str, anyio.Event] = {}
         while True:
-            if not self.launcher.holds_lease():
-                # Deposed (a process paused past its lease) and about to be stopped: a fetch now would
-                # take the new leader's results and hold them until they are redelivered, ack_wait later.
-                await anyio.sleep(0.1)
-                continue
             try:
                 messages = await sub.fetch(FETCH_BATCH, timeout=1)
             except (NatsTimeoutError, TimeoutError):
@@ -170,7 +165,9 @@ class ResultProcessor:
     async def _handle_message(self, msg: Msg, result: ExecutionResult | None) -> None:
         seq = msg.metadata.sequence.stream
         if not self.launcher.holds_lease():
-            await msg.nak()  # fetched just before the lease ran out: the new leader applies it
+            # Deposed (a process resumed past its lease) and about to be stopped: hand the result back
+            # now, or the new leader waits ack_wait for it.
+            await msg.nak()
             return
         if msg.metadata.num_delivered > 1:
             logger.info("result %d delivered again: applying it idempotently", seq)

@@ -86,9 +86,8 @@ class Scheduler:
         self._generations = itertools.count(1)
         self._wake = anyio.Event()
         self._limiter = anyio.CapacityLimiter(settings.max_parallel)
-        self._admitted = 0
-        """Due jobs taken off the heap and not yet resolved: at most `max_parallel`, so that an overloaded
-        leader keeps its backlog in the heap (one entry per job) rather than as one waiting task per job."""
+        """Resolutions and takeover conclusions under way. A due job leaves the heap only with a token, so
+        an overloaded leader keeps its backlog in the heap (one entry per job), not as one task per job."""
 
     # -- planning ---------------------------------------------------------------------------
 
@@ -233,8 +232,12 @@ class Scheduler:
                 tg.start_soon(self._conclude, spec, cursor)
 
     async def _conclude(self, spec: JobSpec, cursor: LaunchCursor) -> None:
-        async with self._limiter:
+        borrower = object()
+        await self._limiter.acquire_on_behalf_of(borrower)
+        try:
             await self._act_on(spec, cursor, only_missing=True)
+        finally:
+            self._release(borrower)
 
     async def _dispatch_missing(self, spec: JobSpec, cursor: LaunchCursor) -> None:
         missing = []
@@ -248,19 +251,21 @@ class Scheduler:
             logger.info("re-sending the interrupted launch of %s to %s", spec.name, ", ".join(missing))
             await self.launcher.dispatch(spec, cursor.group, from_ns(cursor.slot_ns), missing)
 
+    def _room(self) -> int:
+        """Free tokens not promised to a waiting conclusion."""
+        return 0 if self._limiter.statistics().tasks_waiting else int(self._limiter.available_tokens)
+
     def _admit_due(self, resolving: TaskGroup) -> None:
         """Start resolving the earliest due jobs, as many as there is room for."""
-        for key in self._pop_due(self.settings.max_parallel - self._admitted):
-            self._admitted += 1
-            resolving.start_soon(self._resolve_admitted, key)
+        for key in self._pop_due(self._room()):
+            borrower = object()
+            self._limiter.acquire_on_behalf_of_nowait(borrower)
+            resolving.start_soon(self._resolve_guarded, key, borrower)
 
-    async def _resolve_admitted(self, key: str) -> None:
-        try:
-            await self._resolve_guarded(key)
-        finally:
-            self._admitted -= 1
-            if self._admitted == self.settings.max_parallel - 1:
-                self._wake.set()  # the loop waits for room: there is some again
+    def _release(self, borrower: object) -> None:
+        self._limiter.release_on_behalf_of(borrower)
+        if self._room() == 1:
+            self._wake.set()  # the loop may be waiting for room: there is some again
 
     def _pop_due(self, limit: int) -> list[str]:
         now_ns = to_ns(self.clock())
@@ -279,13 +284,14 @@ class Scheduler:
     async def _sleep_until_next(self, paused: bool = False) -> None:
         self._wake = anyio.Event()
         delay = 3600.0  # woken by a job change, the pause flag or room for a due job
-        if self._heap and not paused and self._admitted < self.settings.max_parallel:
+        if self._heap and not paused and self._room():
             delay = max(0.0, (self._heap[0][0] - to_ns(self.clock())) / 1e9)
         with anyio.move_on_after(delay):
             await self._wake.wait()
 
-    async def _resolve_guarded(self, key: str) -> None:
-        async with self._limiter:
+    async def _resolve_guarded(self, key: str, borrower: object) -> None:
+        """Resolve an admitted due job, holding the token it was admitted with."""
+        try:
             plan = self._plans.get(key)
             if plan is None:
                 return
@@ -299,6 +305,8 @@ class Scheduler:
                 return
             if self._plans.get(key) is plan:
                 self._push(key, plan)
+        finally:
+            self._release(borrower)
 
     async def _resolve(self, key: str, plan: _Plan) -> None:
         """Decide every due slot, record the decision in the cursor (compare-and-set), then act on it.
