@@ -33,7 +33,7 @@ from apscheduler.events import (  # type: ignore[import-untyped]
 )
 from apscheduler.schedulers.asyncio import AsyncIOScheduler  # type: ignore[import-untyped]
 
-from bench.common import RESULTS, command_line, machine, rss_mb, summary
+from bench.common import command_line, machine, rss_mb, summary, write_results
 from bench.lateness import read_ledger
 
 
@@ -164,7 +164,6 @@ async def main(argv: list[str]) -> dict[str, Any]:
     modes = args.modes or (["uniform"] if args.quick else ["uniform", "per-second"])
     rates = args.rates or ([250, 1000] if args.quick else [250, 500, 1000, 2000, 4000])
     window, warmup = (8.0, 3.0) if args.quick else (10.0, 3.0)
-    RESULTS.mkdir(exist_ok=True)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for size in sizes:
@@ -178,9 +177,7 @@ async def main(argv: list[str]) -> dict[str, Any]:
         "throughput": await throughput(rates, window, warmup),
         "command": command_line(),
     }
-    name = "apscheduler-quick.json" if args.quick else "apscheduler.json"
-    (RESULTS / name).write_text(json.dumps(out, indent=2) + "\n")
-    print(f"written to {RESULTS / name}")
+    write_results("apscheduler", args.quick, out)
     return out
 
 

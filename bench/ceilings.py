@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import platform
 import tempfile
 import time
@@ -30,10 +29,10 @@ import nats
 from nats.aio.msg import Msg
 from nats.js.api import KeyValueConfig, StorageType, StreamConfig
 
+from bench.common import write_results
 from dkron_nats.natsserver import EmbeddedNats
 from tests.harness import free_port
 
-RESULTS = Path(__file__).parent / "results"
 PAYLOAD = b"x" * 256
 """About the size of a job's cursor or state record."""
 
@@ -118,10 +117,7 @@ def main() -> None:
     result = report(asyncio.run(measure(seconds)), seconds)
     for name, value in result["ops_per_second"].items():
         print(f"{name:24} {value:>10,} ops/s")
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / ("ceilings-quick.json" if args.quick else "ceilings.json")).write_text(
-        json.dumps(result, indent=2) + "\n"
-    )
+    write_results("ceilings", args.quick, result)
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.common import command_line, exit_on_sigterm, write_results
 from tests.harness import Node, finished, wait_for
 from tests.integration.test_cluster import leaders, three_servers_two_agents
 from tests.integration.test_failover import (
@@ -33,8 +34,6 @@ from tests.integration.test_failover import (
     _leader,
     _ledger_job,
 )
-
-RESULTS = Path(__file__).parent / "results"
 
 
 def chaos(kills: int, workdir: Path, handover_rounds: int = 5) -> dict[str, Any]:
@@ -103,16 +102,11 @@ def _wait_runs(node: Node, count: int) -> None:
     wait_for(lambda: finished(node, "chaos", count), timeout=60, what=f"{count} runs")
 
 
-def _exit_on_sigterm(signum: int, frame: object) -> None:
-    raise SystemExit(128 + signum)
-
-
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--kills", type=int, default=20)
     parser.add_argument("--quick", action="store_true", help="3 kills and 2 graceful hand-overs")
     args = parser.parse_args(argv)
-    RESULTS.mkdir(exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix="chaos-"))
     try:
         kills, rounds = (3, 2) if args.quick else (args.kills, 5)
@@ -121,13 +115,11 @@ def main(argv: list[str]) -> None:
         print(f"chaos run failed; logs and stores kept in {workdir}", file=sys.stderr)
         raise
     shutil.rmtree(workdir)
-    result["command"] = "python -m bench.chaos " + " ".join(argv)
+    result["command"] = command_line()
     print(json.dumps(result, indent=2))
-    (RESULTS / ("chaos-quick.json" if args.quick else "chaos.json")).write_text(
-        json.dumps(result, indent=2) + "\n"
-    )
+    write_results("chaos", args.quick, result)
 
 
 if __name__ == "__main__":
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    signal.signal(signal.SIGTERM, exit_on_sigterm)
     main(sys.argv[1:])

@@ -60,10 +60,19 @@ def command_line() -> str:
     return " ".join([f"python -m bench.{Path(sys.argv[0]).stem}", *sys.argv[1:]])
 
 
-def write_results(stem: str, quick: bool, out: dict[str, Any]) -> Path:
+def results_path(stem: str, quick: bool) -> Path:
     """bench/results/<stem>.json (<stem>-quick.json for a quick run, so it never replaces the full run's)."""
+    return RESULTS / f"{stem}{'-quick' if quick else ''}.json"
+
+
+def read_results(stem: str, quick: bool) -> dict[str, Any] | None:
+    path = results_path(stem, quick)
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def write_results(stem: str, quick: bool, out: dict[str, Any]) -> Path:
     RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / f"{stem}{'-quick' if quick else ''}.json"
+    path = results_path(stem, quick)
     path.write_text(json.dumps(out, indent=2) + "\n")
     print(f"written to {path}")
     return path
@@ -71,9 +80,9 @@ def write_results(stem: str, quick: bool, out: dict[str, Any]) -> Path:
 
 def run_main(main: Callable[[list[str]], Coroutine[Any, Any, Any]]) -> None:
     """Run a benchmark's async main with the command line's arguments."""
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    signal.signal(signal.SIGTERM, exit_on_sigterm)
     asyncio.run(main(sys.argv[1:]))
 
 
-def _exit_on_sigterm(signum: int, frame: object) -> None:
+def exit_on_sigterm(signum: int, frame: object) -> None:
     raise SystemExit(128 + signum)  # unwinds through `finally`, so every node a benchmark started is stopped

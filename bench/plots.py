@@ -5,7 +5,6 @@ python -m bench.plots        # writes docs/benchmarks/*.png
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -15,18 +14,21 @@ matplotlib.use("Agg")  # files only, no display
 
 import matplotlib.pyplot as plt
 
-from bench.common import RESULTS
+from bench.common import read_results
 
 OUT = Path("docs/benchmarks")
 
 
 def load(name: str) -> dict[str, Any] | None:
-    path = RESULTS / f"{name}.json"
-    return json.loads(path.read_text()) if path.exists() else None
+    return read_results(name, quick=False)  # the plots are of the full run
 
 
 def throughput_vs_ceilings(out: Path) -> Path | None:
-    tp, ceilings, aps = load("throughput"), load("ceilings"), load("apscheduler")
+    tp, ceilings, aps = (
+        load("throughput"),
+        load("ceilings"),
+        load("apscheduler"),
+    )
     if tp is None or ceilings is None:
         return None
     bars = [

@@ -7,18 +7,12 @@ python -m bench.report --quick    # the quick run's
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import sys
 from pathlib import Path
 from typing import Any
 
-from bench.common import RESULTS
-
-
-def load(name: str, quick: bool) -> dict[str, Any] | None:
-    path = RESULTS / f"{name}{'-quick' if quick else ''}.json"
-    return json.loads(path.read_text()) if path.exists() else None
+from bench.common import read_results
 
 
 def table(header: list[str], rows: list[list[Any]]) -> str:
@@ -229,7 +223,7 @@ def fill(doc: Path, quick: bool) -> None:
     """Replace every `<!-- bench:NAME -->...<!-- /bench:NAME -->` block of `doc` with NAME's table."""
     text = doc.read_text()
     for name, render in SECTIONS.items():
-        data = load(name, quick)
+        data = read_results(name, quick)
         if data is None:
             continue
         start, end = f"<!-- bench:{name} -->", f"<!-- /bench:{name} -->"
@@ -247,7 +241,7 @@ def main(argv: list[str]) -> None:
         fill(args.fill, args.quick)
         return
     for name, render in SECTIONS.items():
-        data = load(name, args.quick)
+        data = read_results(name, args.quick)
         if data is not None:
             print(f"### {name}\n\n{render(data)}\n")
 

@@ -16,7 +16,6 @@ summary[-quick].json; plots: docs/benchmarks/*.png (full run only).
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 import time
@@ -24,7 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench.common import RESULTS, machine
+from bench.common import machine, read_results, write_results
 
 PARTS: dict[str, tuple[str, list[str], list[str]]] = {
     # part: (module, full-run arguments, quick arguments); each writes <file>[-quick].json
@@ -50,8 +49,7 @@ TARGETS = {
 
 
 def results(part: str, quick: bool) -> dict[str, Any] | None:
-    path = RESULTS / f"{FILES.get(part, part)}{'-quick' if quick else ''}.json"
-    return json.loads(path.read_text()) if path.exists() else None
+    return read_results(FILES.get(part, part), quick)
 
 
 def run_part(part: str, quick: bool) -> dict[str, Any]:
@@ -278,9 +276,7 @@ def main(argv: list[str]) -> int:
         "failed": failed,
         "figures": figures,
     }
-    (RESULTS / ("summary-quick.json" if args.quick else "summary.json")).write_text(
-        json.dumps(out, indent=2) + "\n"
-    )
+    write_results("summary", args.quick, out)
     if not args.quick:
         from bench.plots import plot_all  # matplotlib only for the full run's documentation
 

@@ -33,7 +33,7 @@ import httpx
 import nats
 from nats.aio.msg import Msg
 
-from bench.common import RESULTS, command_line, machine, rss_mb, summary
+from bench.common import command_line, machine, rss_mb, summary, write_results
 from tests.harness import Node, wait_for
 
 EXECUTORS = {  # the trivial in-process executor; /bin/true through the shell executor
@@ -225,10 +225,7 @@ async def main(argv: list[str]) -> dict[str, Any]:
             executor, layout = config.split(":")
             results.append(await measure(executor, args.rates, args.window, args.warmup, Path(tmp), layout))
     out = {"machine": machine(), "throughput": results, "command": command_line()}
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / ("throughput-quick.json" if args.quick else "throughput.json")).write_text(
-        json.dumps(out, indent=2) + "\n"
-    )
+    write_results("throughput", args.quick, out)
     return out
 
 
