@@ -16,7 +16,9 @@ Config keys (all strings):
     A comma list of status codes that count as success (exact membership).  Without it any status
     below 400 succeeds; Dkron counts every status, 500 included, as a success.
 ``expectBody``
-    A Python regular expression searched in the response body (in its first ``expect_body_limit`` bytes).
+    A regular expression (Python's syntax, run by the ``regex`` package) searched in the response body (in
+    its first ``expect_body_limit`` bytes), off the event loop; a search that takes longer than 1 s fails
+    the run ("simplify the pattern") instead of stalling the agent.
 ``debug``
     Non-empty: the output starts with the request sent and the response status.  Values of
     ``Authorization``, ``Proxy-Authorization``, ``Cookie`` and of any header or query parameter whose
@@ -28,6 +30,12 @@ Config keys (all strings):
     A client certificate (and its key, unless the certificate file holds both) for mutual TLS.
 ``tlsRootCAsFile``
     The CA bundle the server certificate is verified against (instead of the default trust store).
+
+Where a request may go is the node's egress policy (``--http-allow``/``--http-deny``, see
+dkron_nats/egress.py): every address the host resolves to, at every redirect, is checked where the
+connection is opened; a refused one fails the run naming the address and the flag that allows it.
+Proxies from the environment (HTTP_PROXY, HTTPS_PROXY) are not used: the address a proxy connects to could
+not be checked.
 
 The output is the response body, streamed to the sink as it arrives.  Every request carries
 ``Idempotency-Key: <job>:<execution id without "=<attempt>">`` (the same for every attempt of one launch
@@ -52,10 +60,13 @@ from urllib.parse import unquote
 import anyio
 import anyio.to_thread
 import httpx
+import regex
 
 from dkron_nats.agent.executor import ConfigError, ExecutionContext, ExecutorResult, OutputSink
 from dkron_nats.agent.shell import format_go_duration
+from dkron_nats.config import Settings
 from dkron_nats.durations import parse_go_duration
+from dkron_nats.egress import EgressDenied, EgressPolicy, guarded_transport
 from dkron_nats.version import VERSION
 
 __all__ = ["HttpExecutor"]
@@ -67,6 +78,8 @@ DEFAULT_TIMEOUT = timedelta(seconds=30)
 CLIENT_CACHE_SIZE = 32
 EXPECT_BODY_LIMIT = 1024 * 1024
 """Bytes of the body kept for the expectBody search: the body itself is streamed, never held whole."""
+EXPECT_BODY_TIMEOUT = 1.0
+"""Seconds the expectBody search may take: a pattern that backtracks without end fails the run instead."""
 KEEPALIVE_EXPIRY = 90.0
 """Seconds an idle connection is kept for the next run (Go's default transport keeps them 90 s)."""
 
@@ -115,7 +128,7 @@ class _Spec:
     headers: list[tuple[str, str]]
     timeout: timedelta | None
     expect_codes: frozenset[int] | None
-    expect_body: re.Pattern[str] | None
+    expect_body: regex.Pattern[str] | None
     debug: bool
     tls: _Tls = field(default_factory=_Tls)
 
@@ -208,12 +221,12 @@ def _parse_expect_code(value: str) -> frozenset[int] | None:
     return frozenset(codes) or None
 
 
-def _parse_expect_body(value: str) -> re.Pattern[str] | None:
+def _parse_expect_body(value: str) -> regex.Pattern[str] | None:
     if not value:
         return None
     try:
-        return re.compile(value)
-    except re.error as exc:
+        return regex.compile(value)
+    except regex.error as exc:
         raise ConfigError(
             f'http: invalid expectBody "{value}": not a valid regular expression ({exc})'
         ) from None
@@ -340,16 +353,17 @@ def _ssl_context(tls: _Tls) -> ssl.SSLContext:
     return ctx
 
 
-async def _new_client(tls: _Tls) -> httpx.AsyncClient:
+async def _new_client(tls: _Tls, egress: EgressPolicy) -> httpx.AsyncClient:
     # Loading CA bundles reads files and parses certificates: kept off the event loop.
     ctx = await anyio.to_thread.run_sync(_ssl_context, tls)
+    limits = httpx.Limits(keepalive_expiry=KEEPALIVE_EXPIRY)
     return httpx.AsyncClient(
-        verify=ctx,
+        # Every connection, redirects included, is checked against the egress policy where it is opened.
+        transport=guarded_transport(egress, ctx, limits),
         # No per-phase limits: the executor bounds the whole exchange (body included) with `timeout`.
         timeout=httpx.Timeout(None),
         follow_redirects=True,  # as Go's http.Client does
         max_redirects=10,
-        limits=httpx.Limits(keepalive_expiry=KEEPALIVE_EXPIRY),
     )
 
 
@@ -363,8 +377,9 @@ class _Lease:
 class _ClientPool:
     """An LRU of clients; an evicted client is closed as soon as no run uses it any more."""
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, egress: EgressPolicy) -> None:
         self.size = size
+        self.egress = egress
         self._cached: OrderedDict[_ClientKey, _Lease] = OrderedDict()
         self._evicted_in_use: set[_Lease] = set()
         self._lock = anyio.Lock()
@@ -385,7 +400,7 @@ class _ClientPool:
         async with self._lock:
             lease = self._cached.get(key)
             if lease is None:
-                lease = _Lease(await _new_client(key.tls))
+                lease = _Lease(await _new_client(key.tls, self.egress))
                 self._cached[key] = lease
                 await self._evict_beyond_size()
             self._cached.move_to_end(key)
@@ -427,10 +442,25 @@ def _status_failure(spec: _Spec, response: httpx.Response) -> str | None:
     return f"http: server answered {reason} (set expectCode to accept other statuses)"
 
 
-def _body_failure(spec: _Spec, head: bytearray, total: int) -> str | None:
-    if spec.expect_body is None or spec.expect_body.search(head.decode("utf-8", errors="replace")):
+def _search(pattern: regex.Pattern[str], text: str, timeout: float) -> bool:
+    # concurrent: the search lets go of the GIL, so the event loop runs on while it backtracks.
+    return pattern.search(text, timeout=timeout, concurrent=True) is not None
+
+
+async def _body_failure(spec: _Spec, head: bytearray, total: int, time_limit: float) -> str | None:
+    pattern = spec.expect_body
+    if pattern is None:
         return None
-    reason = f'http: body does not match expectBody "{spec.expect_body.pattern}"'
+    text = head.decode("utf-8", errors="replace")
+    try:
+        if await anyio.to_thread.run_sync(_search, pattern, text, time_limit):
+            return None
+    except TimeoutError:
+        return (
+            f'http: expectBody "{pattern.pattern}" took longer than {time_limit:g}s on the response body: '
+            "simplify the pattern (nested repetitions such as (a+)+ or (a|aa)+ backtrack without end)"
+        )
+    reason = f'http: body does not match expectBody "{pattern.pattern}"'
     if total > len(head):
         reason += f" (only the first {len(head)} of {total} bytes were searched)"
     return reason
@@ -482,10 +512,20 @@ class HttpExecutor:
     name = "http"
 
     def __init__(
-        self, *, client_cache_size: int = CLIENT_CACHE_SIZE, expect_body_limit: int = EXPECT_BODY_LIMIT
+        self,
+        *,
+        client_cache_size: int = CLIENT_CACHE_SIZE,
+        expect_body_limit: int = EXPECT_BODY_LIMIT,
+        expect_body_timeout: float = EXPECT_BODY_TIMEOUT,
+        egress: EgressPolicy | None = None,
     ) -> None:
         self.expect_body_limit = expect_body_limit
-        self._clients = _ClientPool(client_cache_size)
+        self.expect_body_timeout = expect_body_timeout
+        self._clients = _ClientPool(client_cache_size, egress or EgressPolicy())
+
+    def configure(self, settings: Settings) -> None:
+        """Take the node's egress policy (--http-allow/--http-deny); called once, before the first run."""
+        self._clients = _ClientPool(self._clients.size, EgressPolicy.from_settings(settings))
 
     def validate(self, config: Mapping[str, str]) -> None:
         _parse(config)
@@ -522,6 +562,8 @@ class HttpExecutor:
     ) -> ExecutorResult:
         try:
             response = await client.send(request, stream=True, auth=_auth_for(request))
+        except EgressDenied as exc:
+            return ExecutorResult(False, f"http: {exc}")
         except (httpx.HTTPError, OSError) as exc:
             return ExecutorResult(False, _transport_failure(exc, request.url))
         try:
@@ -534,7 +576,9 @@ class HttpExecutor:
             # Shielded: a cancelled run must still give its connection back (or close it), never leak it.
             with anyio.CancelScope(shield=True):
                 await response.aclose()
-        failure = _status_failure(spec, response) or _body_failure(spec, head, total)
+        failure = _status_failure(spec, response) or await _body_failure(
+            spec, head, total, self.expect_body_timeout
+        )
         return ExecutorResult(failure is None, failure or "")
 
     async def _stream_body(

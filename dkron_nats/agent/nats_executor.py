@@ -3,7 +3,9 @@
 Config keys (all strings), a superset of Dkron's ``nats`` executor:
 
 ``subject``
-    Where to publish (required): a valid NATS subject without wildcards (``*``, ``>``).
+    Where to publish (required): a valid NATS subject without wildcards (``*``, ``>``).  Subjects of NATS
+    itself and of dkron-nats are refused: those starting with ``$`` (``$KV.``, ``$JS.``, ``$SYS.``, ...),
+    ``_INBOX`` (someone else's replies) or ``dkron.``.
 ``message``
     The payload (UTF-8), empty by default.
 ``headers``
@@ -14,13 +16,14 @@ Config keys (all strings), a superset of Dkron's ``nats`` executor:
     within ``timeout``, or no responders on the subject, fails the run.
 ``timeout``
     A Go duration (``"1.5s"``) or whole seconds (``"10"``), default 5s: how long the reply (request), the
-    server's confirmation (publish) and connecting to ``url`` may take.
+    server's confirmation (publish) and connecting may take.
 ``url``
-    A comma-separated list of NATS server URLs.  Without it the message goes through the node's own
-    connection, to the cluster the node is in; with it a connection is opened for this run only, and
-    closed afterwards whatever happens.
-``userName``, ``password``
-    Credentials for ``url``.
+    A comma-separated list of NATS server URLs; without it, the agent's ``--nats-executor-url``, and
+    without that the run fails.  A connection is opened for each run, with the job's own credentials (or
+    none), and closed afterwards whatever happens: the node's own connection, and so its permissions on
+    the cluster's buckets and subjects, is never lent to a job.
+``userName``, ``password``, ``token``
+    Credentials for that NATS (a URL may also carry ``user:password@``).
 ``debug``
     Any non-empty value (as in Dkron) writes the config (password masked) and the headers to the output.
 
@@ -44,6 +47,7 @@ import nats.errors
 from nats.aio.client import Client
 
 from dkron_nats.agent.executor import ConfigError, ExecutionContext, ExecutorResult, OutputSink
+from dkron_nats.config import Settings
 from dkron_nats.durations import parse_go_duration
 
 __all__ = ["NatsExecutor", "msg_id_of"]
@@ -62,6 +66,8 @@ RESERVED_HEADERS = ("Dkron-Job", "Dkron-Execution-Id", "Nats-Msg-Id")
 _HEADER_NAME = re.compile(r"^[!-9;-~]+$")
 """Printable ASCII without spaces or colons, as the NATS header block requires."""
 _URL_SCHEMES = ("nats", "tls", "ws", "wss")
+RESERVED_SUBJECTS = ("$", "_INBOX", "dkron.")
+"""Prefixes of NATS's own subjects (JetStream, KV, system account), of reply inboxes and of dkron-nats's."""
 _CREDENTIALS_IN_URL = re.compile(r"//[^/@]*@")
 
 
@@ -77,6 +83,7 @@ class _Spec:
     servers: list[str]
     user: str
     password: str
+    token: str
     debug: bool
 
 
@@ -96,8 +103,13 @@ def _parse_subject(value: str) -> str:
         problem = "it has an empty token (a leading, trailing or doubled dot)"
     elif any(token in ("*", ">") for token in tokens):
         problem = "wildcards (* and >) can be subscribed to, not published on"
+    elif value.startswith(RESERVED_SUBJECTS):
+        problem = (
+            "subjects starting with $, _INBOX or dkron. belong to NATS and dkron-nats themselves "
+            "(JetStream, KV buckets, replies, the scheduler); publish on a subject of your own"
+        )
     if problem:
-        raise ConfigError(f'nats: invalid "subject" "{value}": {problem}')
+        raise ConfigError(f'nats: invalid "subject" "{value}": {problem}', key="subject")
     return value
 
 
@@ -178,13 +190,10 @@ def _parse_servers(value: str) -> list[str]:
     return servers
 
 
-def _parse(config: Mapping[str, str]) -> _Spec:
-    servers = _parse_servers(config.get("url", "") or "")
+def _parse(config: Mapping[str, str], default_url: str = "") -> _Spec:
+    """The config; without `url` the agent's `--nats-executor-url` (none: `servers` is empty)."""
+    servers = _parse_servers(config.get("url", "") or default_url)
     user, password = config.get("userName", "") or "", config.get("password", "") or ""
-    if (user or password) and not servers:
-        raise ConfigError(
-            'nats: "userName" and "password" need "url": the node\'s own connection has its own credentials'
-        )
     return _Spec(
         subject=_parse_subject(config.get("subject", "") or ""),
         message=(config.get("message", "") or "").encode(),
@@ -194,6 +203,7 @@ def _parse(config: Mapping[str, str]) -> _Spec:
         servers=servers,
         user=user,
         password=password,
+        token=config.get("token", "") or "",
         debug=bool(config.get("debug", "")),
     )
 
@@ -221,7 +231,7 @@ def _redact(url: str) -> str:
 
 
 def _where(spec: _Spec) -> str:
-    return ", ".join(_redact(server) for server in spec.servers) if spec.servers else "the node's NATS"
+    return ", ".join(_redact(server) for server in spec.servers)
 
 
 def _seconds(value: float) -> str:
@@ -236,6 +246,7 @@ def _debug_text(spec: _Spec, headers: Mapping[str, str]) -> bytes:
         "url": _where(spec),
         "userName": spec.user,
         "password": "***" if spec.password else "",
+        "token": "***" if spec.token else "",
         "message_bytes": len(spec.message),
     }
     return f"nats: config {json.dumps(shown)}\nnats: headers {json.dumps(dict(headers))}\n".encode()
@@ -312,6 +323,7 @@ async def _connect(nc: Client, spec: _Spec) -> ExecutorResult | None:
                 servers=spec.servers,
                 user=spec.user or None,
                 password=spec.password or None,
+                token=spec.token or None,
                 name="dkron-nats nats executor",
                 error_cb=last.record,  # nats-py wants a coroutine function
                 allow_reconnect=False,
@@ -323,7 +335,9 @@ async def _connect(nc: Client, spec: _Spec) -> ExecutorResult | None:
         return ExecutorResult(False, f"nats: no connection to {_where(spec)} within {_seconds(spec.timeout)}")
     except (nats.errors.Error, OSError) as exc:
         reason = last.error if isinstance(exc, nats.errors.NoServersError) and last.error else exc
-        hint = ': check "userName" and "password"' if "authorization" in str(reason).lower() else ""
+        hint = (
+            ': check "userName" and "password" (or "token")' if "authorization" in str(reason).lower() else ""
+        )
         return ExecutorResult(False, f"nats: cannot connect to {_where(spec)}: {reason}{hint}")
     return None
 
@@ -350,24 +364,35 @@ async def _send_on_own_connection(spec: _Spec, headers: dict[str, str], output: 
 
 
 class NatsExecutor:
-    """Publishes (or requests) on a NATS subject, through the node's connection or one given by `url`."""
+    """Publishes (or requests) on a NATS subject, on its own connection to the job's (or agent's) NATS."""
 
     name = "nats"
 
+    def __init__(self, default_url: str = "") -> None:
+        self.default_url = default_url
+
+    def configure(self, settings: Settings) -> None:
+        """Take the agent's `--nats-executor-url` (called once, before the first run)."""
+        self.default_url = settings.nats_executor_url
+
     def validate(self, config: Mapping[str, str]) -> None:
-        _parse(config)
+        _parse(config)  # a job without url is accepted: the agents may have --nats-executor-url
 
     async def execute(
         self, config: Mapping[str, str], ctx: ExecutionContext, output: OutputSink
     ) -> ExecutorResult:
-        spec = _parse(config)
+        try:
+            spec = _parse(config, self.default_url)
+        except ConfigError as exc:
+            return ExecutorResult(False, str(exc))
+        if not spec.servers:
+            return ExecutorResult(
+                False,
+                f"nats: no NATS to publish to on node {ctx.node_name}: set executor_config.url (and its "
+                "userName/password or token), or start the agent with --nats-executor-url; the node's own "
+                "connection is never used for jobs",
+            )
         headers = _message_headers(spec, ctx)
         if spec.debug:
             await output.write(_debug_text(spec, headers))
-        if spec.servers:
-            return await _send_on_own_connection(spec, headers, output)
-        if ctx.nc is None:
-            return ExecutorResult(
-                False, 'nats: this agent has no NATS connection of its own: set "url" in executor_config'
-            )
-        return await _send(ctx.nc, spec, headers, output)
+        return await _send_on_own_connection(spec, headers, output)

@@ -13,6 +13,7 @@ from typing import Generic, Protocol, TypeVar
 
 from dkron_nats.agent.executor import Executor
 from dkron_nats.agent.processor import Processor
+from dkron_nats.config import Settings
 
 logger = logging.getLogger(__name__)
 EXECUTORS = "dkron_nats.executors"
@@ -54,6 +55,13 @@ class PluginRegistry(Generic[P]):
         plugin = self._plugins.get(name)
         if plugin is not None:
             plugin.validate(config)
+
+    def configure(self, settings: Settings) -> None:
+        """Hand the node's settings to plugins that take some (a `configure` method), before the first run."""
+        for plugin in self._plugins.values():
+            configure = getattr(plugin, "configure", None)
+            if configure is not None:
+                configure(settings)
 
     async def aclose(self) -> None:
         """Let plugins that hold resources (connection pools) release them; one failing does not stop it."""

@@ -12,7 +12,11 @@ these differences, all on purpose:
   delays result processing, dependent jobs or history (a full queue drops the notification, logged);
 * a failed send is retried (3 attempts, 1 s then 2 s apart), then dropped with an error in the log;
 * secrets of the job's executor and processor configs (see secrets.py) are cut out of every payload, so an
-  output that echoes a password does not mail it.
+  output that echoes a password does not mail it;
+* webhooks go only where the node's egress policy allows (`--http-allow`/`--http-deny`, egress.py), checked
+  on every address and every redirect; a refused one is logged and not retried;
+* with `--mail-username`/`--mail-password`, mail is sent only after STARTTLS: a server that does not offer
+  it gets no credentials (and no mail), unless `--smtp-insecure` says to send them in clear text.
 
 Only the leader notifies: `run` belongs to the leader session's task group, and nothing is queued while it
 is not running.
@@ -38,10 +42,11 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from opentelemetry.context import Context, get_current
 
 from dkron_nats.config import Settings, parse_header
+from dkron_nats.egress import EgressDenied, EgressPolicy, guarded_transport
 from dkron_nats.kv.executions import ExecutionStore, execution_id, lane_of
 from dkron_nats.leader.templates import Report, problem, render
 from dkron_nats.models import Execution, JobSpec
-from dkron_nats.secrets import redact, secret_values
+from dkron_nats.secrets import job_secrets, redact
 from dkron_nats.timefmt import utcnow
 from dkron_nats.tracing import tracer
 
@@ -73,6 +78,12 @@ class Mail:
     sender: str = ""
     payload: str = ""
     subject_prefix: str = "[Dkron]"
+    insecure: bool = False
+    """Send the credentials even without STARTTLS (`--smtp-insecure`)."""
+
+
+class NotificationRefused(Exception):
+    """Sending would break a rule (credentials in clear text): not retried, logged with the way out."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +92,8 @@ class NotifySettings:
     mail: Mail | None = None
     webhook: Webhook | None = None
     pre_webhook: Webhook | None = None
+    egress: EgressPolicy = field(default_factory=EgressPolicy)
+    """Where webhooks may connect (`--http-allow`/`--http-deny`)."""
 
     @classmethod
     def from_settings(cls, s: Settings) -> NotifySettings:
@@ -95,6 +108,7 @@ class NotifySettings:
                 s.mail_from,
                 s.mail_payload,
                 s.mail_subject_prefix,
+                s.smtp_insecure,
             )
         elif s.mail_host or s.mail_port:
             logger.warning("notification mail is off: set both --mail-host and --mail-port")
@@ -102,7 +116,7 @@ class NotifySettings:
         pre_webhook = _webhook(
             "pre-webhook", s.pre_webhook_endpoint, s.pre_webhook_payload, s.pre_webhook_headers
         )
-        settings = cls(s.node_name, mail, webhook, pre_webhook)
+        settings = cls(s.node_name, mail, webhook, pre_webhook, EgressPolicy.from_settings(s))
         settings.warn_about_templates()
         return settings
 
@@ -168,8 +182,11 @@ class Notifier:
         send, receive = anyio.create_memory_object_stream[_Item](QUEUE_SIZE)
         self._announced.clear()
         self._outcomes.clear()  # a new leadership: launches may have ended meanwhile on another leader
-        # Redirects are followed, as Go's HTTP client (Dkron's) follows them.
-        client = httpx.AsyncClient(timeout=SEND_TIMEOUT, follow_redirects=True)
+        # Redirects are followed, as Go's HTTP client (Dkron's) follows them; each hop's connection is
+        # checked against the egress policy.
+        client = httpx.AsyncClient(
+            transport=guarded_transport(self.settings.egress), timeout=SEND_TIMEOUT, follow_redirects=True
+        )
         self._client, self._queue = client, send
         try:
             with receive:
@@ -206,7 +223,7 @@ class Notifier:
         # The launch's first execution stands for all of it, naming every target node.
         first = msgspec.structs.replace(launch[0], node_name=",".join(targets))
         report = Report(first, launch, self.settings.reporting_node, False, "running")
-        self._submit(_LaunchStarted(report, _job_secrets(job)))
+        self._submit(_LaunchStarted(report, job_secrets(job)))
 
     def launch_ended(
         self, job: JobSpec, execution: Execution, others: Sequence[Execution], status: str
@@ -258,7 +275,7 @@ class Notifier:
         if not await self._wanted(item):
             return
         mail, webhook, job = self.settings.mail, self.settings.webhook, item.job
-        secrets = _job_secrets(job)
+        secrets = job_secrets(job)
         async with anyio.create_task_group() as tg:  # a mail server being retried does not hold the webhook
             if mail is not None and job.owner_email:
                 tg.start_soon(self._mail, mail, job.owner_email, item.report, secrets)
@@ -319,6 +336,9 @@ class Notifier:
             try:
                 await send()
                 return
+            except (EgressDenied, NotificationRefused) as exc:  # the same refusal on every attempt
+                logger.error("%s refused: %s", what, exc)
+                return
             except Exception as exc:  # noqa: BLE001 - any failure of one send is retried, then dropped
                 why = str(exc) or type(exc).__name__
                 if attempt == attempts:
@@ -339,10 +359,6 @@ def _seen(remembered: OrderedDict[tuple[str, int], None], key: tuple[str, int]) 
     while len(remembered) > REMEMBERED:
         remembered.popitem(last=False)
     return False
-
-
-def _job_secrets(job: JobSpec) -> frozenset[str]:
-    return secret_values(job.executor_config, job.processors)
 
 
 def _rendered(template: str, report: Report, secrets: frozenset[str]) -> str:
@@ -381,13 +397,23 @@ def _message(mail: Mail, to: str, report: Report, secrets: frozenset[str] = froz
 
 
 def _send_mail(mail: Mail, message: EmailMessage) -> None:
-    """Blocking SMTP delivery (run in a worker thread): STARTTLS if offered, PLAIN auth if configured."""
+    """Blocking SMTP delivery (run in a worker thread): STARTTLS if offered, PLAIN auth if configured.
+
+    Credentials never go in clear text unless `--smtp-insecure`: a server (or a man in the middle) that
+    does not offer STARTTLS gets neither them nor the mail.
+    """
     recipients = [address for _, address in getaddresses([str(message["To"])]) if address]
     with smtplib.SMTP(mail.host, mail.port, local_hostname="localhost", timeout=SEND_TIMEOUT) as smtp:
         smtp.ehlo()
         if smtp.has_extn("starttls"):
             smtp.starttls(context=ssl.create_default_context())
             smtp.ehlo()
+        elif mail.username and mail.password and not mail.insecure:
+            raise NotificationRefused(
+                f"{mail.host}:{mail.port} does not offer STARTTLS, so --mail-username/--mail-password "
+                "would go in clear text: use a mail server that offers STARTTLS, or set --smtp-insecure "
+                "to send them anyway"
+            )
         if mail.username and mail.password:
             smtp.user, smtp.password = mail.username, mail.password
             smtp.auth("PLAIN", smtp.auth_plain)

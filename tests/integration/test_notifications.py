@@ -28,7 +28,7 @@ from typing import Any
 import pytest
 import trustme
 from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import AuthResult
+from aiosmtpd.smtp import SMTP, AuthResult
 
 from tests.harness import DKRON_NATS, Node, executions, finished, free_port, job, running, wait_for
 
@@ -556,3 +556,142 @@ def test_bad_notification_settings_are_refused_naming_the_flag(args: list[str], 
     result = _print_config(*args)
     assert result.returncode == 2
     assert message in result.stderr
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Credentials only over TLS; webhooks only where the egress policy allows
+
+
+class _RecordingSmtp(SMTP):
+    """aiosmtpd's server, noting the commands that matter here as they arrive."""
+
+    commands: list[str]
+
+    async def smtp_EHLO(self, hostname: str) -> None:
+        self.commands.append(f"EHLO {hostname}")
+        await super().smtp_EHLO(hostname)
+
+    async def smtp_AUTH(self, arg: str) -> None:
+        self.commands.append(f"AUTH {arg}")
+        await super().smtp_AUTH(arg)
+
+
+class _RecordingController(Controller):
+    def __init__(self, handler: Inbox, commands: list[str], **kwargs: Any) -> None:
+        self.commands = commands
+        super().__init__(handler, **kwargs)
+
+    def factory(self) -> SMTP:
+        server = _RecordingSmtp(self.handler, **self.SMTP_kwargs)
+        server.commands = self.commands
+        return server
+
+
+@dataclass
+class PlainInbox:
+    inbox: Inbox
+    commands: list[str]
+    logins: list[tuple[str, bytes, bytes]]
+
+
+@pytest.fixture
+def plain_inbox() -> Iterator[PlainInbox]:
+    """An SMTP server without STARTTLS that would take AUTH PLAIN in clear text (as a downgrading MITM)."""
+    commands: list[str] = []
+    logins: list[tuple[str, bytes, bytes]] = []
+
+    def authenticate(server: Any, session: Any, envelope: Any, mechanism: str, auth: Any) -> AuthResult:
+        logins.append((mechanism, auth.login, auth.password))
+        return AuthResult(success=True)
+
+    handler = Inbox()
+    controller = _RecordingController(
+        handler,
+        commands,
+        hostname="127.0.0.1",
+        port=handler.port,
+        auth_require_tls=False,
+        authenticator=authenticate,
+    )
+    controller.start()
+    try:
+        yield PlainInbox(handler, commands, logins)
+    finally:
+        controller.stop()
+
+
+MAIL_CREDENTIALS = ["--mail-username", "mailer", "--mail-password", "s3cret"]
+
+
+def test_credentials_are_not_sent_to_a_server_without_starttls(
+    tmp_path: Path, plain_inbox: PlainInbox
+) -> None:
+    node = Node(tmp_path / "data", extra=_mail_flags(plain_inbox.inbox) + MAIL_CREDENTIALS)
+    name = unique("no-starttls")
+    with running(node):
+        create(node, shell_job(name, "echo report"))
+        run(node, name)
+        refusal = (
+            "does not offer STARTTLS, so --mail-username/--mail-password would go in clear text: use a "
+            "mail server that offers STARTTLS, or set --smtp-insecure to send them anyway"
+        )
+        wait_for(lambda: refusal in node.logs(), timeout=20, what="the refusal in the log")
+    assert any(command.startswith("EHLO") for command in plain_inbox.commands)
+    assert not [command for command in plain_inbox.commands if command.startswith("AUTH")]
+    assert plain_inbox.logins == []
+    assert plain_inbox.inbox.about(name) == []
+    log = node.logs()
+    assert f"mail to {OWNER} via 127.0.0.1:{plain_inbox.inbox.port} for {name}" in log
+    assert "s3cret" not in log
+    assert "retrying" not in log  # a refusal is the same on every attempt: it is not retried
+
+
+def test_smtp_insecure_sends_credentials_without_starttls(tmp_path: Path, plain_inbox: PlainInbox) -> None:
+    node = Node(
+        tmp_path / "data", extra=[*_mail_flags(plain_inbox.inbox), *MAIL_CREDENTIALS, "--smtp-insecure"]
+    )
+    name = unique("insecure-mail")
+    with running(node):
+        create(node, shell_job(name, "echo report"))
+        run(node, name)
+        [mail] = mails(plain_inbox.inbox, name, 1)
+    assert mail.body == f"Job {name} on n1 succeeded\nreport\n"
+    assert plain_inbox.logins == [("PLAIN", b"mailer", b"s3cret")]
+    assert [command.split()[:2] for command in plain_inbox.commands if command.startswith("AUTH")] == [
+        ["AUTH", "PLAIN"]
+    ]
+
+
+def test_webhooks_go_only_where_the_egress_policy_allows(tmp_path: Path, receiver: Receiver) -> None:
+    """--http-deny 127.0.0.0/8 with --http-allow 127.0.0.1/32: the webhook to 127.0.0.1 is delivered, the
+    pre-webhook to 127.0.0.2 (the same receiver's port) is refused before any connection, not retried."""
+    port = receiver.server.server_address[1]
+    flags = [
+        "--http-deny",
+        "127.0.0.0/8",
+        "--http-allow",
+        "127.0.0.1/32",
+        "--webhook-endpoint",
+        receiver.url("/egress-post"),
+        "--webhook-payload",
+        '{"job": "{{.JobName}}", "group": {{.ExecutionGroup}}}',
+        "--pre-webhook-endpoint",
+        f"http://127.0.0.2:{port}/egress-pre",
+        "--pre-webhook-payload",
+        '{"job": "{{.JobName}}"}',
+    ]
+    node = Node(tmp_path / "data", extra=flags)
+    name = unique("egress")
+    with running(node):
+        create(node, shell_job(name, "true"))
+        run(node, name)
+        posts(receiver, name, 1, path="/egress-post")
+        refusal = f"pre-webhook to http://127.0.0.2:{port}/egress-pre for {name} (launch "
+        wait_for(lambda: refusal in node.logs(), timeout=20, what="the pre-webhook refusal in the log")
+        log = node.logs()
+    assert (
+        "refused: refused to connect to 127.0.0.2: it is in 127.0.0.0/8, which --http-deny refuses; "
+        "to allow it, start the node with --http-allow 127.0.0.2/32"
+    ) in log
+    assert receiver.received("/egress-pre", name) == []
+    assert "retrying" not in log

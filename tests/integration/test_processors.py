@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from tests.harness import Node, finished, job, wait_for
+from tests.harness import Node, finished, job, running, wait_for
 
 
 def _run_once(server: Node, name: str, command: str, processors: dict[str, dict[str, str]]) -> dict[str, Any]:
@@ -20,21 +20,50 @@ def _run_once(server: Node, name: str, command: str, processors: dict[str, dict[
         server.request("DELETE", f"/v1/jobs/{name}")
 
 
-def test_files_without_forward_stores_the_path(server: Node, tmp_path: Path) -> None:
+def files_root(node: Node) -> Path:
+    """Where the files processor writes without --files-processor-root: <data-dir>/processor-files."""
+    return node.data_dir / "processor-files"
+
+
+def test_files_without_forward_stores_the_path(server: Node) -> None:
     execution = _run_once(
-        server, "files-path", "echo written to a file", {"files": {"log_dir": str(tmp_path)}}
+        server, "files-path", "echo written to a file", {"files": {"log_dir": "files-path"}}
     )
-    path = tmp_path / f"{execution['id']}.log"
+    path = files_root(server) / "files-path" / f"{execution['id']}.log"
     assert execution["success"] is True
     assert execution["output"] == str(path)
     assert path.read_text() == "written to a file\n"
 
 
-def test_files_with_forward_keeps_the_output_too(server: Node, tmp_path: Path) -> None:
-    processors = {"files": {"log_dir": str(tmp_path / "new"), "forward": "true"}}
+def test_files_with_forward_keeps_the_output_too(server: Node) -> None:
+    processors = {"files": {"log_dir": "files-forward/new", "forward": "true"}}
     execution = _run_once(server, "files-forward", "echo kept twice", processors)
     assert execution["output"] == "kept twice\n"
-    assert (tmp_path / "new" / f"{execution['id']}.log").read_text() == "kept twice\n"
+    path = files_root(server) / "files-forward" / "new" / f"{execution['id']}.log"
+    assert path.read_text() == "kept twice\n"
+
+
+def test_a_log_dir_outside_the_files_root_is_refused_when_the_job_is_saved(
+    server: Node, tmp_path: Path
+) -> None:
+    body = job("files-anywhere", "@manually", "echo x", processors={"files": {"log_dir": str(tmp_path)}})
+    response = server.post("/v1/jobs", json=body)
+    assert response.status_code == 400, response.text
+    assert "processors.files.log_dir" in response.text
+    assert "--files-processor-root" in response.text
+    assert server.get("/v1/jobs/files-anywhere").status_code == 404
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_files_processor_root_is_where_files_go(tmp_path: Path) -> None:
+    logs = tmp_path / "logs"
+    node = Node(tmp_path / "data", extra=["--files-processor-root", str(logs)])
+    with running(node):
+        absolute = _run_once(node, "files-abs", "echo absolute", {"files": {"log_dir": str(logs / "abs")}})
+        relative = _run_once(node, "files-rel", "echo relative", {"files": {"log_dir": "rel"}})
+    assert (logs / "abs" / f"{absolute['id']}.log").read_text() == "absolute\n"
+    assert (logs / "rel" / f"{relative['id']}.log").read_text() == "relative\n"
+    assert not (tmp_path / "data" / "processor-files").exists()
 
 
 def test_unknown_processor_is_noted_and_the_run_succeeds(server: Node) -> None:

@@ -24,6 +24,7 @@ import trustme
 from dkron_nats.agent.executor import ConfigError, ExecutionContext, ExecutorResult
 from dkron_nats.agent.http_executor import HttpExecutor
 from dkron_nats.agent.registry import discover_executors
+from dkron_nats.config import Settings
 from dkron_nats.version import VERSION
 from tests.harness import free_port
 from tests.httpserver import GATE_TIMEOUT, Exchange, HttpTestServer, serving
@@ -670,3 +671,152 @@ async def test_a_rotated_certificate_file_gets_a_new_client(
         leaf.private_key_pem.write_to_path(str(key))
         assert (await run(executor, config))[0].success
     assert [seen.client_cn for seen in mtls_web.requests] == ["first-client", "second-client"]
+
+
+# --------------------------------------------------------------------------- egress (--http-allow/deny)
+
+
+def redirect_to_metadata(exchange: Exchange) -> None:
+    exchange.reply(302, b"", {"Location": "http://169.254.169.254/latest/meta-data/iam/"})
+
+
+def configured(deny: tuple[str, ...] = (), allow: tuple[str, ...] = ()) -> HttpExecutor:
+    """An executor as a node started with `--http-deny`/`--http-allow` has it."""
+    executor = HttpExecutor()
+    executor.configure(Settings(http_deny=deny, http_allow=allow))
+    return executor
+
+
+async def test_a_redirect_to_the_metadata_address_is_refused_not_followed(
+    web: HttpTestServer, executor: HttpExecutor
+) -> None:
+    web.routes["/innocent"] = redirect_to_metadata
+    started = time.monotonic()
+    result, _ = await run(executor, get(f"{web.url}/innocent"))
+    assert not result.success
+    # Refused by the policy at once: not a connect timeout or an unreachable network.
+    assert result.error == (
+        "http: refused to connect to 169.254.169.254: it is in 169.254.0.0/16, refused by default "
+        "(cloud metadata services answer there); to allow it, start the node with "
+        "--http-allow 169.254.169.254/32"
+    )
+    assert time.monotonic() - started < 5
+    assert [seen.path for seen in web.requests] == ["/innocent"]
+
+
+async def test_the_metadata_address_itself_is_refused(executor: HttpExecutor) -> None:
+    result, _ = await run(executor, get("http://169.254.169.254/latest/meta-data/"))
+    assert "refused to connect to 169.254.169.254" in result.error
+    result, _ = await run(executor, get("http://[::ffff:169.254.169.254]/latest/meta-data/"))
+    assert "refused to connect to ::ffff:169.254.169.254: it is in 169.254.0.0/16" in result.error
+
+
+async def test_http_deny_refuses_a_local_server(web: HttpTestServer) -> None:
+    executor = configured(deny=("127.0.0.0/8",))
+    try:
+        result, out = await run(executor, get(f"{web.url}/ok"))
+    finally:
+        await executor.aclose()
+    assert result == ExecutorResult(
+        False,
+        "http: refused to connect to 127.0.0.1: it is in 127.0.0.0/8, which --http-deny refuses; "
+        "to allow it, start the node with --http-allow 127.0.0.1/32",
+    )
+    assert out == ""
+    assert web.requests == []
+    assert web.accepted == 0
+
+
+async def test_a_host_name_is_judged_by_every_address_it_resolves_to(web: HttpTestServer) -> None:
+    executor = configured(deny=("127.0.0.0/8",))
+    try:
+        result, _ = await run(executor, get(f"http://localhost:{web.server_address[1]}/ok"))
+    finally:
+        await executor.aclose()
+    assert not result.success
+    assert "refused to connect to localhost (127.0.0.1): it is in 127.0.0.0/8" in result.error
+    assert web.accepted == 0
+
+
+async def test_http_allow_reopens_a_denied_network(web: HttpTestServer) -> None:
+    executor = configured(deny=("127.0.0.0/8",), allow=("127.0.0.1/32",))
+    try:
+        result, out = await run(executor, get(f"{web.url}/ok"))
+    finally:
+        await executor.aclose()
+    assert result == ExecutorResult(True)
+    assert out == "ok"
+
+
+async def test_tls_is_verified_against_the_host_name_not_the_checked_address(
+    pki: Pki,
+) -> None:
+    """The connection goes to the resolved address, yet the certificate must still carry the URL's name."""
+    only_ip = pki.ca.issue_cert("127.0.0.1")
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    only_ip.configure_cert(ctx)
+    executor = HttpExecutor()
+    try:
+        with serving(pki.server_context()) as named:
+            url = f"https://localhost:{named.server_address[1]}/ok"
+            result, out = await run(executor, get(url, tlsRootCAsFile=str(pki.ca_file)))
+            assert result == ExecutorResult(True)
+            assert out == "ok"
+        with serving(ctx) as unnamed:
+            url = f"https://localhost:{unnamed.server_address[1]}/ok"
+            result, _ = await run(executor, get(url, tlsRootCAsFile=str(pki.ca_file)))
+            assert not result.success
+            assert "CERTIFICATE_VERIFY_FAILED" in result.error
+            assert "localhost" in result.error
+    finally:
+        await executor.aclose()
+
+
+# --------------------------------------------------------------------------- expectBody on hostile patterns
+
+
+def a_run_of_as(exchange: Exchange) -> None:
+    exchange.reply(200, b"a" * 40 + b"!")
+
+
+async def _run_while_ticking(executor: HttpExecutor, config: dict[str, str]) -> tuple[ExecutorResult, float]:
+    """Run while another task ticks every 10 ms; returns the result and the longest gap between ticks."""
+    gaps: list[float] = []
+    result: list[ExecutorResult] = []
+
+    async def tick() -> None:
+        last = time.monotonic()
+        while True:
+            await anyio.sleep(0.01)
+            now = time.monotonic()
+            gaps.append(now - last)
+            last = now
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(tick)
+        result.append((await run(executor, config, within=15.0))[0])
+        tg.cancel_scope.cancel()
+    return result[0], max(gaps, default=0.0)
+
+
+async def test_a_nested_quantifier_expect_body_fails_quickly(
+    web: HttpTestServer, executor: HttpExecutor
+) -> None:
+    web.routes["/as"] = a_run_of_as
+    result, gap = await _run_while_ticking(executor, get(f"{web.url}/as", expectBody="^(a+)+$"))
+    assert result == ExecutorResult(False, 'http: body does not match expectBody "^(a+)+$"')
+    assert gap < 0.9
+
+
+async def test_a_backtracking_expect_body_is_cut_off_and_the_loop_runs_on(
+    web: HttpTestServer, executor: HttpExecutor
+) -> None:
+    web.routes["/as"] = a_run_of_as
+    started = time.monotonic()
+    result, gap = await _run_while_ticking(executor, get(f"{web.url}/as", expectBody="^(a|aa)+$"))
+    assert not result.success
+    assert result.error.startswith('http: expectBody "^(a|aa)+$" took longer than 1s on the response body: ')
+    assert "simplify the pattern" in result.error
+    # Bounds with room for a loaded machine: unbounded, this search would take minutes, all on the loop.
+    assert time.monotonic() - started < 10
+    assert gap < 0.9, f"the event loop stalled {gap:.2f}s during the search"

@@ -2,7 +2,9 @@
 
 A server is started per test on free loopback ports with a temporary store; the "other NATS" of the
 ``url`` tests requires a user and password.  Its monitoring endpoint tells whether the executor closed the
-connection it opened for a run.
+connection it opened for a run.  The executor always opens a connection of its own (to the job's ``url`` or
+the agent's ``--nats-executor-url``): the node's connection (``ctx.nc``) is given to it only to show that
+it is never used.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from pathlib import Path
 import anyio
 import httpx
 import nats
+import nats.js.errors
 import pytest
 from nats.aio.client import Client
 from nats.aio.msg import Msg
@@ -24,6 +27,7 @@ from nats.aio.subscription import Subscription
 
 from dkron_nats.agent.executor import ConfigError, ExecutionContext, ExecutorResult, OutputBuffer
 from dkron_nats.agent.nats_executor import NatsExecutor
+from dkron_nats.config import Settings
 from dkron_nats.natsserver import nats_server_binary
 from tests.cluster import wait_for_async
 from tests.harness import _stop_with_parent, free_port, wait_for
@@ -141,11 +145,11 @@ def context(nc: Client | None, execution_id: str = "1700000000-node-a") -> Execu
 
 
 async def run(
-    config: dict[str, str], ctx: ExecutionContext, within: float = 10.0
+    config: dict[str, str], ctx: ExecutionContext, within: float = 10.0, executor: NatsExecutor | None = None
 ) -> tuple[ExecutorResult, str]:
     output = OutputBuffer()
     with anyio.fail_after(within):
-        result = await NatsExecutor().execute(config, ctx, output)
+        result = await (executor or NatsExecutor()).execute(config, ctx, output)
     return result, output.text()
 
 
@@ -165,13 +169,15 @@ async def next_message(sub: Subscription, within: float = 5.0) -> Msg:
     ],
     ids=["object", "dkron-array"],
 )
-async def test_publish_reaches_a_subscriber_with_its_headers(nc: Client, subject: str, headers: str) -> None:
+async def test_publish_reaches_a_subscriber_with_its_headers(
+    nc: Client, node_nats: NatsServer, subject: str, headers: str
+) -> None:
     sub = await nc.subscribe(subject)
-    config = {"subject": subject, "message": "hello", "headers": headers}
+    config = {"subject": subject, "message": "hello", "headers": headers, "url": node_nats.url}
     result, output = await run(config, context(nc, "1700000000-node-a=2"))
     assert result == ExecutorResult(True)
     assert output == (
-        f'published 5 bytes on subject "{subject}" via the node\'s NATS '
+        f'published 5 bytes on subject "{subject}" via {node_nats.url} '
         "(Nats-Msg-Id nightly-report:1700000000-node-a)\n"
     )
     msg = await next_message(sub)
@@ -185,11 +191,13 @@ async def test_publish_reaches_a_subscriber_with_its_headers(nc: Client, subject
     }
 
 
-async def test_a_retried_launch_is_stored_once_by_jetstream(nc: Client, subject: str) -> None:
+async def test_a_retried_launch_is_stored_once_by_jetstream(
+    nc: Client, node_nats: NatsServer, subject: str
+) -> None:
     js = nc.jetstream()
     stream = f"S{uuid.uuid4().hex}"
     await js.add_stream(name=stream, subjects=[subject])
-    config = {"subject": subject, "message": "rebuild"}
+    config = {"subject": subject, "message": "rebuild", "url": node_nats.url}
     for execution_id in ("1700000000-node-a", "1700000000-node-a=2", "1700000060-node-a"):
         result, _ = await run(config, context(nc, execution_id))
         assert result.success
@@ -202,24 +210,71 @@ async def test_a_retried_launch_is_stored_once_by_jetstream(nc: Client, subject:
     assert await stored() == 2  # attempt 2 of the first launch was dropped as a duplicate
 
 
-async def test_without_a_node_connection_the_run_asks_for_url(subject: str) -> None:
-    result, _ = await run({"subject": subject}, context(None))
-    assert not result.success
-    assert '"url"' in result.error
+async def test_without_a_url_the_run_fails_and_the_nodes_connection_is_not_used(
+    nc: Client, subject: str
+) -> None:
+    sub = await nc.subscribe(subject)
+    result, output = await run({"subject": subject, "message": "x"}, context(nc))
+    assert result == ExecutorResult(
+        False,
+        "nats: no NATS to publish to on node node-a: set executor_config.url (and its userName/password "
+        "or token), or start the agent with --nats-executor-url; the node's own connection is never used "
+        "for jobs",
+    )
+    assert output == ""
+    with pytest.raises(TimeoutError):
+        await next_message(sub, within=0.3)
 
 
-async def test_publish_on_a_closed_connection_fails(node_nats: NatsServer, subject: str) -> None:
+async def test_the_nodes_connection_is_never_used(node_nats: NatsServer, subject: str) -> None:
+    """Even a closed node connection does not matter: the run opens its own."""
     client = await nats.connect(node_nats.url, allow_reconnect=False)
     await client.close()
-    result, _ = await run({"subject": subject}, context(client))
-    assert not result.success
-    assert f'publish on "{subject}" failed' in result.error
+    result, output = await run({"subject": subject, "url": node_nats.url}, context(client))
+    assert result == ExecutorResult(True)
+    assert f"via {node_nats.url}" in output
+
+
+async def test_without_a_url_the_agents_nats_executor_url_is_used(
+    nc: Client, other_nats: NatsServer, subject: str
+) -> None:
+    watcher = await nats.connect(other_nats.url, user=USER, password=PASSWORD, allow_reconnect=False)
+    try:
+        on_other = await watcher.subscribe(subject)
+        await watcher.flush()
+        executor = NatsExecutor()
+        executor.configure(Settings(nats_executor_url=other_nats.url))
+        config = {"subject": subject, "message": "x", "userName": USER, "password": PASSWORD}
+        result, output = await run(config, context(nc), executor=executor)
+        assert result == ExecutorResult(True)
+        assert f"via {other_nats.url}" in output
+        assert (await next_message(on_other)).data == b"x"
+    finally:
+        await watcher.close()
+
+
+async def test_a_job_cannot_publish_into_the_clusters_token_bucket(nc: Client, node_nats: NatsServer) -> None:
+    """A token written with a plain publish on `$KV.dkron-tokens.<name>` would be accepted by the API."""
+    tokens = await nc.jetstream().create_key_value(bucket="dkron-tokens")
+    forged = json.dumps({"name": "evil", "role": "admin", "hash": "0" * 64})
+    for config in (
+        {"subject": "$KV.dkron-tokens.evil", "message": forged},  # formerly: on the node's own connection
+        {"subject": "$KV.dkron-tokens.evil", "message": forged, "url": node_nats.url},
+    ):
+        with pytest.raises(ConfigError, match="belong to NATS and dkron-nats"):
+            NatsExecutor().validate(config)
+        result, _ = await run(config, context(nc))
+        assert not result.success
+        assert result.error.startswith('nats: invalid "subject" "$KV.dkron-tokens.evil": subjects starting')
+    await nc.flush()
+    with pytest.raises(nats.js.errors.NoKeysError):
+        await tokens.keys()  # the bucket is still empty
 
 
 # --------------------------------------------------------------------------- request
 
 
-async def test_request_output_is_the_reply(nc: Client, subject: str) -> None:
+async def test_request_output_is_the_reply(nc: Client, node_nats: NatsServer, subject: str) -> None:
     sub = await nc.subscribe(subject)
     seen: list[Msg] = []
 
@@ -230,24 +285,29 @@ async def test_request_output_is_the_reply(nc: Client, subject: str) -> None:
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(respond_once)
-        result, output = await run({"subject": subject, "message": "ping", "request": "true"}, context(nc))
+        config = {"subject": subject, "message": "ping", "request": "true", "url": node_nats.url}
+        result, output = await run(config, context(nc))
     assert result == ExecutorResult(True)
     assert output == "pong: ping"
     assert seen[0].headers is not None
     assert seen[0].headers["Dkron-Job"] == "nightly-report"
 
 
-async def test_request_without_responders_fails_clearly(nc: Client, subject: str) -> None:
-    result, output = await run({"subject": subject, "request": "1"}, context(nc))
+async def test_request_without_responders_fails_clearly(
+    nc: Client, node_nats: NatsServer, subject: str
+) -> None:
+    result, output = await run({"subject": subject, "request": "1", "url": node_nats.url}, context(nc))
     assert not result.success
     assert result.error.startswith(f'nats: no responders on subject "{subject}"')
     assert output == ""
 
 
-async def test_request_that_gets_no_reply_times_out(nc: Client, subject: str) -> None:
+async def test_request_that_gets_no_reply_times_out(nc: Client, node_nats: NatsServer, subject: str) -> None:
     await nc.subscribe(subject)  # a silent subscriber: there is a responder, but it never answers
+    await nc.flush()
+    config = {"subject": subject, "request": "true", "timeout": "300ms", "url": node_nats.url}
     with anyio.fail_after(5):
-        result, _ = await run({"subject": subject, "request": "true", "timeout": "300ms"}, context(nc))
+        result, _ = await run(config, context(nc))
     assert not result.success
     assert f'no reply on subject "{subject}" within 0.3s' in result.error
 
@@ -353,7 +413,16 @@ async def test_debug_shows_the_config_without_the_password(
         ({"subject": "s", "timeout": "soon"}, 'invalid "timeout" "soon"'),
         ({"subject": "s", "timeout": "0"}, 'invalid "timeout" "0"'),
         ({"subject": "s", "timeout": "-1s"}, 'invalid "timeout" "-1s"'),
-        ({"subject": "s", "userName": "bob"}, '"userName" and "password" need "url"'),
+        (
+            {"subject": "$KV.dkron-tokens.x"},
+            'invalid "subject" "$KV.dkron-tokens.x": subjects starting with $',
+        ),
+        ({"subject": "$JS.API.STREAM.DELETE.KV_dkron-jobs"}, "belong to NATS and dkron-nats"),
+        ({"subject": "$SYS.REQ.SERVER.PING"}, "belong to NATS and dkron-nats"),
+        ({"subject": "_INBOX.node-a.x"}, "belong to NATS and dkron-nats"),
+        ({"subject": "_INBOX_trigger.x"}, "belong to NATS and dkron-nats"),
+        ({"subject": "dkron.run.node.node-a"}, "belong to NATS and dkron-nats"),
+        ({"subject": "dkron.trigger.nightly"}, "belong to NATS and dkron-nats"),
         ({"subject": "s", "url": "http://127.0.0.1:4222"}, 'invalid "url" "http://127.0.0.1:4222"'),
         ({"subject": "s", "url": "nats://a:1,ws://b:2"}, '"url" mixes websocket and plain NATS'),
     ],
@@ -370,3 +439,6 @@ def test_valid_config_is_accepted() -> None:
     NatsExecutor().validate(
         {"subject": "jobs.done", "url": "nats://a:4222, tls://b:4222", "userName": "u", "password": "p"}
     )
+    # Without url: the agents may have --nats-executor-url, where these credentials go.
+    NatsExecutor().validate({"subject": "jobs.done", "userName": "u", "password": "p", "token": "t"})
+    NatsExecutor().validate({"subject": "dkronish.jobs"})

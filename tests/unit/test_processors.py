@@ -32,6 +32,7 @@ from dkron_nats.agent.processors import (
 )
 from dkron_nats.agent.registry import ProcessorRegistry
 from dkron_nats.agent.runner import apply_processors
+from dkron_nats.config import Settings
 from dkron_nats.models import Execution
 from tests.harness import free_port
 
@@ -91,7 +92,8 @@ async def test_log_prints_a_failed_output_to_stderr(capsys: pytest.CaptureFixtur
 
 @pytest.mark.parametrize("forward", NOT_FORWARDED)
 async def test_files_stores_the_path_without_forward(tmp_path: Path, forward: str | None) -> None:
-    done = await FilesProcessor().process(finished(), with_forward({"log_dir": str(tmp_path)}, forward), CTX)
+    config = with_forward({"log_dir": str(tmp_path)}, forward)
+    done = await FilesProcessor(tmp_path).process(finished(), config, CTX)
     path = tmp_path / "exec-42.log"
     assert path.read_text() == "hello\n"
     assert done.output == str(path)
@@ -99,14 +101,16 @@ async def test_files_stores_the_path_without_forward(tmp_path: Path, forward: st
 
 @pytest.mark.parametrize("forward", FORWARDED)
 async def test_files_keeps_the_output_with_forward(tmp_path: Path, forward: str) -> None:
-    done = await FilesProcessor().process(finished(), {"log_dir": str(tmp_path), "forward": forward}, CTX)
+    done = await FilesProcessor(tmp_path).process(
+        finished(), {"log_dir": str(tmp_path), "forward": forward}, CTX
+    )
     assert (tmp_path / "exec-42.log").read_text() == "hello\n"
     assert done.output == "hello\n"
 
 
 async def test_files_creates_a_missing_log_dir(tmp_path: Path) -> None:
     log_dir = tmp_path / "not" / "yet"
-    await FilesProcessor().process(finished("é\n"), {"log_dir": str(log_dir)}, CTX)
+    await FilesProcessor(tmp_path).process(finished("é\n"), {"log_dir": str(log_dir)}, CTX)
     assert (log_dir / "exec-42.log").read_text(encoding="utf-8") == "é\n"
 
 
@@ -115,10 +119,70 @@ async def test_files_that_cannot_be_written_say_so_in_the_output(tmp_path: Path,
     blocker = tmp_path / "a-file"
     blocker.write_text("")  # a directory cannot be created below a file, not even by root
     config = {"log_dir": str(blocker / "logs")}
-    done = await FilesProcessor().process(finished("hello", success), config, CTX)
+    done = await FilesProcessor(tmp_path).process(finished("hello", success), config, CTX)
     assert done.output.startswith("hello\nfiles: could not write ")
     assert "processors.files.log_dir" in done.output
     assert done.success is success
+
+
+async def test_files_refuses_an_arbitrary_absolute_log_dir(tmp_path: Path) -> None:
+    """Without --files-processor-root, files go under <data-dir>/processor-files, not anywhere a job says."""
+    files = FilesProcessor()
+    config = {"log_dir": str(tmp_path)}
+    with pytest.raises(ConfigError) as refused:
+        files.validate(config)
+    assert f'log_dir "{tmp_path}" is outside dkron.data/processor-files' in str(refused.value)
+    assert "processors.files.log_dir" in str(refused.value)
+    done = await files.process(finished(), config, CTX)
+    assert [p async for p in anyio.Path(tmp_path).iterdir()] == []
+    assert done.output == f"hello\n{refused.value}\n"  # kept, with the reason
+
+
+async def test_files_takes_a_relative_log_dir_under_its_root(tmp_path: Path) -> None:
+    files = FilesProcessor(tmp_path / "root")
+    nested = await files.process(finished(), {"log_dir": "nightly/db"}, CTX)
+    at_root = await files.process(finished("at the root\n"), {}, CTX)
+    assert nested.output == str(tmp_path / "root" / "nightly" / "db" / "exec-42.log")
+    assert at_root.output == str(tmp_path / "root" / "exec-42.log")
+    assert (tmp_path / "root" / "exec-42.log").read_text() == "at the root\n"
+    assert (tmp_path / "root" / "exec-42.log").stat().st_mode & 0o777 == 0o640
+
+
+@pytest.mark.parametrize("log_dir", ["../elsewhere", "a/../../elsewhere", "/etc", "/tmp"])
+def test_files_refuses_a_log_dir_that_leaves_its_root(tmp_path: Path, log_dir: str) -> None:
+    with pytest.raises(ConfigError) as refused:
+        FilesProcessor(tmp_path / "root").validate({"log_dir": log_dir})
+    assert "processors.files.log_dir" in str(refused.value)
+    assert str(tmp_path / "root") in str(refused.value)
+
+
+def test_files_accepts_an_absolute_log_dir_inside_its_root(tmp_path: Path) -> None:
+    FilesProcessor(tmp_path).validate({"log_dir": str(tmp_path / "jobs")})
+    FilesProcessor(Path("/var/log/dkron")).validate({"log_dir": "/var/log/dkron"})  # Dkron's default
+
+
+async def test_files_does_not_follow_a_symbolic_link_out_of_its_root(tmp_path: Path) -> None:
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    root.mkdir()
+    outside.mkdir()
+    (root / "escape").symlink_to(outside)
+    files = FilesProcessor(root)
+    done = await files.process(finished(), {"log_dir": "escape/deeper"}, CTX)
+    assert "leads out of" in done.output
+    assert [p async for p in anyio.Path(outside).iterdir()] == []  # not even the directory was made there
+    (root / "exec-42.log").symlink_to(outside / "planted")
+    done = await files.process(finished(), {}, CTX)
+    assert "files: could not write" in done.output
+    assert not (outside / "planted").exists()
+
+
+def test_files_root_comes_from_the_node_settings(tmp_path: Path) -> None:
+    files = FilesProcessor()
+    files.configure(Settings(data_dir=tmp_path / "data"))
+    assert files.root == tmp_path / "data" / "processor-files"
+    files.configure(Settings(data_dir=tmp_path / "data", files_processor_root=tmp_path / "logs"))
+    assert files.root == tmp_path / "logs"
+    files.validate({"log_dir": str(tmp_path / "logs" / "x")})
 
 
 # --------------------------------------------------------------------------- syslog
@@ -393,7 +457,9 @@ class Overreaching(Exploding):
 
 
 def registry(**extra: Any) -> ProcessorRegistry:
-    return ProcessorRegistry({"files": FilesProcessor(), "log": LogProcessor(), **extra})
+    # The tests' log_dir is a tmp_path: under the system's temporary directory.
+    files = FilesProcessor(Path(tempfile.gettempdir()))
+    return ProcessorRegistry({"files": files, "log": LogProcessor(), **extra})
 
 
 async def test_processors_run_in_the_jobs_order(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
