@@ -1,9 +1,11 @@
 """Events on `dkron.events.>`, for integrations and the UI's live updates (core NATS: at most once).
 
 - `dkron.events.job.created`, `.updated`, `.deleted`: a job was saved or deleted (on any server); `data` is
-  the job as the API shows it, with its executor and processor secrets masked (`null` when deleted).
+  the job as the API shows it, with its executor and processor secrets masked (`null` when deleted), also
+  those only found in free text: bearer tokens, URL passwords, secret `name=value` pairs and JSON fields.
 - `dkron.events.execution.started`: an agent started an execution; `data` is the execution (API form).
-- `dkron.events.execution.finished`: the leader recorded an execution's end, with its status and output.
+- `dkron.events.execution.finished`: the leader recorded an execution's end, with its status and output (the
+  job's secrets masked: the agent masks them as the job prints, see `Running.write`).
 - `dkron.events.execution.missed`, `.skipped`: the leader recorded a slot that was not launched; the reason is
   in `output`.
 

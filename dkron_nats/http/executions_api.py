@@ -1,10 +1,16 @@
-"""/v1/jobs/{job}/executions: history of a job, one execution, and clearing the history."""
+"""/v1/jobs/{job}/executions: history of a job, one execution, and clearing the history.
+
+Outputs are shown with the job's secrets masked: agents mask them as the job prints, and this masks them
+again for records kept from before, or made by an older agent.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import msgspec
 from litestar import Request, Response, delete, get, post
 
 from dkron_nats import audit
@@ -15,6 +21,7 @@ from dkron_nats.http.responses import json_response, list_response
 from dkron_nats.http.services import Services
 from dkron_nats.models import CancelLaunch, Execution, JobState, encode
 from dkron_nats.names import job_key
+from dkron_nats.secrets import job_secrets, redact
 from dkron_nats.subjects import AGENT_CANCEL
 
 AnyRequest = Request[Any, Any, Any]
@@ -24,6 +31,12 @@ SORT_FIELDS = {
     "finished_at": "finished_at",
     "attempt": "attempt",
 }
+
+
+def masked_output(execution: Execution, secrets: Iterable[str]) -> Execution:
+    """The execution with the job's secrets cut out of its output."""
+    output = redact(execution.output, secrets)
+    return execution if output == execution.output else msgspec.structs.replace(execution, output=output)
 
 
 def _sort_key(field: str) -> Any:
@@ -51,7 +64,8 @@ async def list_executions(request: AnyRequest, services: Services, job: str) -> 
     limit_text = params.get("output_size_limit")
     limit = int(limit_text) if limit_text and limit_text.isdigit() else None
     tz = ZoneInfo(spec.timezone) if spec.timezone not in ("", "Local") else None
-    items = [execution_json(ex, tz, limit, list_view=True) for ex in executions]
+    secrets = job_secrets(spec)
+    items = [execution_json(masked_output(ex, secrets), tz, limit, list_view=True) for ex in executions]
     return list_response(request, items, len(items))
 
 
@@ -72,11 +86,11 @@ async def delete_executions(request: AnyRequest, services: Services, job: str) -
 
 @get("/v1/jobs/{job:str}/executions/{execution:str}")
 async def get_execution(request: AnyRequest, services: Services, job: str, execution: str) -> Response[bytes]:
-    services.jobs.get(job)
+    spec = services.jobs.get(job).spec
     found = await services.executions.get(job, execution)
     if found is None:
         raise ExecutionNotFoundError(job, execution)
-    return json_response(request, execution_json(found))
+    return json_response(request, execution_json(masked_output(found, job_secrets(spec))))
 
 
 @post("/v1/jobs/{job:str}/executions/{execution:str}/cancel", status_code=202, opt=OPERATOR)
@@ -84,7 +98,7 @@ async def cancel_execution(
     request: AnyRequest, services: Services, job: str, execution: str
 ) -> Response[bytes]:
     """Stop a running execution on whichever agent runs it (its whole process group); it ends failed."""
-    services.jobs.get(job)
+    spec = services.jobs.get(job).spec
     found = await services.executions.get(job, execution)
     if found is None:
         raise ExecutionNotFoundError(job, execution)
@@ -95,7 +109,7 @@ async def cancel_execution(
     )
     await services.nc.publish(AGENT_CANCEL, encode(cancel))
     await services.audit.record(principal_of(request), audit.EXECUTION_CANCEL, f"{job}/{execution}")
-    return json_response(request, execution_json(found), status=202)
+    return json_response(request, execution_json(masked_output(found, job_secrets(spec))), status=202)
 
 
 ROUTES = [list_executions, delete_executions, get_execution, cancel_execution]

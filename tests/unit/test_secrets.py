@@ -1,11 +1,14 @@
-"""The rules that keep executor and processor secrets out of events, notifications and read-only views.
+"""The rules that keep secrets out of events, notifications, read-only views, outputs and logs.
 
 The notification tests run the real notifier against a real HTTP receiver (tests/httpserver.py).
 """
 
 from __future__ import annotations
 
+import io
 import json
+import logging
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -14,10 +17,24 @@ import anyio.to_thread
 import msgspec
 import pytest
 
+from dkron_nats.agent.executor import OutputBuffer
+from dkron_nats.agent.runner import Running
 from dkron_nats.events import job_event
 from dkron_nats.leader.notify import Notifier, NotifySettings, Webhook
-from dkron_nats.models import Execution, JobSpec
-from dkron_nats.secrets import MASK, is_secret_key, mask_job_json, masked, redact, secret_values
+from dkron_nats.logredact import RedactingFilter, install
+from dkron_nats.models import Execution, JobSpec, Parameter
+from dkron_nats.secrets import (
+    MASK,
+    StreamRedactor,
+    is_secret_key,
+    job_secrets,
+    mask_job_json,
+    mask_text,
+    masked,
+    node_secrets,
+    redact,
+    secret_values,
+)
 from tests.harness import wait_for
 from tests.httpserver import HttpTestServer, serving
 
@@ -139,12 +156,13 @@ def test_redact_prefers_the_longest_secret() -> None:
 
 
 def test_job_events_carry_the_job_with_its_secrets_masked() -> None:
-    job = {"name": "deploy", "executor_config": {"command": "deploy.sh", "token": "ghp_abcdef"}}
-    subject, body = job_event("updated", "deploy", job)
+    config = {"command": "deploy.sh --password=pw-in-cmd", "token": "ghp_abcdef"}
+    subject, body = job_event("updated", "deploy", {"name": "deploy", "executor_config": config})
     event = msgspec.json.decode(body)
     assert subject == "dkron.events.job.updated"
-    assert event["data"]["executor_config"] == {"command": "deploy.sh", "token": MASK}
+    assert event["data"]["executor_config"] == {"command": f"deploy.sh --password={MASK}", "token": MASK}
     assert b"ghp_abcdef" not in body
+    assert b"pw-in-cmd" not in body
 
 
 SECRET = "hunter2-very-secret"
@@ -198,3 +216,165 @@ async def test_webhook_payloads_never_carry_the_jobs_secrets_even_escaped() -> N
     assert SECRET not in body
     assert "hunter2" not in body, "not even a js or urlquery escaped copy"
     assert f"plain=connecting with {MASK}" in body
+
+
+@pytest.mark.anyio
+async def test_webhook_payloads_never_carry_a_bearer_token_the_command_holds() -> None:
+    token = "tok-0123456789abcdef"
+    job = JobSpec(
+        name="leaky",
+        executor="shell",
+        executor_config={"command": f"curl -H 'Authorization: Bearer {token}' x"},
+    )
+    with serving() as server:
+        [body] = await _notify(
+            server, lambda n: n.launch_ended(job, _ended(f"sent {token}\n"), [], "success")
+        )
+    assert token not in body
+    assert f"plain=sent {MASK}" in body
+
+
+# --------------------------------------------------------------------------- secrets found by their form
+
+
+def test_a_reader_sees_bearer_tokens_and_url_passwords_masked_inside_a_command() -> None:
+    command = "curl -H 'Authorization: Bearer tok-abcdef123456' https://ops:opspass1@example.com/x?q=1"
+    assert masked({"command": command}) == {
+        "command": f"curl -H 'Authorization: Bearer {MASK}' https://ops:{MASK}@example.com/x?q=1"
+    }
+
+
+def test_a_reader_sees_secret_json_fields_of_a_body_masked_and_the_rest_as_written() -> None:
+    body = '{"user": "svc", "password": "p\\"w-77", "nested": {"apiKey": "k-9876", "pin_token": 123456}}'
+    shown = masked({"body": body})
+    nested = f'{{"apiKey": "{MASK}", "pin_token": {MASK}}}'
+    assert shown == {"body": f'{{"user": "svc", "password": "{MASK}", "nested": {nested}}}'}
+
+
+def test_secret_name_value_pairs_are_masked_in_any_value_but_variable_references_are_kept() -> None:
+    command = (
+        'PGPASSWORD=$PW psql; DB_PASSWORD="a b c" run --db-password=xyz123 --tokenizer=bert API_KEY=k1k1'
+    )
+    shown = masked({"command": command})
+    assert shown == {
+        "command": f'PGPASSWORD=$PW psql; DB_PASSWORD="{MASK}" run --db-password={MASK} '
+        f"--tokenizer=bert API_KEY={MASK}"
+    }
+
+
+def test_what_a_command_holds_of_a_secret_is_cut_out_of_its_output_too() -> None:
+    config = {
+        "command": "curl -H 'Authorization: Bearer tok-abcdef123456' -d '{\"password\": \"pw-in-body\"}' x",
+        "body": '{"client_secret": "cs-12345"}',
+    }
+    output = "sent tok-abcdef123456 with pw-in-body and cs-12345"
+    assert redact(output, secret_values(config)) == f"sent {MASK} with {MASK} and {MASK}"
+
+
+def test_log_text_loses_url_credentials_secret_query_values_and_bearer_tokens() -> None:
+    line = 'HTTP Request: GET http://user:hunter2pass@127.0.0.1:8/x?api_key=abcd1234&page=2 "HTTP/1.1 200 OK"'
+    assert (
+        mask_text(line)
+        == f'HTTP Request: GET http://user:{MASK}@127.0.0.1:8/x?api_key={MASK}&page=2 "HTTP/1.1 200 OK"'
+    )
+    assert mask_text("sent Authorization: Bearer eyJhbGciOi.x") == f"sent Authorization: Bearer {MASK}"
+    assert mask_text("the bearer of bad news") == "the bearer of bad news"
+
+
+def test_masking_a_long_value_takes_linear_time() -> None:
+    # Every log line goes through mask_text: a pattern that backtracks would stall the node on one line.
+    started = time.monotonic()
+    for text in ("a-" * 50_000, "a=" * 50_000, '"a":' * 25_000, "bearer " * 20_000):
+        assert masked({"command": text}) == {"command": text}
+    assert time.monotonic() - started < 2.0
+
+
+# --------------------------------------------------------------------------- the secrets of one run
+
+
+def test_a_runs_secrets_include_its_secret_parameters_and_secret_named_variables() -> None:
+    job = JobSpec(
+        name="deploy",
+        executor_config={"command": "deploy", "env": "TOKEN=cfg-token-1"},
+        parameters=[Parameter(name="TARGET"), Parameter(name="DEPLOY_PIN", secret=True)],
+    )
+    env = {"TARGET": "production", "DEPLOY_PIN": "pin-4242", "WEBHOOK_SECRET": "ws-1234"}
+    assert job_secrets(job, env) == {"cfg-token-1", "pin-4242", "ws-1234"}
+    assert job_secrets(JobSpec(name="plain"), env) == {"ws-1234"}, "undeclared: secret by its name only"
+
+
+def test_the_nodes_own_credentials_are_secrets_of_every_run() -> None:
+    environ = {
+        "DKRON_NATS_BOOTSTRAP_TOKEN": "bootstrap-abcdef",
+        "DKRON_NATS_NATS_URL": "nats://dkron:nats-pass-1@nats:4222",
+        "DKRON_NATS_LOG_LEVEL": "debug",
+        "HOME_TOKEN": "not the node's",
+    }
+    assert node_secrets(environ) == {"bootstrap-abcdef", "nats-pass-1"}
+
+
+# --------------------------------------------------------------------------- streamed output
+
+
+SPLIT = "s3cr3t-value-123"
+
+
+def test_a_secret_split_across_writes_is_masked_and_nothing_else_waits() -> None:
+    redactor = StreamRedactor([SPLIT])
+    shown = redactor.feed(b"db=s3cr3t-value-123\n")
+    assert shown == b"db=***\n", "output with no partial secret at its end goes out at once"
+    shown += redactor.feed(b"s3cr3t-val")
+    assert shown == b"db=***\n", "the first half waits"
+    shown += redactor.feed(b"ue-123\nnext s3")
+    shown += redactor.flush()
+    assert shown == b"db=***\n***\nnext s3", "a half that never became a secret comes out at the end"
+
+
+def test_a_secret_written_one_byte_at_a_time_is_masked() -> None:
+    redactor = StreamRedactor([SPLIT, "other-secret"])
+    text = f"a {SPLIT} b s3cr3t c {SPLIT}{SPLIT}".encode()
+    shown = b"".join(redactor.feed(text[i : i + 1]) for i in range(len(text))) + redactor.flush()
+    assert shown == b"a *** b s3cr3t c ******"
+
+
+def test_without_secrets_the_output_passes_untouched() -> None:
+    redactor = StreamRedactor([])
+    assert not redactor
+    assert redactor.feed(b"anything") == b"anything"
+
+
+@pytest.mark.anyio
+async def test_the_agents_output_sink_keeps_the_masked_output() -> None:
+    execution = Execution(id="1-n1", job_name="printer", group=1)
+    running = Running(execution, OutputBuffer(), redactor=StreamRedactor([SPLIT]))
+    for chunk in (b"db=" + SPLIT.encode() + b"\n", b"s3cr3t-val", b"ue-123\n", b"tail s3cr"):
+        await running.write(chunk)
+    await running.end_output()
+    assert running.output.text() == "db=***\n***\ntail s3cr"
+
+
+# --------------------------------------------------------------------------- the node's log
+
+
+def test_the_log_filter_masks_messages_their_arguments_and_tracebacks() -> None:
+    stream = io.StringIO()
+    logger = logging.getLogger("test_secrets.redaction")
+    logger.propagate = False
+    handler = logging.StreamHandler(stream)
+    logger.addHandler(handler)
+    install(logger)
+    install(logger)
+    try:
+        assert sum(isinstance(f, RedactingFilter) for f in handler.filters) == 1, "installed once"
+        logger.warning("GET %s failed", "https://u:pw-in-url@h/x?token=tk-123456")
+        try:
+            raise ValueError("bad url https://u:pw-in-trace@h/")
+        except ValueError:
+            logger.exception("request failed with Bearer abcdefgh12345")
+    finally:
+        logger.removeHandler(handler)
+    logged = stream.getvalue()
+    for secret in ("pw-in-url", "tk-123456", "pw-in-trace", "abcdefgh12345"):
+        assert secret not in logged
+    assert f"GET https://u:{MASK}@h/x?token={MASK} failed" in logged
+    assert "ValueError: bad url" in logged, "the traceback is still there"
