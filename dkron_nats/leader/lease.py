@@ -3,11 +3,16 @@
 Acquire with create-if-absent, renew with compare-and-set on the revision. A holder whose last successful
 renewal was sent more than `ttl - margin` ago considers itself demoted, even if it cannot reach NATS: the
 server's expiry clock starts after our send time, so this bound needs no clock synchronisation.
+
+The same bucket holds the leader's launch records (`launch.<node>.<job key>.<execution id>`: the SHA-256
+of the run request it is about to send). Only servers may write it, and its TTL removes them after a
+lease's lifetime, so an agent can tell a run request the leader sent from one anybody else published.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import time
 from datetime import datetime
@@ -18,6 +23,7 @@ from nats.js.kv import KeyValue
 
 from dkron_nats.kv.typed import TRANSIENT, delete_at
 from dkron_nats.models import decode, encode
+from dkron_nats.names import job_key
 
 logger = logging.getLogger(__name__)
 LEASE_KEY = "scheduler"
@@ -34,6 +40,16 @@ class LeaseRecord(msgspec.Struct, kw_only=True):
 def term_of(record: LeaseRecord, revision: int) -> int:
     """The fencing token a lease entry stands for: constant while one holder keeps renewing."""
     return record.term or revision
+
+
+def launch_key(node: str, job_name: str, exec_id: str) -> str:
+    """Where the leader records a run request for `node` before sending it."""
+    return f"launch.{node}.{job_key(job_name)}.{exec_id}"
+
+
+def launch_digest(request: bytes) -> bytes:
+    """What a launch record holds: the digest of the exact bytes of the run request."""
+    return hashlib.sha256(request).hexdigest().encode()
 
 
 class Lease:

@@ -4,6 +4,10 @@ Agents publish finished executions; the leader publishes the records it makes it
 only consumer: it stores the final record, updates counters and status, keeps the history bounded, and
 runs what follows (retries, dependent jobs, ephemeral deletion). Counters carry the stream sequence they
 were applied at, so a result redelivered after a crash is never counted twice.
+
+An agent's result counts only if it comes from the node that ran the execution: the node of its subject
+(`dkron.result.<node>`, which NATS permissions tie to the agent's user) must be the one the result names and
+the one holding the execution's claim. Anything else is logged and dropped.
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ from dkron_nats.metrics import (
 from dkron_nats.models import Execution, ExecutionResult, JobSpec, JobState, decode
 from dkron_nats.names import job_key
 from dkron_nats.retry import retry_delay
+from dkron_nats.subjects import LEADER_RESULT_NODE, result_subject
 from dkron_nats.timefmt import later_of, to_ns, utcnow
 from dkron_nats.tracing import extract, tracer
 
@@ -175,7 +180,7 @@ class ResultProcessor:
         if result is not None:
             # The agent's execution span, so recording and notifying join the launch's trace.
             with tracer().start_as_current_span("record result", context=extract(msg.headers)):
-                wait = await self._handle(result, seq)
+                wait = await self._handle(result, seq, msg.subject)
         if wait > 0:
             # A retry that is not due yet: JetStream hands the result back when it is, to whichever
             # server leads then, so a pending retry survives a takeover.
@@ -183,11 +188,17 @@ class ResultProcessor:
         else:
             await msg.ack()
 
-    async def _handle(self, result: ExecutionResult, seq: int) -> float:
+    async def _handle(self, result: ExecutionResult, seq: int, subject: str) -> float:
         """Apply one result; the seconds until it must be handled again (a retry not yet due), or 0."""
         delay = 0.2
         while True:
             try:
+                if refusal := await self._origin_refusal(subject, result.execution):
+                    ex = result.execution
+                    node = subject.rpartition(".")[2]
+                    msg = "refused result %d for %s/%s published as node %s: %s"
+                    logger.warning(msg, seq, ex.job_name, ex.id, node, refusal)
+                    return 0.0
                 if result.verdict and await self._already_finished(result.execution):
                     return 0.0  # the agent's own result arrived before the leader's "agent lost" ruling
                 return await self.apply(Outcome(result.execution, result.siblings, seq))
@@ -202,6 +213,26 @@ class ResultProcessor:
                 ex = result.execution
                 logger.exception("applying the result of %s/%s failed; skipped", ex.job_name, ex.id)
                 return 0.0
+
+    async def _origin_refusal(self, subject: str, ex: Execution) -> str:
+        """Why this result cannot come from the node that ran `ex` ("" if it can)."""
+        node = subject.rpartition(".")[2]
+        if subject == result_subject(LEADER_RESULT_NODE):
+            return ""  # the leader's own records: no agent may publish there
+        if self.jobs.jobs.get(job_key(ex.job_name)) is None:
+            return ""  # applying it changes nothing: the job is gone (with its claims)
+        if ex.node_name != node:
+            return f"it names node {ex.node_name or '(none)'}"
+        claim = await self.executions.get(ex.job_name, ex.id)
+        if claim is None:
+            # A claim trimmed from the history while the execution ran: what this leader sent vouches.
+            sent_to = self.launcher.dispatched.get(ExecutionStore.key(ex.job_name, ex.id))
+            return "" if sent_to == node else "no node claimed that execution"
+        if claim.node_name != node:
+            return f"node {claim.node_name or '(none)'} holds its claim"
+        if (claim.group, claim.attempt) != (ex.group, ex.attempt):
+            return f"it names launch {ex.group} attempt {ex.attempt}, the claim {claim.group} {claim.attempt}"
+        return ""
 
     async def _already_finished(self, ex: Execution) -> bool:
         stored = await self.executions.get(ex.job_name, ex.id)
@@ -395,7 +426,7 @@ class ResultProcessor:
             if child_spec is not None and not child_spec.disabled:
                 await self._launch_dependent(child_spec, group, f"its parent {name} succeeded")
         if ephemeral and not self.jobs.dependents.children(name):
-            await self.jobs.delete(name)
+            await self.jobs.delete_ephemeral(name, group)
             await self.executions.purge_job(name)
 
 
