@@ -15,6 +15,8 @@ _GO_UNITS = {
     "m": 60.0,
     "h": 3600.0,
 }
+MAX_DURATION = timedelta(microseconds=(2**63 - 1) // 1000)
+"""Go's longest duration (an int64 of nanoseconds, about 292 years): longer ones are refused, as Go does."""
 _GO_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
 _ISO = re.compile(
     r"^P(?:(?P<Y>\d+)Y)?(?:(?P<M>\d+)M)?(?:(?P<D>\d+)D)?"
@@ -46,7 +48,7 @@ def parse_go_duration(text: str) -> timedelta:
         pos = m.end()
     if pos == 0:
         raise ValueError(f'invalid duration "{text}"')
-    return timedelta(seconds=sign * total)
+    return _bounded(text, sign * total)
 
 
 def parse_iso_duration(text: str) -> timedelta:
@@ -56,7 +58,14 @@ def parse_iso_duration(text: str) -> timedelta:
         raise ValueError(f'invalid ISO-8601 duration "{text}"')
     g = {k: float(v) if v else 0.0 for k, v in m.groupdict().items()}
     days = g["Y"] * 365 + g["M"] * 30 + g["D"]
-    return timedelta(days=days, hours=g["h"], minutes=g["m"], seconds=g["s"])
+    return _bounded(text, days * 86400 + g["h"] * 3600 + g["m"] * 60 + g["s"])
+
+
+def _bounded(text: str, seconds: float) -> timedelta:
+    """The duration, or ValueError when it is longer than Go allows (timedelta itself overflows later)."""
+    if abs(seconds) > MAX_DURATION.total_seconds():
+        raise ValueError(f'invalid duration "{text}": longer than the maximum of 2562047h (about 292 years)')
+    return timedelta(seconds=seconds)
 
 
 def parse_duration(text: str) -> timedelta:

@@ -16,8 +16,9 @@ import msgspec
 from dkron_nats.durations import parse_duration
 from dkron_nats.errors import PayloadError, ValidationError
 from dkron_nats.misfire import DEFAULT_MISFIRE_MAX, DEFAULT_POLICY, MISFIRE_POLICIES
-from dkron_nats.models import DEPENDENCY_CONDITIONS, Dependency, DstPolicy, JobSpec, RetryBackoff
+from dkron_nats.models import DEPENDENCY_CONDITIONS, Dependency, DstPolicy, JobSpec, Parameter, RetryBackoff
 from dkron_nats.names import is_token, job_name_error
+from dkron_nats.parameters import ParameterInput, parse_parameters
 from dkron_nats.schedule import (
     DST_GAP_POLICIES,
     DST_OVERLAP_POLICIES,
@@ -77,6 +78,7 @@ class JobInput(msgspec.Struct, kw_only=True):
     history_max_age: str | None = None
     dst_policy: DstPolicy | None = None
     notify_on: str | None = None
+    parameters: list[str | ParameterInput] | None = None
 
 
 _decoder = msgspec.json.Decoder(JobInput)
@@ -140,6 +142,23 @@ def validate_tags(tags: dict[str, str] | None) -> None:
             )
         if sep and not (count.isdigit() and len(count) < 7):
             raise ValidationError(f"tag {key!r} has count {count!r}: the count must be a whole number")
+
+
+def validate_metadata(metadata: dict[str, str] | None) -> None:
+    """Metadata is free text, but one line of it: a CR, LF or other control character can only forge
+    lines where it is shown (logs, headers, notifications)."""
+    for key, value in (metadata or {}).items():
+        if _has_control(key):
+            raise ValidationError(f"metadata key {key!r} contains a control character: remove it", "metadata")
+        if _has_control(value):
+            raise ValidationError(
+                f"metadata {key!r} has a value with a control character (such as a line break): remove it",
+                f"metadata.{key}",
+            )
+
+
+def _has_control(text: str) -> bool:
+    return any(ord(ch) < 32 or 127 <= ord(ch) < 160 for ch in text)
 
 
 def _duration_field(field: str, value: str | None, example: str, minimum: timedelta = timedelta(0)) -> str:
@@ -257,6 +276,7 @@ class ValidatedJob(msgspec.Struct, kw_only=True):
     history_max_age: str
     dst_policy: DstPolicy | None
     notify_on: str
+    parameters: list[Parameter] | None
     success_count: int
     error_count: int
     last_success: datetime | None
@@ -301,6 +321,8 @@ def validate_job(
     if retries < 0:
         raise ValidationError("retries must be zero or more")
     validate_tags(inp.tags)
+    validate_metadata(inp.metadata)
+    parameters = parse_parameters(inp.parameters)
     misfire_policy = inp.misfire_policy or DEFAULT_POLICY
     if misfire_policy not in MISFIRE_POLICIES:
         raise ValidationError(
@@ -365,6 +387,7 @@ def validate_job(
         history_max_age=history_max_age,
         dst_policy=dst if dst.gap or dst.overlap else None,
         notify_on=notify_on,
+        parameters=parameters,
         success_count=inp.success_count or 0,
         error_count=inp.error_count or 0,
         last_success=_time_field("last_success", inp.last_success),

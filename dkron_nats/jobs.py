@@ -14,6 +14,8 @@ from datetime import datetime
 
 import msgspec
 
+from dkron_nats import audit
+from dkron_nats.auth import Principal
 from dkron_nats.errors import (
     HasDependentsError,
     JobNotFoundError,
@@ -29,6 +31,8 @@ from dkron_nats.names import job_key, job_name_from_key
 from dkron_nats.timefmt import later_of, utcnow
 
 logger = logging.getLogger(__name__)
+LEADER = Principal(name="leader", role="admin")
+"""Who the audit log names for what the cluster does by itself (deleting an ephemeral job)."""
 
 SORTABLE = {
     "id": "name",
@@ -102,8 +106,10 @@ class JobService:
         states: KVCache[JobState],
         is_paused: Callable[[], bool],
         announce: Callable[[str, JobSpec], Awaitable[None]] | None = None,
+        audit_log: audit.AuditLog | None = None,
     ) -> None:
         self.jobs = jobs
+        self.audit_log = audit_log
         self.states = states
         self.is_paused = is_paused
         self.announce = announce
@@ -225,6 +231,14 @@ class JobService:
         await self._announce("deleted", view.spec)
         return view
 
+    async def delete_ephemeral(self, name: str, group: int) -> None:
+        """Delete an ephemeral job once a launch of it succeeded: audited like a user's deletion."""
+        view = await self.delete(name)
+        if self.audit_log is not None:
+            before = msgspec.to_builtins(view.spec)
+            after = {"reason": "an ephemeral job is deleted after its launch succeeded", "launch": group}
+            await self.audit_log.record(LEADER, audit.JOB_DELETE, name, before=before, after=after)
+
     async def toggle(self, name: str) -> JobSpec:
         key = job_key(name)
         while True:
@@ -291,6 +305,7 @@ def _spec_from(job: ValidatedJob, old: JobSpec | None) -> JobSpec:
         history_max_age=job.history_max_age,
         dst_policy=job.dst_policy,
         notify_on=job.notify_on,
+        parameters=job.parameters,
         anchor=anchor,
     )
 

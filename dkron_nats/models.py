@@ -44,6 +44,14 @@ class DstPolicy(msgspec.Struct, kw_only=True, omit_defaults=True):
     """In a fall-back overlap: once or twice."""
 
 
+class Parameter(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """A variable a run may set (a NATS trigger's or `POST /v1/jobs/{job}/run`'s `env`); see parameters.py."""
+
+    name: str
+    secret: bool = False
+    """Its values are masked wherever dkron-nats shows them (the audit log)."""
+
+
 class JobSpec(msgspec.Struct, kw_only=True, omit_defaults=True):
     """A job as the user defined it. Owned by the API."""
 
@@ -82,6 +90,8 @@ class JobSpec(msgspec.Struct, kw_only=True, omit_defaults=True):
     dst_policy: DstPolicy | None = None
     notify_on: str = "always"
     """Which ended launches send mail and webhooks: always, failure, recovery or failure_and_recovery."""
+    parameters: list[Parameter] | None = None
+    """The only variables a run may set; None (jobs stored before it existed too): none."""
     anchor: datetime | None = None
     """When the schedule (or the enabled state) last changed: `@every` counts from here, and no slot
     before it is ever due."""
@@ -203,7 +213,8 @@ class RunRequest(msgspec.Struct, kw_only=True, omit_defaults=True):
     siblings: list[str] = msgspec.field(default_factory=list)
     """Execution ids of the same launch on other nodes (for the group status)."""
     env: dict[str, str] = msgspec.field(default_factory=dict)
-    """Extra environment for this run only (a NATS trigger's payload)."""
+    """Extra environment for this run only (a NATS trigger's or a run request's `env`): names among the
+    job's `parameters`, checked by the server that took the run."""
 
 
 class RunReply(msgspec.Struct, kw_only=True, omit_defaults=True):

@@ -202,9 +202,12 @@ class _EverySchedule(Schedule):
         elapsed = moment - self._anchor
         return 1 if elapsed < timedelta(0) else elapsed // self._interval + 1
 
-    def next_after(self, after: datetime) -> datetime:
+    def next_after(self, after: datetime) -> datetime | None:
         _require_aware(after, "after")
-        return self._anchor + self._first_k_after(after) * self._interval
+        try:
+            return self._anchor + self._first_k_after(after) * self._interval
+        except OverflowError:  # past year 9999: a long interval has no further fire
+            return None
 
     def fires_between(self, start: datetime, end: datetime, limit: int) -> list[datetime]:
         _require_aware(start, "start")
@@ -725,7 +728,12 @@ def parse_schedule(
     and ``@after`` compares it with its date. ``dst_gap``/``dst_overlap`` override the DST rules of a
     cron spec (``with_dst_policy``). Everything else wrong raises ScheduleError.
     """
-    return with_dst_policy(_parse(spec, job_name, timezone, anchor), dst_gap, dst_overlap)
+    try:
+        return with_dst_policy(_parse(spec, job_name, timezone, anchor), dst_gap, dst_overlap)
+    except OverflowError:  # a date or duration beyond what a datetime holds: the user's mistake, not ours
+        raise ScheduleError(
+            f"{spec!r} reaches beyond the year 9999; use a shorter duration or an earlier date"
+        ) from None
 
 
 def _parse(spec: str, job_name: str, timezone: str, anchor: datetime) -> Schedule:

@@ -2,9 +2,10 @@
 
 Every server listens on `dkron.trigger.*` in one queue group, so a trigger reaches a live server even while
 the leader is being replaced. The server checks it (known, enabled job; a JSON payload, if any, of the
-form `{"force": true, "env": {"NAME": "value"}}`) and stores it in the `DKRON_TRIGGERS` work-queue stream with
-the launch id it assigns, then answers a request with `{"job": ..., "launch": <id>, "status": "accepted"}`
-(or `{"error": ...}`, storing nothing). The leader consumes the stream and launches each trigger under its
+form `{"force": true, "env": {"NAME": "value"}}`, whose names must be among the job's `parameters`), stores
+it in the `DKRON_TRIGGERS` work-queue stream with the launch id it assigns, records it in the audit log (who:
+`nats:<subject>`), then answers a request with `{"job": ..., "launch": <id>, "status": "accepted"}` (or
+`{"error": ...}`, storing nothing). The leader consumes the stream and launches each trigger under its
 id; a trigger the leader took but did not finish launching is redelivered to the next leader, and a launch
 sent again reaches the nodes that claimed it already, so a trigger runs once. A client that retries a
 request with the same `Nats-Msg-Id` header is de-duplicated by the stream (two minutes).
@@ -25,11 +26,14 @@ from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig
 
+from dkron_nats import audit
+from dkron_nats.auth import Principal
 from dkron_nats.errors import LeadershipLostError
 from dkron_nats.jobs import JobService
 from dkron_nats.kv.buckets import STORED_TRIGGERS, TRIGGERS_STREAM
 from dkron_nats.kv.typed import TRANSIENT, with_retry
 from dkron_nats.names import is_token, job_key, job_name_error
+from dkron_nats.parameters import masked_env, run_env_error
 
 logger = logging.getLogger(__name__)
 TRIGGER_SUBJECTS = "dkron.trigger.*"
@@ -73,6 +77,9 @@ def parse_trigger(subject: str, data: bytes, jobs: JobService, launch: int) -> T
     if spec.disabled:
         raise TriggerError(f"job {name} is disabled")
     payload = _payload(data)
+    refused = run_env_error(spec, payload.env)
+    if refused is not None:
+        raise TriggerError(refused[0])
     return Trigger(job=name, launch=launch, force=payload.force, env=payload.env)
 
 
@@ -96,10 +103,13 @@ def _payload(data: bytes) -> TriggerPayload:
 class TriggerIntake:
     """Runs on every server: check, store, answer."""
 
-    def __init__(self, nc: Client, js: JetStreamContext, jobs: JobService) -> None:
+    def __init__(
+        self, nc: Client, js: JetStreamContext, jobs: JobService, audit_log: audit.AuditLog | None = None
+    ) -> None:
         self.nc = nc
         self.js = js
         self.jobs = jobs
+        self.audit_log = audit_log
         self._last_launch = 0
 
     def _next_launch(self) -> int:
@@ -122,6 +132,8 @@ class TriggerIntake:
         try:
             trigger = parse_trigger(msg.subject, msg.data, self.jobs, self._next_launch())
             reply = await self._store(trigger, (msg.headers or {}).get("Nats-Msg-Id", ""))
+            if reply.status == "accepted":
+                await self._audit(msg.subject, trigger)
         except TriggerError as exc:
             reply = TriggerReply(error=str(exc))
         except TRANSIENT as exc:
@@ -132,6 +144,15 @@ class TriggerIntake:
             reply = TriggerReply(error=f"internal error: {exc}")
         if msg.reply:
             await self.nc.publish(msg.reply, msgspec.json.encode(reply))
+
+    async def _audit(self, subject: str, trigger: Trigger) -> None:
+        """NATS carries no caller identity to a subscriber: the subject is what the log can say."""
+        spec = self.jobs.jobs.get(job_key(trigger.job))
+        if self.audit_log is None or spec is None:
+            return
+        who = Principal(name=f"nats:{subject}", role="operator")
+        after = {"launch": trigger.launch, "force": trigger.force, "env": masked_env(spec, trigger.env)}
+        await self.audit_log.record(who, audit.JOB_TRIGGER, trigger.job, after=after)
 
     async def _store(self, trigger: Trigger, msg_id: str) -> TriggerReply:
         headers = {"Nats-Msg-Id": msg_id or f"trigger-{trigger.launch}"}

@@ -39,6 +39,8 @@ class ExecutionContext:
     """The whole job, for plugins that need more than their config."""
     nc: Client | None = None
     """The node's own NATS connection (the cluster it is in)."""
+    env_passthrough: tuple[str, ...] = ()
+    """Names of the agent's environment that jobs also get (`--job-env-passthrough`; see jobenv.py)."""
 
     def environment(self) -> dict[str, str]:
         """Variables every job gets, so that scripts can be idempotent per launch."""

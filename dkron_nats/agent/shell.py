@@ -8,8 +8,9 @@ Config keys (all strings):
     A Go ``strconv.ParseBool`` truthy value runs ``/bin/sh -c <command>``; anything else splits the
     command shell-style and executes it directly.
 ``env``
-    ``K1=v1,K2=v2``: added to the agent's own environment.  The execution variables
-    (``ENV_JOB_NAME``, ``DKRON_*``) are added last and win over both.
+    ``K1=v1,K2=v2``: added to the job's base environment (PATH, HOME, LANG, TZ, USER, SHELL and the
+    agent's ``--job-env-passthrough`` names; never the agent's other variables, see jobenv.py).  A run's
+    parameters, then the execution variables (``ENV_JOB_NAME``, ``DKRON_*``) are added last and win.
 ``cwd``
     Working directory.
 ``timeout``
@@ -18,7 +19,8 @@ Config keys (all strings):
     Bytes, or a number with a 1024-based ``B``/``K``/``KB``/``M``/``MB``/``G``/``GB``/``T``/``TB`` suffix;
     the resident memory of the whole process tree is polled and the job is killed when over it.
 ``su``
-    ``user[:group]`` to run as (the agent must be root).
+    ``user[:group]`` to run as (the agent must be root).  The job gets that user's groups only (for a
+    numeric uid without a passwd entry: the group of the same number, no supplementary groups).
 ``payload``
     Base64 data written to the job's stdin; without it stdin is ``/dev/null``.
 
@@ -49,6 +51,7 @@ import anyio.abc
 import anyio.to_thread
 
 from dkron_nats.agent.executor import ConfigError, ExecutionContext, ExecutorResult, OutputSink
+from dkron_nats.agent.jobenv import as_account, base_environment
 from dkron_nats.durations import parse_go_duration
 
 __all__ = ["ShellExecutor", "format_go_duration", "parse_mem_limit"]
@@ -105,6 +108,7 @@ class _Credentials(NamedTuple):
     uid: int
     gid: int
     extra_groups: list[int] | None
+    account: pwd.struct_passwd | None = None
 
 
 class _RunState:
@@ -367,10 +371,6 @@ class ShellExecutor:
     ) -> ExecutorResult:
         spec = _parse(config)
 
-        env = dict(os.environ)
-        env.update(spec.env)
-        env.update(ctx.environment())
-
         if spec.cwd is not None and not await anyio.Path(spec.cwd).is_dir():
             return ExecutorResult(
                 False, f'shell: working directory "{spec.cwd}" does not exist or is not a directory'
@@ -382,6 +382,11 @@ class ShellExecutor:
                 creds = _resolve_su(spec.su_user, spec.su_group)
             except LookupError as exc:
                 return ExecutorResult(False, f"shell: {exc.args[0]}")
+        env = base_environment(ctx.env_passthrough)
+        if spec.su_user is not None:
+            env = as_account(env, creds.account, creds.uid)
+        env.update(spec.env)
+        env.update(ctx.environment())
 
         try:
             # Shielded so that a cancellation cannot lose a started child: it is handled below.
@@ -542,22 +547,28 @@ async def _feed_stdin(stdin: anyio.abc.ByteSendStream, payload: bytes) -> None:
             await stdin.aclose()
 
 
+_MAX_ID = 2**32 - 2
+"""The largest uid or gid (2**32 - 1 means "none" to the kernel)."""
+
+
+def _account(user: str) -> pwd.struct_passwd | None:
+    """The passwd entry of a name or uid; None for a numeric uid without one (LookupError for a name)."""
+    if user.isdigit() and int(user) > _MAX_ID:
+        raise LookupError(f'su: uid "{user}" is out of range (at most {_MAX_ID})')
+    try:
+        return pwd.getpwuid(int(user)) if user.isdigit() else pwd.getpwnam(user)
+    except KeyError:
+        if user.isdigit():
+            return None
+        raise LookupError(f'su: unknown user "{user}"') from None
+
+
 def _resolve_su(user: str, group: str | None) -> _Credentials:
     """Map ``su`` to subprocess credentials; LookupError for unknown names."""
-    name: str | None = None
-    if user.isdigit():
-        uid = int(user)
-        try:
-            entry = pwd.getpwuid(uid)
-            name, gid = entry.pw_name, entry.pw_gid
-        except KeyError:
-            gid = os.getgid()
-    else:
-        try:
-            entry = pwd.getpwnam(user)
-        except KeyError:
-            raise LookupError(f'su: unknown user "{user}"') from None
-        name, uid, gid = entry.pw_name, entry.pw_uid, entry.pw_gid
+    entry = _account(user)
+    uid = entry.pw_uid if entry is not None else int(user)
+    # Without a passwd entry: the group of the same number as the uid, never the agent's own.
+    gid = entry.pw_gid if entry is not None else uid
     if group is not None:
         if group.isdigit():
             gid = int(group)
@@ -568,6 +579,6 @@ def _resolve_su(user: str, group: str | None) -> _Credentials:
                 raise LookupError(f'su: unknown group "{group}"') from None
     extra_groups: list[int] | None = None
     if os.geteuid() == 0:
-        # Drop the agent's supplementary groups; take the target user's own.
-        extra_groups = os.getgrouplist(name, gid) if name else [gid]
-    return _Credentials(uid, gid, extra_groups)
+        # Drop the agent's supplementary groups; take the target user's own (initgroups), or none.
+        extra_groups = os.getgrouplist(entry.pw_name, gid) if entry is not None else []
+    return _Credentials(uid, gid, extra_groups, entry)

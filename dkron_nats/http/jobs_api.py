@@ -12,7 +12,7 @@ from litestar import Request, Response, delete, get, patch, post, put
 from litestar.background_tasks import BackgroundTask
 
 from dkron_nats import audit
-from dkron_nats.errors import DkronError, ValidationError
+from dkron_nats.errors import DkronError, PayloadError, ValidationError
 from dkron_nats.http.auth_api import OPERATOR, principal_of
 from dkron_nats.http.render import echo_json, fire_json, job_json
 from dkron_nats.http.responses import json_response, list_response, text_response
@@ -23,6 +23,7 @@ from dkron_nats.jobs import JobView
 from dkron_nats.models import DstPolicy, JobSpec
 from dkron_nats.names import job_key
 from dkron_nats.nextfire import upcoming
+from dkron_nats.parameters import masked_env, run_env_error
 from dkron_nats.schedule import (
     DST_GAP_POLICIES,
     DST_OVERLAP_POLICIES,
@@ -178,14 +179,43 @@ async def delete_job(request: AnyRequest, services: Services, job: str) -> Respo
     return json_response(request, before)
 
 
+class RunBody(msgspec.Struct, kw_only=True):
+    """The optional body of a run: values for the job's parameters (unknown fields are ignored)."""
+
+    env: dict[str, str] | None = None
+
+
+_run_body = msgspec.json.Decoder(RunBody)
+RUN_BODY_EXAMPLE = '{"env": {"DATE": "2024-01-01"}}'
+
+
+async def _run_env(request: AnyRequest, spec: JobSpec) -> dict[str, str]:
+    """The run's `env`, each name a declared parameter of the job: none without a body."""
+    body = await request.body()
+    if not body.strip():
+        return {}
+    try:
+        env = _run_body.decode(body).env or {}
+    except (msgspec.DecodeError, RecursionError, UnicodeDecodeError) as exc:
+        raise PayloadError(f"{exc}; a run takes no body or JSON like {RUN_BODY_EXAMPLE}") from None
+    refused = run_env_error(spec, env)
+    if refused is not None:
+        raise ValidationError(refused[0], f"env.{refused[1]}")
+    return env
+
+
 async def _run(request: AnyRequest, services: Services, job: str) -> Response[bytes]:
-    services.jobs.get(job)
+    spec = services.jobs.get(job).spec
     force = request.query_params.get("force", "false").lower()
     if force not in ("true", "false", "1", "0"):
         raise ValidationError(f"force must be true or false, got {force!r}")
     forced = force in ("true", "1")
-    await services.run_now(job, force=forced)
-    await services.audit.record(principal_of(request), audit.JOB_RUN, job, after={"force": forced})
+    env = await _run_env(request, spec)
+    await services.run_now(job, force=forced, env=env)
+    after: dict[str, Any] = {"force": forced}
+    if env:
+        after["env"] = masked_env(spec, env)
+    await services.audit.record(principal_of(request), audit.JOB_RUN, job, after=after)
     view = services.jobs.get(job)
     location = request.scope["raw_path"].decode("ascii")  # the request's own path, still percent-encoded
     return json_response(request, _view_json(services, view), headers={"Location": location})

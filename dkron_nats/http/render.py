@@ -11,6 +11,7 @@ import msgspec
 from dkron_nats.jobinput import ValidatedJob
 from dkron_nats.jobs import JobView
 from dkron_nats.models import DstPolicy, Execution, Member
+from dkron_nats.parameters import parameters_json
 from dkron_nats.timefmt import ZERO_TIME, rfc3339, rfc3339_or_zero
 
 SERF_STATUS = {"none": 0, "alive": 1, "leaving": 2, "left": 3, "failed": 4}
@@ -56,6 +57,7 @@ def job_json(view: JobView, next_fire: datetime | None) -> dict[str, Any]:
         "history_max_age": spec.history_max_age,
         "dst_policy": _dst_json(spec.dst_policy),
         "notify_on": spec.notify_on,
+        "parameters": parameters_json(spec.parameters),
     }
 
 
@@ -98,6 +100,7 @@ def echo_json(job: ValidatedJob) -> dict[str, Any]:
         "history_max_age": job.history_max_age,
         "dst_policy": _dst_json(job.dst_policy),
         "notify_on": job.notify_on,
+        "parameters": parameters_json(job.parameters),
     }
 
 

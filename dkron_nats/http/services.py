@@ -83,9 +83,12 @@ class Services:
             return None
         return self.registry.get(holder.node)
 
-    async def run_now(self, job: str, force: bool = False, deadline: float = 10.0) -> RunNowReply:
-        """Ask the leader to launch a job now; waits through a leader election up to `deadline`."""
-        request = msgspec.json.encode(RunNow(job=job, force=force))
+    async def run_now(
+        self, job: str, force: bool = False, deadline: float = 10.0, env: dict[str, str] | None = None
+    ) -> RunNowReply:
+        """Ask the leader to launch a job now (`env`: the run's parameters); waits through a leader
+        election up to `deadline`."""
+        request = msgspec.json.encode(RunNow(job=job, force=force, env=env or {}))
         with anyio.move_on_after(deadline):
             while True:
                 try:

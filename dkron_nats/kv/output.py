@@ -6,6 +6,9 @@ connection; the last message of an execution is an empty one with the header `Dk
 with a JetStream acknowledgement so that every chunk before it is stored once it returns. A reader follows
 the subject from its first message with an ordered consumer, so several readers, late joiners and readers on
 another server all see the whole output.
+
+What one execution publishes is bounded (LIVE_LIMIT); output beyond it, or after NATS failed, is dropped and
+counted, never held in memory, and the live copy ends with a line saying how many bytes were dropped.
 """
 
 from __future__ import annotations
@@ -40,6 +43,10 @@ PUBLISH_ERRORS = (NatsError, *TRANSIENT, OSError)
 """What a publish raises when NATS is unavailable (nats-py errors all derive from nats.errors.Error)."""
 
 
+def _size(limit: int) -> str:
+    return f"{limit // 2**20} MiB" if limit % 2**20 == 0 else f"{limit:,}-byte"
+
+
 def output_subject(job: str, execution_id: str) -> str:
     """The subject of one execution's output; ValueError for an id that is not an execution id."""
     if EXECUTION_ID.fullmatch(execution_id) is None:
@@ -52,7 +59,8 @@ class OutputPublisher:
 
     Run `flush_periodically` beside the execution so that a partial chunk never waits longer than
     FLUSH_INTERVAL; `close` publishes the rest and the end marker. Publishing never fails the job: when NATS
-    is unavailable the live copy is incomplete and the execution record still keeps the tail.
+    is unavailable the live copy is incomplete and the execution record still keeps the tail. At most
+    `limit` bytes are published; `dropped` counts the rest, which is never buffered.
     """
 
     def __init__(self, nc: Client, js: JetStreamContext, subject: str, limit: int = LIVE_LIMIT) -> None:
@@ -61,21 +69,34 @@ class OutputPublisher:
         self.subject = subject
         self.limit = limit
         self.sent = 0
+        self.dropped = 0
         self._pending = bytearray()
-        self._broken = False
+        self._stopped = ""
+        """Why nothing more is published ("" while it is): output from then on is only counted."""
 
     async def write(self, data: bytes) -> None:
-        self._pending += data
-        if len(self._pending) >= CHUNK_BYTES:
-            await self.flush()
+        if self._stopped:
+            self.dropped += len(data)
+            return
+        room = self.limit - self.sent - len(self._pending)
+        if len(data) <= room:
+            self._pending += data
+            if len(self._pending) >= CHUNK_BYTES:
+                await self.flush()
+            return
+        # Keep what fits, so the live copy is exactly the first `limit` bytes; a follower learns at once.
+        self._pending += data[:room]
+        self.dropped += len(data) - room
+        self._stopped = f"past the {_size(self.limit)} live-output limit"
+        await self.flush()
+        await self._note(
+            f"\n[dkron-nats: live output stops here, {self._stopped}; the record keeps the end]\n"
+        )
 
     async def flush(self) -> None:
-        while self._pending and not self._broken:
+        while self._pending:
             chunk = bytes(self._pending[:CHUNK_BYTES])
             del self._pending[:CHUNK_BYTES]
-            if self.sent + len(chunk) > self.limit:
-                await self._stop_at_limit()
-                return
             try:
                 await self.nc.publish(self.subject, chunk)
                 self.sent += len(chunk)
@@ -83,14 +104,14 @@ class OutputPublisher:
                     await self.nc.flush(timeout=10)  # let the socket catch up with a fast writer
             except PUBLISH_ERRORS as exc:  # the job goes on without its live copy
                 logger.warning("live output of %s stopped: %s", self.subject, exc)
-                self._broken = True
+                self.dropped += len(self._pending)
+                self._pending.clear()
+                self._stopped = self._stopped or "after NATS failed"
 
-    async def _stop_at_limit(self) -> None:
-        note = f"\n[live output stops after {self.limit:,} bytes; the record keeps the last part]\n"
-        self._pending.clear()
-        self._broken = True
+    async def _note(self, text: str) -> None:
+        """A line of dkron-nats's own in the live copy (where output stops, how much was dropped)."""
         try:
-            await self.nc.publish(self.subject, note.encode())
+            await self.nc.publish(self.subject, text.encode())
         except PUBLISH_ERRORS as exc:
             logger.warning("live output of %s: %s", self.subject, exc)
 
@@ -101,11 +122,12 @@ class OutputPublisher:
 
     async def close(self) -> None:
         await self.flush()
-        if self.sent == 0 and not self._broken:
+        if self.sent == 0 and not self._stopped:
             # Nothing was published: no end marker either (a JetStream write per execution saved). A
             # follower ends when the record says the execution is over; a plain read finds no output.
             return
-        self._broken = False
+        if self.dropped:
+            await self._note(f"\n[dkron-nats: {self.dropped:,} bytes of output dropped {self._stopped}]\n")
         try:
             await with_retry(
                 lambda: self.js.publish(self.subject, b"", headers={END_HEADER: "1"}),

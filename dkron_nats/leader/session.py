@@ -18,6 +18,7 @@ from dkron_nats.leader.scheduler import Scheduler
 from dkron_nats.leader.stats import Stats
 from dkron_nats.leader.watchdog import AgentWatchdog
 from dkron_nats.names import job_key
+from dkron_nats.parameters import run_env_error
 from dkron_nats.subjects import LEADER_RUN
 from dkron_nats.triggers import Trigger, consume_triggers
 
@@ -28,6 +29,8 @@ class RunNow(msgspec.Struct, kw_only=True):
     job: str
     force: bool = False
     """Run even if the job's concurrency is forbid and a previous launch still runs."""
+    env: dict[str, str] = msgspec.field(default_factory=dict)
+    """Values of the job's parameters for this run (checked by the API, again here: the job may change)."""
 
 
 class RunNowReply(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -73,6 +76,10 @@ class LeaderSession:
                 "trigger %d of %s dropped: the job is gone or disabled", trigger.launch, trigger.job
             )
             return
+        refused = run_env_error(spec, trigger.env)  # the job may have changed since the trigger was taken
+        if refused is not None:
+            await self.launcher.record_outcome(spec, trigger.launch, None, "failed", refused[0])
+            return
         outcome = await self.launcher.launch_now(
             spec, group=trigger.launch, force=trigger.force, env=trigger.env
         )
@@ -107,7 +114,10 @@ class LeaderSession:
             return RunNowReply(ok=False, not_found=True, error=f"job {request.job} not found")
         if spec.disabled and not spec.parent_job:
             return RunNowReply(ok=False, not_found=True, error=f"job {request.job} is disabled")
-        targets = await self.launcher.launch_now(spec, force=request.force)
+        refused = run_env_error(spec, request.env)
+        if refused is not None:
+            return RunNowReply(ok=False, error=refused[0])
+        targets = await self.launcher.launch_now(spec, force=request.force, env=request.env)
         if isinstance(targets, str):
             return RunNowReply(ok=False, not_found=True, error=targets)
         if isinstance(targets, JobBusy):

@@ -148,9 +148,11 @@ def test_a_parent_or_dependency_name_never_matches_another_job(
 
 
 def test_metadata_never_becomes_a_subject_so_any_text_is_kept_as_it_is(server: Node) -> None:
-    """Metadata is labels only (stored in the job's value, filtered in memory): hostile text is harmless."""
+    """Metadata is labels only (stored in the job's value, filtered in memory): hostile text is harmless,
+    but a line break (or other control character) could forge a line where it is shown, so it is refused."""
     name = unique("metadata")
-    metadata = {bad: bad for bad in HOSTILE_NAMES}
+    metadata = {bad: bad for bad in HOSTILE_NAMES if "\n" not in bad}
+    assert_refused(save(server, job(name, metadata={"a\r\nb": "x"})), 400, "metadata", "control character")
     assert save(server, job(name, metadata=metadata)).status_code == 201
     try:
         assert server.get(f"/v1/jobs/{name}").json()["metadata"] == metadata
@@ -229,7 +231,7 @@ def test_output_files_are_named_by_the_server_made_execution_id_only(server: Nod
     """The files processor writes `<log_dir>/<execution id>.log`; the id is `<ns>-<node>`, made by the server
     from a validated node name, so it cannot point outside `log_dir`."""
     name = unique("files")
-    body = job(name, command="echo kept", processors={"files": {"log_dir": str(tmp_path)}})
+    body = job(name, command="echo kept", processors={"files": {"log_dir": name}})
     assert save(server, body).status_code == 201
     try:
         assert server.post(f"/v1/jobs/{name}/run").status_code == 200
@@ -237,7 +239,8 @@ def test_output_files_are_named_by_the_server_made_execution_id_only(server: Nod
     finally:
         server.request("DELETE", f"/v1/jobs/{name}")
     assert re.fullmatch(r"[0-9]+-[A-Za-z0-9_-]+(=[0-9]+)?", execution["id"])
-    assert [p.name for p in tmp_path.iterdir()] == [f"{execution['id']}.log"]
+    log_dir = server.data_dir / "processor-files" / name  # under the files root: <data-dir>/processor-files
+    assert [p.name for p in log_dir.iterdir()] == [f"{execution['id']}.log"]
 
 
 # --------------------------------------------------------------------------- the http executor's request

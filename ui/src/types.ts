@@ -51,6 +51,14 @@ export interface Job {
   history_max_age?: string;
   dst_policy?: { gap?: string; overlap?: string } | null;
   notify_on?: string;
+  /** The variables a run (a NATS trigger, POST /v1/jobs/{job}/run) may set; nothing else. */
+  parameters?: Parameter[] | null;
+}
+
+export interface Parameter {
+  name: string;
+  /** Its values are masked in the audit log. */
+  secret: boolean;
 }
 
 export interface Execution {
