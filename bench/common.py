@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 RESULTS = Path(__file__).parent / "results"
+SERVER_FLAGS = ["--log-level", "warn", "--rate-limit-runs", "0"]
+"""Flags of a benchmarked server: a benchmark measures capacity, not the API's per-caller rate limit."""
 
 
 def percentile(values: list[float], p: float) -> float:

@@ -1,7 +1,8 @@
 """The audit log: every change made through the API, appended to the JetStream stream `DKRON_AUDIT`.
 
 An entry is `{"time", "who", "role", "action", "target", "before", "after"}`: `who` is the token's name
-(`anonymous` with authentication off), `before`/`after` the job as the API shows it where a job changed, and
+(`anonymous` with authentication off; `nats:<subject>` for a NATS trigger, `leader` for the deletion of an
+ephemeral job after its success), `before`/`after` the job as the API shows it where a job changed, and
 otherwise what the action was about (a run's `force`, which pause). The stream keeps entries 365 days or
 1 GiB, the oldest dropped first (`dkron_nats/kv/buckets.py`).
 """
@@ -29,12 +30,16 @@ JOB_UPDATE = "job.update"
 JOB_DELETE = "job.delete"
 JOB_TOGGLE = "job.toggle"
 JOB_RUN = "job.run"
+JOB_TRIGGER = "job.trigger"
+"""A run asked for over NATS (`dkron.trigger.<job>`); `who` is `nats:<subject>`."""
 EXECUTION_CANCEL = "execution.cancel"
 EXECUTIONS_DELETE = "executions.delete"
 PAUSE = "pause"
 UNPAUSE = "unpause"
 TOKEN_CREATE = "token.create"  # noqa: S105 - an action name, not a secret
 TOKEN_REVOKE = "token.revoke"  # noqa: S105 - an action name, not a secret
+LOGIN_FAILED = "login.failed"
+"""A request sent a token that was refused (who: `(unauthenticated)`, target: the client's address)."""
 LEAVE = "leave"
 MAX_PAGE = 1000
 """Entries one `GET /v1/audit` returns at most, whatever `_end` asks for."""

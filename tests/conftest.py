@@ -7,11 +7,14 @@ import pytest
 
 from tests.harness import Node, running
 
+UI_ORIGIN = "http://ui.example"
+"""The one `--cors-origin` of the shared server: pages from there may call it."""
+
 
 @pytest.fixture(scope="session")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
     """One single-node server shared by the contract tests (each test uses its own job names)."""
-    with running(Node(tmp_path_factory.mktemp("server"))) as node:
+    with running(Node(tmp_path_factory.mktemp("server"), extra=["--cors-origin", UI_ORIGIN])) as node:
         yield node
 
 

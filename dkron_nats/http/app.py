@@ -1,4 +1,9 @@
-"""create_app(services) -> Litestar: routes, who may call them, Dkron's error bodies and headers."""
+"""create_app(services) -> Litestar: routes, who may call them, Dkron's error bodies and headers.
+
+Outermost, before routing, `BrowserGuard` refuses foreign `Host` names and web pages of other origins
+(`http/middleware.py`); then the guards check the token (`http/auth_api.py`) and the caller's rate of runs
+and job changes (`http/ratelimit.py`), both before a body is read.
+"""
 
 from __future__ import annotations
 
@@ -35,7 +40,8 @@ from dkron_nats.http import (
     output_api,
     ui_api,
 )
-from dkron_nats.http.middleware import Preflight, dkron_headers
+from dkron_nats.http.middleware import BrowserGuard, BrowserPolicy, dkron_headers
+from dkron_nats.http.ratelimit import RateLimiter, rate_guard
 from dkron_nats.http.responses import TEXT, text_response
 from dkron_nats.http.services import Services
 from dkron_nats.jobinput import error_field
@@ -80,7 +86,7 @@ def _http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes
         return text_response("404 page not found", 404)
     if exc.status_code == 413:
         return text_response("request body too large: the limit is set by --max-body-size", 413)
-    # Keeps the exception's headers: a 401 must say `WWW-Authenticate: Bearer`.
+    # Keeps the exception's headers: a 401 must say `WWW-Authenticate: Bearer`, a 429 `Retry-After`.
     return Response(
         content=(exc.detail or "error").encode(),
         status_code=exc.status_code,
@@ -108,20 +114,29 @@ ROUTE_HANDLERS = [
 """Every route of the API (the auth tests walk this list, so a new route cannot be left unchecked)."""
 
 
-def create_app(services: Services) -> Litestar:
-    return Litestar(
+def create_app(
+    services: Services, browsers: BrowserPolicy | None = None, limiter: RateLimiter | None = None
+) -> Litestar:
+    """The API; without `limiter`, runs and job changes are not rate-limited."""
+    app = Litestar(
         route_handlers=ROUTE_HANDLERS,
-        guards=[auth_api.auth_guard(services.auth)],
+        guards=[
+            auth_api.auth_guard(services.auth, services.audit),
+            rate_guard(limiter or RateLimiter(rate=0, burst=1)),
+        ],
         dependencies={"services": Provide(lambda: services, use_cache=True, sync_to_thread=False)},
         exception_handlers={
             DkronError: _dkron_error,
             HTTPException: _http_error,
             Exception: _unexpected,
         },
-        middleware=[Preflight],
         before_send=[dkron_headers(services.node_name)],
         request_max_body_size=services.max_body_bytes,
         openapi_config=None,
         logging_config=None,
         debug=False,
     )
+    # Around the router itself, so that it also decides for unknown paths and before any route's middleware;
+    # Litestar's `before_send` hooks (X-Whom) still wrap it.
+    app.asgi_handler = BrowserGuard(app.asgi_handler, browsers or BrowserPolicy())
+    return app

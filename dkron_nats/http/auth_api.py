@@ -3,11 +3,17 @@
 A route names the role it needs in its Litestar `opt`: `{"role": "operator"}`, or `{"public": True}` for
 routes anyone may call (`/health`). Without either, reads (GET, HEAD) need `read` and every other method
 `admin`, so a new route is admin-only until someone decides otherwise. CORS preflight requests never reach
-the guard (`Preflight` answers them first).
+the guard (`BrowserGuard` answers them first).
+
+A token that is sent but refused (unknown, revoked, expired, malformed) is logged and audited with the
+client's address, never the token; at most `FAILED_LOGINS_PER_SECOND` of them (bursts of
+`FAILED_LOGINS_BURST`), each saying how many were left out before it, so a flood cannot flood the log.
 """
 
 from __future__ import annotations
 
+import logging
+import time
 from typing import Any
 
 import msgspec
@@ -18,6 +24,7 @@ from litestar.handlers import BaseRouteHandler
 from litestar.types import Guard
 
 from dkron_nats import audit
+from dkron_nats.audit import AuditLog
 from dkron_nats.auth import (
     ANONYMOUS,
     BOOTSTRAP_ENV,
@@ -28,11 +35,15 @@ from dkron_nats.auth import (
     allows,
     check_token_request,
     parse_role,
+    parse_ttl,
     token_json,
 )
 from dkron_nats.errors import PayloadError
+from dkron_nats.http.ratelimit import TokenBucket
 from dkron_nats.http.responses import json_response, list_response
 from dkron_nats.http.services import Services
+
+logger = logging.getLogger(__name__)
 
 AnyRequest = Request[Any, Any, Any]
 AnyConnection = ASGIConnection[Any, Any, Any, Any]
@@ -41,6 +52,10 @@ OPERATOR: dict[str, Any] = {"role": "operator"}
 PUBLIC: dict[str, Any] = {"public": True}
 AUDIT_PAGE = 50
 """Entries `GET /v1/audit` returns when `_end` is not given."""
+FAILED_LOGINS_PER_SECOND = 1.0
+FAILED_LOGINS_BURST = 20
+UNAUTHENTICATED = Principal(name="(unauthenticated)", role="read")
+"""Who a refused token's audit entry names: not a token name (those cannot hold parentheses)."""
 
 
 def principal_of(connection: AnyConnection) -> Principal:
@@ -62,17 +77,45 @@ def needed_role(method: str, handler: BaseRouteHandler) -> Role | None:
     return role
 
 
-def auth_guard(auth: Authenticator) -> Guard:
-    """401 without a valid token, 403 when the token's role may not use the route."""
+class FailedLogins:
+    """Logs and audits refused tokens, at most `rate` a second (bursts of `burst`)."""
 
-    def guard(connection: AnyConnection, handler: BaseRouteHandler) -> None:
+    def __init__(
+        self, audit: AuditLog, rate: float = FAILED_LOGINS_PER_SECOND, burst: int = FAILED_LOGINS_BURST
+    ) -> None:
+        self.audit = audit
+        self._bucket = TokenBucket(rate, burst, time.monotonic())
+        self._left_out = 0
+
+    async def record(self, connection: AnyConnection, why: str) -> None:
+        if self._bucket.take(time.monotonic()) > 0:
+            self._left_out += 1
+            return
+        left_out, self._left_out = self._left_out, 0
+        client = connection.scope.get("client")
+        address = client[0] if client else "unknown"
+        method, path = connection.scope.get("method", "GET"), connection.scope["path"]
+        more = f" ({left_out} more refused since the last one logged)" if left_out else ""
+        logger.warning("refused an API token from %s for %s %s: %s%s", address, method, path, why, more)
+        details = {"method": method, "path": path, "reason": why, "not_logged_before": left_out}
+        await self.audit.record(UNAUTHENTICATED, audit.LOGIN_FAILED, address, after=details)
+
+
+def auth_guard(auth: Authenticator, audit_log: AuditLog) -> Guard:
+    """401 without a valid token, 403 when the token's role may not use the route."""
+    failed = FailedLogins(audit_log)
+
+    async def guard(connection: AnyConnection, handler: BaseRouteHandler) -> None:
         if not auth.enabled:
             return
         needed = needed_role(str(connection.scope.get("method", "GET")), handler)
         if needed is None:
             return
-        principal = auth.identify(connection.headers.get("authorization"))
-        if principal is None:
+        authorization = connection.headers.get("authorization")
+        principal = auth.identify(authorization)
+        if not isinstance(principal, Principal):
+            if authorization is not None:
+                await failed.record(connection, principal)
             raise NotAuthorizedException(
                 detail=_why_unauthorized(connection), headers={"WWW-Authenticate": "Bearer"}
             )
@@ -92,12 +135,14 @@ def _why_unauthorized(connection: AnyConnection) -> str:
             "authentication required: send 'Authorization: Bearer <token>' (tokens are made with "
             f"`dkron-nats token create`; the first admin token comes from {BOOTSTRAP_ENV})"
         )
-    return "the bearer token is not valid: it is unknown or revoked, or not sent as 'Bearer <token>'"
+    return "the bearer token is not valid: it is unknown, revoked or expired, or not sent as 'Bearer <token>'"
 
 
 class TokenRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     name: str
     role: str
+    ttl: str | None = None
+    """How long the token lives (`720h`, `P30D`); None: until revoked."""
 
 
 @post("/v1/tokens", status_code=201, opt=ADMIN)
@@ -105,12 +150,17 @@ async def create_token(request: AnyRequest, services: Services) -> Response[byte
     try:
         wanted = msgspec.json.decode(await request.body(), type=TokenRequest)
     except (msgspec.DecodeError, RecursionError, UnicodeDecodeError) as exc:
-        raise PayloadError(f'{exc}; send {{"name": "...", "role": "read|operator|admin"}}') from None
+        raise PayloadError(
+            f'{exc}; send {{"name": "...", "role": "read|operator|admin"}} and optionally "ttl": "720h"'
+        ) from None
     role = check_token_request(wanted.name, wanted.role)
+    ttl = parse_ttl(wanted.ttl) if wanted.ttl is not None else None
     who = principal_of(request)
-    stored, token = await services.auth.create(wanted.name, role, who.name)
+    stored, token = await services.auth.create(wanted.name, role, who.name, ttl)
     await services.audit.record(who, audit.TOKEN_CREATE, stored.name, after=token_json(stored))
-    return json_response(request, {"name": stored.name, "role": stored.role, "token": token}, status=201)
+    shown = token_json(stored)
+    body = {"name": stored.name, "role": stored.role, "token": token, "expires_at": shown["expires_at"]}
+    return json_response(request, body, status=201)
 
 
 @get("/v1/tokens", opt=ADMIN)
@@ -121,8 +171,9 @@ async def list_tokens(request: AnyRequest, services: Services) -> Response[bytes
 
 @delete("/v1/tokens/{name:str}", status_code=200, opt=ADMIN)
 async def revoke_token(request: AnyRequest, services: Services, name: str) -> Response[bytes]:
-    stored = await services.auth.revoke(name)
-    await services.audit.record(principal_of(request), audit.TOKEN_REVOKE, name, before=token_json(stored))
+    who = principal_of(request)
+    stored = await services.auth.revoke(name, who.name)
+    await services.audit.record(who, audit.TOKEN_REVOKE, name, before=token_json(stored))
     return json_response(request, token_json(stored))
 
 

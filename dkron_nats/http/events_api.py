@@ -3,13 +3,15 @@
 Each SSE event is named after the event's type (`job.updated`, `execution.finished`, ...) and carries its
 JSON body. A first `ready` event says the subscription is in place; a comment every 15 s keeps proxies from
 closing an idle stream. Like the NATS subjects it relays, delivery is at most once: a client that reconnects
-re-reads what it shows.
+re-reads what it shows. A client that falls more than 1 MiB behind gets an `error` event and is cut off
+(`http/streams.py`).
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
+import anyio
 import msgspec
 from litestar import get
 from litestar.response import ServerSentEvent, ServerSentEventMessage
@@ -17,12 +19,13 @@ from nats.errors import TimeoutError as NatsTimeoutError
 
 from dkron_nats.events import EventBody
 from dkron_nats.http.services import Services
+from dkron_nats.http.streams import BoundedStream
 
 ALL_EVENTS = "dkron.events.>"
 KEEPALIVE = 15.0
 
 
-@get("/v1/events")
+@get("/v1/events", middleware=[BoundedStream])
 async def events(services: Services) -> ServerSentEvent:
     return ServerSentEvent(_relay(services), headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
@@ -43,7 +46,8 @@ async def _relay(services: Services) -> AsyncIterator[ServerSentEventMessage]:
                 continue  # not one of ours: someone else published on the subject
             yield ServerSentEventMessage(event=kind, data=msg.data.decode("utf-8", errors="replace"))
     finally:
-        await sub.unsubscribe()
+        with anyio.CancelScope(shield=True):  # the client left: the stream is being cancelled
+            await sub.unsubscribe()
 
 
 ROUTES = [events]

@@ -7,7 +7,9 @@ waits poll with `wait_for`, never a sleep.
 Where dkron-nats deliberately differs from Dkron, the test says so in a comment ("Dkron ..."):
 an invalid `_sort` is a 400 (Dkron: 500), `_start > _end` is an empty page (Dkron: panic, 500),
 DELETE …/executions of an unknown job is a 404 (Dkron: 500), tag keys and values must be NATS-safe tokens,
-`dependent_jobs` is always derived from the children, and `Location` is always `/v1/jobs/<name>`.
+`dependent_jobs` is always derived from the children, and `Location` is always `/v1/jobs/<name>`. CORS:
+Dkron answers `Access-Control-Allow-Origin: *`; dkron-nats echoes only the `--cors-origin` origins (the
+shared server allows `http://ui.example`) and refuses other origins (`test_api_security.py`).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from urllib.parse import quote
 import httpx
 import pytest
 
+from tests.conftest import UI_ORIGIN
 from tests.harness import Node, executions, finished, job, wait_for
 
 ZERO = "0001-01-01T00:00:00Z"
@@ -68,6 +71,7 @@ JOB_KEYS = [
     "history_max_age",
     "dst_policy",
     "notify_on",
+    "parameters",
 ]
 ECHO_KEYS = [key for key in JOB_KEYS if key != "depended_on_by"]
 """A save answers the job as parsed: links derived from other jobs are in stored jobs only."""
@@ -204,33 +208,36 @@ def stats_today(server: Node) -> dict[str, Any]:
 def test_every_response_carries_whom_and_cors_headers(server: Node) -> None:
     name = unique("hdr")
     create(server, name)
+    cors = {"Origin": UI_ORIGIN}
     samples = [
-        server.get("/v1"),
-        server.get("/v1/jobs"),
-        server.get(path_of(name)),
-        server.get(path_of(unique("missing"))),
-        server.post("/v1/jobs", content=b"{"),
-        server.post("/v1/jobs", content=b" " * (MIB + 1)),
-        server.post(path_of(unique("missing")) + "/run"),
-        server.get("/v1/no/such/route"),
-        server.post("/v1/no/such/route"),
-        server.get("/health"),
-        server.get("/", headers={"Accept": "text/html"}),
+        server.get("/v1", headers=cors),
+        server.get("/v1/jobs", headers=cors),
+        server.get(path_of(name), headers=cors),
+        server.get(path_of(unique("missing")), headers=cors),
+        server.post("/v1/jobs", content=b"{", headers=cors),
+        server.post("/v1/jobs", content=b" " * (MIB + 1), headers=cors),
+        server.post(path_of(unique("missing")) + "/run", headers=cors),
+        server.get("/v1/no/such/route", headers=cors),
+        server.post("/v1/no/such/route", headers=cors),
+        server.get("/health", headers=cors),
+        server.get("/", headers={"Accept": "text/html", **cors}),
     ]
     for response in samples:
         where = f"{response.request.method} {response.request.url} -> {response.status_code}"
         assert response.headers.get("X-Whom") == "n1", where
-        assert response.headers.get("Access-Control-Allow-Origin") == "*", where
+        assert response.headers.get("Access-Control-Allow-Origin") == UI_ORIGIN, where
+        assert "Origin" in response.headers.get("Vary", ""), where
         assert "X-Total-Count" in response.headers.get("Access-Control-Expose-Headers", ""), where
+    assert "Access-Control-Allow-Origin" not in server.get("/v1/jobs").headers  # no Origin: no CORS
 
 
 def test_cors_preflight_answers_204_with_allowed_methods(server: Node) -> None:
-    headers = {"Origin": "http://ui.example", "Access-Control-Request-Method": "PUT"}
+    headers = {"Origin": UI_ORIGIN, "Access-Control-Request-Method": "PUT"}
     for path in ("/v1/jobs", path_of(unique("any")), path_of(unique("any")) + "/toggle", "/v1/pause"):
         response = server.request("OPTIONS", path, headers=headers)
         assert response.status_code == 204, path
         assert response.content == b""
-        assert response.headers["Access-Control-Allow-Origin"] == "*"
+        assert response.headers["Access-Control-Allow-Origin"] == UI_ORIGIN
         methods = response.headers["Access-Control-Allow-Methods"]
         for method in ("GET", "POST", "PUT", "PATCH", "DELETE"):
             assert method in methods

@@ -114,9 +114,12 @@ def create_token(node: Node, admin_token: str, name: str, role: str) -> str:
     return token
 
 
+UI_ORIGIN = "http://ui.example"
+
+
 @pytest.fixture(scope="module")
 def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secured]:
-    node = Node(tmp_path_factory.mktemp("auth"), extra=["--auth"], env=AUTH_ENV)
+    node = Node(tmp_path_factory.mktemp("auth"), extra=["--auth", "--cors-origin", UI_ORIGIN], env=AUTH_ENV)
     with running(node):
         tokens = {role: create_token(node, BOOTSTRAP, f"table-{role}", role) for role in RANK}
         yield Secured(node, tokens)
@@ -186,8 +189,10 @@ def test_a_wrong_or_malformed_token_gets_401(secured: Secured) -> None:
 
 def test_health_and_cors_preflight_need_no_token(secured: Secured) -> None:
     assert secured.node.get("/health").status_code == 200
-    preflight = secured.node.request("OPTIONS", "/v1/jobs", headers={"Access-Control-Request-Method": "POST"})
+    asked = {"Origin": UI_ORIGIN, "Access-Control-Request-Method": "POST"}
+    preflight = secured.node.request("OPTIONS", "/v1/jobs", headers=asked)
     assert preflight.status_code == 204
+    assert preflight.headers["Access-Control-Allow-Origin"] == UI_ORIGIN
     assert "Authorization" in preflight.headers["Access-Control-Allow-Headers"]
 
 
@@ -203,14 +208,15 @@ def test_tokens_are_random_shown_once_and_listed_without_secrets(secured: Secure
     created = secured.admin("POST", "/v1/tokens", json={"name": "shown-once", "role": "read"})
     assert created.status_code == 201
     body = created.json()
-    assert set(body) == {"name", "role", "token"}
+    assert set(body) == {"name", "role", "token", "expires_at"}
+    assert body["expires_at"] is None  # no ttl: until revoked
     token = body["token"]
     assert token.startswith("dkn_")
     assert len(token) == len("dkn_") + 43  # 32 random bytes, URL-safe base64 without padding
     listed = secured.admin("GET", "/v1/tokens")
     assert int(listed.headers["X-Total-Count"]) == len(listed.json())
     mine = next(t for t in listed.json() if t["name"] == "shown-once")
-    assert set(mine) == {"name", "role", "created_at", "created_by"}
+    assert set(mine) == {"name", "role", "created_at", "created_by", "expires_at"}
     assert token not in listed.text
     assert token not in secured.node.logs()
 
@@ -275,7 +281,8 @@ def test_without_auth_the_api_is_open_and_start_up_warns_when_it_listens_beyond_
     tmp_path: Path,
 ) -> None:
     node = Node(tmp_path / "open")
-    node.extra = ["--http-addr", f"0.0.0.0:{node.http_port}"]  # the last --http-addr wins
+    # the last --http-addr wins; without --insecure-no-auth start-up refuses (test_api_security.py)
+    node.extra = ["--http-addr", f"0.0.0.0:{node.http_port}", "--insecure-no-auth"]
     with running(node):
         assert node.post("/v1/jobs", json=job("open-job")).status_code == 201
         warning = wait_for(

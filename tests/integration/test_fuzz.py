@@ -30,7 +30,7 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
 
 def _app_operations() -> set[tuple[str, str]]:
     """(method, path) of every route `create_app` serves; building the app reads only these two fields."""
-    services = cast(Services, SimpleNamespace(node_name="n", max_body_bytes=1024, auth=None))
+    services = cast(Services, SimpleNamespace(node_name="n", max_body_bytes=1024, auth=None, audit=None))
     return set(served_operations(create_app(services).routes))
 
 

@@ -52,7 +52,7 @@ def test_create_list_and_revoke_for_people(node: Node) -> None:
     table = cli("list", "--server", node.url, token=BOOTSTRAP)
     assert table.returncode == 0, table.stderr
     header, *rows = table.stdout.splitlines()
-    assert header.split() == ["NAME", "ROLE", "CREATED_AT", "CREATED_BY"]
+    assert header.split() == ["NAME", "ROLE", "CREATED_AT", "CREATED_BY", "EXPIRES_AT"]
     ci_row = next(row.split() for row in rows if row.startswith("ci "))
     assert [ci_row[i] for i in (0, 1, 3)] == ["ci", "operator", "bootstrap"]
     assert token not in table.stdout
@@ -75,7 +75,13 @@ def test_json_output_and_the_server_from_the_environment(node: Node) -> None:
     assert listed.returncode == 0, listed.stderr
     mine = [t for t in json.loads(listed.stdout) if t["name"] == "script"]
     assert mine == [
-        {"name": "script", "role": "read", "created_at": mine[0]["created_at"], "created_by": "bootstrap"}
+        {
+            "name": "script",
+            "role": "read",
+            "created_at": mine[0]["created_at"],
+            "created_by": "bootstrap",
+            "expires_at": None,
+        }
     ]
 
     revoked = cli("revoke", "script", "--json", token=BOOTSTRAP, server=node.url)
