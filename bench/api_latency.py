@@ -29,7 +29,7 @@ from typing import Any
 
 import httpx
 
-from bench.common import command_line, machine, rss_mb, run_main, summary, write_results
+from bench.common import SERVER_FLAGS, command_line, machine, rss_mb, run_main, summary, write_results
 from tests.harness import Node, wait_for
 
 TARGETS = {"page_p99_ms": 50.0, "server_rss_mb_at_100000": 500.0}
@@ -93,8 +93,8 @@ def pid_of(node: Node) -> int:
 
 
 async def measure(sizes: list[int], samples: int, workdir: Path) -> list[dict[str, Any]]:
-    server = Node(workdir / "server", extra=["--log-level", "warn"])
-    agent = Node(workdir / "agent", name="a1", server=False)
+    server = Node(workdir / "server", extra=[*SERVER_FLAGS])
+    agent = Node(workdir / "agent", name="a1", server=False, nats_creds_from=server)
     rows = []
     try:
         server.start().wait_leader()

@@ -38,7 +38,16 @@ from typing import Any
 import httpx
 import nats
 
-from bench.common import RESULTS, command_line, machine, rss_mb, run_main, summary, write_results
+from bench.common import (
+    RESULTS,
+    SERVER_FLAGS,
+    command_line,
+    machine,
+    rss_mb,
+    run_main,
+    summary,
+    write_results,
+)
 from bench.throughput import Ledger, _sync
 from tests.harness import Node, wait_for
 
@@ -118,11 +127,11 @@ async def measure(executor: str, mode: str, size: int, workdir: Path) -> dict[st
     run = f"{executor}-{mode}-{size}"
     ledger_file = workdir / f"ledger-{run}.txt"
     ledger_file.touch()
-    node = Node(workdir / f"data-{run}", extra=["--log-level", "warn"])
+    node = Node(workdir / f"data-{run}", extra=[*SERVER_FLAGS])
     events = Ledger()
     try:
         node.start().wait_leader()
-        nc = await nats.connect(f"nats://127.0.0.1:{node.nats_port}")
+        nc = await nats.connect(**node.nats_options())
         await nc.subscribe(
             "dkron.events.execution.>", cb=_sync(events.on_event), pending_msgs_limit=2_000_000
         )

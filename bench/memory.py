@@ -23,7 +23,7 @@ import httpx
 import nats
 from nats.aio.msg import Msg
 
-from bench.common import command_line, machine, rss_mb, run_main, write_results
+from bench.common import SERVER_FLAGS, command_line, machine, rss_mb, run_main, write_results
 from bench.throughput import add_jobs
 from tests.harness import Node, embedded_nats_pid
 
@@ -33,7 +33,7 @@ FLAT_GROWTH = 0.10
 
 
 async def soak(executions: int, rate: int, workdir: Path) -> dict[str, Any]:
-    node = Node(workdir / "soak", extra=["--log-level", "warn"])
+    node = Node(workdir / "soak", extra=[*SERVER_FLAGS])
     done = 0
 
     async def count(msg: Msg) -> None:
@@ -43,7 +43,7 @@ async def soak(executions: int, rate: int, workdir: Path) -> dict[str, Any]:
     samples: list[dict[str, float]] = []
     try:
         node.start().wait_leader()
-        nc = await nats.connect(f"nats://127.0.0.1:{node.nats_port}")
+        nc = await nats.connect(**node.nats_options())
         await nc.subscribe("dkron.events.execution.>", cb=count, pending_msgs_limit=1_000_000)
         async with httpx.AsyncClient(base_url=node.url, timeout=60) as client:
             await add_jobs(client, 0, rate, "noop")

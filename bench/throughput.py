@@ -33,7 +33,7 @@ import httpx
 import nats
 from nats.aio.msg import Msg
 
-from bench.common import command_line, machine, rss_mb, summary, write_results
+from bench.common import SERVER_FLAGS, command_line, machine, rss_mb, summary, write_results
 from tests.harness import Node, wait_for
 
 EXECUTORS = {  # the trivial in-process executor; /bin/true through the shell executor
@@ -128,12 +128,12 @@ async def counted_executions(client: httpx.AsyncClient, jobs: int) -> int:
 async def measure(
     executor: str, rates: list[int], window: float, warmup: float, workdir: Path, layout: str
 ) -> dict[str, Any]:
-    node = Node(workdir / f"data-{executor}-{layout}", extra=["--log-level", "warn"])
+    node = Node(workdir / f"data-{executor}-{layout}", extra=[*SERVER_FLAGS])
     agent: Node | None = None
     tags: dict[str, str] = {}
     if layout == "split":
         # The same machine, the agent in its own process: the jobs run there, the server only schedules.
-        agent = Node(workdir / f"agent-{executor}", name="a1", server=False)
+        agent = Node(workdir / f"agent-{executor}", name="a1", server=False, nats_creds_from=node)
         agent.extra = ["--log-level", "warn", "--nats-url", f"nats://127.0.0.1:{node.nats_port}"]
         agent.extra += ["--tag", "role=worker"]
         tags = {"role": "worker"}
@@ -143,7 +143,7 @@ async def measure(
         if agent is not None:
             agent.start()
             wait_for(lambda: len(node.get("/v1/members").json()) == 2, timeout=30, what="the agent")
-        nc = await nats.connect(f"nats://127.0.0.1:{node.nats_port}")
+        nc = await nats.connect(**node.nats_options())
         await nc.subscribe(
             "dkron.events.execution.>", cb=_sync(ledger.on_event), pending_msgs_limit=1_000_000
         )

@@ -7,13 +7,27 @@ certificate that cannot be verified stops start-up too, instead of being retried
 
 from __future__ import annotations
 
+import base64
+import dataclasses
 import importlib.util
+import json
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from nats.aio.client import RawCredentials
+
+from dkron_nats import natsroles
 from dkron_nats.config import ConfigError, Settings
+from dkron_nats.natsjwt import (
+    SECRET_FILE_NAME,
+    ClusterKeys,
+    SecretError,
+    ensure_secret,
+    read_secret,
+    user_credentials,
+)
 from dkron_nats.natsserver import ServerSecurity
 
 
@@ -32,6 +46,8 @@ class NatsCredentials:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     tls_server_name: str = ""
+    creds_text: str = ""
+    """A `.creds` file's content, held in memory: the embedded server's node logs in with it."""
 
     def __repr__(self) -> str:  # the dataclass default would print the password and token
         return f"NatsCredentials(methods={self.methods()}, tls={self.tls_enabled})"
@@ -50,12 +66,22 @@ class NatsCredentials:
             tls_server_name=s.nats_tls_server_name,
         )
 
-    def embedded_server(self) -> ServerSecurity:
-        """What the embedded nats-server requires: the same password or token, TLS with the same key pair;
-        routes between embedded servers need the same credentials, and mutual TLS when a CA is given."""
+    def embedded_server(self, keys: ClusterKeys | None = None) -> ServerSecurity:
+        """What the embedded nats-server requires: the same password or token, or else (`keys`) user JWTs
+        of the cluster's account; TLS with the same key pair; routes between embedded servers need the
+        same credentials (the password derived from the secret), and mutual TLS when a CA is given."""
         return ServerSecurity(
-            self.tls_cert, self.tls_key, self.user, self.password, self.token, tls_ca=self.tls_ca
+            self.tls_cert, self.tls_key, self.user, self.password, self.token, tls_ca=self.tls_ca, keys=keys
         )
+
+    @property
+    def chosen_by_operator(self) -> bool:
+        """A password, token, NKey or credentials file was given: the embedded server keeps to it."""
+        return bool(self.methods())
+
+    def as_server_of(self, keys: ClusterKeys, node: str) -> NatsCredentials:
+        """These options, logging in with a new server-role user JWT of the cluster (kept in memory)."""
+        return dataclasses.replace(self, creds_text=user_credentials(keys, node, natsroles.SERVER))
 
     @property
     def tls_enabled(self) -> bool:
@@ -135,6 +161,8 @@ class NatsCredentials:
             options["nkeys_seed"] = str(self.nkey_seed)
         if self.creds:
             options["user_credentials"] = str(self.creds)
+        if self.creds_text:
+            options["user_credentials"] = RawCredentials(self.creds_text)
         if (context := self.ssl_context()) is not None:
             options["tls"] = context
         if self.tls_server_name:
@@ -156,10 +184,26 @@ class NatsCredentials:
             if not given:
                 return (
                     "the NATS server requires credentials: set --nats-user/--nats-password, --nats-token, "
-                    "--nats-nkey-seed or --nats-creds"
+                    "--nats-nkey-seed or --nats-creds (for a dkron-nats server's embedded NATS, make the "
+                    "--nats-creds file on a server: `dkron-nats nats-credentials --role agent --node NAME`)"
                 )
             return f"the NATS server refused the credentials of {given[0]}: check them"
         return None
+
+
+def cluster_keys(data_dir: Path, secret_file: Path | None) -> ClusterKeys:
+    """The keys of the embedded servers' cluster, from `secret_file` (it must exist), or else from
+    `<data-dir>/nats-secret` (created with a new random secret on first start)."""
+    try:
+        if secret_file is not None:
+            return ClusterKeys.from_secret(read_secret(secret_file))
+        return ClusterKeys.from_secret(ensure_secret(data_dir / SECRET_FILE_NAME))
+    except SecretError as exc:
+        hint = " (create one with `dkron-nats nats-credentials --new-secret FILE`)" if secret_file else ""
+        option = "--nats-secret-file" if secret_file else "the cluster secret"
+        raise ConfigError(f"{option} {exc}{hint}") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot create the cluster secret in {data_dir}: {exc.strerror}") from None
 
 
 def _check_readable(option: str, path: Path) -> None:
@@ -202,4 +246,68 @@ def _check_embedded(credentials: NatsCredentials) -> None:
         raise ConfigError(
             "the embedded nats-server serves TLS with --nats-tls-cert and --nats-tls-key: set both "
             "(or drop the other --nats-tls-* options)"
+        )
+
+
+_EMBEDDED_FLAGS = {
+    "nats_secret_file": "--nats-secret-file",
+    "nats_store_cipher": "--nats-store-cipher",
+    "nats_store_key_file": "--nats-store-key-file",
+    "nats_store_previous_key_file": "--nats-store-previous-key-file",
+}
+
+
+def check_embedded_options(embedded: dict[str, Any], opts: dict[str, Any]) -> None:
+    """Refuse embedded-server options that cannot work together, naming them. `embedded` holds the
+    options of `_EMBEDDED_FLAGS`; `opts` the others (URLs, routes, credentials)."""
+    given = [flag for name, flag in _EMBEDDED_FLAGS.items() if embedded.get(name)]
+    if opts.get("nats_url"):
+        if given:
+            raise ConfigError(f"{given[0]} configures the embedded nats-server; drop --nats-url")
+        return
+    explicit = bool(opts.get("nats_user") or opts.get("nats_token"))
+    if embedded.get("nats_secret_file") and explicit:
+        raise ConfigError(
+            "--nats-secret-file and --nats-user/--nats-token are set: the embedded nats-server takes one "
+            "way to authenticate clients, choose one"
+        )
+    if opts.get("nats_routes") and not explicit and not embedded.get("nats_secret_file"):
+        raise ConfigError(
+            "--nats-routes needs --nats-secret-file: every embedded server of a cluster derives its NATS "
+            "credentials, and the routes' password, from the same secret. Copy the first server's "
+            "<data-dir>/nats-secret to every server (or create one with `dkron-nats nats-credentials "
+            "--new-secret FILE`) and start each with --nats-secret-file FILE"
+        )
+    cipher, key = embedded.get("nats_store_cipher"), embedded.get("nats_store_key_file")
+    if bool(cipher) != bool(key):
+        missing = "--nats-store-key-file" if cipher else "--nats-store-cipher"
+        raise ConfigError(f"{missing} is missing: --nats-store-cipher and --nats-store-key-file go together")
+    if embedded.get("nats_store_previous_key_file") and not key:
+        raise ConfigError("--nats-store-previous-key-file needs --nats-store-key-file (the new key)")
+    for name in ("nats_secret_file", "nats_store_key_file", "nats_store_previous_key_file"):
+        if (path := embedded.get(name)) is not None:
+            _check_readable(_EMBEDDED_FLAGS[name], path)
+            if name != "nats_secret_file" and not path.read_text().strip():
+                raise ConfigError(f"{_EMBEDDED_FLAGS[name]} {path}: the file is empty")
+
+
+def store_key(path: Path) -> str:
+    """The encryption key in `path` (its first line, trimmed)."""
+    return path.read_text().strip()
+
+
+def check_agent_creds(path: Path, node: str) -> None:
+    """Refuse agent credentials made for another node (`dkron-nats nats-credentials --node`): with them the
+    agent could not receive its own run requests. Credentials made elsewhere (nsc) are not checked."""
+    try:
+        payload = path.read_text().split("-----BEGIN NATS USER JWT-----")[1].split()[0].split(".")[1]
+        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+        allowed = claims["nats"]["sub"]["allow"]
+    except (IndexError, KeyError, TypeError, ValueError):
+        return
+    made_for = {entry.split()[1] for entry in allowed if entry.startswith("dkron.run.node.") and " " in entry}
+    if made_for and node not in made_for:
+        raise ConfigError(
+            f"--nats-creds {path} were made for the agent {', '.join(sorted(made_for))}, not for --node-name "
+            f"{node}: make them with `dkron-nats nats-credentials --role agent --node {node}`"
         )

@@ -22,6 +22,8 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 import anyio
 
+from dkron_nats.natsjwt import ClusterKeys, server_config_lines
+
 logger = logging.getLogger(__name__)
 PR_SET_PDEATHSIG = 1
 
@@ -62,7 +64,8 @@ def _detach_and_die_with_parent() -> None:
 @dataclass(frozen=True, slots=True)
 class ServerSecurity:
     """What the embedded nats-server demands of its clients: TLS with this key pair, and a user and
-    password or a token. Empty: plain TCP, no authentication (the default, for a loopback listener)."""
+    password, a token, or (`keys`, the default) a user JWT signed by the cluster's account. Empty: plain
+    TCP, no authentication (only tests and the previous version's data layout use that)."""
 
     tls_cert: Path | None = None
     tls_key: Path | None = None
@@ -71,9 +74,12 @@ class ServerSecurity:
     token: str = ""
     tls_ca: Path | None = None
     """With a key pair, routes to the other embedded servers use mutual TLS verified against this CA."""
+    keys: ClusterKeys | None = None
+    """Operator mode: the keys derived from the cluster secret (dkron_nats/natsjwt.py)."""
 
-    def __repr__(self) -> str:  # never print the password or token
-        return f"ServerSecurity(tls={self.tls_cert is not None}, auth={bool(self.user or self.token)})"
+    def __repr__(self) -> str:  # never print the password, token or keys
+        auth = "jwt" if self.keys else bool(self.user or self.token)
+        return f"ServerSecurity(tls={self.tls_cert is not None}, auth={auth})"
 
     @property
     def route_login(self) -> tuple[str, str] | None:
@@ -83,6 +89,8 @@ class ServerSecurity:
             return self.user, self.password
         if self.token:
             return ROUTE_USER, self.token
+        if self.keys:
+            return ROUTE_USER, self.keys.route_password
         return None
 
     def route_lines(self) -> list[str]:
@@ -136,6 +144,8 @@ class ServerSecurity:
             ]
         elif self.token:
             lines += ["authorization {", f"  token: {_quoted(self.token)}", "}"]
+        elif self.keys:
+            lines += server_config_lines(self.keys)
         return lines
 
 
@@ -152,9 +162,65 @@ def _quoted(value: object) -> str:
     return f'"{text}"'
 
 
+GLOBAL_ACCOUNT = "$G"
+"""Where a nats-server without accounts keeps JetStream data (the previous versions' embedded server)."""
+
+
+def adopt_unauthenticated_store(store: Path, account_id: str) -> None:
+    """Upgrade in place: hand the JetStream data of a store written without authentication (account `$G`)
+    to the cluster's data account, so jobs and history survive the switch to NATS credentials.
+
+    Only for a store of a single server: a clustered store records the account of every stream in its
+    replicated meta log too, which a move on one server cannot change."""
+    jetstream = store / "jetstream"
+    old, new = jetstream / GLOBAL_ACCOUNT, jetstream / account_id
+    if not old.is_dir() or new.exists():
+        return
+    if (jetstream / "$SYS" / "_js_").exists():
+        raise NatsServerError(
+            f"{old} holds the data of a NATS cluster started without credentials, which cannot be moved "
+            "to the credentials of --nats-secret-file in place. Keep the cluster as it was by starting every "
+            "server with the same --nats-user and --nats-password (routes then require them too), or export "
+            "the jobs (GET /v1/jobs), start a new cluster with a new data dir, and import them."
+        )
+    old.rename(new)
+    logger.warning(
+        "moved the JetStream data of %s to the NATS account %s (NATS credentials are now on)", old, account_id
+    )
+
+
 def split_host_port(addr: str, default_host: str = "127.0.0.1") -> tuple[str, int]:
     host, _, port = addr.rpartition(":")
     return host or default_host, int(port)
+
+
+@dataclass(frozen=True, slots=True)
+class StoreEncryption:
+    """JetStream encryption at rest: `cipher` (chachapoly or aes) with `key`; `previous_key` re-encrypts a
+    store written with an older key. The keys reach nats-server through its environment, never its file."""
+
+    cipher: str
+    key: str
+    previous_key: str = ""
+
+    def __repr__(self) -> str:
+        return f"StoreEncryption({self.cipher})"
+
+    def config_lines(self) -> list[str]:
+        lines = [f"  cipher: {self.cipher}", f"  key: ${STORE_KEY_ENV}"]
+        if self.previous_key:
+            lines.append(f"  prev_encryption_key: ${STORE_PREVIOUS_KEY_ENV}")
+        return lines
+
+    def environment(self) -> dict[str, str]:
+        env = {STORE_KEY_ENV: self.key}
+        if self.previous_key:
+            env[STORE_PREVIOUS_KEY_ENV] = self.previous_key
+        return env
+
+
+STORE_KEY_ENV = "DKRON_NATS_STORE_KEY"
+STORE_PREVIOUS_KEY_ENV = "DKRON_NATS_STORE_PREVIOUS_KEY"
 
 
 class EmbeddedNats:
@@ -167,6 +233,7 @@ class EmbeddedNats:
         routes: tuple[str, ...] = (),
         cluster_name: str = "dkron",
         security: ServerSecurity | None = None,
+        encryption: StoreEncryption | None = None,
     ) -> None:
         self.data_dir = data_dir
         self.host, self.port = split_host_port(listen)
@@ -175,6 +242,7 @@ class EmbeddedNats:
         self.routes = routes
         self.cluster_name = cluster_name
         self.security = security or ServerSecurity()
+        self.encryption = encryption
         self._proc: asyncio.subprocess.Process | None = None
         self._stopped = anyio.Event()
 
@@ -198,7 +266,8 @@ class EmbeddedNats:
                     f'log_file: "{self.data_dir / "nats-server.log"}"',
                     "max_payload: 4MB",
                     "jetstream {",
-                    f'  store_dir: "{store}"',
+                    f"  store_dir: {_quoted(store)}",
+                    *(self.encryption.config_lines() if self.encryption else []),
                     "}",
                     *self._cluster_block(),
                     *self.security.config_lines(),
@@ -211,7 +280,7 @@ class EmbeddedNats:
     def _cluster_block(self) -> list[str]:
         if not self.cluster_listen:
             return []
-        host, port = split_host_port(self.cluster_listen, default_host="0.0.0.0")
+        host, port = split_host_port(self.cluster_listen)  # loopback unless an address is given
         routes = ", ".join(_quoted(self.security.route_url(r)) for r in self.routes)
         return [
             "cluster {",
@@ -229,11 +298,41 @@ class EmbeddedNats:
 
     async def __aenter__(self) -> EmbeddedNats:
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        if self._converts_store():
+            # nats-server (2.15.1) encrypts an existing store, or re-encrypts it with a new key, as it loads
+            # it; but a stream that was empty then serves no last-per-subject reads (KV scans) until its next
+            # start. So the first start with a new cipher or key is a conversion: start, stop, start again.
+            logger.info("encrypting the JetStream store with %s", self.encryption)
+            await self._spawn()
+            proc, self._proc = self._proc, None
+            if proc is not None:
+                await _terminate(proc)
         await self._spawn()
+        self._remember_encryption()
         return self
 
+    @property
+    def _cipher_marker(self) -> Path:
+        """Holds the cipher the store was last opened with; absent: the store is not encrypted."""
+        return self.data_dir / "nats-store-cipher"
+
+    def _converts_store(self) -> bool:
+        """Whether this start encrypts an existing store, or re-encrypts it with a new key."""
+        if self.encryption is None or not (self.data_dir / "nats" / "jetstream").is_dir():
+            return False
+        return bool(self.encryption.previous_key) or not self._cipher_marker.exists()
+
+    def _remember_encryption(self) -> None:
+        if self.encryption is None:
+            self._cipher_marker.unlink(missing_ok=True)
+        else:
+            self._cipher_marker.write_text(self.encryption.cipher + "\n")
+
     async def _spawn(self) -> None:
+        if self.security.keys is not None:
+            adopt_unauthenticated_store(self.data_dir / "nats", self.security.keys.account_id)
         conf = self._write_config()
+        env = {**os.environ, **(self.encryption.environment() if self.encryption else {})}
         self._proc = await asyncio.create_subprocess_exec(
             nats_server_binary(),
             "-c",
@@ -241,6 +340,7 @@ class EmbeddedNats:
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.DEVNULL,
+            env=env,
             preexec_fn=_detach_and_die_with_parent,
         )
         try:

@@ -20,6 +20,15 @@ from typing import Any, TypeVar
 
 import httpx
 
+from dkron_nats import natsroles
+from dkron_nats.natsjwt import (
+    SECRET_FILE_NAME,
+    ClusterKeys,
+    new_secret,
+    read_secret,
+    user_credentials,
+    write_private,
+)
 from dkron_nats.natsserver import nats_server_binary
 
 T = TypeVar("T")
@@ -104,6 +113,9 @@ class Node:
     extra: list[str] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen[bytes] | None = None
+    nats_creds_from: Node | Path | None = None
+    """Log in to NATS with credentials minted from this server's (or this file's) cluster secret: a
+    server's own, or an agent's for this node's name. For nodes given `--nats-url` of an embedded NATS."""
 
     @property
     def url(self) -> str:
@@ -118,7 +130,34 @@ class Node:
         args += ["--http-addr", f"127.0.0.1:{self.http_port}", "--nats-listen", f"127.0.0.1:{self.nats_port}"]
         if self.server:
             args.append("--server")
+        if self.nats_creds_from is not None:
+            role = "server" if self.server else "agent"
+            args += ["--nats-creds", str(credentials_for(self.nats_creds_from, role, self.name))]
         return [*args, "--lease-ttl", "4", *self.extra]
+
+    @property
+    def secret_file(self) -> Path:
+        """The cluster secret of this node's embedded NATS (its --nats-secret-file, or the default)."""
+        if "--nats-secret-file" in self.extra:
+            return Path(self.extra[self.extra.index("--nats-secret-file") + 1])
+        return self.data_dir / SECRET_FILE_NAME
+
+    @property
+    def nats_url(self) -> str:
+        return f"nats://127.0.0.1:{self.nats_port}"
+
+    def nats_options(self, role: str = "server", name: str = "") -> dict[str, Any]:
+        """`nats.connect` keyword arguments for this node's embedded NATS, logged in as `role` (server
+        by default: every subject; `agent` as node `name`, with its inbox; `trigger` with its inbox)."""
+        options: dict[str, Any] = {
+            "servers": [self.nats_url],
+            "user_credentials": str(credentials_for(self, role, name or role)),
+        }
+        if role == "agent":
+            options["inbox_prefix"] = natsroles.agent_inbox(name)
+        elif role == "trigger":
+            options["inbox_prefix"] = natsroles.TRIGGER_INBOX
+        return options
 
     def start(self) -> Node:
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -175,6 +214,25 @@ class Node:
 
     def logs(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+def credentials_for(source: Node | Path, role: str, name: str = "") -> Path:
+    """A `.creds` file for `role` (an agent: node `name`) made from the cluster secret of `source`: a
+    node whose embedded NATS created or was given it (waited for), or a secret file."""
+    secret = source.secret_file if isinstance(source, Node) else source
+    wait_for(secret.exists, 30, f"the cluster secret {secret}")
+    keys = ClusterKeys.from_secret(read_secret(secret))
+    creds = secret.parent / "creds" / f"{role}-{name or role}.creds"
+    write_private(creds, user_credentials(keys, name or role, natsroles.for_role(role, name)))
+    return creds
+
+
+def shared_secret(directory: Path) -> Path:
+    """A new cluster secret file for embedded servers that cluster together (`--nats-secret-file`)."""
+    path = directory / SECRET_FILE_NAME
+    directory.mkdir(parents=True, exist_ok=True)
+    new_secret(path)
+    return path
 
 
 @contextmanager

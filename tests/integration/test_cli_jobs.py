@@ -53,7 +53,7 @@ def stored_revisions(node: Node, names: list[str]) -> dict[str, int]:
     """Each job's revision in the JetStream KV bucket: it moves on every write, even an identical one."""
 
     async def read() -> dict[str, int]:
-        nc = await nats.connect(f"nats://127.0.0.1:{node.nats_port}")
+        nc = await nats.connect(**node.nats_options())
         try:
             kv = await nc.jetstream().key_value(JOBS)
             entries = {name: await kv.get(job_key(name)) for name in names}

@@ -15,12 +15,16 @@ import pytest
 
 from dkron_nats.kv.buckets import AUDIT_STREAM, BUCKET_NAMES, RESULTS_STREAM, TRIGGERS_STREAM
 from dkron_nats.kv.output import OUTPUT_STREAM
-from tests.harness import Node, finished, free_port, job, wait_for
+from tests.harness import Node, finished, free_port, job, shared_secret, wait_for
 from tests.sse import Event, events, output_of
 
 
 def _servers(base: Path, extra_args: list[str], env: dict[str, str]) -> list[Node]:
+    """Three servers whose embedded NATS cluster: with one cluster secret, unless `extra_args` give
+    their own NATS credentials."""
     route_ports = [free_port() for _ in range(3)]
+    if not {"--nats-user", "--nats-token", "--nats-secret-file"} & set(extra_args):
+        extra_args = ["--nats-secret-file", str(shared_secret(base)), *extra_args]
     nodes = []
     for i in range(3):
         routes = [f"nats-route://127.0.0.1:{p}" for j, p in enumerate(route_ports) if j != i]
@@ -41,7 +45,7 @@ def _servers(base: Path, extra_args: list[str], env: dict[str, str]) -> list[Nod
 def _agent(base: Path, name: str, servers: list[Node], tags: list[str]) -> Node:
     extra = [arg for s in servers for arg in ("--nats-url", f"nats://127.0.0.1:{s.nats_port}")]
     extra += [arg for tag in tags for arg in ("--tag", tag)]
-    return Node(base / name, name=name, server=False, extra=extra)
+    return Node(base / name, name=name, server=False, extra=extra, nats_creds_from=servers[0])
 
 
 def _lists_members(server: Node, count: int) -> Callable[[], bool]:
@@ -125,7 +129,7 @@ def test_every_api_call_works_on_every_server(cluster: dict[str, Node]) -> None:
 
 def test_every_bucket_and_stream_is_replicated_on_three_nats_servers(cluster: dict[str, Node]) -> None:
     async def replicas() -> dict[str, tuple[int, int]]:
-        nc = await nats.connect(f"nats://127.0.0.1:{cluster['s2'].nats_port}")
+        nc = await nats.connect(**cluster["s2"].nats_options())
         try:
             js = nc.jetstream()
             found = {}

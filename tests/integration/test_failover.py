@@ -583,12 +583,13 @@ def test_a_leader_killed_between_parent_completion_and_child_launch_launches_the
         other.request("DELETE", f"/v1/jobs/{name}")
 
 
-async def _trigger_until_answered(nats_port: int, subject: str, msg_id: str, within: float) -> dict[str, Any]:
-    """What a careful client does: retry the request with the same Nats-Msg-Id until a server answers."""
+async def _trigger_until_answered(node: Node, subject: str, msg_id: str, within: float) -> dict[str, Any]:
+    """What a careful client does: retry the request with the same Nats-Msg-Id until a server answers
+    (it logs in to `node`'s NATS with trigger credentials)."""
     deadline = time.monotonic() + within
     while True:
         try:
-            nc = await nats.connect(f"nats://127.0.0.1:{nats_port}", connect_timeout=2)
+            nc = await nats.connect(**node.nats_options("trigger"), connect_timeout=2)
             try:
                 reply = await nc.request(subject, b"", timeout=3, headers={"Nats-Msg-Id": msg_id})
                 answer: dict[str, Any] = json.loads(reply.data)
@@ -615,14 +616,14 @@ def test_a_trigger_sent_while_the_leader_is_killed_runs_exactly_once(
     leader.kill()
     try:
         answer = asyncio.run(
-            _trigger_until_answered(other.nats_port, "dkron.trigger.trigger-kill", "kill-1", within=30)
+            _trigger_until_answered(other, "dkron.trigger.trigger-kill", "kill-1", within=30)
         )
         assert answer.get("status") in ("accepted", "duplicate"), answer
         wait_for(_reaches(ledger, 1), timeout=60, what="the trigger's run under the new leader")
     finally:
         leader.start()
     _healthy(nodes)
-    again = asyncio.run(_trigger_until_answered(other.nats_port, "dkron.trigger.trigger-kill", "kill-2", 30))
+    again = asyncio.run(_trigger_until_answered(other, "dkron.trigger.trigger-kill", "kill-2", 30))
     assert again["status"] == "accepted"
     wait_for(_reaches(ledger, 2), timeout=30, what="the second trigger's run")
     runs = wait_for(_finished_n(other, "trigger-kill", 2), timeout=30, what="both records")

@@ -255,7 +255,8 @@ def test_print_config_masks_the_nats_password_and_token(tmp_path: Path) -> None:
     assert config["nats_password"] == "(set)"
     assert json.loads(token.stdout)["nats_token"] == "(set)"
     assert config["nats_urls"] == ["nats://u:***@127.0.0.1:4222"]
-    assert "secret" not in shown.stdout + token.stdout
+    for secret in ("url-secret", "pw-secret", "tk-secret"):
+        assert secret not in shown.stdout + token.stdout
 
 
 @pytest.mark.parametrize(

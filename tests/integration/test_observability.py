@@ -30,7 +30,7 @@ def test_one_connected_trace_per_launch_down_to_the_shell_job(tmp_path: Path) ->
     with otlp_receiver() as receiver:
         traced = ["--otel-endpoint", receiver.url]
         server = Node(tmp_path / "server", extra=traced)
-        agent = Node(tmp_path / "agent", name="a1", server=False)
+        agent = Node(tmp_path / "agent", name="a1", server=False, nats_creds_from=server)
         agent.extra = [*traced, "--nats-url", f"nats://127.0.0.1:{server.nats_port}", "--tag", "role=worker"]
         with running(server), running(agent, leader=False):
             wait_for(lambda: len(server.get("/v1/members").json()) == 2, timeout=20, what="the agent")
@@ -140,7 +140,7 @@ def test_metrics_move_as_jobs_run_miss_and_fail(server: Node) -> None:
 
 def test_events_for_jobs_and_executions(server: Node) -> None:
     async def scenario() -> list[dict[str, Any]]:
-        nc = await nats.connect(f"nats://127.0.0.1:{server.nats_port}")
+        nc = await nats.connect(**server.nats_options())
         got: list[dict[str, Any]] = []
         try:
             sub = await nc.subscribe("dkron.events.>")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import socket
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -18,6 +19,7 @@ import pytest
 
 from tests.cluster import wait_for_async
 from tests.harness import Node, finished, free_port, wait_for
+from tests.natssecure import nats_server_with
 
 ZERO = "0001-01-01T00:00:00Z"
 
@@ -94,14 +96,21 @@ def anyio_backend() -> str:
 
 
 @pytest.mark.anyio
-async def test_nats_job_publishes_on_the_nodes_own_nats(server: Node) -> None:
+async def test_nats_job_publishes_on_the_nats_its_url_names(server: Node, tmp_path: Path) -> None:
+    """Not the node's own NATS (its credentials allow dkron's subjects only): a NATS of the job's."""
     name, subject = unique("nats-pub"), f"reports.{uuid.uuid4().hex}"
-    nc = await nats.connect(f"nats://127.0.0.1:{server.nats_port}", allow_reconnect=False)
+    with nats_server_with(tmp_path / "target", "") as url:
+        await _publish_and_check(server, name, subject, url)
+
+
+async def _publish_and_check(server: Node, name: str, subject: str, url: str) -> None:
+    nc = await nats.connect(url, allow_reconnect=False)
     try:
         sub = await nc.subscribe(subject)
         await nc.flush()
         async with httpx.AsyncClient(base_url=server.url, timeout=15) as api:
-            body = plugin_job(name, "nats", {"subject": subject, "message": "daily report ready"})
+            config = {"url": url, "subject": subject, "message": "daily report ready"}
+            body = plugin_job(name, "nats", config)
             assert (await api.post("/v1/jobs", json=body)).status_code == 201
             assert (await api.post(f"/v1/jobs/{name}")).status_code == 200
             with anyio.fail_after(20):

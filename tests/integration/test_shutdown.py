@@ -21,7 +21,7 @@ def _on_the_agent(name: str, command: str) -> dict[str, Any]:
 
 def test_sigterm_on_an_agent_drains_within_the_grace_and_leaves_nothing_running(tmp_path: Path) -> None:
     server = Node(tmp_path / "server")
-    agent = Node(tmp_path / "agent", name="worker1", server=False)
+    agent = Node(tmp_path / "agent", name="worker1", server=False, nats_creds_from=server)
     pids = tmp_path / "pids"
     with running(server):
         agent.extra = [

@@ -16,7 +16,7 @@ def _shell(name: str, command: str, **fields: Any) -> dict[str, Any]:
 
 
 async def _request(server: Node, subject: str, payload: bytes = b"", msg_id: str = "") -> dict[str, Any]:
-    nc = await nats.connect(f"nats://127.0.0.1:{server.nats_port}")
+    nc = await nats.connect(**server.nats_options())
     try:
         headers = {"Nats-Msg-Id": msg_id} if msg_id else None
         reply = await nc.request(subject, payload, timeout=10, headers=headers)
@@ -27,7 +27,7 @@ async def _request(server: Node, subject: str, payload: bytes = b"", msg_id: str
 
 
 async def _publish(server: Node, subject: str, payload: bytes = b"") -> None:
-    nc = await nats.connect(f"nats://127.0.0.1:{server.nats_port}")
+    nc = await nats.connect(**server.nats_options())
     try:
         await nc.publish(subject, payload)
         await nc.flush()
@@ -52,9 +52,9 @@ def test_a_plain_publish_and_a_request_each_launch_the_job_once(server: Node) ->
 
 
 def test_a_payload_adds_environment_and_can_force_a_busy_job(server: Node) -> None:
-    server.post("/v1/jobs", json=_shell("nats-env", 'echo "greeting=$GREETING"'))
+    server.post("/v1/jobs", json=_shell("nats-env", 'echo "greeting=$GREETING"', parameters=["GREETING"]))
     payload = json.dumps({"env": {"GREETING": "hello"}}).encode()
-    asyncio.run(_request(server, "dkron.trigger.nats-env", payload))
+    assert asyncio.run(_request(server, "dkron.trigger.nats-env", payload))["status"] == "accepted"
     run = wait_for(lambda: finished(server, "nats-env", 1), timeout=20, what="the run")[0]
     assert run["output"] == "greeting=hello\n"
     server.post("/v1/jobs", json=_shell("nats-busy", "sleep 30", concurrency="forbid"))

@@ -250,10 +250,11 @@ def test_default_render_is_a_three_server_cluster_with_two_agents(renderer: Path
         "Deployment",
         "PodDisruptionBudget",
         "PodDisruptionBudget",
+        "Secret",
         "Service",
         "Service",
         "StatefulSet",
-    ]  # no Secret, no Ingress by default
+    ]  # no Ingress by default; the Secret holds the generated bootstrap token and NATS cluster secret
 
     sts = out.one("StatefulSet", f"{FULLNAME}-server")
     assert sts["spec"]["replicas"] == 3
@@ -286,7 +287,7 @@ def test_default_render_is_a_three_server_cluster_with_two_agents(renderer: Path
     assert f["--replicas"] == ["3"]
     assert f["--node-name"] == ["$(POD_NAME)"]
     assert env_of(server)["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
-    assert "--auth" not in f
+    assert "--auth" in f
     ports = ports_of(server)
     assert ports == {"http": 8080, "nats": 4222, "cluster": 6222}
     for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
@@ -465,7 +466,6 @@ def test_long_release_names_stay_valid(renderer: Path, tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("values", "message"),
     [
-        ({"auth": {"enabled": True}}, "auth.enabled needs auth.bootstrapToken or auth.existingSecret"),
         ({"nats": {"tls": {"enabled": True}}}, "nats.tls.enabled needs nats.tls.secretName"),
         ({"nats": {"user": "server"}}, "nats.user needs nats.password"),
         ({"nats": {"user": "u", "password": "p", "token": "t"}}, "either a user and password or a token"),
@@ -545,3 +545,92 @@ def test_rendered_arguments_are_accepted_by_the_cli(renderer: Path, tmp_path: Pa
     assert server["nats_urls"] == urls
     assert server["nats_routes"] == []
     assert server["replicas"] == 0  # decided by dkron-nats from the NATS cluster's size
+
+
+def test_by_default_api_tokens_and_nats_credentials_are_on_with_generated_secrets(
+    renderer: Path, tmp_path: Path
+) -> None:
+    """Secure by default: --auth with a generated bootstrap token, and NATS credentials made from a generated
+    cluster secret (servers mount it; an agent's init container makes the agent's own credentials from it,
+    and the agent's container mounts only those). No value is shared between installs."""
+    out = render(renderer, tmp_path)
+    secret = out.one("Secret")
+    data = {k: base64.b64decode(v).decode() for k, v in secret["data"].items()}
+    assert len(data["bootstrap-token"]) == 48
+    assert len(data["nats-cluster-secret"]) == 64
+    again = render(renderer, tmp_path).one("Secret")["data"]
+    assert again["bootstrap-token"] != secret["data"]["bootstrap-token"]
+    assert again["nats-cluster-secret"] != secret["data"]["nats-cluster-secret"]
+    assert "lookup" in (CHART / "templates" / "secret.yaml").read_text()  # kept across upgrades
+
+    server, agent = out.server, out.agent
+    assert secret_ref(server, "DKRON_NATS_BOOTSTRAP_TOKEN") == (secret["metadata"]["name"], "bootstrap-token")
+    server_pod = out.one("StatefulSet")["spec"]["template"]["spec"]
+    agent_pod = out.one("Deployment")["spec"]["template"]["spec"]
+    for pod in (server_pod, agent_pod):
+        volume = {v["name"]: v for v in pod["volumes"]}["cluster-secret"]["secret"]
+        assert volume["secretName"] == secret["metadata"]["name"]
+        assert volume["items"] == [{"key": "nats-cluster-secret", "path": "nats-secret"}]
+    secret_file = flags(server["args"])["--nats-secret-file"][0]
+    [mount] = [m for m in server["volumeMounts"] if m["name"] == "cluster-secret"]
+    assert secret_file == f"{mount['mountPath']}/nats-secret"
+    assert mount["readOnly"] is True
+
+    [init] = agent_pod["initContainers"]
+    f = flags(init["args"])
+    assert init["args"][0] == "nats-credentials"
+    assert (f["--role"], f["--node"], f["--nats-secret-file"]) == (["agent"], ["$(POD_NAME)"], [secret_file])
+    assert "cluster-secret" not in {m["name"] for m in agent["volumeMounts"]}  # the agent never sees it
+    creds = flags(agent["args"])["--nats-creds"]
+    assert creds == f["--out"]
+    [creds_mount] = [m for m in agent["volumeMounts"] if m["name"] == "nats-creds"]
+    assert creds[0].startswith(creds_mount["mountPath"] + "/")
+
+    # The servers' and agents' arguments, through the real CLI (the Secret's files as local files).
+    secret_path = tmp_path / "nats-secret"
+    secret_path.write_text(data["nats-cluster-secret"])
+    secret_path.chmod(0o600)
+    pod = f"{FULLNAME}-agent-x"
+    made = subprocess.run(
+        [
+            str(CLI),
+            "nats-credentials",
+            "--role",
+            "agent",
+            "--node",
+            pod,
+            "--nats-secret-file",
+            str(secret_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert made.returncode == 0, made.stderr
+    (tmp_path / "agent.creds").write_text(made.stdout)
+    files = {secret_file: str(secret_path), creds[0]: str(tmp_path / "agent.creds")}
+    resolved = _print_config(_with_files(server, files), SERVER_PODS[0], tmp_path / "s")
+    assert resolved["nats_secret_file"] == str(secret_path)
+    assert resolved["auth"] is True
+    resolved = _print_config(_with_files(agent, files), pod, tmp_path / "a")
+    assert resolved["nats_creds"] == str(tmp_path / "agent.creds")
+
+
+def _with_files(container: Doc, files: dict[str, str]) -> Doc:
+    return {**container, "args": [files.get(a, a) for a in container["args"]]}
+
+
+def test_given_nats_credentials_or_an_existing_cluster_secret_replace_the_generated_one(
+    renderer: Path, tmp_path: Path
+) -> None:
+    out = render(renderer, tmp_path, {"nats": {"user": "u", "password": "p"}})
+    assert "nats-cluster-secret" not in out.one("Secret")["data"]
+    assert "--nats-secret-file" not in flags(out.server["args"])
+    assert "initContainers" not in out.one("Deployment")["spec"]["template"]["spec"]
+
+    mine = render(renderer, tmp_path, {"nats": {"clusterSecret": {"existingSecret": "mine", "key": "s"}}})
+    assert "nats-cluster-secret" not in mine.one("Secret")["data"]
+    volume = {v["name"]: v for v in mine.one("StatefulSet")["spec"]["template"]["spec"]["volumes"]}
+    assert volume["cluster-secret"]["secret"]["secretName"] == "mine"
+    assert volume["cluster-secret"]["secret"]["items"] == [{"key": "s", "path": "nats-secret"}]

@@ -1,7 +1,7 @@
 // Command render is a small stand-in for `helm template`, used to test the dkron-nats chart where no helm
 // binary is available. It uses the same engine as Helm (Go's text/template with the sprig function
 // library) and Helm's own template functions, but none of Helm's release machinery: no hooks, no
-// subcharts or dependencies, no .Capabilities, no .Files, no lookup, no values.schema.json check.
+// subcharts or dependencies, no .Capabilities, no .Files, lookup finding nothing, no values.schema.json check.
 //
 // Usage:
 //
@@ -224,6 +224,10 @@ func funcMap(root *template.Template) template.FuncMap {
 			return "", err
 		}
 		return strings.ReplaceAll(buf.String(), "<no value>", ""), nil
+	}
+	// lookup finds nothing, as `helm template` (no cluster) does.
+	f["lookup"] = func(apiVersion, kind, namespace, name string) map[string]interface{} {
+		return map[string]interface{}{}
 	}
 	// required fails the render with msg when v is missing (nil) or an empty string, as Helm's does.
 	f["required"] = func(msg string, v interface{}) (interface{}, error) {

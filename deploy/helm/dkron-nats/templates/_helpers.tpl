@@ -58,6 +58,29 @@ app.kubernetes.io/component: {{ .component }}
 {{- if .Values.nats.external.urls }}true{{ end -}}
 {{- end -}}
 
+{{/* "true" when the embedded NATS admits only credentials made from the cluster secret (the default: no
+external NATS and no NATS user, password or token given). */}}
+{{- define "dkron-nats.natsJwt" -}}
+{{- if not (include "dkron-nats.externalNats" .) -}}
+{{- with .Values.nats -}}
+{{- if not (or .user .password .token .existingSecret) }}true{{ end -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "dkron-nats.clusterSecretDir" -}}/etc/dkron-nats/cluster-secret{{- end -}}
+
+{{/* The cluster secret's volume (the file nats-secret), for the servers and the agents' init container. */}}
+{{- define "dkron-nats.clusterSecretVolume" -}}
+- name: cluster-secret
+  secret:
+    secretName: {{ .Values.nats.clusterSecret.existingSecret | default (include "dkron-nats.secretName" .) | quote }}
+    items:
+      - key: {{ .Values.nats.clusterSecret.key | quote }}
+        path: nats-secret
+    defaultMode: 288  # 0440: read-only, for the owner and fsGroup
+{{- end -}}
+
 {{/* "true" when the servers keep /var/lib/dkron-nats on a PersistentVolumeClaim. */}}
 {{- define "dkron-nats.persistence" -}}
 {{- $enabled := .Values.servers.persistence.enabled -}}
@@ -127,9 +150,6 @@ app.kubernetes.io/component: {{ .component }}
 
 {{/* Checks of combinations the schema cannot express; fails the render with a message naming the values. */}}
 {{- define "dkron-nats.validate" -}}
-{{- if .Values.auth.enabled -}}
-{{- $_ := required "auth.enabled needs auth.bootstrapToken or auth.existingSecret (the first admin token)" (coalesce .Values.auth.bootstrapToken .Values.auth.existingSecret) -}}
-{{- end -}}
 {{- with .Values.nats -}}
 {{- if .existingSecret -}}
 {{- if or .user .password .token -}}
