@@ -23,8 +23,11 @@ COPY --from=wheel /wheels /wheels
 RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels
 USER dkron
 WORKDIR /var/lib/dkron-nats
+# Published beyond the container, the API needs tokens: give the first admin token in
+# DKRON_NATS_BOOTSTRAP_TOKEN (32+ characters) when starting it.
 ENV DKRON_NATS_DATA_DIR=/var/lib/dkron-nats \
     DKRON_NATS_HTTP_ADDR=0.0.0.0:8080 \
+    DKRON_NATS_AUTH=true \
     PYTHONUNBUFFERED=1
 VOLUME ["/var/lib/dkron-nats"]
 EXPOSE 8080 4222 6222

@@ -15,23 +15,29 @@ import anyio
 import anyio.to_thread
 import click
 
+from dkron_nats.agent.jobenv import passthrough_error
 from dkron_nats.apiclient import Api, api_options, json_option, print_json, print_table
-from dkron_nats.auth import ROLES
+from dkron_nats.auth import ROLES, bootstrap_token_from_env, check_bootstrap_token
 from dkron_nats.clicommands import API_COMMANDS
 from dkron_nats.config import (
     ENV_PREFIX,
     ConfigError,
     Settings,
+    check_api_exposure,
     check_endpoint,
+    check_origin,
     default_node_name,
     describe,
     load_config_file,
     parse_header,
+    parse_rate,
     parse_tags,
 )
 from dkron_nats.durations import parse_go_duration
+from dkron_nats.egress import parse_networks
 from dkron_nats.names import is_token
-from dkron_nats.natsauth import NatsAccessError, NatsCredentials
+from dkron_nats.natsauth import NatsAccessError, NatsCredentials, check_agent_creds, check_embedded_options
+from dkron_nats.natscli import nats_credentials
 from dkron_nats.natsserver import NatsServerError
 from dkron_nats.tracing import setup_tracing, shutdown_tracing
 from dkron_nats.version import VERSION
@@ -162,11 +168,12 @@ def main() -> None:
 )
 @click.option(
     "--http-addr",
-    default=":8080",
-    callback=_addr,
+    default="",
+    callback=_optional_addr,
     envvar=_env("http-addr"),
-    show_default=True,
-    help="Address of the API and the web UI (servers only).",
+    show_default="127.0.0.1:8080; :8080 with --auth",
+    help="Address of the API and the web UI (servers only). Without --auth only a loopback address is "
+    "accepted, unless --insecure-no-auth is given.",
 )
 @click.option("--tag", multiple=True, envvar=_env("tag"), help="Node tag key=value (repeatable).")
 @click.option(
@@ -243,6 +250,32 @@ def main() -> None:
     help="Name the NATS server's certificate must carry, when it is not the host in the URL.",
 )
 @click.option(
+    "--nats-secret-file",
+    type=NATS_FILE,
+    envvar=_env("nats-secret-file"),
+    show_default="<data-dir>/nats-secret, created on first start",
+    help="Cluster secret of the embedded nats-server: its NATS credentials derive from it. Every server "
+    "of a cluster needs the same one (`dkron-nats nats-credentials --new-secret FILE` makes one).",
+)
+@click.option(
+    "--nats-store-cipher",
+    type=click.Choice(["chachapoly", "aes"]),
+    envvar=_env("nats-store-cipher"),
+    help="Encrypt the embedded nats-server's store at rest with this cipher (needs --nats-store-key-file).",
+)
+@click.option(
+    "--nats-store-key-file",
+    type=NATS_FILE,
+    envvar=_env("nats-store-key-file"),
+    help="File holding the key of --nats-store-cipher (keep it off the data dir's disk if you can).",
+)
+@click.option(
+    "--nats-store-previous-key-file",
+    type=NATS_FILE,
+    envvar=_env("nats-store-previous-key-file"),
+    help="The store's previous key, to rotate to --nats-store-key-file (the store is re-encrypted).",
+)
+@click.option(
     "--replicas",
     type=click.IntRange(0, 5),
     default=0,
@@ -304,12 +337,76 @@ def main() -> None:
     "the first admin token comes from DKRON_NATS_BOOTSTRAP_TOKEN.",
 )
 @click.option(
+    "--insecure-no-auth",
+    is_flag=True,
+    envvar=_env("insecure-no-auth"),
+    help="Serve the API beyond loopback with authentication off (anyone who reaches it can run commands "
+    "on every node); only when something else guards the port.",
+)
+@click.option(
+    "--cors-origin",
+    multiple=True,
+    envvar=_env("cors-origin"),
+    help="Origin (scheme://host[:port]) whose web pages may call the API besides the UI's own, e.g. the "
+    "public https:// address of a TLS proxy in front of the UI (repeatable); requests with any other "
+    "Origin are refused with 403.",
+)
+@click.option(
+    "--allowed-host",
+    multiple=True,
+    envvar=_env("allowed-host"),
+    help="Host name an API on a loopback address answers to besides localhost and 127.x, e.g. the name "
+    "a local reverse proxy passes on (repeatable); others get 403, which stops DNS rebinding.",
+)
+@click.option(
+    "--http-header-timeout",
+    default="10s",
+    callback=_duration,
+    envvar=_env("http-header-timeout"),
+    show_default=True,
+    help="How long a client may take to send a request's headers (from their first byte, or from "
+    "connecting) before its connection is closed.",
+)
+@click.option(
+    "--http-max-connections",
+    type=click.IntRange(10, 1_000_000),
+    default=1000,
+    envvar=_env("http-max-connections"),
+    show_default=True,
+    help="Open HTTP connections at most; at the limit, the oldest connection still waiting for headers "
+    "makes room, or the new one gets 503.",
+)
+@click.option(
+    "--rate-limit-runs",
+    default="50/s",
+    envvar=_env("rate-limit-runs"),
+    show_default=True,
+    help="Runs and job changes (POST, PUT, PATCH, DELETE under /v1/jobs, and /v1/restore) each token, or "
+    "each client address without --auth, may make: N/s, N/m or N/h; 0 turns the limit off. Above it: "
+    "429 with Retry-After.",
+)
+@click.option(
+    "--rate-limit-burst",
+    type=click.IntRange(1, 1_000_000),
+    default=100,
+    envvar=_env("rate-limit-burst"),
+    show_default=True,
+    help="How many runs and job changes may come at once before --rate-limit-runs applies.",
+)
+@click.option(
     "--shutdown-grace",
     default="30s",
     callback=_duration,
     envvar=_env("shutdown-grace"),
     show_default=True,
     help="How long running executions may finish on a graceful stop.",
+)
+@click.option(
+    "--job-env-passthrough",
+    multiple=True,
+    envvar=_env("job-env-passthrough"),
+    help="Name of a variable of this process's environment that jobs get too (repeatable); jobs get "
+    "only PATH, HOME, LANG, TZ, USER and SHELL otherwise. DKRON_NATS_* is refused.",
 )
 @click.option(
     "--otel-endpoint",
@@ -382,6 +479,43 @@ def main() -> None:
     envvar=_env("pre-webhook-headers"),
     help="Header Name:value of the pre-webhook (repeatable; env: one per line).",
 )
+@click.option(
+    "--smtp-insecure",
+    is_flag=True,
+    envvar=_env("smtp-insecure"),
+    help="Send --mail-username/--mail-password even when the mail server offers no STARTTLS "
+    "(in clear text); without it such mail is refused.",
+)
+@click.option(
+    "--http-allow",
+    multiple=True,
+    envvar=_env("http-allow"),
+    help="Network (CIDR) the http executor and webhooks may reach even if --http-deny or the default "
+    "denies it, e.g. 169.254.169.254/32 (repeatable). An address is allowed if an --http-allow holds it, "
+    "else refused if an --http-deny or the default (link-local 169.254.0.0/16, fe80::/10: cloud "
+    "metadata) holds it, else allowed.",
+)
+@click.option(
+    "--http-deny",
+    multiple=True,
+    envvar=_env("http-deny"),
+    help="Network (CIDR) the http executor and webhooks may not reach, besides the default link-local "
+    "ones, e.g. 10.0.0.0/8 (repeatable); checked on every resolved address and every redirect.",
+)
+@click.option(
+    "--files-processor-root",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar=_env("files-processor-root"),
+    show_default="<data-dir>/processor-files",
+    help="The only directory the files processor writes under; a job's log_dir is relative to it.",
+)
+@click.option(
+    "--nats-executor-url",
+    default="",
+    envvar=_env("nats-executor-url"),
+    help="NATS the nats executor publishes to when a job sets no executor_config.url (never the "
+    "node's own connection); empty: such jobs fail.",
+)
 @click.option("--print-config", is_flag=True, help="Print the resolved settings as JSON and exit.")
 def agent(print_config: bool, **opts: Any) -> None:
     """Run a node: an agent, or with --server also the API and the scheduler."""
@@ -392,6 +526,12 @@ def agent(print_config: bool, **opts: Any) -> None:
     if print_config:
         click.echo(json.dumps(describe(settings), indent=2))
         return
+    try:
+        check_api_exposure(settings)
+        if settings.server:
+            check_bootstrap_token(bootstrap_token_from_env())
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
     _configure_logging(settings.log_level)
     try:
         anyio.run(_run_until_signalled, settings)
@@ -412,6 +552,14 @@ def _first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
     return _first_leaf(first) if isinstance(first, BaseExceptionGroup) else first
 
 
+def _job_env_passthrough(names: tuple[str, ...]) -> tuple[str, ...]:
+    for name in names:
+        error = passthrough_error(name)
+        if error is not None:
+            raise ConfigError(f"--job-env-passthrough {name}: {error}")
+    return tuple(names)
+
+
 def _settings(opts: dict[str, Any]) -> Settings:
     routes = tuple(opts["nats_routes"])
     for route in routes:
@@ -429,7 +577,7 @@ def _settings(opts: dict[str, Any]) -> Settings:
         server=bool(opts["server"]),
         node_name=opts["node_name"],
         data_dir=opts["data_dir"],
-        http_addr=opts["http_addr"],
+        http_addr=opts["http_addr"] or (":8080" if opts["auth"] else "127.0.0.1:8080"),
         tags=parse_tags(list(opts["tag"])),
         log_level=opts["log_level"].lower(),
         nats_urls=tuple(opts["nats_url"]),
@@ -446,9 +594,21 @@ def _settings(opts: dict[str, Any]) -> Settings:
         starting_deadline=opts["starting_deadline"],
         max_body_size=opts["max_body_size"],
         auth=bool(opts["auth"]),
+        insecure_no_auth=bool(opts["insecure_no_auth"]),
+        cors_origins=tuple(check_origin(origin) for origin in opts["cors_origin"]),
+        allowed_hosts=tuple(host.strip().lower() for host in opts["allowed_host"] if host.strip()),
+        http_header_timeout=_header_timeout(opts["http_header_timeout"]),
+        http_max_connections=opts["http_max_connections"],
+        rate_limit_runs=parse_rate(opts["rate_limit_runs"]),
+        rate_limit_burst=opts["rate_limit_burst"],
         shutdown_grace=opts["shutdown_grace"],
         otel_endpoint=opts["otel_endpoint"],
+        job_env_passthrough=_job_env_passthrough(opts["job_env_passthrough"]),
         **_notification_settings(opts),
+        http_allow=_networks("http-allow", opts["http_allow"]),
+        http_deny=_networks("http-deny", opts["http_deny"]),
+        files_processor_root=opts["files_processor_root"],
+        nats_executor_url=opts["nats_executor_url"],
     )
 
 
@@ -463,6 +623,12 @@ NATS_SECURITY_OPTIONS = (
     "nats_tls_key",
     "nats_tls_server_name",
 )
+NATS_EMBEDDED_OPTIONS = (
+    "nats_secret_file",
+    "nats_store_cipher",
+    "nats_store_key_file",
+    "nats_store_previous_key_file",
+)
 
 
 def _nats_security_settings(opts: dict[str, Any]) -> dict[str, Any]:
@@ -471,7 +637,11 @@ def _nats_security_settings(opts: dict[str, Any]) -> dict[str, Any]:
     NatsCredentials(**{name.removeprefix("nats_"): value for name, value in chosen.items()}).check(
         embedded=not opts["nats_url"]
     )
-    return chosen
+    if opts["nats_creds"] is not None and not opts["server"]:
+        check_agent_creds(opts["nats_creds"], opts["node_name"])
+    embedded = {name: opts[name] for name in NATS_EMBEDDED_OPTIONS}
+    check_embedded_options(embedded, opts)
+    return chosen | {**embedded, "nats_store_cipher": embedded["nats_store_cipher"] or ""}
 
 
 NOTIFICATION_OPTIONS = (
@@ -482,6 +652,7 @@ NOTIFICATION_OPTIONS = (
     "mail_from",
     "mail_payload",
     "mail_subject_prefix",
+    "smtp_insecure",
     "webhook_endpoint",
     "webhook_payload",
     "webhook_headers",
@@ -495,6 +666,18 @@ def _notification_settings(opts: dict[str, Any]) -> dict[str, Any]:
     return {name: opts[name] for name in NOTIFICATION_OPTIONS}
 
 
+def _networks(flag: str, values: tuple[str, ...]) -> tuple[str, ...]:
+    """`--http-allow`/`--http-deny`: checked now, kept as given (the policy parses them again)."""
+    parse_networks(flag, values)
+    return tuple(values)
+
+
+def _header_timeout(value: timedelta) -> timedelta:
+    if not timedelta(0) < value <= timedelta(minutes=5):
+        raise ConfigError(f"--http-header-timeout {value.total_seconds():g}s: use more than 0s, at most 5m")
+    return value
+
+
 def _token_setting(name: str, value: str) -> str:
     if not is_token(value):
         raise ConfigError(f"--{name} {value!r}: only letters, digits, '_' and '-' are allowed")
@@ -506,6 +689,9 @@ def _configure_logging(level: str) -> None:
     logging.basicConfig(
         level=named, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
+    from dkron_nats import logredact
+
+    logredact.install()  # URL credentials and tokens never reach the log, whoever logs them (httpx does)
     logging.getLogger("nats").setLevel(logging.WARNING if named == "DEBUG" else logging.ERROR)
 
 
@@ -546,15 +732,23 @@ def token() -> None:
 @token.command("create")
 @click.argument("name")
 @click.option("--role", type=click.Choice(list(ROLES)), required=True)
+@click.option(
+    "--ttl",
+    default=None,
+    help="How long the token lives: a Go duration (24h, 720h) or ISO-8601 (P90D); without it, until revoked.",
+)
 @api_options
 @json_option
-def token_create(name: str, role: str, api: Api, as_json: bool) -> None:
+def token_create(name: str, role: str, ttl: str | None, api: Api, as_json: bool) -> None:
     """Create a token NAME with ROLE; prints the token, which is shown only this once."""
-    created = api.call("POST", "/v1/tokens", {"name": name, "role": role})
+    wanted = {"name": name, "role": role} | ({"ttl": ttl} if ttl else {})
+    created = api.call("POST", "/v1/tokens", wanted)
     if as_json:
         print_json(created)
         return
-    click.echo(f"token {created['name']} ({created['role']}); store it now, it is not shown again:", err=True)
+    expires = f", expires {created['expires_at']}" if created.get("expires_at") else ""
+    shown = f"token {created['name']} ({created['role']}{expires})"
+    click.echo(f"{shown}; store it now, it is not shown again:", err=True)
     click.echo(created["token"])
 
 
@@ -567,7 +761,7 @@ def token_list(api: Api, as_json: bool) -> None:
     if as_json:
         print_json(tokens)
     else:
-        print_table(tokens, ("name", "role", "created_at", "created_by"))
+        print_table(tokens, ("name", "role", "created_at", "created_by", "expires_at"))
 
 
 @token.command("revoke")
@@ -582,6 +776,7 @@ def token_revoke(name: str, api: Api, as_json: bool) -> None:
 
 for _group in API_COMMANDS:
     main.add_command(_group)
+main.add_command(nats_credentials)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -5,7 +5,6 @@ leader campaign. Started by `dkron-nats agent`, stopped gracefully when `stop` i
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import logging
 import uuid
 from collections.abc import Awaitable, Iterator
@@ -18,6 +17,7 @@ import uvicorn
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.errors import APIError
+from nats.js.kv import KeyValue
 
 from dkron_nats.agent.childwatch import use_pidfd_child_watcher
 from dkron_nats.agent.journal import RunJournal
@@ -25,14 +25,26 @@ from dkron_nats.agent.registry import discover_executors, discover_processors
 from dkron_nats.agent.runner import Agent
 from dkron_nats.audit import AuditLog
 from dkron_nats.auth import BOOTSTRAP_ENV, Authenticator, StoredToken, bootstrap_token_from_env
-from dkron_nats.config import Settings, node_tags, redact_url
+from dkron_nats.config import ConfigError, Settings, is_loopback_host, node_tags, redact_url
 from dkron_nats.events import JOB_EVENTS, changed_job_key, job_event
 from dkron_nats.http.app import create_app
+from dkron_nats.http.middleware import BrowserPolicy
+from dkron_nats.http.ratelimit import RateLimiter
 from dkron_nats.http.render import job_json
+from dkron_nats.http.server import HttpLimits, server_config
 from dkron_nats.http.services import SCHEDULING_PAUSED_KEY, Flag, Services
 from dkron_nats.joblist import JobLister
 from dkron_nats.jobs import JobService
-from dkron_nats.kv.buckets import Buckets, StorageLimits, ensure_buckets
+from dkron_nats.kv.buckets import (
+    BUCKET_NAMES,
+    EXECUTIONS,
+    LEADER,
+    LOCKS,
+    MEMBERS,
+    Buckets,
+    StorageLimits,
+    ensure_buckets,
+)
 from dkron_nats.kv.cache import KVCache
 from dkron_nats.kv.executions import ExecutionStore
 from dkron_nats.kv.locks import JobLocks
@@ -49,8 +61,9 @@ from dkron_nats.leader.watchdog import AgentWatchdog
 from dkron_nats.members import Registry, heartbeat
 from dkron_nats.metrics import NATS_DISCONNECTS, NATS_RECONNECTS
 from dkron_nats.models import JobSpec, JobState, LaunchCursor, Member
-from dkron_nats.natsauth import NatsAccessError, NatsCredentials
-from dkron_nats.natsserver import EmbeddedNats, split_host_port
+from dkron_nats.natsauth import NatsAccessError, NatsCredentials, cluster_keys, store_key
+from dkron_nats.natsjwt import ClusterKeys
+from dkron_nats.natsserver import EmbeddedNats, NatsServerError, StoreEncryption, split_host_port
 from dkron_nats.nextfire import NextFireCache
 from dkron_nats.timefmt import utcnow
 from dkron_nats.triggers import TriggerIntake
@@ -82,6 +95,7 @@ class Node:
             servers = len(urls)
             credentials = NatsCredentials.from_settings(s)
             if not urls:
+                keys = None if credentials.chosen_by_operator else _cluster_keys(s)
                 embedded = EmbeddedNats(
                     s.data_dir,
                     s.nats_listen,
@@ -89,8 +103,11 @@ class Node:
                     s.nats_cluster_listen,
                     s.nats_routes,
                     s.nats_cluster_name,
-                    security=credentials.embedded_server(),
+                    security=credentials.embedded_server(keys),
+                    encryption=_store_encryption(s),
                 )
+                if keys is not None:  # the node logs in as a server of the cluster, like its peers
+                    credentials = credentials.as_server_of(keys, s.node_name)
                 await stack.enter_async_context(embedded)
                 supervisor = await stack.enter_async_context(anyio.create_task_group())
                 supervisor.start_soon(embedded.keep_running)
@@ -102,7 +119,8 @@ class Node:
             servers = max(servers, len(nc.servers))
             replicas = s.replicas or (3 if servers >= 3 else 1)
             limits = StorageLimits(replicas=replicas, lease_ttl=s.lease_ttl)
-            buckets = await self._unless_stopped(_when_jetstream_ready(js, limits))
+            creates = s.server or not s.nats_urls  # with its own NATS a node has every right, as before
+            buckets = await self._unless_stopped(_when_jetstream_ready(js, limits, creates))
             if buckets is None:
                 logger.info("node %s stopped before JetStream was ready", s.node_name)
                 return
@@ -132,6 +150,9 @@ class Node:
         grace = s.shutdown_grace.total_seconds()
         journal = RunJournal(s.data_dir / "running")
         executors = discover_executors()
+        executors.configure(s)
+        processors = discover_processors()
+        processors.configure(s)
         locks = JobLocks(buckets.locks, js, ttl=s.member_ttl)
         agent = Agent(
             nc,
@@ -143,7 +164,8 @@ class Node:
             buckets.leader,
             journal,
             locks,
-            processors=discover_processors(),
+            processors=processors,
+            env_passthrough=s.job_env_passthrough,
         )
         # What a previous process of this node left running (nothing after a graceful stop).
         previous = await members_kv.get(s.node_name)
@@ -215,7 +237,8 @@ class Node:
                     data = None if event == "deleted" else job_json(jobs.view(spec), nexts.get(spec))
                     await nc.publish(*job_event(event, spec.name, data))
 
-                jobs = JobService(jobs_cache, states_cache, paused, announce)
+                audit_log = AuditLog(js)
+                jobs = JobService(jobs_cache, states_cache, paused, announce, audit_log)
                 tg.start_soon(_follow_job_notices, nc, jobs_cache)
                 nexts = NextFireCache()
                 services = Services(
@@ -235,7 +258,7 @@ class Node:
                     processors=agent.processors,
                     request_shutdown=self.stop.set,
                     auth=auth,
-                    audit=AuditLog(js),
+                    audit=audit_log,
                     max_body_bytes=s.max_body_size,
                     max_executions=s.max_executions,
                 )
@@ -274,17 +297,51 @@ class Node:
                     finally:
                         unlisten()
 
-                tg.start_soon(_serve_http, services, s.http_addr)
-                await tg.start(TriggerIntake(nc, js, jobs).run)
+                tg.start_soon(_serve_http, services, s)
+                await tg.start(TriggerIntake(nc, js, jobs, audit_log).run)
                 await run_elections(lease, lead)
 
 
-async def _when_jetstream_ready(js: JetStreamContext, limits: StorageLimits) -> Buckets:
-    """Create the buckets, waiting while a JetStream cluster is still forming (no meta leader yet)."""
+def _cluster_keys(s: Settings) -> ClusterKeys:
+    try:
+        return cluster_keys(s.data_dir, s.nats_secret_file)
+    except ConfigError as exc:
+        raise NatsServerError(str(exc)) from None
+
+
+def _store_encryption(s: Settings) -> StoreEncryption | None:
+    if not s.nats_store_cipher or s.nats_store_key_file is None:
+        return None
+    previous = s.nats_store_previous_key_file
+    return StoreEncryption(
+        s.nats_store_cipher, store_key(s.nats_store_key_file), store_key(previous) if previous else ""
+    )
+
+
+AGENT_BUCKETS = (EXECUTIONS, LEADER, MEMBERS, LOCKS)
+"""The buckets an agent uses; NATS credentials of an agent allow it to open no other."""
+
+
+async def _agent_buckets(js: JetStreamContext) -> Buckets:
+    """The buckets of an agent: those it uses are opened (they must exist: servers create them), the
+    others are handles that were never looked up, since an agent may not even see their streams."""
+    opened = {name: await js.key_value(name) for name in AGENT_BUCKETS}
+
+    def handle(name: str) -> KeyValue:
+        if name in opened:
+            return opened[name]
+        return KeyValue(name=name, stream=f"KV_{name}", pre=f"$KV.{name}.", js=js, direct=False)
+
+    return Buckets(*(handle(name) for name in BUCKET_NAMES))
+
+
+async def _when_jetstream_ready(js: JetStreamContext, limits: StorageLimits, create: bool) -> Buckets:
+    """Create the buckets (a server) or open those an agent uses, waiting while a JetStream cluster is still
+    forming (no meta leader yet) or, for an agent, until a server has created them."""
     delay = 0.5
     while True:
         try:
-            return await ensure_buckets(js, limits)
+            return await ensure_buckets(js, limits) if create else await _agent_buckets(js)
         except (*TRANSIENT, APIError) as exc:
             logger.warning("JetStream is not ready (%s); is the NATS cluster still forming? retrying", exc)
             await anyio.sleep(delay)
@@ -317,14 +374,14 @@ async def _run_then_set(agent: Agent, done: anyio.Event) -> None:
 
 
 def _warn_about_api_access(settings: Settings, auth: Authenticator) -> None:
-    """Say at start-up when the API lets in more than it should (Dkron's API is open to anyone)."""
+    """Say at start-up when the API lets in more than it should (only --insecure-no-auth gets this far)."""
     host, _ = split_host_port(settings.http_addr, default_host="0.0.0.0")
-    if not settings.auth and not _is_loopback(host):
+    if not settings.auth and not is_loopback_host(host):
         logger.warning(
-            "SECURITY: the API on %s has authentication off: anyone who can reach this port can create "
-            "jobs that run commands on every node. Turn it on with --auth (env DKRON_NATS_AUTH=true, "
-            "config key auth: true) and %s for the first admin token, or listen on loopback only "
-            "(--http-addr 127.0.0.1:8080).",
+            "SECURITY: --insecure-no-auth: the API on %s has authentication off, and anyone who can reach "
+            "this port can create jobs that run commands on every node. Turn it on with --auth (env "
+            "DKRON_NATS_AUTH=true, config key auth: true) and %s for the first admin token, or listen on "
+            "loopback only (--http-addr 127.0.0.1:8080).",
             settings.http_addr,
             BOOTSTRAP_ENV,
         )
@@ -336,32 +393,21 @@ def _warn_about_api_access(settings: Settings, auth: Authenticator) -> None:
         )
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:  # a host name: it may resolve to anything
-        return False
-
-
 class HttpBindError(RuntimeError):
     pass
 
 
-async def _serve_http(services: Services, addr: str) -> None:
+async def _serve_http(services: Services, s: Settings) -> None:
     """Serve the API until cancelled; then let uvicorn finish in-flight requests (bounded)."""
+    addr = s.http_addr
     host, port = split_host_port(addr, default_host="0.0.0.0")
-    config = uvicorn.Config(
-        create_app(services),
-        host=host,
-        port=port,
-        log_level="warning",
-        access_log=False,
-        lifespan="off",
-        timeout_graceful_shutdown=5,
+    app = create_app(
+        services,
+        BrowserPolicy.of(s.cors_origins, s.allowed_hosts, host),
+        RateLimiter(s.rate_limit_runs, s.rate_limit_burst),
     )
-    server = _EmbeddedUvicorn(config)
+    limits = HttpLimits(s.http_header_timeout.total_seconds(), s.http_max_connections)
+    server = _EmbeddedUvicorn(server_config(app, host, port, limits))
 
     async def exit_when_cancelled() -> None:
         try:

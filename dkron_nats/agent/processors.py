@@ -7,9 +7,13 @@ value, replaces the stored output with a marker saying where it went:
     Writes the output between ``----- BEGIN OUTPUT job=<job> execution=<id> -----`` and
     ``----- END OUTPUT -----`` to the agent's stdout (success) or stderr (failure).
 ``files``
-    Writes ``<log_dir>/<execution id>.log`` (``log_dir`` defaults to ``/var/log/dkron`` and is created if
-    missing); the marker is the file's path.  When the file cannot be written the output is kept and a
-    line says why.
+    Writes ``<log_dir>/<execution id>.log``, only under the node's ``--files-processor-root`` (default
+    ``<data-dir>/processor-files``): a relative ``log_dir`` is taken under it (empty: the root itself), an
+    absolute one must lie inside it, and one that climbs out (``..``, a symbolic link) is refused when the
+    job is saved and again where it runs.  Directories are created (0750) and files written (0640) by the
+    agent's user; the marker is the file's path.  When the file cannot be written the output is kept and
+    a line says why.  Dkron wrote to ``/var/log/dkron`` by default: ``--files-processor-root
+    /var/log/dkron`` keeps such jobs working.
 ``syslog``
     Sends RFC 3164 messages, facility CRON, tag ``dkron`` (info on success, err on failure), to
     ``/dev/log`` or to ``address``: a unix datagram socket path or ``host:port`` for UDP (an extension).
@@ -40,7 +44,9 @@ import msgspec
 
 from dkron_nats.agent.executor import ConfigError, ExecutionContext
 from dkron_nats.agent.processor import forward_of
+from dkron_nats.config import Settings
 from dkron_nats.models import Execution
+from dkron_nats.secrets import job_secrets, mask_text, redact
 
 __all__ = [
     "FilesProcessor",
@@ -48,6 +54,8 @@ __all__ = [
     "LogProcessor",
     "ProcessorError",
     "SyslogProcessor",
+    "files_log_dir",
+    "files_root",
     "syslog_messages",
 ]
 
@@ -61,6 +69,13 @@ def _marked(execution: Execution, config: Mapping[str, str], marker: str) -> Exe
     if forward_of(config):
         return msgspec.structs.replace(execution)
     return msgspec.structs.replace(execution, output=marker)
+
+
+def _logged_output(execution: Execution, ctx: ExecutionContext) -> str:
+    """The output as a log destination gets it: the job's secrets masked (again: an earlier processor may
+    have added text), and the credentials any log line is cleaned of (URL passwords, tokens)."""
+    secrets = job_secrets(ctx.job, ctx.env) if ctx.job is not None else frozenset[str]()
+    return mask_text(redact(execution.output, secrets))
 
 
 # --------------------------------------------------------------------------- log
@@ -78,7 +93,8 @@ class LogProcessor:
     async def process(
         self, execution: Execution, config: Mapping[str, str], ctx: ExecutionContext
     ) -> Execution:
-        await anyio.to_thread.run_sync(_print_block, execution, abandon_on_cancel=True)
+        shown = msgspec.structs.replace(execution, output=_logged_output(execution, ctx))
+        await anyio.to_thread.run_sync(_print_block, shown, abandon_on_cancel=True)
         return _marked(execution, config, self.marker)
 
 
@@ -97,23 +113,67 @@ def _print_block(execution: Execution) -> None:
 # --------------------------------------------------------------------------- files
 
 
-DEFAULT_LOG_DIR = "/var/log/dkron"
+FILES_ROOT_NAME = "processor-files"
+_DIR_MODE = 0o750
+_FILE_MODE = 0o640
+
+
+def files_root(settings: Settings) -> Path:
+    """`--files-processor-root`, or `<data-dir>/processor-files`."""
+    return settings.files_processor_root or settings.data_dir / FILES_ROOT_NAME
+
+
+def files_log_dir(root: Path, config: Mapping[str, str]) -> Path:
+    """Where `processors.files.log_dir` writes: under `root` or nowhere (ConfigError naming the key)."""
+    log_dir = config.get("log_dir", "") or ""
+    if "\0" in log_dir:
+        raise ConfigError("files: log_dir contains a NUL character; set processors.files.log_dir to a path")
+    path = Path(log_dir)
+    if ".." in path.parts:
+        raise ConfigError(
+            f'files: log_dir "{log_dir}" climbs out with ".."; set processors.files.log_dir to a directory '
+            f"under {root} (the node's --files-processor-root), e.g. a relative name"
+        )
+    if not path.is_absolute():
+        return root / path
+    if not path.is_relative_to(Path(os.path.abspath(root))):
+        raise ConfigError(
+            f'files: log_dir "{log_dir}" is outside {root}, the only directory the files processor writes '
+            "under: give processors.files.log_dir relative to it, or start the nodes with "
+            "--files-processor-root set to a directory that holds it"
+        )
+    return path
 
 
 class FilesProcessor:
-    """Writes the output to `<log_dir>/<execution id>.log`."""
+    """Writes the output to `<log_dir>/<execution id>.log`, under the node's files root only."""
 
     name = "files"
 
+    def __init__(self, root: Path | None = None) -> None:
+        self.root = root if root is not None else files_root(Settings())
+
+    def configure(self, settings: Settings) -> None:
+        """Take the node's `--files-processor-root` (called once, before the first run)."""
+        self.root = files_root(settings)
+
     def validate(self, config: Mapping[str, str]) -> None:
-        _log_dir(config)
+        files_log_dir(self.root, config)
 
     async def process(
         self, execution: Execution, config: Mapping[str, str], ctx: ExecutionContext
     ) -> Execution:
-        path = _log_dir(config) / f"{execution.id}.log"
         try:
-            await anyio.to_thread.run_sync(_write_file, path, execution.output, abandon_on_cancel=True)
+            # Checked again here: this agent's root may differ from the server's that saved the job.
+            path = files_log_dir(self.root, config) / f"{execution.id}.log"
+        except ConfigError as exc:
+            return msgspec.structs.replace(execution, output=_with_line(execution.output, str(exc)))
+        try:
+            await anyio.to_thread.run_sync(
+                _write_file, self.root, path, execution.output, abandon_on_cancel=True
+            )
+        except ConfigError as exc:
+            return msgspec.structs.replace(execution, output=_with_line(execution.output, str(exc)))
         except OSError as exc:
             # The run's outcome stands; the output stays where the user can still read it.
             note = (
@@ -124,16 +184,24 @@ class FilesProcessor:
         return _marked(execution, config, str(path))
 
 
-def _log_dir(config: Mapping[str, str]) -> Path:
-    log_dir = config.get("log_dir", "") or DEFAULT_LOG_DIR
-    if "\0" in log_dir:
-        raise ConfigError("files: log_dir contains a NUL character; set processors.files.log_dir to a path")
-    return Path(log_dir)
+def _inside(root: Path, directory: Path) -> None:
+    """A symbolic link under the root must not lead the file out of it."""
+    real_root, real_dir = os.path.realpath(root), os.path.realpath(directory)
+    if os.path.commonpath([real_root, real_dir]) != real_root:
+        raise ConfigError(
+            f"files: {directory} leads out of {root} (through a symbolic link); "
+            "set processors.files.log_dir to a plain directory under it"
+        )
 
 
-def _write_file(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text, encoding="utf-8")
+def _write_file(root: Path, path: Path, text: str) -> None:
+    _inside(root, path.parent)  # before creating anything
+    path.parent.mkdir(mode=_DIR_MODE, parents=True, exist_ok=True)
+    _inside(root, path.parent)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd = os.open(path, flags, _FILE_MODE)
+    with os.fdopen(fd, "w", encoding="utf-8") as file:
+        file.write(text)
 
 
 def _with_line(output: str, line: str) -> str:
@@ -181,7 +249,7 @@ class SyslogProcessor:
         severity = _INFO if execution.success else _ERR
         hostname = None if address.unix_path is not None else socket.gethostname()
         prefix = f"job={execution.job_name} execution={execution.id}: "
-        messages = list(syslog_messages(execution.output, severity, hostname, prefix))
+        messages = list(syslog_messages(_logged_output(execution, ctx), severity, hostname, prefix))
         try:
             await anyio.to_thread.run_sync(_send_datagrams, address, messages, abandon_on_cancel=True)
         except OSError as exc:
@@ -280,7 +348,8 @@ class FluentProcessor:
         self, execution: Execution, config: Mapping[str, str], ctx: ExecutionContext
     ) -> Execution:
         url = fluent_url(config, os.environ)
-        body = {"host": ctx.node_name, "job_name": execution.job_name, "message": execution.output}
+        message = _logged_output(execution, ctx)
+        body = {"host": ctx.node_name, "job_name": execution.job_name, "message": message}
         try:
             async with httpx.AsyncClient(timeout=FLUENT_TIMEOUT) as client:
                 response = await client.post(url, json=body)

@@ -2,13 +2,17 @@
 
 A run request is claimed by creating its execution record (create-if-absent), then acknowledged, then
 executed. A repeated request for the same execution finds the record and is refused as a duplicate, so no
-node ever runs the same launch twice. Requests carrying an older fencing token than one already seen
-come from a deposed leader and are refused.
+node ever runs the same launch twice.
+
+Before that, a request must come from the current leader: its fencing token must be the term of the lease
+this agent follows in KV (a deposed leader's older one, or a forged higher one, is refused and changes
+nothing), and the leader must have recorded the request's digest in the lease bucket before sending it.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -18,6 +22,7 @@ from anyio.abc import TaskGroup, TaskStatus
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
+from nats.js.errors import InvalidKeyError, KeyNotFoundError
 from nats.js.kv import KeyValue
 from opentelemetry.context import Context
 from opentelemetry.trace import SpanKind
@@ -34,7 +39,7 @@ from dkron_nats.kv.output import OutputPublisher, output_subject
 from dkron_nats.kv.typed import TRANSIENT, with_retry
 from dkron_nats.kv.watch import next_entry
 from dkron_nats.kv.watch import stop as stop_watch
-from dkron_nats.leader.lease import LEASE_KEY, LeaseRecord, term_of
+from dkron_nats.leader.lease import LEASE_KEY, LeaseRecord, launch_digest, launch_key, term_of
 from dkron_nats.metrics import RUNNING
 from dkron_nats.models import (
     CancelLaunch,
@@ -47,6 +52,7 @@ from dkron_nats.models import (
     encode,
 )
 from dkron_nats.names import job_key
+from dkron_nats.secrets import StreamRedactor, job_secrets, node_secrets
 from dkron_nats.subjects import AGENT_BUSY, AGENT_CANCEL, result_subject, run_subject
 from dkron_nats.timefmt import utcnow
 from dkron_nats.tracing import extract, inject, traceparent, tracer
@@ -129,9 +135,13 @@ class Running:
     cancel: anyio.CancelScope = field(default_factory=anyio.CancelScope)
     beside: TaskGroup | None = None
     """Tasks that live as long as the executor runs (the lease renewal, the live output's flusher)."""
+    redactor: StreamRedactor | None = None
+    """Masks the job's secrets before the output is kept or published (a secret split across writes too)."""
     _flushing: bool = False
 
     async def write(self, data: bytes) -> None:
+        if self.redactor is not None:
+            data = self.redactor.feed(data)
         self.output.append(data)
         if self.live is not None:
             await self.live.write(data)
@@ -139,6 +149,12 @@ class Running:
                 # Started at the first output, not per execution: most executions print little or nothing.
                 self._flushing = True
                 self.beside.start_soon(self.live.flush_periodically)
+
+    async def end_output(self) -> None:
+        """Write what the redactor held back in case it began a secret: the output has ended."""
+        redactor, self.redactor = self.redactor, None
+        if redactor is not None and (held := redactor.flush()):
+            await self.write(held)
 
 
 class Agent:
@@ -154,6 +170,7 @@ class Agent:
         journal: RunJournal | None = None,
         locks: JobLocks | None = None,
         processors: ProcessorRegistry | None = None,
+        env_passthrough: tuple[str, ...] = (),
     ) -> None:
         self.nc = nc
         self.js = js
@@ -165,7 +182,13 @@ class Agent:
         self.journal = journal
         self.locks = locks
         self.processors = processors or ProcessorRegistry({})
-        self.highest_fence = 0
+        self.env_passthrough = env_passthrough
+        """Names of this process's environment that jobs also get (`--job-env-passthrough`)."""
+        self.term = 0
+        """The current leader's term, from the lease this agent follows (0: no leader seen yet)."""
+        self._term_revision = 0
+        """The lease revision `term` was read at: an older entry (a lagging watch) never moves it back."""
+        self._lease_read = anyio.Lock()
         self.running: dict[str, Running] = {}
         self._intake = anyio.CancelScope()
         self._claims = anyio.CapacityLimiter(256)
@@ -181,12 +204,54 @@ class Agent:
         try:
             while True:
                 entry = await next_entry(watcher, None)
-                if entry is not None and entry.operation is None and entry.value:
-                    term = term_of(decode(entry.value, LeaseRecord), int(entry.revision or 0))
-                    self.highest_fence = max(self.highest_fence, term)
+                if entry is not None:
+                    self._learn_lease(entry)
         finally:
             with anyio.CancelScope(shield=True):
                 await stop_watch(watcher)
+
+    def _learn_lease(self, entry: KeyValue.Entry) -> None:
+        # A deleted or expired lease keeps the last term: only a new lease names a new leader.
+        revision = int(entry.revision or 0)
+        if entry.operation is None and entry.value and revision > self._term_revision:
+            self.term = term_of(decode(entry.value, LeaseRecord), revision)
+            self._term_revision = revision
+
+    async def _read_lease(self, kv: KeyValue) -> None:
+        try:
+            entry = await with_retry(lambda: kv.get(LEASE_KEY), attempts=3, what="lease read")
+        except (KeyNotFoundError, *TRANSIENT):
+            return  # no lease (or no answer): the request is judged on the term known so far
+        self._learn_lease(entry)
+
+    async def _term_refusal(self, fence: int) -> str:
+        """Why a request with this fence is not the current leader's ("" if it is)."""
+        if fence > self.term and self.lease_kv is not None:
+            # A new leader's request may outrun the watch: read the lease once before refusing it.
+            async with self._lease_read:
+                if fence > self.term:
+                    await self._read_lease(self.lease_kv)
+        if fence == self.term:
+            return ""
+        if fence < self.term:
+            return f"stale leader: fence {fence} is older than the current term {self.term}"
+        return f"fence {fence} is not the current leader's term ({self.term})"
+
+    async def _launch_refusal(self, data: bytes, ex: Execution) -> str:
+        """Why the leader did not send this very request ("" if it did): it recorded its digest first."""
+        kv = self.lease_kv
+        if kv is None:
+            return "no lease bucket to check the launch against"
+        key = launch_key(self.node, ex.job_name, ex.id)
+        try:
+            entry = await with_retry(lambda: kv.get(key), what="launch record read")
+        except (KeyNotFoundError, InvalidKeyError):
+            return "the leader recorded no such launch"
+        except TRANSIENT:
+            return "the launch record could not be read (JetStream unavailable)"
+        if entry.value != launch_digest(data):
+            return "the request differs from the launch the leader recorded"
+        return ""
 
     def stop(self) -> None:
         """Stop taking run requests; `run` then drains the running executions and returns."""
@@ -236,12 +301,14 @@ class Agent:
         except msgspec.DecodeError as exc:
             await msg.respond(encode(RunReply(ok=False, error=f"undecodable run request: {exc}")))
             return
-        fence = request.execution.fence
-        if fence < self.highest_fence:
-            error = f"stale leader: fence {fence} is older than {self.highest_fence}"
+        error = await self._term_refusal(request.execution.fence)
+        if not error:
+            error = await self._launch_refusal(msg.data, request.execution)
+        if error:
+            ex = request.execution
+            logger.warning("refused a run request for %s/%s: %s", ex.job_name, ex.id, error)
             await msg.respond(encode(RunReply(ok=False, error=error)))
             return
-        self.highest_fence = fence
         execution = msgspec.structs.replace(
             request.execution, node_name=self.node, started_at=utcnow(), status="running"
         )
@@ -254,7 +321,8 @@ class Agent:
             await msg.respond(encode(RunReply(ok=False, error="duplicate")))
             return
         live = OutputPublisher(self.nc, self.js, output_subject(execution.job_name, execution.id))
-        running = Running(execution, OutputBuffer(), live, extract(msg.headers))
+        redactor = StreamRedactor(job_secrets(request.job, request.env) | node_secrets(os.environ))
+        running = Running(execution, OutputBuffer(), live, extract(msg.headers), redactor=redactor)
         self.running[key] = running
         RUNNING.set(len(self.running))
         await msg.respond(encode(RunReply(ok=True)))
@@ -334,6 +402,7 @@ class Agent:
             env=extra,
             job=job,
             nc=self.nc,
+            env_passthrough=self.env_passthrough,
         )
 
     async def _report(
@@ -342,6 +411,7 @@ class Agent:
         ex, output = running.execution, running.output
         if error:
             await running.write(f"\n{error}\n".encode() if output.text() else f"{error}\n".encode())
+        await running.end_output()
         done = msgspec.structs.replace(
             ex,
             finished_at=utcnow(),

@@ -16,6 +16,7 @@ import msgspec
 from litestar import Request, Response, get
 from litestar.routes import HTTPRoute
 
+from dkron_nats.http.ratelimit import is_limited
 from dkron_nats.jobinput import CONCURRENCY_POLICIES, HISTORY_LIMIT_MAX, MISFIRE_MAX_LIMIT, NOTIFY_ON
 from dkron_nats.jobs import SORTABLE
 from dkron_nats.misfire import MISFIRE_POLICIES
@@ -45,6 +46,11 @@ BOOLEAN: Schema = {"type": "boolean"}
 DATE_TIME: Schema = {"type": "string", "format": "date-time"}
 STRING_MAP: Schema = {"type": "object", "additionalProperties": STRING}
 SAFE_NAME_PATTERN = "^[A-Za-z0-9_-]{1,64}$"
+PARAMETER_NAME: Schema = {
+    "type": "string",
+    "pattern": "^[A-Za-z_][A-Za-z0-9_]{0,127}$",
+    "description": "An environment variable name, not DKRON_NATS_*",
+}
 JOB_NAME_PATTERN = "^[a-z0-9_-]+$"
 """The ASCII part of Dkron's rule (lower-case Unicode letters are allowed too, see the description)."""
 
@@ -130,6 +136,13 @@ def _job_input() -> Schema:
         "history_limit": _nullable({"type": "integer", "minimum": 0, "maximum": HISTORY_LIMIT_MAX}),
         "dst_policy": _nullable(_ref("DstPolicyInput")),
         "notify_on": _nullable({"type": "string", "enum": [*NOTIFY_ON, ""]}),
+        "parameters": _nullable(
+            {
+                "type": "array",
+                "items": {"anyOf": [PARAMETER_NAME, _ref("ParameterInput")]},
+                "description": 'Variables a run may set; "DATE" stands for {"name": "DATE", "secret": false}',
+            }
+        ),
     }
     return {**_object(fields, required=["name"]), "description": _job_input.__doc__}
 
@@ -161,6 +174,7 @@ def _job() -> Schema:
         "history_limit": INTEGER,
         "dst_policy": _ref("DstPolicy"),
         "notify_on": {"type": "string", "enum": list(NOTIFY_ON)},
+        "parameters": {"type": "array", "items": _ref("Parameter"), "description": "Variables a run may set"},
     }
     # The create/update echo has no derived links to other jobs: depended_on_by is in stored jobs only.
     required = [name for name in fields if name != "depended_on_by"]
@@ -239,6 +253,12 @@ def _components() -> Schema:
         ),
         "DstPolicy": _dst_policy(with_default=True),
         "DstPolicyInput": _dst_policy(with_default=False),
+        "Parameter": _object({"name": PARAMETER_NAME, "secret": BOOLEAN}),
+        "ParameterInput": _object({"name": PARAMETER_NAME, "secret": _nullable(BOOLEAN)}, required=["name"]),
+        "RunInput": _object(
+            {"env": _nullable({**STRING_MAP, "description": "Values of the job's parameters (only those)"})},
+            required=[],
+        ),
         "Status": _object(
             {
                 "agent": _object({"name": STRING, "version": STRING}),
@@ -258,7 +278,15 @@ def _components() -> Schema:
         "Me": _object({"name": STRING, "role": _ref("Role"), "auth": BOOLEAN}),
         "Health": _object({"status": {"type": "string", "enum": ["healthy"]}, "leader": BOOLEAN}, ["status"]),
         "Role": {"type": "string", "enum": ["read", "operator", "admin"]},
-        "Token": _object({"name": STRING, "role": _ref("Role"), "created_at": STRING, "created_by": STRING}),
+        "Token": _object(
+            {
+                "name": STRING,
+                "role": _ref("Role"),
+                "created_at": STRING,
+                "created_by": STRING,
+                "expires_at": {**_nullable(STRING), "description": "null: the token does not expire"},
+            }
+        ),
         "AuditEntry": {
             **_object({"time": DATE_TIME, "who": STRING, "role": STRING, "action": STRING, "target": STRING}),
             "description": "One change: who made it, when, and the target's state before and after",
@@ -315,6 +343,11 @@ NOT_FOUND = _text("No such job (or execution); the body is empty")
 BAD_INPUT = _text("What was wrong with the request, naming the field")
 TOO_LARGE = _text("The body is larger than --max-body-size")
 PAUSED = _text("Job submissions are paused (POST /v1/pause)")
+RUN_BODY = {
+    "required": False,
+    "description": "Optional: values for the job's parameters; a name the job does not declare is a 400",
+    "content": {"application/json": {"schema": _ref("RunInput")}},
+}
 JOB_BODY = {
     "required": True,
     "description": "The job; the Content-Type is not checked, the body is always read as JSON",
@@ -376,6 +409,7 @@ def _run_job(summary: str) -> Schema:
             503: _text("No leader right now; retry in a few seconds"),
         },
         [JOB, _query("force", "Run even if a forbid job is running", BOOL_TEXT)],
+        RUN_BODY,
     )
 
 
@@ -613,10 +647,27 @@ def _cluster_operations() -> dict[tuple[str, str], Schema]:
 def _auth_operations() -> dict[tuple[str, str], Schema]:
     token_body = {
         "required": True,
-        "content": {"application/json": {"schema": _object({"name": STRING, "role": _ref("Role")})}},
+        "content": {
+            "application/json": {
+                "schema": _object(
+                    {
+                        "name": STRING,
+                        "role": _ref("Role"),
+                        "ttl": {
+                            **STRING,
+                            "description": "Lifetime: a Go duration (720h) or ISO-8601 (P30D); "
+                            "without it the token lasts until revoked",
+                        },
+                    },
+                    ["name", "role"],
+                )
+            }
+        },
     }
     secret = {**STRING, "description": "Shown once, never again"}
-    created = _object({"name": STRING, "role": _ref("Role"), "token": secret})
+    created = _object(
+        {"name": STRING, "role": _ref("Role"), "token": secret, "expires_at": _nullable(STRING)}
+    )
     return {
         ("POST", "/v1/tokens"): _op(
             "Create an API token",
@@ -674,16 +725,31 @@ def served_operations(routes: Iterable[object]) -> list[tuple[str, str]]:
 
 PUBLIC_PATHS = frozenset({"/health", "/ui", "/ui/{path}"})
 """Answered without a token even when authentication is on."""
+REFUSED_BROWSER = (
+    "A web page of another origin (`Origin` not the UI's own nor a --cors-origin), or, on a loopback "
+    "listener, a `Host` that is not a loopback name nor an --allowed-host"
+)
 AUTH_ANSWERS = {
     "401": _text("Authentication is on and no valid bearer token was sent"),
-    "403": _text("The token's role may not do this"),
+    "403": _text(f"The token's role may not do this; or: {REFUSED_BROWSER}"),
+}
+RATE_LIMITED = {
+    "429": {
+        **_text("Too many runs and job changes by this token (or address without --auth): --rate-limit-runs"),
+        "headers": {
+            **WHOM,
+            "Retry-After": {"description": "Seconds to wait", "required": True, "schema": STRING},
+        },
+    }
 }
 
 
-def _with_auth(path: str, operation: Schema) -> Schema:
+def _with_auth(method: str, path: str, operation: Schema) -> Schema:
+    limited = RATE_LIMITED if is_limited(method, path) else {}
     if path in PUBLIC_PATHS:
-        return {**operation, "security": []}
-    return {**operation, "responses": {**operation["responses"], **AUTH_ANSWERS}}
+        refused = {"403": _text(REFUSED_BROWSER)}
+        return {**operation, "security": [], "responses": {**operation["responses"], **refused}}
+    return {**operation, "responses": {**operation["responses"], **AUTH_ANSWERS, **limited}}
 
 
 def document(routes: Iterable[object]) -> Schema:
@@ -694,7 +760,7 @@ def document(routes: Iterable[object]) -> Schema:
             "responses": {"default": {"description": "Unknown"}},
             UNDOCUMENTED: True,
         }
-        paths.setdefault(path, {})[method.lower()] = _with_auth(path, operation)
+        paths.setdefault(path, {})[method.lower()] = _with_auth(method, path, operation)
     return {
         "openapi": OPENAPI_VERSION,
         "info": {
