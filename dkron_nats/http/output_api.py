@@ -24,6 +24,7 @@ from litestar.response import ServerSentEvent, ServerSentEventMessage
 from dkron_nats.errors import ExecutionNotFoundError
 from dkron_nats.http.executions_api import masked_output
 from dkron_nats.http.render import execution_json
+from dkron_nats.http.responses import TEXT
 from dkron_nats.http.services import Services
 from dkron_nats.http.streams import BoundedStream
 from dkron_nats.kv.output import output_subject, read_output
@@ -54,7 +55,7 @@ async def execution_output(
         live = _live(services, record, subject, secrets)
         return ServerSentEvent(live, headers={"Cache-Control": "no-cache"})
     text = redact(await _stored(services, record, subject), secrets)
-    return Response(text.encode(), media_type="text/plain; charset=utf-8")
+    return Response(text.encode(), media_type=TEXT)  # Litestar adds the charset
 
 
 async def _stored(services: Services, record: Execution, subject: str) -> str:

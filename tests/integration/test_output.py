@@ -60,7 +60,7 @@ def test_output_arrives_live_in_order_and_late_readers_get_all_of_it(server: Nod
     assert output_of(late) == LINES
     assert late[-1].kind == "end"
     text = server.get(f"/v1/jobs/live-ticker/executions/{exec_id}/output")
-    assert text.headers["content-type"].startswith("text/plain")
+    assert text.headers["content-type"] == "text/plain; charset=utf-8"  # one charset, not two
     assert text.text == LINES
     server.request("DELETE", "/v1/jobs/live-ticker")
 
