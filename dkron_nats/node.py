@@ -269,10 +269,9 @@ class Node:
                     js,
                     registry,
                     executions,
-                    lambda: lease.fence,
+                    lease,
                     s.region,
                     locks,
-                    lease.valid,
                     notifier=notifier,
                 )
 

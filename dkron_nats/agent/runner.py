@@ -6,7 +6,7 @@ node ever runs the same launch twice.
 
 Before that, a request must come from the current leader: its fencing token must be the term of the lease
 this agent follows in KV (a deposed leader's older one, or a forged higher one, is refused and changes
-nothing), and the leader must have recorded the request's digest in the lease bucket before sending it.
+nothing), and it must be signed with the key that lease names (`leader/lease.py`).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from anyio.abc import TaskGroup, TaskStatus
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.errors import InvalidKeyError, KeyNotFoundError
+from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 from opentelemetry.context import Context
 from opentelemetry.trace import SpanKind
@@ -39,7 +39,7 @@ from dkron_nats.kv.output import OutputPublisher, output_subject
 from dkron_nats.kv.typed import TRANSIENT, with_retry
 from dkron_nats.kv.watch import next_entry
 from dkron_nats.kv.watch import stop as stop_watch
-from dkron_nats.leader.lease import LEASE_KEY, LeaseRecord, launch_digest, launch_key, term_of
+from dkron_nats.leader.lease import LEASE_KEY, SIGNATURE_HEADER, LeaseRecord, signature_refusal, term_of
 from dkron_nats.metrics import RUNNING
 from dkron_nats.models import (
     CancelLaunch,
@@ -184,8 +184,12 @@ class Agent:
         self.processors = processors or ProcessorRegistry({})
         self.env_passthrough = env_passthrough
         """Names of this process's environment that jobs also get (`--job-env-passthrough`)."""
+        self._own_secrets = node_secrets(os.environ)
+        """This node's credentials: a job that reads them (from /proc) must not show them."""
         self.term = 0
         """The current leader's term, from the lease this agent follows (0: no leader seen yet)."""
+        self._leader_key = ""
+        """The current leader's public key, from the same lease record as `term`."""
         self._term_revision = 0
         """The lease revision `term` was read at: an older entry (a lagging watch) never moves it back."""
         self._lease_read = anyio.Lock()
@@ -214,7 +218,8 @@ class Agent:
         # A deleted or expired lease keeps the last term: only a new lease names a new leader.
         revision = int(entry.revision or 0)
         if entry.operation is None and entry.value and revision > self._term_revision:
-            self.term = term_of(decode(entry.value, LeaseRecord), revision)
+            record = decode(entry.value, LeaseRecord)
+            self.term, self._leader_key = term_of(record, revision), record.key
             self._term_revision = revision
 
     async def _read_lease(self, kv: KeyValue) -> None:
@@ -236,22 +241,6 @@ class Agent:
         if fence < self.term:
             return f"stale leader: fence {fence} is older than the current term {self.term}"
         return f"fence {fence} is not the current leader's term ({self.term})"
-
-    async def _launch_refusal(self, data: bytes, ex: Execution) -> str:
-        """Why the leader did not send this very request ("" if it did): it recorded its digest first."""
-        kv = self.lease_kv
-        if kv is None:
-            return "no lease bucket to check the launch against"
-        key = launch_key(self.node, ex.job_name, ex.id)
-        try:
-            entry = await with_retry(lambda: kv.get(key), what="launch record read")
-        except (KeyNotFoundError, InvalidKeyError):
-            return "the leader recorded no such launch"
-        except TRANSIENT:
-            return "the launch record could not be read (JetStream unavailable)"
-        if entry.value != launch_digest(data):
-            return "the request differs from the launch the leader recorded"
-        return ""
 
     def stop(self) -> None:
         """Stop taking run requests; `run` then drains the running executions and returns."""
@@ -303,7 +292,8 @@ class Agent:
             return
         error = await self._term_refusal(request.execution.fence)
         if not error:
-            error = await self._launch_refusal(msg.data, request.execution)
+            signature = (msg.headers or {}).get(SIGNATURE_HEADER)
+            error = signature_refusal(self._leader_key, msg.data, signature)
         if error:
             ex = request.execution
             logger.warning("refused a run request for %s/%s: %s", ex.job_name, ex.id, error)
@@ -321,7 +311,7 @@ class Agent:
             await msg.respond(encode(RunReply(ok=False, error="duplicate")))
             return
         live = OutputPublisher(self.nc, self.js, output_subject(execution.job_name, execution.id))
-        redactor = StreamRedactor(job_secrets(request.job, request.env) | node_secrets(os.environ))
+        redactor = StreamRedactor(job_secrets(request.job, request.env) | self._own_secrets)
         running = Running(execution, OutputBuffer(), live, extract(msg.headers), redactor=redactor)
         self.running[key] = running
         RUNNING.set(len(self.running))

@@ -1,8 +1,8 @@
 """Launching executions: pick the nodes, send each a run request, and record whatever went wrong.
 
-Only the leader launches. Every run request carries the lease revision (the fencing token), and the leader
-records its digest in the lease bucket before sending it; agents run only a request that carries the
-current term and matches such a record. Records the leader makes itself (missed or skipped slots, failed
+Only the leader launches. Every run request carries the lease revision (the fencing token) and the lease
+holder's signature; agents run only a request that carries the current term, signed with the key of the
+lease they follow. Records the leader makes itself (missed or skipped slots, failed
 dispatches) go through the same results stream as agents' results, so one processor applies them.
 """
 
@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -21,15 +20,13 @@ from nats.aio.client import Client
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
-from nats.js.kv import KeyValue
 from opentelemetry.trace import SpanKind
 
 from dkron_nats.errors import LeadershipLostError
-from dkron_nats.kv.buckets import LEADER
 from dkron_nats.kv.executions import ExecutionStore, execution_id
 from dkron_nats.kv.locks import LOCKED, JobLocks
 from dkron_nats.kv.typed import with_retry
-from dkron_nats.leader.lease import launch_digest, launch_key
+from dkron_nats.leader.lease import SIGNATURE_HEADER, Lease
 from dkron_nats.leader.notify import Notifier
 from dkron_nats.leader.targets import select_targets
 from dkron_nats.members import Registry
@@ -82,10 +79,9 @@ class Launcher:
         js: JetStreamContext,
         registry: Registry,
         executions: ExecutionStore,
-        fence: Callable[[], int],
+        lease: Lease,
         region: str,
         locks: JobLocks,
-        holds_lease: Callable[[], bool] = lambda: True,
         notifier: Notifier | None = None,
     ) -> None:
         self.nc = nc
@@ -94,12 +90,16 @@ class Launcher:
         self.js = js
         self.registry = registry
         self.executions = executions
-        self.fence = fence
+        self.lease = lease
         self.region = region
-        self.holds_lease = holds_lease
         self.dispatched: dict[str, str] = {}
         """Execution key -> node, for executions this leader sent and has no result for yet."""
-        self._launches: KeyValue | None = None
+
+    def fence(self) -> int:
+        return self.lease.fence
+
+    def holds_lease(self) -> bool:
+        return self.lease.valid()
 
     def ensure_leader(self) -> None:
         """Checked (locally, on the monotonic clock) right before every write and dispatch: a leader that
@@ -190,24 +190,16 @@ class Launcher:
             for request in requests:
                 tg.start_soon(self._send, request)
 
-    async def _record_launch(self, ex: Execution, payload: bytes) -> None:
-        """Record the request before sending it: an agent runs only what the leader recorded."""
-        if self._launches is None:
-            self._launches = await with_retry(lambda: self.js.key_value(LEADER), what="lease bucket")
-        launches, key = self._launches, launch_key(ex.node_name, ex.job_name, ex.id)
-        self.ensure_leader()
-        await with_retry(lambda: launches.put(key, launch_digest(payload)), what="launch record")
-
     async def _send(self, request: RunRequest) -> None:
         ex = request.execution
         payload = encode(request)
-        await self._record_launch(ex, payload)
         self.ensure_leader()
         self.dispatched[ExecutionStore.key(ex.job_name, ex.id)] = ex.node_name
         attributes = {"dkron.job": ex.job_name, "dkron.execution": ex.id, "dkron.node": ex.node_name}
         try:
             with tracer().start_as_current_span("dispatch", kind=SpanKind.PRODUCER, attributes=attributes):
-                headers = dict(inject({})) or None  # the agent's execution span continues this one
+                headers = dict(inject({}))  # the agent's execution span continues this one
+                headers[SIGNATURE_HEADER] = self.lease.sign(payload)
                 sent = time.monotonic()
                 reply = await self.nc.request(
                     run_subject(ex.node_name), payload, timeout=DISPATCH_TIMEOUT, headers=headers

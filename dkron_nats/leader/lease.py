@@ -4,26 +4,28 @@ Acquire with create-if-absent, renew with compare-and-set on the revision. A hol
 renewal was sent more than `ttl - margin` ago considers itself demoted, even if it cannot reach NATS: the
 server's expiry clock starts after our send time, so this bound needs no clock synchronisation.
 
-The same bucket holds the leader's launch records (`launch.<node>.<job key>.<execution id>`: the SHA-256
-of the run request it is about to send). Only servers may write it, and its TTL removes them after a
-lease's lifetime, so an agent can tell a run request the leader sent from one anybody else published.
+Each holder also makes an Ed25519 key pair of its own and writes the public key into the lease record; it
+signs every run request with the private one. Only servers may write the lease, so an agent that follows it
+can tell a request of the current leader from one anybody else published, without a round trip.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import contextlib
-import hashlib
 import logging
 import time
 from datetime import datetime
 
 import msgspec
+from nacl.exceptions import BadSignatureError
+from nacl.signing import SigningKey, VerifyKey
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from dkron_nats.kv.typed import TRANSIENT, delete_at
 from dkron_nats.models import decode, encode
-from dkron_nats.names import job_key
 
 logger = logging.getLogger(__name__)
 LEASE_KEY = "scheduler"
@@ -35,6 +37,8 @@ class LeaseRecord(msgspec.Struct, kw_only=True):
     since: datetime
     term: int = 0
     """The revision at which this holder acquired the lease (0 in the acquiring write itself)."""
+    key: str = ""
+    """The holder's public key (base64): run requests carry its signature (empty: an older version)."""
 
 
 def term_of(record: LeaseRecord, revision: int) -> int:
@@ -42,14 +46,21 @@ def term_of(record: LeaseRecord, revision: int) -> int:
     return record.term or revision
 
 
-def launch_key(node: str, job_name: str, exec_id: str) -> str:
-    """Where the leader records a run request for `node` before sending it."""
-    return f"launch.{node}.{job_key(job_name)}.{exec_id}"
+SIGNATURE_HEADER = "Dkron-Signature"
+"""The header of a run request that holds the leader's signature of its body."""
 
 
-def launch_digest(request: bytes) -> bytes:
-    """What a launch record holds: the digest of the exact bytes of the run request."""
-    return hashlib.sha256(request).hexdigest().encode()
+def signature_refusal(key: str, body: bytes, signature: str | None) -> str:
+    """Why `body` was not signed by the holder of the lease whose public key is `key` ("" if it was)."""
+    if not key:
+        return "no launch of this leader can be checked: its lease names no signing key (an older version)"
+    if not signature:
+        return "not launched by the current leader: the request is not signed"
+    try:
+        VerifyKey(base64.b64decode(key)).verify(body, base64.b64decode(signature))
+    except (BadSignatureError, binascii.Error, ValueError):
+        return "not launched by the current leader: the request is not signed by it"
+    return ""
 
 
 class Lease:
@@ -62,6 +73,18 @@ class Lease:
         self.revision = 0
         self.term = 0
         self._renewed_at = 0.0
+        self._signer = SigningKey.generate()
+        self.public_key = base64.b64encode(bytes(self._signer.verify_key)).decode()
+
+    def sign(self, body: bytes) -> str:
+        """The signature of a run request's body, for `SIGNATURE_HEADER`."""
+        return base64.b64encode(self._signer.sign(body).signature).decode()
+
+    def _record(self, since: datetime, term: int = 0) -> bytes:
+        record = LeaseRecord(
+            node=self.node, incarnation=self.incarnation, since=since, term=term, key=self.public_key
+        )
+        return encode(record)
 
     @property
     def fence(self) -> int:
@@ -85,7 +108,7 @@ class Lease:
 
     async def try_acquire(self, since: datetime) -> bool:
         """Take the lease if it is free, or if it is held by an earlier incarnation of this very node."""
-        record = encode(LeaseRecord(node=self.node, incarnation=self.incarnation, since=since))
+        record = self._record(since)
         sent = time.monotonic()
         try:
             self.revision = await self.kv.create(LEASE_KEY, record)
@@ -121,10 +144,10 @@ class Lease:
 
     async def renew(self, since: datetime) -> bool:
         """Extend the lease. False means it is lost for good (someone else holds it)."""
-        held = LeaseRecord(node=self.node, incarnation=self.incarnation, since=since, term=self.term)
         sent = time.monotonic()
         try:
-            self.revision = await self.kv.update(LEASE_KEY, encode(held), last=self.revision)
+            record = self._record(since, self.term)
+            self.revision = await self.kv.update(LEASE_KEY, record, last=self.revision)
         except KeyWrongLastSequenceError:
             logger.warning("lease lost: another server holds it now")
             self.revision = self.term = 0

@@ -223,11 +223,12 @@ class ResultProcessor:
             return ""  # applying it changes nothing: the job is gone (with its claims)
         if ex.node_name != node:
             return f"it names node {ex.node_name or '(none)'}"
+        if self.launcher.dispatched.get(ExecutionStore.key(ex.job_name, ex.id)) == node:
+            return ""  # this leader sent it there, and only that node's user publishes on its subject
+        # Sent by an earlier leader: the claim the node made when it took the request vouches for it.
         claim = await self.executions.get(ex.job_name, ex.id)
         if claim is None:
-            # A claim trimmed from the history while the execution ran: what this leader sent vouches.
-            sent_to = self.launcher.dispatched.get(ExecutionStore.key(ex.job_name, ex.id))
-            return "" if sent_to == node else "no node claimed that execution"
+            return "no node claimed that execution"
         if claim.node_name != node:
             return f"node {claim.node_name or '(none)'} holds its claim"
         if (claim.group, claim.attempt) != (ex.group, ex.attempt):

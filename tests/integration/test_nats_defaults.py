@@ -192,6 +192,7 @@ async def test_agent_credentials_reach_only_the_agents_own_subjects(server: Node
         await agent.publish(f"$KV.{LEADER}.{LEASE_KEY}", b'{"holder":"web1"}')
         await agent.publish(f"$KV.{TOKENS}.forged", b"{}")
         forged = await admin.subscribe("dkron.result.web2")
+        forged_run = await admin.subscribe(run_subject("web3"))
         probe = await admin.subscribe("dkron.output.probe.>")
         theirs = [
             await agent.subscribe(run_subject("web2"), queue="web2"),
@@ -200,6 +201,7 @@ async def test_agent_credentials_reach_only_the_agents_own_subjects(server: Node
         mine = await agent.subscribe(run_subject("web1"), queue="web1")
         await agent.flush()
         await agent.publish("dkron.result.web2", b"{}")
+        await agent.publish(run_subject("web3"), b"a run request of its own making")
         await agent.publish("dkron.output.probe.1-web1", b"after")  # allowed, published after the forgery
         await agent.flush()
         await admin.publish(run_subject("web2"), b"for web2")
@@ -209,6 +211,7 @@ async def test_agent_credentials_reach_only_the_agents_own_subjects(server: Node
         assert (await mine.next_msg(timeout=5)).data == b"for web1"  # sent after the one for web2
         assert (await probe.next_msg(timeout=5)).data == b"after"  # one connection: in order
         assert forged.pending_msgs == 0
+        assert forged_run.pending_msgs == 0
         assert [sub.pending_msgs for sub in theirs] == [0, 0]
         await wait_for_async(
             violated(
@@ -217,6 +220,7 @@ async def test_agent_credentials_reach_only_the_agents_own_subjects(server: Node
                 f"$KV.{TOKENS}.forged",
                 "dkron.result.web2",
                 run_subject("web2"),
+                run_subject("web3"),
                 "$KV.dkron-jobs.>",
             ),
             10,
