@@ -1,4 +1,7 @@
-"""A real 3-node NATS JetStream cluster for tests, started from the unchanged `deploy/nats.conf`.
+"""A real 3-node NATS JetStream cluster of `nats-server` processes, from the unchanged `deploy/nats.conf`.
+
+The default backend of the `nats_cluster` fixture (`tests.natsbackend` says what a backend is;
+DKRON_NATS_TEST_BACKEND=containers runs the same tests on `nats` containers instead: `tests.containers`).
 
 Every node runs `nats-server -c deploy/nats.conf -m <http port>`; only the environment differs per node
 (NATS_NAME, NATS_PORT, NATS_CLUSTER_PORT, NATS_STORE, NATS_ROUTES). The `-m` flag adds the monitoring
@@ -19,20 +22,24 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
-from typing import Any, TypeVar
 
-import anyio
-import httpx
-import nats.errors
 import pytest
 
-from tests.harness import free_port, spawn_nats_server, wait_for
+from tests.harness import free_port, spawn_nats_server
+from tests.natsbackend import NatsCluster, NatsNode, new_nats_cluster, wait_for_async
 
-T = TypeVar("T")
+__all__ = [
+    "NatsCluster",
+    "NatsNode",
+    "ProcessNatsCluster",
+    "ProcessNatsNode",
+    "nats_cluster",
+    "wait_for_async",
+]
+
 NATS_CONF = Path(__file__).resolve().parent.parent / "deploy" / "nats.conf"
 
 
@@ -45,31 +52,8 @@ def free_ports(count: int) -> list[int]:
         return [int(s.getsockname()[1]) for s in socks]
 
 
-async def wait_for_async(
-    condition: Callable[[], Awaitable[T | None]], deadline: float = 15.0, what: str = "condition"
-) -> T:
-    """Await `condition` until it returns something truthy, or fail after `deadline` seconds.
-
-    HTTP, socket and NATS errors count as "not yet" (the last one is reported on timeout)."""
-    last_error: Exception | None = None
-    try:
-        with anyio.fail_after(deadline):
-            while True:
-                try:
-                    value = await condition()
-                except (httpx.HTTPError, OSError, nats.errors.Error) as exc:
-                    last_error = exc
-                    value = None
-                if value:
-                    return value
-                await anyio.sleep(0.05)
-    except TimeoutError:
-        pass
-    raise AssertionError(f"timed out after {deadline}s waiting for {what} (last error: {last_error!r})")
-
-
 @dataclass
-class NatsNode:
+class ProcessNatsNode(NatsNode):
     """One `nats-server -c deploy/nats.conf` process. `routes` are the route URLs of its peers."""
 
     name: str
@@ -81,8 +65,8 @@ class NatsNode:
     proc: subprocess.Popen[bytes] | None = None
 
     @property
-    def url(self) -> str:
-        return f"nats://127.0.0.1:{self.port}"
+    def route_address(self) -> str:
+        return f"127.0.0.1:{self.cluster_port}"
 
     @property
     def route_url(self) -> str:
@@ -116,7 +100,7 @@ class NatsNode:
             "NATS_ROUTES": "[" + ", ".join(self.routes) + "]",
         }
 
-    def start(self) -> NatsNode:
+    def start(self) -> ProcessNatsNode:
         """Start (or restart, with the same ports and store) the server; does not wait for readiness."""
         if self.alive():
             raise RuntimeError(f"nats node {self.name} is already running (pid {self.pid})")
@@ -149,63 +133,18 @@ class NatsNode:
             proc.wait(timeout=10)
         return proc.returncode
 
-    def monitor(self, path: str, **params: Any) -> dict[str, Any]:
-        """GET a monitoring endpoint (e.g. "/jsz", "/varz") as JSON."""
-        response = httpx.get(self.monitor_url + path, params=params, timeout=5)
-        response.raise_for_status()
-        body: dict[str, Any] = response.json()
-        return body
-
-    async def monitor_async(self, path: str, **params: Any) -> dict[str, Any]:
-        async with httpx.AsyncClient(timeout=5) as client:
-            response = await client.get(self.monitor_url + path, params=params)
-        response.raise_for_status()
-        body: dict[str, Any] = response.json()
-        return body
-
-    def healthy(self) -> bool:
-        """/healthz is 200 only once the server has a meta leader and its JetStream assets are current."""
-        return httpx.get(self.monitor_url + "/healthz", timeout=5).status_code == 200
-
-    async def healthy_async(self) -> bool:
-        async with httpx.AsyncClient(timeout=5) as client:
-            return (await client.get(self.monitor_url + "/healthz")).status_code == 200
-
-    def wait_healthy(self, timeout: float = 20.0) -> NatsNode:
-        wait_for(self._alive_and(self.healthy), timeout, f"nats node {self.name} to be healthy")
-        return self
-
-    async def wait_healthy_async(self, deadline: float = 20.0) -> NatsNode:
-        async def check() -> bool:
-            self._check_alive()
-            return await self.healthy_async()
-
-        await wait_for_async(check, deadline, f"nats node {self.name} to be healthy")
-        return self
-
-    def _check_alive(self) -> None:
-        if not self.alive():
-            raise AssertionError(f"nats node {self.name} exited:\n{self.logs()[-3000:]}")
-
-    def _alive_and(self, condition: Callable[[], T]) -> Callable[[], T]:
-        def check() -> T:
-            self._check_alive()
-            return condition()
-
-        return check
-
     def logs(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
 
-class NatsCluster:
-    """Three `NatsNode`s (n1, n2, n3) routed to each other. Use as a context manager or via `nats_cluster`."""
+class ProcessNatsCluster(NatsCluster):
+    """`size` `ProcessNatsNode`s (n1, n2, ...) routed to each other, on free loopback ports."""
 
     def __init__(self, base_dir: Path, size: int = 3) -> None:
         self.base_dir = base_dir
         ports = free_ports(3 * size)
-        self.nodes = [
-            NatsNode(
+        self.nodes: list[ProcessNatsNode] = [
+            ProcessNatsNode(
                 name=f"n{i + 1}",
                 store_dir=base_dir / f"n{i + 1}" / "store",
                 port=ports[3 * i],
@@ -217,55 +156,9 @@ class NatsCluster:
         for node in self.nodes:
             node.routes = [peer.route_url for peer in self.nodes if peer is not node]
 
-    @property
-    def urls(self) -> list[str]:
-        return [node.url for node in self.nodes]
-
-    def node(self, name: str) -> NatsNode:
+    def _start_nodes(self) -> None:
         for node in self.nodes:
-            if node.name == name:
-                return node
-        raise KeyError(name)
-
-    def __getitem__(self, index: int) -> NatsNode:
-        return self.nodes[index]
-
-    def start(self, timeout: float = 20.0) -> NatsCluster:
-        """Start all nodes and wait until JetStream is ready (see `ready`). Stops them all on failure."""
-        try:
-            for node in self.nodes:
-                node.start()
-            self.wait_ready(timeout)
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def meta_leader(self) -> str | None:
-        """The JetStream meta leader's name once every running node agrees on it and the leader sees all
-        its peers as current, else None."""
-        running = [node for node in self.nodes if node.alive()]
-        leaders = {node.monitor("/jsz").get("meta_cluster", {}).get("leader") for node in running}
-        if len(leaders) != 1 or None in leaders or "" in leaders:
-            return None
-        leader: str = leaders.pop()
-        meta = self.node(leader).monitor("/jsz")["meta_cluster"]
-        current = {peer["name"] for peer in meta.get("replicas", []) if peer.get("current")}
-        return leader if current >= {node.name for node in running} - {leader} else None
-
-    def ready(self) -> bool:
-        """Every running node answers /healthz 200 and all agree on a meta leader that sees them current."""
-        for node in self.nodes:
-            node._check_alive()
-        return all(node.healthy() for node in self.nodes) and self.meta_leader() is not None
-
-    def wait_ready(self, timeout: float = 20.0) -> NatsCluster:
-        try:
-            wait_for(self.ready, timeout, "the NATS cluster to elect a JetStream meta leader")
-        except AssertionError as exc:
-            logs = "\n".join(f"--- {n.name}:\n{n.logs()[-2000:]}" for n in self.nodes)
-            raise AssertionError(f"{exc}\n{logs}") from None
-        return self
+            node.start()
 
     def stop(self, timeout: float = 10.0) -> None:
         """SIGTERM every running node by PID, then SIGKILL any still running after `timeout` s."""
@@ -277,17 +170,10 @@ class NatsCluster:
         for node in self.nodes:
             node._reap(deadline)
 
-    def __enter__(self) -> NatsCluster:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
-
 
 @pytest.fixture
 def nats_cluster(tmp_path: Path) -> Iterator[NatsCluster]:
-    """A started 3-node JetStream cluster; all its processes are stopped after the test, pass or fail."""
-    with NatsCluster(tmp_path / "nats-cluster") as cluster:
+    """A started 3-node JetStream cluster of the selected backend (`tests.natsbackend`: nats-server processes
+    unless DKRON_NATS_TEST_BACKEND=containers); all of it is stopped after the test, pass or fail."""
+    with new_nats_cluster(tmp_path / "nats-cluster") as cluster:
         yield cluster

@@ -74,7 +74,7 @@ async def test_config_forms_a_three_node_jetstream_cluster(nats_cluster: NatsClu
     for node in nats_cluster.nodes:
         # Every node is configured with routes to both peers (not only the first one).
         varz = await node.monitor_async("/varz")
-        peers = {f"127.0.0.1:{peer.cluster_port}" for peer in nats_cluster.nodes if peer is not node}
+        peers = {peer.route_address for peer in nats_cluster.nodes if peer is not node}
         assert set(varz["cluster"]["urls"]) == peers
         assert varz["server_name"] == node.name
         assert varz["cluster"]["name"] == "dkron"
