@@ -7,9 +7,11 @@ is told to die with its parent (PR_SET_PDEATHSIG), so even a `kill -9` of dkron-
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import logging
 import os
+import re
 import shutil
 import signal
 import socket
@@ -22,6 +24,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 import anyio
 
+from dkron_nats.failpoints import stall_point
 from dkron_nats.natsjwt import ClusterKeys, server_config_lines
 
 logger = logging.getLogger(__name__)
@@ -30,6 +33,11 @@ PR_SET_PDEATHSIG = 1
 
 class NatsServerError(RuntimeError):
     pass
+
+
+class PortInUseError(NatsServerError):
+    """Another process listens on a port the embedded nats-server needs. Never retried: the node's client
+    would talk to that stranger (another dkron-nats, a developer's own nats-server) as if it were ours."""
 
 
 def nats_server_binary() -> str:
@@ -263,7 +271,7 @@ class EmbeddedNats:
                 [
                     f'server_name: "{self.server_name}"',
                     f'listen: "{self.host}:{self.port}"',
-                    f'log_file: "{self.data_dir / "nats-server.log"}"',
+                    f"log_file: {_quoted(self._log)}",
                     "max_payload: 4MB",
                     "jetstream {",
                     f"  store_dir: {_quoted(store)}",
@@ -333,6 +341,7 @@ class EmbeddedNats:
             adopt_unauthenticated_store(self.data_dir / "nats", self.security.keys.account_id)
         conf = self._write_config()
         env = {**os.environ, **(self.encryption.environment() if self.encryption else {})}
+        log_start = self._log.stat().st_size if self._log.exists() else 0
         self._proc = await asyncio.create_subprocess_exec(
             nats_server_binary(),
             "-c",
@@ -344,7 +353,7 @@ class EmbeddedNats:
             preexec_fn=_detach_and_die_with_parent,
         )
         try:
-            await self._wait_ready(deadline=20)
+            await self._wait_ready(deadline=20, log_start=log_start)
         except BaseException:
             await _terminate(self._proc)
             raise
@@ -368,26 +377,63 @@ class EmbeddedNats:
                 await self._stopped.wait()
             if self._stopped.is_set():
                 return
+            stall_point("before-embedded-nats-respawn")  # a test lets a stranger take the port here
             try:
                 await self._spawn()
                 backoff = 1.0
+            except PortInUseError:
+                raise  # someone took our port while ours was down: stop the node rather than serve theirs
             except NatsServerError as exc:
                 logger.error("%s", exc)
                 self._proc = proc  # keep supervising: wait() on the dead one returns at once
                 backoff = min(backoff * 2, 30.0)
 
-    async def _wait_ready(self, deadline: float) -> None:
+    @property
+    def _log(self) -> Path:
+        return self.data_dir / "nats-server.log"
+
+    def _listen_addresses(self) -> dict[int, tuple[str, str]]:
+        """Each port the child must listen on: its address and the option that sets it."""
+        ports = {self.port: (f"{self.host}:{self.port}", "--nats-listen")}
+        if self.cluster_listen:
+            host, port = split_host_port(self.cluster_listen)
+            ports[port] = (f"{host}:{port}", "--nats-cluster-listen")
+        return ports
+
+    async def _wait_ready(self, deadline: float, log_start: int) -> None:
+        """Ready: the child itself listens on every port it was given. A connection alone proves nothing,
+        since anyone may hold the port, and the route port is opened only after the client port."""
         proc = self._proc
         if proc is None:
             raise NatsServerError("the embedded nats-server was not started")
+        wanted = set(self._listen_addresses())
         with anyio.move_on_after(deadline):
             while proc.returncode is None:
-                if await _can_connect(self.host, self.port):
+                if wanted <= listening_ports(proc.pid):
                     return
                 await anyio.sleep(0.05)
-        log = self.data_dir / "nats-server.log"
-        tail = log.read_text()[-2000:] if log.exists() else ""
-        raise NatsServerError(f"the embedded nats-server did not start on {self.host}:{self.port}:\n{tail}")
+        raise self._start_failure(self._log_since(log_start))
+
+    def _log_since(self, offset: int) -> str:
+        """What the child wrote to its log file (the last 2000 characters of it)."""
+        if not self._log.exists():
+            return ""
+        with self._log.open("rb") as log:
+            log.seek(max(offset, log.seek(0, os.SEEK_END) - 2000))
+            return log.read().decode(errors="replace")
+
+    def _start_failure(self, log: str) -> NatsServerError:
+        fatal = [line.split("[FTL] ", 1)[1] for line in log.splitlines() if "[FTL] " in line]
+        if fatal and "address already in use" in fatal[-1]:
+            for port, (address, option) in self._listen_addresses().items():
+                if re.search(rf":{port}(?!\d)", fatal[-1]):
+                    return PortInUseError(
+                        f"the embedded nats-server cannot listen on {address}: another process (another "
+                        f"dkron-nats or nats-server?) already uses that port. Stop it, or give this node a "
+                        f"free port with {option} ({fatal[-1]})"
+                    )
+        reason = fatal[-1] if fatal else f"its log ends:\n{log}"
+        return NatsServerError(f"the embedded nats-server did not start on {self.host}:{self.port}: {reason}")
 
     async def stop(self) -> None:
         self._stopped.set()
@@ -414,13 +460,29 @@ async def _terminate(proc: asyncio.subprocess.Process) -> None:
         await proc.wait()
 
 
-async def _can_connect(host: str, port: int) -> bool:
-    try:
-        stream = await anyio.connect_tcp(host if host not in ("0.0.0.0", "") else "127.0.0.1", port)
-    except OSError:
-        return False
-    await stream.aclose()
-    return True
+def listening_ports(pid: int) -> set[int]:
+    """The TCP ports process `pid` listens on: its sockets matched against the kernel's LISTEN table
+    (Linux /proc). Empty once the process is gone."""
+    sockets: set[str] = set()
+    with contextlib.suppress(OSError):
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            with contextlib.suppress(OSError):  # a descriptor closed while we looked
+                sockets.add(os.readlink(f"/proc/{pid}/fd/{fd}"))
+    ports: set[int] = set()
+    for table in ("tcp", "tcp6"):
+        try:
+            rows = Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fields = row.split()  # sl local_address rem_address st ... uid timeout inode
+            if fields[3] == TCP_LISTEN and f"socket:[{fields[9]}]" in sockets:
+                ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
+TCP_LISTEN = "0A"
+"""The `st` column of /proc/net/tcp for a listening socket."""
 
 
 def free_port() -> int:
