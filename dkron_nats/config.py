@@ -33,6 +33,8 @@ class Settings:
     """The CLI's default is `:8080` with `--auth` and loopback without it (see `check_api_exposure`)."""
     tags: dict[str, str] = field(default_factory=dict)
     log_level: str = "info"
+    log_format: str = "text"
+    """`text` (one line per record) or `json` (one JSON object per line, see dkron_nats/logformat.py)."""
     nats_urls: tuple[str, ...] = ()
     nats_listen: str = "127.0.0.1:4222"
     nats_cluster_listen: str = ""
@@ -261,9 +263,20 @@ def check_endpoint(flag: str, url: str) -> str:
     return url
 
 
+def _parse_problem(exc: Exception) -> str:
+    """What is wrong and where, on one line (YAML's own message spans several, quoting the text)."""
+    if isinstance(exc, yaml.MarkedYAMLError) and exc.problem_mark is not None:
+        mark = exc.problem_mark
+        return f"line {mark.line + 1}, column {mark.column + 1}: {exc.problem}"
+    return " ".join(str(exc).split())
+
+
 def load_config_file(path: Path) -> dict[str, Any]:
     """Read a YAML, JSON or TOML file whose keys are flag names (`node-name: web1`)."""
-    text = path.read_text()
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
     suffix = path.suffix.lower()
     try:
         if suffix in (".yml", ".yaml"):
@@ -275,7 +288,7 @@ def load_config_file(path: Path) -> dict[str, Any]:
         else:
             raise ConfigError(f"config file {path}: use a .yml, .yaml, .json or .toml file")
     except (yaml.YAMLError, json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(f"config file {path} is not valid: {exc}") from None
+        raise ConfigError(f"config file {path} is not valid: {_parse_problem(exc)}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must hold a mapping of setting names to values")
     return data
