@@ -32,6 +32,7 @@ from dkron_nats.errors import (
 from dkron_nats.http import (
     auth_api,
     cluster_api,
+    debugvars_api,
     events_api,
     executions_api,
     jobs_api,
@@ -106,6 +107,7 @@ ROUTE_HANDLERS = [
     *executions_api.ROUTES,
     *output_api.ROUTES,
     *metrics_api.ROUTES,
+    *debugvars_api.ROUTES,
     *auth_api.ROUTES,
     *openapi.ROUTES,
     *events_api.ROUTES,

@@ -277,6 +277,13 @@ def _components() -> Schema:
         ),
         "Me": _object({"name": STRING, "role": _ref("Role"), "auth": BOOLEAN}),
         "Health": _object({"status": {"type": "string", "enum": ["healthy"]}, "leader": BOOLEAN}, ["status"]),
+        "DebugVars": _object(
+            {
+                "cmdline": {"type": "array", "items": STRING},
+                "memstats": {"type": "object", "additionalProperties": INTEGER},
+            },
+            ["cmdline", "memstats"],
+        ),
         "Role": {"type": "string", "enum": ["read", "operator", "admin"]},
         "Token": _object(
             {
@@ -628,6 +635,11 @@ def _cluster_operations() -> dict[tuple[str, str], Schema]:
                 }
             },
             json_answer=False,
+        ),
+        ("GET", "/debug/vars"): _op(
+            "The command line and memory figures of this process (Dkron's expvar page)",
+            "cluster",
+            {200: _json("`cmdline` with its secrets as ***, and `memstats`", _ref("DebugVars"))},
         ),
         ("GET", "/openapi.json"): _op(
             "This document",

@@ -46,6 +46,7 @@ ROUTES: dict[tuple[str, str], Route] = {
     ("GET", "/health"): Route(None, "/health"),
     ("GET", "/"): Route("read", "/"),
     ("GET", "/metrics"): Route("read", "/metrics"),
+    ("GET", "/debug/vars"): Route("read", "/debug/vars"),
     ("GET", "/openapi.json"): Route("read", "/openapi.json"),
     ("GET", "/v1"): Route("read", "/v1"),
     ("GET", "/v1/members"): Route("read", "/v1/members"),
