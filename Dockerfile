@@ -24,14 +24,17 @@ RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels
 USER dkron
 WORKDIR /var/lib/dkron-nats
 # Published beyond the container, the API needs tokens: give the first admin token in
-# DKRON_NATS_BOOTSTRAP_TOKEN (32+ characters) when starting it.
+# DKRON_NATS_BOOTSTRAP_TOKEN (32+ characters) when starting it. An agent (`agent` without --server) serves
+# only /health, /metrics and /debug/vars on DKRON_NATS_HTTP_ADDR, no API.
 ENV DKRON_NATS_DATA_DIR=/var/lib/dkron-nats \
     DKRON_NATS_HTTP_ADDR=0.0.0.0:8080 \
     DKRON_NATS_AUTH=true \
     PYTHONUNBUFFERED=1
 VOLUME ["/var/lib/dkron-nats"]
 EXPOSE 8080 4222 6222
+# /health of a server or an agent, on the port of DKRON_NATS_HTTP_ADDR: any answer but 200 (an agent says 503
+# while its NATS connection is down) or none at all makes the container unhealthy.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
-    CMD ["python", "-c", "import urllib.request,sys; urllib.request.urlopen('http://127.0.0.1:8080/health', timeout=2); sys.exit(0)"]
+    CMD ["python", "-c", "import os, urllib.request; port = (os.environ.get('DKRON_NATS_HTTP_ADDR') or ':8080').rpartition(':')[2]; urllib.request.urlopen(f'http://127.0.0.1:{port}/health', timeout=2)"]
 ENTRYPOINT ["dkron-nats"]
 CMD ["agent", "--server"]

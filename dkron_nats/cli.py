@@ -171,9 +171,10 @@ def main() -> None:
     default="",
     callback=_optional_addr,
     envvar=_env("http-addr"),
-    show_default="127.0.0.1:8080; :8080 with --auth",
-    help="Address of the API and the web UI (servers only). Without --auth only a loopback address is "
-    "accepted, unless --insecure-no-auth is given.",
+    show_default="servers: 127.0.0.1:8080, :8080 with --auth; agents: none",
+    help="Address of the API and the web UI on a server; without --auth only a loopback address is "
+    "accepted, unless --insecure-no-auth is given. On an agent (no --server), of its /health, /metrics and "
+    "/debug/vars only (no API, no authentication); without it an agent listens nowhere.",
 )
 @click.option("--tag", multiple=True, envvar=_env("tag"), help="Node tag key=value (repeatable).")
 @click.option(
@@ -577,7 +578,7 @@ def _settings(opts: dict[str, Any]) -> Settings:
         server=bool(opts["server"]),
         node_name=opts["node_name"],
         data_dir=opts["data_dir"],
-        http_addr=opts["http_addr"] or (":8080" if opts["auth"] else "127.0.0.1:8080"),
+        http_addr=opts["http_addr"] or _default_http_addr(opts),
         tags=parse_tags(list(opts["tag"])),
         log_level=opts["log_level"].lower(),
         nats_urls=tuple(opts["nats_url"]),
@@ -610,6 +611,13 @@ def _settings(opts: dict[str, Any]) -> Settings:
         files_processor_root=opts["files_processor_root"],
         nats_executor_url=opts["nats_executor_url"],
     )
+
+
+def _default_http_addr(opts: dict[str, Any]) -> str:
+    """A server's API listens by default (beyond loopback only with --auth); an agent's listener is opt-in."""
+    if not opts["server"]:
+        return ""
+    return ":8080" if opts["auth"] else "127.0.0.1:8080"
 
 
 NATS_SECURITY_OPTIONS = (

@@ -3,6 +3,11 @@
 Dkron's two execution counters keep their names so existing dashboards work; the rest are dkron-nats's own.
 Every server exposes what it saw: the leader counts executions, slots and dispatches, each node its own
 running executions and NATS reconnects, so a dashboard sums over the servers.
+
+An agent (a node without `--server`) records only its own series: `dkron_executions_running`,
+`dkron_execution_seconds`, the NATS connection counters and the process's; it serves them on its
+`--http-addr` listener (`http/agent_app.py`). Their labels hold no job names, since that listener has no
+authentication.
 """
 
 from __future__ import annotations
@@ -58,6 +63,15 @@ DISPATCH_SECONDS = Histogram(
     "dkron_dispatch_seconds",
     "Leader: from sending a run request to the agent's acknowledgement.",
     buckets=_LATENCY_BUCKETS,
+    registry=REGISTRY,
+)
+_DURATION_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 14400.0)
+
+EXECUTION_SECONDS = Histogram(
+    "dkron_execution_seconds",
+    "Agent: how long its executor took per execution, by executor and result (success or failure).",
+    ["executor", "result"],
+    buckets=_DURATION_BUCKETS,
     registry=REGISTRY,
 )
 RUNNING = Gauge(

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import anyio
 import msgspec
 import uvicorn
+from litestar import Litestar
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.errors import APIError
@@ -27,6 +28,7 @@ from dkron_nats.audit import AuditLog
 from dkron_nats.auth import BOOTSTRAP_ENV, Authenticator, StoredToken, bootstrap_token_from_env
 from dkron_nats.config import ConfigError, Settings, is_loopback_host, node_tags, redact_url
 from dkron_nats.events import JOB_EVENTS, changed_job_key, job_event
+from dkron_nats.http.agent_app import create_agent_app
 from dkron_nats.http.app import create_app
 from dkron_nats.http.middleware import BrowserPolicy
 from dkron_nats.http.ratelimit import RateLimiter
@@ -182,6 +184,8 @@ class Node:
             server_scope = anyio.CancelScope()
             if s.server:
                 tg.start_soon(self._run_server, server_scope, nc, buckets, executions, registry, agent)
+            elif s.http_addr:  # an agent's /health and /metrics, when asked for
+                tg.start_soon(_serve_agent_http, nc, s)
             logger.info("node %s started (%s)", s.node_name, "server" if s.server else "agent")
             await self.stop.wait()
             logger.info("node %s stopping", s.node_name)
@@ -192,7 +196,8 @@ class Node:
 
     def _member(self) -> Member:
         s = self.settings
-        host, port = split_host_port(s.http_addr, default_host="0.0.0.0")
+        # An agent without --http-addr listens nowhere: port 0.
+        host, port = split_host_port(s.http_addr, default_host="0.0.0.0") if s.http_addr else ("", 0)
         return Member(
             name=s.node_name,
             addr=host if host not in ("0.0.0.0", "") else "127.0.0.1",
@@ -397,14 +402,27 @@ class HttpBindError(RuntimeError):
 
 
 async def _serve_http(services: Services, s: Settings) -> None:
-    """Serve the API until cancelled; then let uvicorn finish in-flight requests (bounded)."""
-    addr = s.http_addr
-    host, port = split_host_port(addr, default_host="0.0.0.0")
+    """Serve the API until cancelled."""
+    host, _ = split_host_port(s.http_addr, default_host="0.0.0.0")
     app = create_app(
         services,
         BrowserPolicy.of(s.cors_origins, s.allowed_hosts, host),
         RateLimiter(s.rate_limit_runs, s.rate_limit_burst),
     )
+    await _serve_asgi(app, s, "the API")
+
+
+async def _serve_agent_http(nc: Client, s: Settings) -> None:
+    """Serve an agent's /health, /metrics and /debug/vars until cancelled."""
+    host, _ = split_host_port(s.http_addr, default_host="0.0.0.0")
+    app = create_agent_app(s.node_name, lambda: nc.is_connected, BrowserPolicy.of((), s.allowed_hosts, host))
+    await _serve_asgi(app, s, "the agent's /health and /metrics")
+
+
+async def _serve_asgi(app: Litestar, s: Settings, what: str) -> None:
+    """Serve `app` on --http-addr until cancelled; then let uvicorn finish in-flight requests (bounded)."""
+    addr = s.http_addr
+    host, port = split_host_port(addr, default_host="0.0.0.0")
     limits = HttpLimits(s.http_header_timeout.total_seconds(), s.http_max_connections)
     server = _EmbeddedUvicorn(server_config(app, host, port, limits))
 
@@ -421,7 +439,7 @@ async def _serve_http(services: Services, s: Settings) -> None:
                 await server.serve()
             except SystemExit:
                 raise HttpBindError(
-                    f"cannot serve the API on {addr}: is the port in use? (--http-addr)"
+                    f"cannot serve {what} on {addr}: is the port in use? (--http-addr)"
                 ) from None
         tg.cancel_scope.cancel()
 

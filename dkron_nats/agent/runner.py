@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -40,7 +41,7 @@ from dkron_nats.kv.typed import TRANSIENT, with_retry
 from dkron_nats.kv.watch import next_entry
 from dkron_nats.kv.watch import stop as stop_watch
 from dkron_nats.leader.lease import LEASE_KEY, SIGNATURE_HEADER, LeaseRecord, signature_refusal, term_of
-from dkron_nats.metrics import RUNNING
+from dkron_nats.metrics import EXECUTION_SECONDS, RUNNING
 from dkron_nats.models import (
     CancelLaunch,
     Execution,
@@ -371,14 +372,19 @@ class Agent:
         executor = self.executors.get(job.executor)
         if executor is None:
             return False, f"Specified executor is not present: {job.executor or '(none)'}"
+        started, success, error = time.monotonic(), False, ""
         try:
             ctx = self._context(job, ex, env)
             result = await executor.execute(job.executor_config or {}, ctx, running)
+            success, error = result.success, result.error
         except Exception as exc:
             # A plugin that raises fails its execution, never the agent.
             logger.exception("executor %s raised while running %s", job.executor, job.name)
-            return False, f"executor {job.executor} failed: {exc}"
-        return result.success, result.error
+            error = f"executor {job.executor} failed: {exc}"
+        finally:  # a cancelled execution counts as a failure
+            outcome = "success" if success else "failure"
+            EXECUTION_SECONDS.labels(job.executor, outcome).observe(time.monotonic() - started)
+        return success, error
 
     def _context(self, job: JobSpec, ex: Execution, env: dict[str, str] | None = None) -> ExecutionContext:
         current = traceparent()  # the job can continue the trace

@@ -6,7 +6,8 @@
   NATS credentials for every node (servers share the generated cluster secret, each agent has its own
   credentials), and no NATS port published.
 - systemd: `systemd-analyze verify` on each unit (its ExecStart pointed at this checkout's dkron-nats).
-- Dockerfile: what it copies exists, and it starts the console script with a health check on /health.
+- Dockerfile: what it copies exists, and it starts the console script with a health check on /health, which
+  is run here against a stand-in listener: healthy on 200 only, on the port of DKRON_NATS_HTTP_ADDR.
 """
 
 from __future__ import annotations
@@ -14,9 +15,14 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -54,10 +60,20 @@ def _container_files(tmp_path: Path, node: str) -> dict[str, str]:
     return {"/run/dkron-secret/nats-secret": str(secret), "/run/dkron-creds/agent.creds": str(creds)}
 
 
+def _image_env() -> dict[str, str]:
+    """The Dockerfile's `ENV` variables: every container of the image starts with them."""
+    text = (ROOT / "Dockerfile").read_text().replace("\\\n", " ")
+    found: dict[str, str] = {}
+    for line in text.splitlines():
+        if line.startswith("ENV "):
+            found |= dict(word.split("=", 1) for word in shlex.split(line[4:]))
+    return found
+
+
 def _resolved(service: dict[str, Any], tmp_path: Path) -> dict[str, Any]:
-    """The settings `dkron-nats` resolves from the service's command and environment."""
+    """The settings `dkron-nats` resolves from the service's command and environment (the image's too)."""
     command = [str(CLI), *service["command"], "--data-dir", str(tmp_path), "--print-config"]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DKRON_NATS_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DKRON_NATS_")} | _image_env()
     files = _container_files(tmp_path.parent, tmp_path.name)
     env |= {k: files.get(str(v), str(v)) for k, v in (service.get("environment") or {}).items()}
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60, check=False)
@@ -84,6 +100,9 @@ def test_every_compose_service_starts_with_settings_the_cli_accepts(tmp_path: Pa
             hosts = {urlsplit(u).hostname for u in config["nats_urls"]}
             assert hosts == servers, f"{name} joins {hosts}"
             assert config["nats_creds"]
+            # Its /health and /metrics, for the image's health check (never disabled) and for scraping.
+            assert config["http_addr"] == "0.0.0.0:8080"
+            assert "healthcheck" not in service
 
 
 def test_compose_is_secure_by_default_with_no_shared_secret_value() -> None:
@@ -144,6 +163,54 @@ def test_the_dockerfile_copies_what_exists_and_checks_health() -> None:
     assert "HEALTHCHECK" in text
     assert "/health" in text
     assert "USER dkron" in text
+
+
+def _health_check_command() -> list[str]:
+    text = (ROOT / "Dockerfile").read_text().replace("\\\n", " ")
+    [line] = [line for line in text.splitlines() if line.startswith("HEALTHCHECK ")]
+    command: list[str] = json.loads(line.split(" CMD ", 1)[1])
+    assert command[0] == "python"
+    return [sys.executable, *command[1:]]
+
+
+@contextmanager
+def _health_endpoint(status: list[int]) -> Iterator[int]:
+    """A loopback listener whose /health answers `status[0]` (others 404); yields its port."""
+
+    class Health(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(status[0] if self.path == "/health" else 404)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Health)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+
+
+def test_the_dockerfile_health_check_follows_http_addr_and_wants_a_200() -> None:
+    """The check works for agents as for servers: it asks /health on the port the node listens on, and an
+    agent's 503 (NATS disconnected) is unhealthy."""
+    command, status = _health_check_command(), [200]
+
+    def healthy(port: int) -> bool:
+        env = {**os.environ, "DKRON_NATS_HTTP_ADDR": f"0.0.0.0:{port}"}
+        return subprocess.run(command, env=env, capture_output=True, timeout=30, check=False).returncode == 0
+
+    with _health_endpoint(status) as port:
+        assert healthy(port)
+        status[0] = 503
+        assert not healthy(port)
+    assert not healthy(port), "nothing listens there any more"
 
 
 def test_nats_secure_conf_grants_each_role_what_dkron_nats_roles_define() -> None:

@@ -313,9 +313,18 @@ def test_default_render_is_a_three_server_cluster_with_two_agents(renderer: Path
     assert f["--node-name"] == ["$(POD_NAME)"]
     assert env_of(agent)["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
     assert "--tag" not in f
+    # An agent's own listener (/health, /metrics, /debug/vars): probed, and never behind the API Service.
+    assert f["--http-addr"] == ["0.0.0.0:8080"]
+    assert ports_of(agent) == {"http": 8080}
+    probes = {probe: agent[probe]["httpGet"] for probe in ("startupProbe", "readinessProbe", "livenessProbe")}
+    assert {probe: (get["path"], get["port"]) for probe, get in probes.items()} == {
+        "startupProbe": ("/health", "http"),
+        "readinessProbe": ("/health", "http"),
+        "livenessProbe": ("/metrics", "http"),  # a NATS outage must not restart agents
+    }
     agent_labels = deployment["spec"]["template"]["metadata"]["labels"]
     assert not (deployment["spec"]["selector"]["matchLabels"].items() <= pod_labels.items())
-    assert not (api["spec"]["selector"].items() <= agent_labels.items())  # agents serve no HTTP
+    assert not (api["spec"]["selector"].items() <= agent_labels.items())  # agents serve no API
 
     budgets = {d["metadata"]["name"]: d["spec"] for d in out.all("PodDisruptionBudget")}
     assert budgets[f"{FULLNAME}-server"]["maxUnavailable"] == 1
@@ -537,6 +546,7 @@ def test_rendered_arguments_are_accepted_by_the_cli(renderer: Path, tmp_path: Pa
     assert not agent["server"]
     assert agent["node_name"] == f"{FULLNAME}-agent-5d9c7-x2x4q"
     assert len(agent["nats_urls"]) == 3
+    assert agent["http_addr"] == "0.0.0.0:8080"  # its /health and /metrics
     assert "(set)" in json.dumps(agent)  # the NATS password, masked
 
     urls = ["nats://nats.messaging.svc:4222"]
