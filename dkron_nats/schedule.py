@@ -1,27 +1,32 @@
 """Dkron's schedule syntax, parsed once and evaluated as pure, timezone-aware functions.
 
-Accepted forms (Dkron v4 / robfig cron v3 semantics unless noted):
+Accepted forms (Dkron v4 / robfig cron v3 semantics unless noted; tests/unit/test_cron_robfig.py compares
+the cron fields with robfig itself):
 
 * Six cron fields ``sec min hour dom month dow``, or five (``min hour dom month dow``, seconds = 0) as an
-  extension. A field is a comma list of ``*``, ``?`` (day-of-month and day-of-week only), ``a``, ``a-b``,
-  ``*/n``, ``a-b/n`` and ``a/n`` (= ``a-max/n``). Months take ``JAN``-``DEC`` and days ``SUN``-``SAT``,
-  case-insensitively; day-of-week 7 is Sunday too. When day-of-month and day-of-week are both restricted
-  (neither starts with ``*`` or ``?``) a day matches if either does; otherwise both must match. (As in
-  Vixie cron, ``*/2`` counts as unrestricted; robfig would treat a step above 1 as restricted.)
+  extension. A field is a comma list (empty items skipped) of ``*`` or ``?`` (the whole range, in any
+  field; robfig ignores a ``-...`` after them), ``a``, ``a-b``, ``*/n``, ``a-b/n`` and ``a/n``
+  (= ``a-max/n``). Numbers are read as Go's ``strconv.Atoi`` reads them (``+5`` and ``05`` are 5). Months
+  take ``JAN``-``DEC`` and days ``SUN``-``SAT``, case-insensitively; day of week is 0-6 (7 is refused, as
+  in Dkron). A day field is unrestricted when one of its items is ``*`` or ``?`` without a step above 1
+  (``*/2`` is restricted); when both day fields are restricted a day matches if either does, otherwise
+  both must match.
 * ``~`` anywhere in a cron field stands for a per-job constant H, the sum of the code points of the job
   name, reduced per field: seconds and minutes ``H % 60``, hours ``H % 24``, day of month ``H % 28 + 1``,
   month ``H % 12 + 1``, day of week ``H % 7``. Job ``test_job`` turns ``0 0 ~ * * *`` into ``0 0 18 * * *``.
 * ``@yearly``/``@annually``, ``@monthly``, ``@weekly``, ``@daily``/``@midnight``, ``@hourly`` and
-  ``@minutely``: shorthands for cron specs. Unlike Dkron, they run in the job's time zone.
+  ``@minutely``: shorthands for cron specs. Unlike Dkron, they run in the job's time zone, and their
+  names are case-insensitive.
 * ``@every <Go duration>``: at anchor + k * interval, k >= 1, in elapsed time (DST plays no part). The
   interval is rounded down to whole seconds, and raised to 1 s if shorter; zero or negative is an error.
 * ``@at <RFC3339>``: once, at that instant.
 * ``@after <RFC3339> <<ISO-8601 duration>``: once, at that instant; when the job is defined (anchor) after
   that instant but within the grace duration (inclusive), once at the anchor instead; later, never.
 * ``@manually``: never; the job only runs on demand.
-* A first token ``TZ=<zone>`` or ``CRON_TZ=<zone>`` sets the zone for the rest of the spec, overriding the
-  job's ``timezone``. The job time zone (IANA name) applies to cron specs and descriptors. ``""`` and
-  ``"Local"`` both mean UTC here: a cluster has no single local zone, so "Local" cannot mean the server's.
+* A spec starting with ``TZ=<zone>`` or ``CRON_TZ=<zone>`` (the name ends at the first space, as in
+  robfig) sets the zone for the rest of the spec, overriding the job's ``timezone``. The job time zone
+  (IANA name) applies to cron specs and descriptors. ``""`` and ``"Local"`` both mean UTC here: a cluster
+  has no single local zone, so "Local" cannot mean the server's.
 
 Daylight-saving rules. Cron specs are matched against the zone's *wall-clock* times; each matching wall
 time is then mapped to real instants:
@@ -38,8 +43,9 @@ time is then mapped to real instants:
 "Matches every hour" means the hour field covers all 24 hours (``*``, ``*/1``, ``0-23``...): ``@hourly``
 and ``@minutely`` do, ``@daily`` does not.
 
-Every schedule's fire instants are strictly increasing aware UTC datetimes. The cron search looks at
-most ten years ahead; a spec that cannot match in that span (``0 0 0 30 2 *``) never fires. ``@after``
+Every schedule's fire instants are strictly increasing aware UTC datetimes. As in robfig, the cron search
+ends with the fifth year after the year of the next second; a spec that cannot match in that span
+(``0 0 0 30 2 *``, or February 29 from March 2096, 2100 being no leap year) never fires. ``@after``
 inside its grace period fires at the anchor itself, so look for it with ``next_after`` from just before
 the anchor. A bad job ``timezone`` raises TimezoneError; every other problem raises ScheduleError.
 """
@@ -68,7 +74,7 @@ __all__ = [
 _PREFIX = "can't parse job schedule: "
 _SECOND = timedelta(seconds=1)
 _FIRST_WINDOW = timedelta(minutes=1)
-_SEARCH_YEARS = 10
+_SEARCH_YEARS = 5
 _LAST_YEAR = 9998
 _UTC_ZONE = ZoneInfo("UTC")
 _ZERO = timedelta(0)
@@ -228,24 +234,20 @@ class _Field:
     name: str
     low: int
     high: int
-    """The highest value a wildcard or an open ``a/n`` covers."""
-    top: int
-    """The highest value that may be written (7 for day of week)."""
     hash_mod: int
     hash_add: int
     names: dict[str, int]
-    question: bool = False
 
 
-_MONTHS = {m.upper(): i for i, m in enumerate(calendar.month_abbr) if m}
-_DAYS = {d: i for i, d in enumerate(("SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"))}
+_MONTHS = {m.lower(): i for i, m in enumerate(calendar.month_abbr) if m}
+_DAYS = {d: i for i, d in enumerate(("sun", "mon", "tue", "wed", "thu", "fri", "sat"))}
 _FIELDS = (
-    _Field("second", 0, 59, 59, 60, 0, {}),
-    _Field("minute", 0, 59, 59, 60, 0, {}),
-    _Field("hour", 0, 23, 23, 24, 0, {}),
-    _Field("day-of-month", 1, 31, 31, 28, 1, {}, question=True),
-    _Field("month", 1, 12, 12, 12, 1, _MONTHS),
-    _Field("day-of-week", 0, 6, 7, 7, 0, _DAYS, question=True),
+    _Field("second", 0, 59, 60, 0, {}),
+    _Field("minute", 0, 59, 60, 0, {}),
+    _Field("hour", 0, 23, 24, 0, {}),
+    _Field("day-of-month", 1, 31, 28, 1, {}),
+    _Field("month", 1, 12, 12, 1, _MONTHS),
+    _Field("day-of-week", 0, 6, 7, 0, _DAYS),
 )
 _DESCRIPTORS = {
     "@yearly": "0 0 0 1 1 *",
@@ -257,54 +259,88 @@ _DESCRIPTORS = {
     "@hourly": "0 0 * * * *",
     "@minutely": "0 * * * * *",
 }
+_GO_INT = re.compile(r"[+-]?[0-9]+", re.ASCII)
+_GO_INT_MAX = 2**63 - 1
+_GO_SPACE = re.compile(r"[^\S\x1c-\x1f]+")
+"""Whitespace as Go's strings.Fields sees it: Python's, less the separators U+001C-U+001F."""
 
 
-def _is_number(text: str) -> bool:
-    return text.isascii() and text.isdigit()
+def _go_fields(text: str) -> list[str]:
+    return [token for token in _GO_SPACE.split(text) if token]
+
+
+def _go_number(text: str) -> int | None:
+    """``text`` read as robfig reads a number (Go's strconv.Atoi: ASCII digits, an optional sign, int64),
+    or None; negative numbers are refused."""
+    if _GO_INT.fullmatch(text) is None:
+        return None
+    value = int(text)
+    return value if 0 <= value <= _GO_INT_MAX else None
 
 
 def _field_value(text: str, field: _Field, whole: str) -> int:
-    if _is_number(text):
-        value = int(text)
-    elif text.upper() in field.names:
-        value = field.names[text.upper()]
-    else:
+    # Go lower-cases U+0130 (capital I with dot) to a plain "i", Python to "i" plus a combining dot
+    named = field.names.get(text.replace("\u0130", "i").lower())
+    if named is not None:
+        return named
+    value = _go_number(text)
+    if value is None:
         raise ScheduleError(f"invalid {field.name} value {text!r} in {whole!r}")
-    if not field.low <= value <= field.top:
-        raise ScheduleError(f"{field.name} value {value} out of range {field.low}-{field.top} in {whole!r}")
     return value
 
 
-def _field_part(part: str, field: _Field, whole: str) -> range:
-    span, slash, step_text = part.partition("/")
-    step = 1
-    if slash:
-        if not _is_number(step_text) or int(step_text) == 0:
-            raise ScheduleError(f"invalid step {step_text!r} in {field.name} field {whole!r}")
-        step = int(step_text)
-    if span in ("*", "?"):
-        if span == "?" and not field.question:
-            raise ScheduleError(f"'?' is only allowed in day fields, not in {field.name} field {whole!r}")
-        return range(field.low, field.high + 1, step)
-    first_text, dash, last_text = span.partition("-")
-    first = _field_value(first_text, field, whole)
-    last = first
-    if dash:
-        last = _field_value(last_text, field, whole)
-    elif slash:
-        last = max(field.high, first)
+def _check_range(first: int, last: int, field: _Field, whole: str) -> None:
+    for value in (first, last):
+        if not field.low <= value <= field.high:
+            hint = " (Sunday is 0 or SUN)" if field.names is _DAYS and value == 7 else ""
+            raise ScheduleError(
+                f"{field.name} value {value} out of range {field.low}-{field.high} in {whole!r}{hint}"
+            )
     if first > last:
-        raise ScheduleError(f"{field.name} range {span!r} starts after it ends in {whole!r}")
-    return range(first, last + 1, step)
+        raise ScheduleError(f"{field.name} range {first}-{last} starts after it ends in {whole!r}")
 
 
-def _field_values(text: str, field: _Field) -> frozenset[int]:
+def _field_part(part: str, field: _Field, whole: str) -> tuple[range, bool]:
+    """One list item, read as robfig reads it; True if it leaves the field unrestricted.
+
+    ``*`` and ``?`` cover the whole field, whatever follows a ``-`` (robfig ignores it); ``a/n`` means
+    ``a-max/n``. Only a ``*`` or ``?`` without a step above 1 leaves the field unrestricted.
+    """
+    span, *steps = part.split("/")
+    if len(steps) > 1:
+        raise ScheduleError(f"too many slashes in {part!r} in {field.name} field {whole!r}")
+    bounds = span.split("-")
+    unrestricted = bounds[0] in ("*", "?")
+    if unrestricted:
+        first, last = field.low, field.high
+    elif len(bounds) > 2:
+        raise ScheduleError(f"too many hyphens in {part!r} in {field.name} field {whole!r}")
+    else:
+        first = _field_value(bounds[0], field, whole)
+        last = _field_value(bounds[-1], field, whole)
+    step = 1
+    if steps:
+        parsed = _go_number(steps[0])
+        if parsed is None or parsed == 0:
+            raise ScheduleError(f"invalid step {steps[0]!r} in {field.name} field {whole!r}")
+        step = parsed
+        if len(bounds) == 1:
+            last = field.high
+        unrestricted = unrestricted and step == 1
+    _check_range(first, last, field, whole)
+    return range(first, last + 1, step), unrestricted
+
+
+def _field_values(text: str, field: _Field) -> tuple[frozenset[int], bool]:
+    """The field's values, and whether any list item leaves it unrestricted (robfig's "star bit")."""
     values: set[int] = set()
+    unrestricted = False
     for part in text.split(","):
-        values.update(_field_part(part, field, text))
-    if field.top == 7 and 7 in values:  # day of week: 7 is Sunday
-        values = (values - {7}) | {0}
-    return frozenset(values)
+        if part:  # robfig skips empty list items; a field of commas alone has no values at all
+            part_values, part_unrestricted = _field_part(part, field, text)
+            values.update(part_values)
+            unrestricted = unrestricted or part_unrestricted
+    return frozenset(values), unrestricted
 
 
 def _next_table(values: frozenset[int], size: int) -> tuple[int, ...]:
@@ -336,19 +372,22 @@ class _CronFields:
         "_hours",
         "_minutes",
         "_months",
+        "_never",
         "_seconds",
         "every_hour",
     )
 
     def __init__(self, sets: list[frozenset[int]], dom_star: bool, dow_star: bool) -> None:
+        """``dom_star``/``dow_star``: the day field is unrestricted (robfig's star bit, see _field_part)."""
         seconds, minutes, hours, doms, months, dows = sets
         self._seconds = _next_table(seconds, 60)
         self._minutes = _next_table(minutes, 60)
         self._hours = _next_table(hours, 24)
         self._months = _next_table(months, 13)
-        self._first_second = min(seconds)
-        self._first_minute = min(minutes)
-        self._first_month = min(months)
+        self._never = not (seconds and minutes and hours and months)  # a field of commas alone
+        self._first_second = min(seconds, default=0)
+        self._first_minute = min(minutes, default=0)
+        self._first_month = min(months, default=1)
         self._dom_mask = sum(1 << d for d in doms)
         # indexed by Python's weekday() (Monday = 0), whereas cron counts Sunday = 0
         self._dow_mask = sum(1 << ((d + 6) % 7) for d in dows)
@@ -367,8 +406,12 @@ class _CronFields:
         """The earliest matching wall time at or after the given one, or None within the search horizon.
 
         ``second`` may be 60 (meaning the next minute), so callers can ask for "strictly after" cheaply.
+        Like robfig, it looks up to the end of the fifth year after the year of the given time.
         """
-        limit = min(year + _SEARCH_YEARS, _LAST_YEAR)
+        if self._never:
+            return None
+        starts_next_year = (month, day, hour, minute, second) == (12, 31, 23, 59, 60)
+        limit = min(year + (1 if starts_next_year else 0) + _SEARCH_YEARS, _LAST_YEAR)
         while year <= limit:
             wanted = self._months[month]
             if wanted != month:
@@ -584,8 +627,9 @@ def _compile_cron(tokens: list[str], job_name: str) -> _CronFields:
             token.replace("~", str(h % field.hash_mod + field.hash_add))
             for token, field in zip(tokens, _FIELDS, strict=True)
         ]
-    sets = [_field_values(token, field) for token, field in zip(tokens, _FIELDS, strict=True)]
-    return _CronFields(sets, dom_star=tokens[3][0] in "*?", dow_star=tokens[5][0] in "*?")
+    parsed = [_field_values(token, field) for token, field in zip(tokens, _FIELDS, strict=True)]
+    sets = [values for values, _ in parsed]
+    return _CronFields(sets, dom_star=parsed[3][1], dow_star=parsed[5][1])
 
 
 _RFC3339 = re.compile(
@@ -739,17 +783,18 @@ def parse_schedule(
 def _parse(spec: str, job_name: str, timezone: str, anchor: datetime) -> Schedule:
     _require_aware(anchor, "anchor")
     zone = validate_timezone(timezone)
-    tokens = spec.split()
+    tokens = _go_fields(spec)
     if not tokens:
         raise ScheduleError("empty spec string")
-    if tokens[0].startswith(("TZ=", "CRON_TZ=")):
+    if spec.startswith(("TZ=", "CRON_TZ=")):  # as robfig: the zone name ends at the first space
+        prefix, _, rest = spec.partition(" ")
         try:
-            zone = validate_timezone(tokens[0].partition("=")[2])
+            zone = validate_timezone(prefix.partition("=")[2])
         except TimezoneError as exc:
             raise ScheduleError(str(exc)) from exc
-        if len(tokens) == 1:
-            raise ScheduleError(f"missing schedule after {tokens[0]}")
-        tokens = tokens[1:]
+        tokens = _go_fields(rest)
+        if not tokens:
+            raise ScheduleError(f"missing schedule after {prefix}")
     if tokens[0].startswith("@"):
         return _parse_descriptor(spec, tokens, zone, anchor)
     return _CronSchedule(spec, _compile_cron(tokens, job_name), zone)

@@ -85,20 +85,33 @@ def test_month_and_day_names_are_case_insensitive() -> None:
     assert fires("0 0 0 * * SAT,sun", utc(2024, 5, 1), 2) == [utc(2024, 5, 4), utc(2024, 5, 5)]
 
 
-def test_day_of_week_seven_is_sunday() -> None:
-    assert fires("0 0 0 * * 7", utc(2024, 5, 1), 2) == [utc(2024, 5, 5), utc(2024, 5, 12)]
-    assert fires("0 0 0 * * 5-7", utc(2024, 5, 1), 4) == [
-        utc(2024, 5, 3),
-        utc(2024, 5, 4),
-        utc(2024, 5, 5),
-        utc(2024, 5, 10),
-    ]
+def test_day_of_week_seven_is_refused_as_dkron_does() -> None:
+    for spec in ("0 0 0 * * 7", "0 0 0 * * 5-7", "0 0 0 * * SUN-7"):
+        with pytest.raises(
+            ScheduleError, match=r"day-of-week value 7 out of range 0-6 .*\(Sunday is 0 or SUN\)"
+        ):
+            parse(spec)
     assert fires("0 0 0 * * */2", utc(2024, 5, 1), 3) == [utc(2024, 5, 2), utc(2024, 5, 4), utc(2024, 5, 5)]
 
 
-def test_question_mark_is_a_wildcard_in_day_fields() -> None:
+def test_question_mark_is_a_wildcard_in_every_field() -> None:
     assert fires("0 0 0 ? * MON", utc(2024, 5, 1), 2) == [utc(2024, 5, 6), utc(2024, 5, 13)]
     assert fires("0 0 0 10 * ?", utc(2024, 5, 1), 2) == [utc(2024, 5, 10), utc(2024, 6, 10)]
+    assert fires("? ? ? ? ? ?", utc(2024, 5, 1), 2) == [utc(2024, 5, 1, 0, 0, 1), utc(2024, 5, 1, 0, 0, 2)]
+    assert fires("0 ?/20 0 * * *", utc(2024, 5, 1), 2) == [utc(2024, 5, 1, 0, 20), utc(2024, 5, 1, 0, 40)]
+
+
+def test_robfig_quirks_are_accepted_as_dkron_accepts_them() -> None:
+    after = utc(2024, 5, 1)  # a Wednesday
+    # empty list items are skipped; a '-' after '*' or '?' is ignored; numbers may have a sign or zeros
+    assert fires("0 0 0 1,,15, * *", after, 2) == [utc(2024, 5, 15), utc(2024, 6, 1)]
+    assert fires("0 0 *-5 * * *", after, 2) == [utc(2024, 5, 1, 1), utc(2024, 5, 1, 2)]
+    assert fires("0 0 +05 * * *", after, 1) == [utc(2024, 5, 1, 5)]
+    assert fires("0 0 0 * * FR\u0130", after, 1) == [utc(2024, 5, 3)]  # Go lower-cases İ to i
+    # a field of commas alone has no values: a day field never matches by itself, a time field never fires
+    assert fires("0 0 0 , * MON", after, 2) == [utc(2024, 5, 6), utc(2024, 5, 13)]
+    assert parse("0 0 0 , * *").next_after(after) is None
+    assert parse(", * * * * *").next_after(after) is None
 
 
 def test_day_of_month_or_day_of_week_when_both_restricted() -> None:
@@ -115,16 +128,29 @@ def test_day_of_month_or_day_of_week_when_both_restricted() -> None:
 
 def test_day_of_month_and_day_of_week_when_one_is_a_wildcard() -> None:
     assert fires("0 0 0 * * FRI", utc(2024, 9, 1), 2) == [utc(2024, 9, 6), utc(2024, 9, 13)]
-    # a field starting with * counts as unrestricted even with a step: odd days that are Fridays
-    assert fires("0 0 0 */2 * FRI", utc(2024, 9, 1), 3) == [
-        utc(2024, 9, 13),
-        utc(2024, 9, 27),
-        utc(2024, 10, 11),
+    # as in robfig, '*' or '?' with a step of 1 anywhere in the list leaves the field unrestricted
+    assert fires("0 0 0 */1 * FRI", utc(2024, 9, 1), 2) == [utc(2024, 9, 6), utc(2024, 9, 13)]
+    assert fires("0 0 0 5,? * FRI", utc(2024, 9, 1), 2) == [utc(2024, 9, 6), utc(2024, 9, 13)]
+    assert fires("0 0 0 13 * *,FRI", utc(2024, 9, 1), 2) == [utc(2024, 9, 13), utc(2024, 10, 13)]
+
+
+def test_a_step_above_one_restricts_the_field() -> None:
+    # robfig (Dkron): */2 is restricted, so a day matches if it is odd or a Friday (issue 18)
+    assert fires("0 0 0 */2 * FRI", utc(2024, 9, 1), 4) == [
+        utc(2024, 9, 3),
+        utc(2024, 9, 5),
+        utc(2024, 9, 6),
+        utc(2024, 9, 7),
     ]
+    # a full range is restricted too: every day matches
+    assert fires("0 0 0 1-31 * FRI", utc(2024, 9, 1), 2) == [utc(2024, 9, 2), utc(2024, 9, 3)]
 
 
 def test_leap_day_and_never_matching_specs() -> None:
-    assert fires("0 0 0 29 2 *", utc(2097, 3, 1), 1) == [utc(2104, 2, 29)]
+    # like robfig, the search ends with the fifth year after the year of the next second
+    assert fires("0 0 0 29 2 *", utc(2096, 3, 1), 1) == []  # 2100 is no leap year; 2104 is too far
+    assert fires("0 0 0 29 2 *", utc(2098, 12, 31, 23, 59, 58), 1) == []
+    assert fires("0 0 0 29 2 *", utc(2098, 12, 31, 23, 59, 59), 1) == [utc(2104, 2, 29)]
     assert parse("0 0 0 30 2 *").next_after(utc(2024, 1, 1)) is None
     assert parse("0 0 0 31 4,6,9,11 *").fires_between(utc(2024, 1, 1), utc(2030, 1, 1), 5) == []
 
@@ -193,13 +219,18 @@ def test_cron_agrees_with_croniter_in_utc(spec: str) -> None:
         "30-10 * * * * *",
         "-5 * * * * *",
         "5- * * * * *",
-        "1,,2 * * * * *",
         "abc * * * * *",
-        "? * * * * *",
+        "* * * * * 7",
+        "*/2-3 * * * * *",
+        "1-2-3 * * * * *",
+        "*/9223372036854775808 * * * * *",
+        "+-5 * * * * *",
+        "1_0 * * * * *",
+        " TZ=UTC 0 0 0 * * *",
+        "TZ=UTC\t0 0 0 * * *",
         "* * * * MON *",
         "* * * * * JAN",
         "* * * * * MONDAY",
-        "*-5 * * * * *",
         "\u0661 * * * * *",  # a non-ASCII digit
         "@every",
         "@every 0s",
