@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
+import os
 import signal
 import sys
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -15,6 +18,7 @@ import anyio
 import anyio.to_thread
 import click
 
+from dkron_nats import dkronconfig, logsetup
 from dkron_nats.agent.jobenv import passthrough_error
 from dkron_nats.apiclient import Api, api_options, json_option, print_json, print_table
 from dkron_nats.auth import ROLES, bootstrap_token_from_env, check_bootstrap_token
@@ -39,6 +43,7 @@ from dkron_nats.names import is_token
 from dkron_nats.natsauth import NatsAccessError, NatsCredentials, check_agent_creds, check_embedded_options
 from dkron_nats.natscli import nats_credentials
 from dkron_nats.natsserver import NatsServerError
+from dkron_nats.reload import CONFIG_PATH, NOTICES, Loaded, Reloader, reread
 from dkron_nats.tracing import setup_tracing, shutdown_tracing
 from dkron_nats.version import VERSION
 
@@ -50,29 +55,19 @@ def _env(name: str) -> str:
 
 
 def _load_config(ctx: click.Context, _: click.Parameter, value: str | None) -> None:
-    """Read the config file into click's default map, so flags and environment still win."""
-    if not value:
-        return
-    command = ctx.command
-    known = {p.name: p for p in command.params if p.name and p.name != "config"}
-    defaults: dict[str, Any] = {}
-    try:
-        data = load_config_file(Path(value))
-    except ConfigError as exc:
-        raise click.BadParameter(str(exc), param_hint="--config") from None
-    for raw_key, item in data.items():
-        key = str(raw_key).replace("-", "_")
-        if key == "tags" and isinstance(item, dict):
-            defaults["tag"] = [f"{k}={v}" for k, v in item.items()]
-            continue
-        if key not in known:
-            raise click.BadParameter(
-                f"unknown setting {raw_key!r} in config file {value}", param_hint="--config"
-            )
-        if known[key].multiple and isinstance(item, str):
-            item = [item]  # `webhook-headers: Content-Type:application/json`, as Dkron's files write it
-        defaults[key] = item
-    ctx.default_map = {**(ctx.default_map or {}), **defaults}
+    """Read the config file and Dkron's `DKRON_*` variables into click's default map, so flags and
+    `DKRON_NATS_*` still win (dkronconfig.py); what they hold without a meaning here goes to `NOTICES`."""
+    known = {p.name: p for p in ctx.command.params if p.name and p.name not in ("config", "print_config")}
+    in_file = dkronconfig.Defaults({})
+    if value:
+        try:
+            in_file = dkronconfig.from_file(load_config_file(Path(value)), known, Path(value))
+        except ConfigError as exc:
+            raise click.BadParameter(str(exc), param_hint="--config") from None
+        ctx.meta[CONFIG_PATH] = value
+    in_env = dkronconfig.from_environment(os.environ, known)
+    ctx.meta[NOTICES] = in_file.notices + in_env.notices
+    ctx.default_map = {**(ctx.default_map or {}), **in_file.values, **in_env.values}
 
 
 def _optional_addr(ctx: click.Context, param: click.Parameter, value: str) -> str:
@@ -144,7 +139,8 @@ def main() -> None:
     callback=_load_config,
     is_eager=True,
     expose_value=False,
-    help="YAML, JSON or TOML file whose keys are the flag names.",
+    help="YAML, JSON or TOML file whose keys are the flag names; a Dkron file (dkron.yml) works too. "
+    "SIGHUP reads it again.",
     envvar=_env("config"),
 )
 @click.option(
@@ -183,7 +179,15 @@ def main() -> None:
     default="info",
     envvar=_env("log-level"),
     show_default=True,
-    help="Log level.",
+    help="Log level; SIGHUP applies a new one.",
+)
+@click.option(
+    "--log-format",
+    type=click.Choice(logsetup.LOG_FORMATS),
+    default="text",
+    envvar=_env("log-format"),
+    show_default=True,
+    help="text, or json: one JSON object per line (time, level, logger, message, node).",
 )
 @click.option(
     "--nats-url",
@@ -524,7 +528,11 @@ def agent(print_config: bool, **opts: Any) -> None:
         settings = _settings(opts)
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
+    ctx = click.get_current_context()
+    notices: tuple[str, ...] = ctx.meta.get(NOTICES, ())
     if print_config:
+        for notice in notices:
+            click.echo(f"warning: {notice}", err=True)
         click.echo(json.dumps(describe(settings), indent=2))
         return
     try:
@@ -533,9 +541,12 @@ def agent(print_config: bool, **opts: Any) -> None:
             check_bootstrap_token(bootstrap_token_from_env())
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
-    _configure_logging(settings.log_level)
+    logsetup.configure(settings.log_level, settings.log_format, settings.node_name)
+    for notice in notices:
+        logging.getLogger(__name__).warning("%s", notice)
+    load = functools.partial(reread, ctx, _settings)
     try:
-        anyio.run(_run_until_signalled, settings)
+        anyio.run(_run_until_signalled, settings, load, notices)
     except KeyboardInterrupt:
         sys.exit(130)
     except BaseExceptionGroup as group:
@@ -581,6 +592,7 @@ def _settings(opts: dict[str, Any]) -> Settings:
         http_addr=opts["http_addr"] or _default_http_addr(opts),
         tags=parse_tags(list(opts["tag"])),
         log_level=opts["log_level"].lower(),
+        log_format=opts["log_format"],
         nats_urls=tuple(opts["nats_url"]),
         nats_listen=opts["nats_listen"],
         nats_cluster_listen=opts["nats_cluster_listen"],
@@ -692,35 +704,33 @@ def _token_setting(name: str, value: str) -> str:
     return value
 
 
-def _configure_logging(level: str) -> None:
-    named = {"warn": "WARNING", "fatal": "CRITICAL", "panic": "CRITICAL"}.get(level, level.upper())
-    logging.basicConfig(
-        level=named, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
-    from dkron_nats import logredact
-
-    logredact.install()  # URL credentials and tokens never reach the log, whoever logs them (httpx does)
-    logging.getLogger("nats").setLevel(logging.WARNING if named == "DEBUG" else logging.ERROR)
-
-
-async def _run_until_signalled(settings: Settings) -> None:
+async def _run_until_signalled(
+    settings: Settings, load: Callable[[], Loaded], notices: tuple[str, ...]
+) -> None:
     from dkron_nats.node import Node
 
     setup_tracing(settings.otel_endpoint, settings.node_name, settings.server)
     stop = anyio.Event()
     node = Node(settings, stop)
+    reloader = Reloader(node, load, said=notices)
     try:
         async with anyio.create_task_group() as tg:
-            tg.start_soon(_watch_signals, stop, tg.cancel_scope)
+            tg.start_soon(_watch_signals, stop, tg.cancel_scope, reloader.reload)
             await node.run()
             tg.cancel_scope.cancel()
     finally:
         await anyio.to_thread.run_sync(shutdown_tracing)  # sends the spans still buffered
 
 
-async def _watch_signals(stop: anyio.Event, scope: anyio.CancelScope) -> None:
-    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+async def _watch_signals(
+    stop: anyio.Event, scope: anyio.CancelScope, reload: Callable[[], Awaitable[None]]
+) -> None:
+    """SIGTERM/SIGINT stop the node (a second one at once); SIGHUP reloads its settings (reload.py)."""
+    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
         async for signum in signals:
+            if signum == signal.SIGHUP:
+                await reload()
+                continue
             if stop.is_set():
                 logging.getLogger(__name__).warning("second signal %d: stopping now", signum)
                 scope.cancel()

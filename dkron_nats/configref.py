@@ -11,7 +11,9 @@ from collections.abc import Iterable
 
 import click
 
+from dkron_nats import dkronconfig
 from dkron_nats.cli import agent, main
+from dkron_nats.reload import APPLIED_AT_RUN_TIME, config_key
 
 HEADER = """# Configuration reference
 
@@ -25,7 +27,11 @@ Generated from the code by `python -m dkron_nats.configref` (a test fails when t
   be a map: `tags: {role: web}`).
 
 A repeatable flag takes several values (`--tag a=1 --tag b=2`); in the environment they are separated by
-spaces, in a file they form a list.
+spaces, in a file they form a list. A file key that is neither an option here nor one of Dkron's is refused,
+with the closest known key ("did you mean").
+
+Dkron's own configuration works too (see "Dkron's settings" below): a `dkron.yml` given with `--config`, and
+Dkron's `DKRON_` variables (`DKRON_NODE_NAME=web1`), which rank below `DKRON_NATS_` ones and above the file.
 """
 
 
@@ -75,8 +81,50 @@ def _api_commands() -> list[str]:
     return lines
 
 
+def _reload() -> list[str]:
+    keys = ", ".join(f"`{config_key(name)}`" for name in sorted(APPLIED_AT_RUN_TIME))
+    text = (
+        "`kill -HUP <pid>` (or `systemctl reload`) reads the settings again: the flags the node was started "
+        "with still win, the environment and the `--config` file are read anew. These take effect at once "
+        f"(new tags reach `/v1/members`, and so job targeting, right away): {keys}. Any other setting that "
+        "changed is named in the log as waiting for a restart, and keeps its running value. A file that "
+        "cannot be read or holds a bad value changes nothing: the log says what is wrong. SIGHUP never "
+        "stops the node."
+    )
+    return ["## Changing settings while the node runs (SIGHUP)", "", text]
+
+
+def _dkron_keys() -> list[str]:
+    intro = (
+        "Keys of a Dkron `dkron.yml` and their `DKRON_` variables. A key without a meaning here is named "
+        "once in the log (`--print-config`: on stderr) as ignored, with the reason; it never stops the node."
+    )
+    lines = ["## Dkron's settings", "", intro, "", "| Dkron key | Here |", "|---|---|"]
+    for key in sorted(dkronconfig.DKRON_KEYS):
+        if key in dkronconfig.SAME_MEANING:
+            here = f"`--{key}`, the same"
+        elif key in dkronconfig.RENAMED:
+            here = f"`--{dkronconfig.RENAMED[key]}` (Dkron's older name of it)"
+        else:
+            here = f"ignored: {dkronconfig.IGNORED[key]}"
+        lines.append(f"| `{key}` | {_cell(here)} |")
+    return lines
+
+
 def render() -> str:
-    lines = [HEADER, "## `dkron-nats agent`", "", *_rows(agent.params), "", *_api_commands(), ""]
+    lines = [
+        HEADER,
+        "## `dkron-nats agent`",
+        "",
+        *_rows(agent.params),
+        "",
+        *_reload(),
+        "",
+        *_dkron_keys(),
+        "",
+        *_api_commands(),
+        "",
+    ]
     return "\n".join(lines)
 
 

@@ -5,11 +5,12 @@ leader campaign. Started by `dkron-nats agent`, stopped gracefully when `stop` i
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import uuid
-from collections.abc import Awaitable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import AsyncExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import anyio
 import msgspec
@@ -67,6 +68,7 @@ from dkron_nats.natsauth import NatsAccessError, NatsCredentials, cluster_keys, 
 from dkron_nats.natsjwt import ClusterKeys
 from dkron_nats.natsserver import EmbeddedNats, NatsServerError, StoreEncryption, split_host_port
 from dkron_nats.nextfire import NextFireCache
+from dkron_nats.reload import MEMBER_SETTINGS, NOTIFICATION_SETTINGS
 from dkron_nats.timefmt import utcnow
 from dkron_nats.triggers import TriggerIntake
 from dkron_nats.version import VERSION
@@ -82,11 +84,27 @@ class _EmbeddedUvicorn(uvicorn.Server):
         yield
 
 
+ReloadHook = Callable[[Settings, frozenset[str]], Awaitable[None]]
+"""Takes settings changed while the node runs (a SIGHUP), given them and the names of the changed fields."""
+
+
 @dataclass(slots=True)
 class Node:
     settings: Settings
     stop: anyio.Event
     incarnation: str = ""
+    _reload_hooks: list[ReloadHook] = field(default_factory=list)
+
+    async def apply_settings(self, settings: Settings, changed: frozenset[str]) -> None:
+        """Run with `settings` from now on: reload.py changes only fields that can change while running
+        (`changed` names them), and each part of the node that holds one takes it here."""
+        self.settings = settings
+        for hook in list(self._reload_hooks):
+            await hook(settings, changed)
+
+    def _on_reload(self, hook: ReloadHook) -> None:
+        """Call `hook` on every reload for the rest of this node's run."""
+        self._reload_hooks.append(hook)
 
     async def run(self) -> None:
         self.incarnation = uuid.uuid4().hex
@@ -177,8 +195,13 @@ class Node:
             if leftover:
                 tg.start_soon(agent.conclude_previous_process, leftover)
             me = self._member()
-            beat = lambda: msgspec.structs.replace(me, running=agent.running_keys())  # noqa: E731
+
+            def beat() -> Member:  # the tags of now: a reload may have changed them
+                tags = node_tags(self.settings)
+                return msgspec.structs.replace(me, tags=tags, running=agent.running_keys())
+
             await tg.start(heartbeat, members_kv, beat, s.member_ttl / 4)
+            self._on_reload(functools.partial(_publish_member, members_kv, beat))
             agent_done = anyio.Event()
             tg.start_soon(_run_then_set, agent, agent_done)
             server_scope = anyio.CancelScope()
@@ -269,6 +292,7 @@ class Node:
                 )
                 locks = JobLocks(buckets.locks, js, ttl=s.member_ttl)
                 notifier = Notifier(NotifySettings.from_settings(s), executions)
+                self._on_reload(functools.partial(_reconfigure_server, services, notifier))
                 launcher = Launcher(
                     nc,
                     js,
@@ -304,6 +328,31 @@ class Node:
                 tg.start_soon(_serve_http, services, s)
                 await tg.start(TriggerIntake(nc, js, jobs, audit_log).run)
                 await run_elections(lease, lead)
+
+
+async def _publish_member(
+    store: TypedKV[Member], member: Callable[[], Member], settings: Settings, changed: frozenset[str]
+) -> None:
+    """New tags go into the member record at once: job targeting follows without waiting for a heartbeat."""
+    if not changed & MEMBER_SETTINGS:
+        return
+    record = member()
+    with anyio.move_on_after(5):
+        try:
+            await store.put(record.name, record)
+            return
+        except TRANSIENT:
+            pass
+    logger.warning("the new tags could not be published now (NATS unavailable); the next heartbeat will")
+
+
+async def _reconfigure_server(
+    services: Services, notifier: Notifier, settings: Settings, changed: frozenset[str]
+) -> None:
+    """A server's part of a reload: its tags in `GET /v1`, the leader's mail and webhooks."""
+    services.tags = node_tags(settings)
+    if changed & NOTIFICATION_SETTINGS:
+        notifier.settings = NotifySettings.from_settings(settings)
 
 
 def _cluster_keys(s: Settings) -> ClusterKeys:
