@@ -7,8 +7,9 @@ the cron fields with robfig itself):
   extension. A field is a comma list (empty items skipped) of ``*`` or ``?`` (the whole range, in any
   field; robfig ignores a ``-...`` after them), ``a``, ``a-b``, ``*/n``, ``a-b/n`` and ``a/n``
   (= ``a-max/n``). Numbers are read as Go's ``strconv.Atoi`` reads them (``+5`` and ``05`` are 5). Months
-  take ``JAN``-``DEC`` and days ``SUN``-``SAT``, case-insensitively; day of week is 0-6 (7 is refused, as
-  in Dkron). A day field is unrestricted when one of its items is ``*`` or ``?`` without a step above 1
+  take ``JAN``-``DEC`` and days ``SUN``-``SAT``, case-insensitively; day of week is 0-6, and a written 7
+  is Sunday (robfig refuses it; earlier versions accepted it, so stored jobs keep working). A day field
+  is unrestricted when one of its items is ``*`` or ``?`` without a step above 1
   (``*/2`` is restricted); when both day fields are restricted a day matches if either does, otherwise
   both must match.
 * ``~`` anywhere in a cron field stands for a per-job constant H, the sum of the code points of the job
@@ -237,6 +238,8 @@ class _Field:
     hash_mod: int
     hash_add: int
     names: dict[str, int]
+    alias_top: int | None = None
+    """A value above `high` accepted when written out, read as `low` (day of week 7 is Sunday)."""
 
 
 _MONTHS = {m.lower(): i for i, m in enumerate(calendar.month_abbr) if m}
@@ -247,7 +250,9 @@ _FIELDS = (
     _Field("hour", 0, 23, 24, 0, {}),
     _Field("day-of-month", 1, 31, 28, 1, {}),
     _Field("month", 1, 12, 12, 1, _MONTHS),
-    _Field("day-of-week", 0, 6, 7, 0, _DAYS),
+    # robfig refuses 7; earlier versions of dkron-nats (and Vixie cron) read it as Sunday, and stored
+    # jobs may use it, so it stays accepted (a documented difference). `*` and `a/n` still end at 6.
+    _Field("day-of-week", 0, 6, 7, 0, _DAYS, alias_top=7),
 )
 _DESCRIPTORS = {
     "@yearly": "0 0 0 1 1 *",
@@ -290,12 +295,10 @@ def _field_value(text: str, field: _Field, whole: str) -> int:
 
 
 def _check_range(first: int, last: int, field: _Field, whole: str) -> None:
+    top = field.alias_top or field.high
     for value in (first, last):
-        if not field.low <= value <= field.high:
-            hint = " (Sunday is 0 or SUN)" if field.names is _DAYS and value == 7 else ""
-            raise ScheduleError(
-                f"{field.name} value {value} out of range {field.low}-{field.high} in {whole!r}{hint}"
-            )
+        if not field.low <= value <= top:
+            raise ScheduleError(f"{field.name} value {value} out of range {field.low}-{top} in {whole!r}")
     if first > last:
         raise ScheduleError(f"{field.name} range {first}-{last} starts after it ends in {whole!r}")
 
@@ -338,7 +341,7 @@ def _field_values(text: str, field: _Field) -> tuple[frozenset[int], bool]:
     for part in text.split(","):
         if part:  # robfig skips empty list items; a field of commas alone has no values at all
             part_values, part_unrestricted = _field_part(part, field, text)
-            values.update(part_values)
+            values.update(field.low if v == field.alias_top else v for v in part_values)
             unrestricted = unrestricted or part_unrestricted
     return frozenset(values), unrestricted
 

@@ -85,12 +85,11 @@ def test_month_and_day_names_are_case_insensitive() -> None:
     assert fires("0 0 0 * * SAT,sun", utc(2024, 5, 1), 2) == [utc(2024, 5, 4), utc(2024, 5, 5)]
 
 
-def test_day_of_week_seven_is_refused_as_dkron_does() -> None:
-    for spec in ("0 0 0 * * 7", "0 0 0 * * 5-7", "0 0 0 * * SUN-7"):
-        with pytest.raises(
-            ScheduleError, match=r"day-of-week value 7 out of range 0-6 .*\(Sunday is 0 or SUN\)"
-        ):
-            parse(spec)
+def test_day_of_week_seven_is_sunday_as_in_earlier_versions() -> None:
+    assert fires("0 0 0 * * 7", utc(2024, 5, 1), 1) == [utc(2024, 5, 5)]
+    assert fires("0 0 0 * * SUN-7", utc(2024, 5, 1), 7) == [utc(2024, 5, d) for d in range(2, 9)]
+    with pytest.raises(ScheduleError, match=r"day-of-week value 8 out of range 0-7"):
+        parse("0 0 0 * * 8")
     assert fires("0 0 0 * * */2", utc(2024, 5, 1), 3) == [utc(2024, 5, 2), utc(2024, 5, 4), utc(2024, 5, 5)]
 
 
@@ -212,7 +211,6 @@ def test_cron_agrees_with_croniter_in_utc(spec: str) -> None:
         "* * * 32 * *",
         "* * * * 0 *",
         "* * * * 13 *",
-        "* * * * * 8",
         "*/0 * * * * *",
         "*/x * * * * *",
         "1/2/3 * * * * *",
@@ -220,7 +218,7 @@ def test_cron_agrees_with_croniter_in_utc(spec: str) -> None:
         "-5 * * * * *",
         "5- * * * * *",
         "abc * * * * *",
-        "* * * * * 7",
+        "* * * * * 8",
         "*/2-3 * * * * *",
         "1-2-3 * * * * *",
         "*/9223372036854775808 * * * * *",
