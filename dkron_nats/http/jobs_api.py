@@ -179,6 +179,10 @@ async def delete_job(request: AnyRequest, services: Services, job: str) -> Respo
     return json_response(request, before)
 
 
+EXECUTION_IDS_HEADER = "X-Execution-Ids"
+"""A run's answer is the job, as in Dkron; this header names the executions it started (comma-separated)."""
+
+
 class RunBody(msgspec.Struct, kw_only=True):
     """The optional body of a run: values for the job's parameters (unknown fields are ignored)."""
 
@@ -211,14 +215,15 @@ async def _run(request: AnyRequest, services: Services, job: str) -> Response[by
         raise ValidationError(f"force must be true or false, got {force!r}")
     forced = force in ("true", "1")
     env = await _run_env(request, spec)
-    await services.run_now(job, force=forced, env=env)
+    launched = await services.run_now(job, force=forced, env=env)
     after: dict[str, Any] = {"force": forced}
     if env:
         after["env"] = masked_env(spec, env)
     await services.audit.record(principal_of(request), audit.JOB_RUN, job, after=after)
     view = services.jobs.get(job)
     location = request.scope["raw_path"].decode("ascii")  # the request's own path, still percent-encoded
-    return json_response(request, _view_json(services, view), headers={"Location": location})
+    headers = {"Location": location, EXECUTION_IDS_HEADER: ",".join(launched.executions)}
+    return json_response(request, _view_json(services, view), headers=headers)
 
 
 @post("/v1/jobs/{job:str}", status_code=200, opt=OPERATOR)

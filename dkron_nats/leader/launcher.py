@@ -72,6 +72,19 @@ class JobBusy:
     group: int
 
 
+@dataclass(frozen=True, slots=True)
+class Launched:
+    """A launch that was sent: its group and the nodes it went to."""
+
+    group: int
+    targets: list[str]
+
+    @property
+    def execution_ids(self) -> list[str]:
+        """The ids of its first attempts, one per node (`jobs run --follow` streams them)."""
+        return [attempt_id(self.group, node, 1) for node in self.targets]
+
+
 class Launcher:
     def __init__(
         self,
@@ -244,8 +257,8 @@ class Launcher:
         group: int | None = None,
         force: bool = False,
         env: dict[str, str] | None = None,
-    ) -> list[str] | str | JobBusy:
-        """A run outside the schedule (manual, or a dependent job): the chosen nodes, why none can run it,
+    ) -> Launched | str | JobBusy:
+        """A run outside the schedule (manual, or a dependent job): the launch, why no node can run it,
         or, for a `forbid` job whose previous launch still runs, JobBusy (`force` runs it anyway)."""
         resend = group is not None
         group = group or to_ns(utcnow())
@@ -265,7 +278,7 @@ class Launcher:
         if not force and not await self.hold(job, group, replacing):
             return JobBusy(await self.locks.holder(job_key(job.name)) or 0)
         await self.dispatch(job, group, None, targets, env=env)
-        return targets
+        return Launched(group, targets)
 
     async def _claimed_by(self, job: JobSpec, group: int) -> list[str]:
         """The nodes (alive or not) that hold an execution record of this launch."""

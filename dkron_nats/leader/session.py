@@ -39,6 +39,8 @@ class RunNowReply(msgspec.Struct, kw_only=True, omit_defaults=True):
     not_found: bool = False
     busy: bool = False
     targets: list[str] = msgspec.field(default_factory=list)
+    executions: list[str] = msgspec.field(default_factory=list)
+    """The ids of the launch's executions, one per target."""
 
 
 @dataclass(slots=True)
@@ -117,13 +119,13 @@ class LeaderSession:
         refused = run_env_error(spec, request.env)
         if refused is not None:
             return RunNowReply(ok=False, error=refused[0])
-        targets = await self.launcher.launch_now(spec, force=request.force, env=request.env)
-        if isinstance(targets, str):
-            return RunNowReply(ok=False, not_found=True, error=targets)
-        if isinstance(targets, JobBusy):
+        launched = await self.launcher.launch_now(spec, force=request.force, env=request.env)
+        if isinstance(launched, str):
+            return RunNowReply(ok=False, not_found=True, error=launched)
+        if isinstance(launched, JobBusy):
             error = (
-                f"job {spec.name} is still running (launch {targets.group}) and its concurrency is forbid; "
+                f"job {spec.name} is still running (launch {launched.group}) and its concurrency is forbid; "
                 "run it anyway with ?force=true"
             )
             return RunNowReply(ok=False, busy=True, error=error)
-        return RunNowReply(ok=True, targets=targets)
+        return RunNowReply(ok=True, targets=launched.targets, executions=launched.execution_ids)
