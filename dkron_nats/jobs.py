@@ -201,16 +201,26 @@ class JobService:
 
     async def update_state(self, key: str, change: Callable[[JobState], JobState | None]) -> JobState:
         """Compare-and-set loop on a job's state; `change` returns None for "nothing to write"."""
+        state, _ = await self.change_state(key, change)
+        return state
+
+    async def change_state(
+        self, key: str, change: Callable[[JobState], JobState | None]
+    ) -> tuple[JobState, bool]:
+        """Like `update_state`, and whether this call wrote the state.
+
+        A stale cache only costs a retry: after a conflict `change` is asked again about the stored state,
+        so "wrote" is decided by the bucket, not by what this process had seen."""
         current = self.states.get_with_revision(key)  # usually current: saves a read per update
         while True:
             old = current[0] if current else JobState()
             new = change(old)
             if new is None or new == old:
-                return old
+                return old, False
             rev = await self.states_kv.swap(key, new, current[1] if current else None)
             if rev is not None:
                 self.states.apply(key, new, rev)
-                return new
+                return new, True
             current = await self.states_kv.get(key)
 
     async def delete(self, name: str) -> JobView:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import random
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -25,7 +26,7 @@ from opentelemetry.trace import SpanKind
 from dkron_nats.errors import LeadershipLostError
 from dkron_nats.kv.executions import ExecutionStore, execution_id
 from dkron_nats.kv.locks import LOCKED, JobLocks
-from dkron_nats.kv.typed import with_retry
+from dkron_nats.kv.typed import TRANSIENT, with_retry
 from dkron_nats.leader.lease import SIGNATURE_HEADER, Lease
 from dkron_nats.leader.notify import Notifier
 from dkron_nats.leader.targets import select_targets
@@ -58,6 +59,26 @@ def attempt_id(group: int, lane: str, attempt: int) -> str:
     """
     base = execution_id(group, lane)
     return base if attempt == 1 else f"{base}={attempt}"
+
+
+def _deciding_error(failed: ExceptionGroup[Exception]) -> Exception:
+    """The error of a multi-target dispatch its caller should act on: the lease lost (nothing more may be
+    sent), else a transient one (sending again is safe: a node answers a repeated request "duplicate"),
+    else the first."""
+    errors = list(_leaves(failed))
+    for kind in (LeadershipLostError, TRANSIENT):
+        for error in errors:
+            if isinstance(error, kind):
+                return error
+    return errors[0]
+
+
+def _leaves(error: Exception) -> Iterator[Exception]:
+    if isinstance(error, ExceptionGroup):
+        for inner in error.exceptions:
+            yield from _leaves(inner)
+    else:
+        yield error
 
 
 def _values(tags: dict[str, str] | None) -> dict[str, str]:
@@ -199,9 +220,14 @@ class Launcher:
         if len(requests) == 1:
             await self._send(requests[0])  # the common case: no task group to set up per launch
             return
-        async with anyio.create_task_group() as tg:
-            for request in requests:
-                tg.start_soon(self._send, request)
+        try:
+            async with anyio.create_task_group() as tg:
+                for request in requests:
+                    tg.start_soon(self._send, request)
+        except ExceptionGroup as failed:
+            # Callers act on the kind of error (the result processor retries a transient one and hands a
+            # result back when the lease is lost), which an ExceptionGroup would hide from `except`.
+            raise _deciding_error(failed) from failed
 
     async def _send(self, request: RunRequest) -> None:
         ex = request.execution

@@ -3,7 +3,8 @@
 Agents publish finished executions; the leader publishes the records it makes itself. The leader is the
 only consumer: it stores the final record, updates counters and status, keeps the history bounded, and
 runs what follows (retries, dependent jobs, ephemeral deletion). Counters carry the stream sequence they
-were applied at, so a result redelivered after a crash is never counted twice.
+were applied at, so a result redelivered after a crash is never counted, nor announced or notified, twice.
+A leader deposed while applying a result leaves it un-acked: the next leader sends what follows it.
 
 An agent's result counts only if it comes from the node that ran the execution: the node of its subject
 (`dkron.result.<node>`, which NATS permissions tie to the agent's user) must be the one the result names and
@@ -28,6 +29,7 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig
 
 from dkron_nats.durations import parse_duration
+from dkron_nats.errors import LeadershipLostError
 from dkron_nats.events import execution_event
 from dkron_nats.failpoints import crash_point
 from dkron_nats.http.render import execution_json
@@ -126,6 +128,11 @@ class ResultProcessor:
         in_flight = anyio.Semaphore(MAX_IN_FLIGHT)
         tails: dict[str, anyio.Event] = {}
         while True:
+            if not self.launcher.holds_lease():
+                # Deposed and about to be stopped: pull nothing more. A result fetched now would only be
+                # handed back, or, stopped mid-fetch, wait out ack_wait before the next leader gets it.
+                await anyio.sleep(0.2)
+                continue
             try:
                 messages = await sub.fetch(FETCH_BATCH, timeout=1)
             except (NatsTimeoutError, TimeoutError):
@@ -180,7 +187,14 @@ class ResultProcessor:
         if result is not None:
             # The agent's execution span, so recording and notifying join the launch's trace.
             with tracer().start_as_current_span("record result", context=extract(msg.headers)):
-                wait = await self._handle(result, seq, msg.subject)
+                try:
+                    wait = await self._handle(result, seq, msg.subject)
+                except LeadershipLostError:
+                    # Deposed before a retry or dependent launch this result calls for went out: what is
+                    # stored stays (applying it again changes nothing), the rest is the next leader's.
+                    logger.info("result %d handed back: this server stopped leading while applying it", seq)
+                    await msg.nak()
+                    return
         if wait > 0:
             # A retry that is not due yet: JetStream hands the result back when it is, to whichever
             # server leads then, so a pending retry survives a takeover.
@@ -192,6 +206,7 @@ class ResultProcessor:
         """Apply one result; the seconds until it must be handled again (a retry not yet due), or 0."""
         delay = 0.2
         while True:
+            self.launcher.ensure_leader()  # a leader deposed while JetStream re-elects stops retrying here
             try:
                 if refusal := await self._origin_refusal(subject, result.execution):
                     ex = result.execution
@@ -208,6 +223,8 @@ class ResultProcessor:
                 logger.warning("applying result %d waits for JetStream; retrying in %.1fs", seq, delay)
                 await anyio.sleep(delay)
                 delay = min(delay * 2, 5.0)
+            except LeadershipLostError:
+                raise  # the result must stay un-acked: the next leader sends what this one could not
             except Exception:
                 # A result that cannot be applied for any other reason must not stop the stream.
                 ex = result.execution
@@ -242,7 +259,9 @@ class ResultProcessor:
     async def apply(self, outcome: Outcome) -> float:
         """Record, count and follow up one outcome; returns the seconds until its retry is due (or 0).
 
-        Applying the same outcome again (a redelivery) changes nothing but what is still to do.
+        Applying the same outcome again (a redelivery) changes nothing but what is still to do: only the
+        call whose state write counts it reports it (stats, event, end-of-launch notification). The write
+        decides, not the states cache, which can lag behind the bucket after a takeover.
         """
         ex = outcome.execution
         key = job_key(ex.job_name)
@@ -259,32 +278,40 @@ class ResultProcessor:
         # Each other target's latest attempt, read once: it decides the status and whether the launch is over.
         others = await self._latest_of(ex, outcome.siblings) if counts and not retrying else []
         status = _group_status(ex, others) if counts and not retrying else None
-        known = self.jobs.states.get(key)
-        first_time = known is None or known.applied_seq < outcome.seq
-        state = await self.jobs.update_state(key, lambda st: _counted(st, ex, status, outcome.seq))
+        # Every node's last attempt is in: the launch has ended (as `status`).
+        ended = status is not None and _over(spec, others)
+        state, first_time = await self.jobs.change_state(
+            key, lambda st: _counted(st, ex, status, outcome.seq)
+        )
+        if first_time:  # right after the write: a retry in place after a later error finds it counted
+            await self._report(spec, ex, others, status if ended else None)
         keep = spec.history_limit or self.keep
         if _trim_due(state.recorded, keep):
             await self.executions.trim(ex.job_name, keep)
         if spec.history_max_age:
             await self._age_out(spec, written)
-        if first_time:
-            await self._announce(ex)
         if not counts:
             return 0.0
-        if first_time:
-            self.stats.count(ex.finished_at, ex.success)
         if retrying:
             return await self._retry(spec, ex, outcome.siblings)
-        if _over(spec, others):  # every node's last attempt is in: the launch has ended
+        if ended:
             if spec.concurrency in LOCKED:
                 await self.launcher.locks.release(key, ex.group)
             for child in self.jobs.dependents.waiting_on(spec.name):
                 await self._fan_in(child, spec.name, ex.group, status or "failed")
-            if first_time and status is not None and self.notifier is not None:
-                self.notifier.launch_ended(spec, ex, [o for o in others if o is not None], status)
         if status == "success":
             await self._after_success(spec.name, spec.ephemeral, ex.group)
         return 0.0
+
+    async def _report(
+        self, spec: JobSpec, ex: Execution, others: list[Execution | None], ended_as: str | None
+    ) -> None:
+        """What users see of an outcome, once: `/v1/stats`, the end-of-launch notification, the event."""
+        if ex.status not in ("missed", "skipped"):
+            self.stats.count(ex.finished_at, ex.success)
+        if ended_as is not None and self.notifier is not None:
+            self.notifier.launch_ended(spec, ex, [o for o in others if o is not None], ended_as)
+        await self._announce(ex)  # last: the only step that can fail (a NATS publish)
 
     async def _announce(self, ex: Execution) -> None:
         """Metrics and the execution event of a record seen for the first time."""

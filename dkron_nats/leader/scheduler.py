@@ -24,6 +24,7 @@ from nats.js import JetStreamContext
 from nats.js.api import DeliverPolicy
 
 from dkron_nats.durations import parse_duration
+from dkron_nats.errors import LeadershipLostError
 from dkron_nats.failpoints import stall_point
 from dkron_nats.kv.cache import KVCache
 from dkron_nats.kv.executions import execution_id
@@ -297,8 +298,11 @@ class Scheduler:
                 return
             try:
                 await self._resolve(key, plan)
-            except Exception:
-                logger.exception("resolving the due slots of %s failed; retrying in 1s", plan.spec.name)
+            except Exception as exc:
+                if isinstance(exc, LeadershipLostError):  # no fault: the session is about to be stopped
+                    logger.info("%s: not deciding its due slots, %s", plan.spec.name, exc)
+                else:
+                    logger.exception("resolving the due slots of %s failed; retrying in 1s", plan.spec.name)
                 heapq.heappush(
                     self._heap, (to_ns(self.clock()) + 1_000_000_000, next(self._seq), key, plan.generation)
                 )

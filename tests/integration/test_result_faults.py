@@ -1,0 +1,269 @@
+"""Faults while the leader applies execution results, against a real nats-server.
+
+Each test runs the leader's result processor (with its launcher, lease, stats and notifier) in this process,
+as the leader session runs it, once per "server"; a second server's processor stands for the leader that
+takes over. No agent listens, so a run request the leader sends is recorded as failed ("not reachable"): a
+record in the job's history is what shows that a launch was sent.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import anyio
+import msgspec
+import nats
+import pytest
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+
+from dkron_nats.jobs import JobService
+from dkron_nats.kv.buckets import RESULTS_STREAM, Buckets, StorageLimits, ensure_buckets
+from dkron_nats.kv.cache import KVCache
+from dkron_nats.kv.executions import ExecutionStore, execution_id
+from dkron_nats.kv.locks import JobLocks
+from dkron_nats.kv.typed import TypedKV
+from dkron_nats.leader.launcher import Launcher, attempt_id
+from dkron_nats.leader.lease import LEASE_KEY, Lease
+from dkron_nats.leader.notify import Notifier, NotifySettings, Webhook
+from dkron_nats.leader.results import DURABLE, Outcome, ResultProcessor
+from dkron_nats.leader.stats import DayStats, Stats
+from dkron_nats.members import Registry
+from dkron_nats.models import Execution, ExecutionResult, JobSpec, JobState, Member, encode
+from dkron_nats.names import job_key
+from dkron_nats.natsserver import EmbeddedNats
+from dkron_nats.subjects import result_subject
+from dkron_nats.timefmt import to_ns, utcnow
+from tests.harness import free_port
+from tests.httpserver import HttpTestServer, serving
+from tests.natsbackend import wait_for_async
+
+pytestmark = pytest.mark.anyio
+
+AGENTS = ("agent-1", "agent-2")
+WEBHOOK_PAYLOAD = "{{.JobName}} {{.ExecutionGroup}}"
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@dataclass
+class Cluster:
+    nc: Client
+    js: JetStreamContext
+    buckets: Buckets
+
+    @property
+    def executions(self) -> ExecutionStore:
+        return ExecutionStore(self.buckets.executions, self.js)
+
+
+@pytest.fixture
+async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
+    async with EmbeddedNats(tmp_path, f"127.0.0.1:{free_port()}", "solo") as server:
+        nc = await nats.connect(server.url)
+        try:
+            js = nc.jetstream()
+            buckets = await ensure_buckets(js, StorageLimits())
+            members = TypedKV(buckets.members, Member)
+            for name in AGENTS:
+                member = Member(
+                    name=name, addr="127.0.0.1", port=1, tags={"role": "web"}, server=False, version="test",
+                    started_at=utcnow(),
+                )  # fmt: skip
+                await members.put(name, member)
+            yield Cluster(nc, js, buckets)
+        finally:
+            await nc.close()
+
+
+@dataclass
+class Leader:
+    """One server's leader core: what its leader session runs to apply results."""
+
+    lease: Lease
+    results: ResultProcessor
+    stats: Stats
+    notifier: Notifier
+
+
+async def _server(cluster: Cluster, name: str, webhook: str = "") -> Leader:
+    """A server's leader core, with its caches as they are now (they do not follow the buckets after)."""
+    jobs_cache = KVCache(TypedKV(cluster.buckets.jobs, JobSpec))
+    states = KVCache(TypedKV(cluster.buckets.job_state, JobState))
+    registry = Registry(TypedKV(cluster.buckets.members, Member), ttl=600)
+    for cache in (jobs_cache, states, registry.cache):
+        await cache.rescan()
+    jobs = JobService(jobs_cache, states, is_paused=lambda: False)
+    lease = Lease(cluster.buckets.leader, name, f"{name}-incarnation", ttl=60)
+    hook = Webhook(webhook, WEBHOOK_PAYLOAD) if webhook else None
+    notifier = Notifier(NotifySettings(name, webhook=hook), cluster.executions, retry_delays=(0.2,))
+    locks = JobLocks(cluster.buckets.locks, cluster.js, ttl=60)
+    launcher = Launcher(
+        cluster.nc, cluster.js, registry, cluster.executions, lease, "global", locks, notifier
+    )
+    stats = Stats(TypedKV(cluster.buckets.stats, DayStats))
+    results = ResultProcessor(cluster.js, jobs, cluster.executions, launcher, 100, stats, notifier=notifier)
+    return Leader(lease, results, stats, notifier)
+
+
+async def _take_lease(cluster: Cluster, leader: Leader) -> None:
+    """The previous holder's lease has run out (deleted here, as its expiry would); `leader` takes it."""
+    with contextlib.suppress(nats.js.errors.KeyNotFoundError):
+        await cluster.buckets.leader.delete(LEASE_KEY)
+    assert await leader.lease.try_acquire(utcnow())
+
+
+@contextlib.asynccontextmanager
+async def _leading(leader: Leader, results: bool = True) -> AsyncIterator[None]:
+    """The leader's notifier and (with `results`) its result processor run inside the block."""
+    async with anyio.create_task_group() as tg:
+        await tg.start(leader.notifier.run)
+        if results:
+            await tg.start(leader.results.run)
+        yield
+        tg.cancel_scope.cancel()
+
+
+async def _save(cluster: Cluster, spec: JobSpec) -> None:
+    await TypedKV(cluster.buckets.jobs, JobSpec).put(job_key(spec.name), spec)
+
+
+async def _agent_reports(cluster: Cluster, ended: Execution) -> int:
+    """What the agent does: claim the execution when it starts, publish its result when it ends.
+
+    Returns the result's sequence in the results stream."""
+    running = msgspec.structs.replace(ended, status="running", success=False, finished_at=None)
+    assert await cluster.executions.claim(running)
+    result = ExecutionResult(execution=ended)
+    ack = await cluster.js.publish(
+        result_subject(ended.node_name), encode(result), headers={"Nats-Msg-Id": result.msg_id}
+    )
+    return int(ack.seq)
+
+
+def _ended(job: str, group: int, success: bool, node: str = "agent-1") -> Execution:
+    now = utcnow()
+    return Execution(
+        id=execution_id(group, node),
+        job_name=job,
+        group=group,
+        node_name=node,
+        started_at=now,
+        finished_at=now,
+        success=success,
+        status="success" if success else "failed",
+        output="done\n",
+    )
+
+
+async def _nothing_in_flight(js: JetStreamContext) -> bool:
+    """The leader holds no result un-acked: it acked it or handed it back."""
+    info = await js.consumer_info(RESULTS_STREAM, DURABLE)
+    return (info.num_ack_pending or 0) == 0
+
+
+async def _recorded(cluster: Cluster, job: str, ids: list[str]) -> bool:
+    found = [await cluster.executions.get(job, exec_id) for exec_id in ids]
+    return all(ex is not None and ex.finished for ex in found)
+
+
+@pytest.mark.parametrize("follow_up", ["retry", "dependent job on two nodes"])
+async def test_a_leader_deposed_while_applying_a_result_leaves_the_follow_up_to_the_next_leader(
+    cluster: Cluster, follow_up: str
+) -> None:
+    """The lease runs out after the result's record is stored and before its retry (one run request) or
+    its dependent job's launch (run requests to two nodes, sent side by side) goes out: the deposed leader
+    must not ack the result, so the next leader sends what follows it."""
+    group = to_ns(utcnow())
+    if follow_up == "retry":
+        job, outcome = "flaky", _ended("flaky", group, success=False)
+        await _save(cluster, JobSpec(name=job, retries=1))
+        expected = (job, [attempt_id(group, "agent-1", 2)])
+    else:
+        job, outcome = "parent", _ended("parent", group, success=True)
+        await _save(cluster, JobSpec(name=job))
+        await _save(cluster, JobSpec(name="child", parent_job=job, tags={"role": "web"}))
+        expected = ("child", [execution_id(group, node) for node in AGENTS])
+    old = await _server(cluster, "s1")
+    await _take_lease(cluster, old)
+
+    def deposed(_: Execution) -> None:
+        # What the lease keeper does when a renewal is overdue (election.py): from here on this server
+        # must not send anything.
+        old.lease.revision = old.lease.term = 0
+
+    old.results.on_applied = deposed
+    async with _leading(old):
+        await _agent_reports(cluster, outcome)
+        await wait_for_async(lambda: _deposed(old), what="the old leader to lose its lease")
+        # The old leader goes on finishing that result (and is stopped at the end): meanwhile another
+        # server takes over.
+        new = await _server(cluster, "s2")
+        await _take_lease(cluster, new)
+        async with _leading(new):
+            await wait_for_async(
+                lambda: _recorded(cluster, *expected),
+                deadline=15,
+                what=f"the {follow_up} sent by the new leader",
+            )
+
+
+async def _deposed(leader: Leader) -> bool:
+    return not leader.lease.valid()
+
+
+async def test_a_result_applied_again_by_a_leader_whose_cache_lags_is_counted_and_announced_once(
+    cluster: Cluster,
+) -> None:
+    """A leader stored a result's outcome, counted and announced it, but the result's ack never reached
+    JetStream; the next leader's job-state cache has not caught up yet (its watch stalled). Applying the
+    result again must add nothing a user sees: `/v1/stats`, execution events, end-of-launch webhooks."""
+    with serving() as receiver:
+        webhook = f"{receiver.url}/ok"
+        await _save(cluster, JobSpec(name="nightly"))
+        new = await _server(cluster, "s2", webhook)  # a follower: its caches stop here
+        old = await _server(cluster, "s1", webhook)
+        await _take_lease(cluster, old)
+        events: list[dict[str, object]] = []
+
+        async def on_event(msg: Msg) -> None:
+            events.append(json.loads(msg.data)["data"])
+
+        sub = await cluster.nc.subscribe("dkron.events.execution.finished", cb=on_event)
+        first = _ended("nightly", to_ns(utcnow()), success=True)
+        seq = await _agent_reports(cluster, first)
+        async with _leading(old, results=False):
+            await old.results.apply(Outcome(first, [], seq))  # applied; the ack is what got lost
+            await old.stats.flush()
+            await wait_for_async(lambda: _hooks_for(receiver, first), what="the first launch's webhook")
+        await _take_lease(cluster, new)
+        second = _ended("nightly", to_ns(utcnow()), success=False)
+        async with _leading(new):
+            await _agent_reports(cluster, second)
+            await wait_for_async(lambda: _hooks_for(receiver, second), what="the second launch's webhook")
+            await wait_for_async(lambda: _nothing_in_flight(cluster.js), what="both results acked")
+            await new.stats.flush()
+        await cluster.nc.flush()  # events published on this connection have reached the subscriber
+        await sub.unsubscribe()
+        days = await new.stats.days(2)
+        counted = (sum(d.success_count for _, d in days), sum(d.failed_count for _, d in days))
+        assert counted == (1, 1), f"/v1/stats counts (success, failed) {counted} for one success, one failure"
+        announced = [str(e["id"]) for e in events]
+        assert sorted(announced) == sorted([first.id, second.id]), announced
+        assert await _hooks_for(receiver, first) == 1, "the first launch's webhook was sent again"
+        stored = await TypedKV(cluster.buckets.job_state, JobState).get(job_key("nightly"))
+        assert stored is not None
+        assert (stored[0].success_count, stored[0].error_count) == (1, 1)
+
+
+async def _hooks_for(receiver: HttpTestServer, ex: Execution) -> int:
+    body = f"{ex.job_name} {ex.group}".encode()
+    return sum(1 for seen in receiver.requests if seen.body == body)
