@@ -22,6 +22,7 @@ import msgspec
 from anyio.abc import TaskGroup, TaskStatus
 from nats.aio.client import Client
 from nats.aio.msg import Msg
+from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
@@ -283,7 +284,12 @@ class Agent:
 
     async def _accept_bounded(self, msg: Msg, work: TaskGroup) -> None:
         async with self._claims:
-            await self._accept(msg, work)
+            try:
+                await self._accept(msg, work)
+            except Exception:
+                # One request must never end the node (NATS gone mid-claim, a reply that cannot be sent): the
+                # leader's dispatch timeout or its lost-agent check settles that execution.
+                logger.exception("could not take a run request on %s", self.node)
 
     async def _accept(self, msg: Msg, work: TaskGroup) -> None:
         try:
@@ -314,16 +320,26 @@ class Agent:
         live = OutputPublisher(self.nc, self.js, output_subject(execution.job_name, execution.id))
         redactor = StreamRedactor(job_secrets(request.job, request.env) | self._own_secrets)
         running = Running(execution, OutputBuffer(), live, extract(msg.headers), redactor=redactor)
+        # Registered and started in one step, before any await: every entry of `running` has its task.
         self.running[key] = running
         RUNNING.set(len(self.running))
-        await msg.respond(encode(RunReply(ok=True)))
-        await self.nc.publish(*execution_event("started", execution_json(execution)))
         work.start_soon(self._execute, request.job, running, request.siblings, request.env)
+        try:
+            await msg.respond(encode(RunReply(ok=True)))
+        except NatsError as exc:
+            # The claim stands and the run goes on: a leader whose request timed out finds the claim and
+            # waits for the result.
+            what = f"{execution.job_name}/{execution.id}"
+            logger.warning("running %s, but its run request could not be answered: %s", what, exc)
 
     async def _execute(
         self, job: JobSpec, running: Running, siblings: list[str], env: dict[str, str]
     ) -> None:
         ex = running.execution
+        try:
+            await self.nc.publish(*execution_event("started", execution_json(ex)))
+        except NatsError as exc:
+            logger.warning("no started event for %s/%s: %s", ex.job_name, ex.id, exc)
         attributes = {"dkron.job": job.name, "dkron.execution": ex.id, "dkron.node": self.node}
         with tracer().start_as_current_span(
             "execute", context=running.trace, kind=SpanKind.CONSUMER, attributes=attributes
