@@ -253,6 +253,8 @@ class EmbeddedNats:
         self.encryption = encryption
         self._proc: asyncio.subprocess.Process | None = None
         self._stopped = anyio.Event()
+        self._stranger: NatsServerError | None = None
+        self._stranger_seen = anyio.Event()
 
     @property
     def url(self) -> str:
@@ -387,6 +389,27 @@ class EmbeddedNats:
                 logger.error("%s", exc)
                 self._proc = proc  # keep supervising: wait() on the dead one returns at once
                 backoff = min(backoff * 2, 30.0)
+
+    def check_server(self, host: str, port: int, server_name: str) -> None:
+        """On every (re)connect of the node's client: a server on our own address must be our child.
+
+        nats-py reconnects on its own while the child is down; if a stranger took the port meanwhile,
+        the node must stop rather than serve the stranger's cluster (`refuse_strangers` raises).
+        """
+        ours = host in (self.host, urlsplit(self.url).hostname) and port == self.port
+        if ours and server_name != self.server_name and self._stranger is None:
+            self._stranger = PortInUseError(
+                f"the node's NATS client reached a server named {server_name!r} on {host}:{port}, not its "
+                f"embedded nats-server {self.server_name!r}: another process took the port. Stop it, or give "
+                "this node a free port with --nats-listen"
+            )
+            self._stranger_seen.set()
+
+    async def refuse_strangers(self) -> None:
+        """Raise (ending the node) once `check_server` saw a stranger on our address."""
+        await self._stranger_seen.wait()
+        if self._stranger is not None:
+            raise self._stranger
 
     @property
     def _log(self) -> Path:

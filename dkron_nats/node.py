@@ -75,6 +75,9 @@ from dkron_nats.version import VERSION
 
 logger = logging.getLogger(__name__)
 
+ServerCheck = Callable[[str, int, str], None]
+"""Told the host, port and name of each NATS server the node's client (re)connects to."""
+
 
 class _EmbeddedUvicorn(uvicorn.Server):
     """Uvicorn without its own signal handling: the node decides when to stop."""
@@ -114,6 +117,7 @@ class Node:
             urls = list(s.nats_urls)
             servers = len(urls)
             credentials = NatsCredentials.from_settings(s)
+            check_server: ServerCheck | None = None
             if not urls:
                 keys = None if credentials.chosen_by_operator else _cluster_keys(s)
                 embedded = EmbeddedNats(
@@ -131,9 +135,11 @@ class Node:
                 await stack.enter_async_context(embedded)
                 supervisor = await stack.enter_async_context(anyio.create_task_group())
                 supervisor.start_soon(embedded.keep_running)
+                supervisor.start_soon(embedded.refuse_strangers)
+                check_server = embedded.check_server
                 stack.callback(supervisor.cancel_scope.cancel)  # unwinds before the group waits
                 urls, servers = [embedded.url], embedded.cluster_size
-            nc = await _connect(urls, s.node_name, credentials)
+            nc = await _connect(urls, s.node_name, credentials, check_server)
             stack.push_async_callback(_close, nc)
             js = nc.jetstream(timeout=5)
             servers = max(servers, len(nc.servers))
@@ -493,10 +499,13 @@ async def _serve_asgi(app: Litestar, s: Settings, what: str) -> None:
         tg.cancel_scope.cancel()
 
 
-async def _connect(urls: list[str], node: str, credentials: NatsCredentials) -> Client:
+async def _connect(
+    urls: list[str], node: str, credentials: NatsCredentials, check_server: ServerCheck | None = None
+) -> Client:
     """Connect, retrying while NATS is unreachable; refused credentials or TLS end start-up at once.
 
     Replies come to `_INBOX.<node>.>`, so NATS permissions can give each node its own inbox only.
+    `check_server` sees each server the client (re)connects to (the embedded server refuses strangers).
     """
     connected = False
     where = ", ".join(redact_url(url) for url in urls)
@@ -511,9 +520,15 @@ async def _connect(urls: list[str], node: str, credentials: NatsCredentials) -> 
         NATS_DISCONNECTS.inc()
         logger.info("NATS disconnected (reconnecting unless this node is stopping)")
 
+    def check(client: Client) -> None:
+        url = client.connected_url
+        if check_server is not None and url is not None and url.hostname and url.port:
+            check_server(url.hostname, url.port, str(client._server_info.get("server_name", "")))
+
     async def on_reconnect() -> None:
         NATS_RECONNECTS.inc()
         logger.info("NATS connection re-established")
+        check(client)
 
     client = Client()
     try:
@@ -535,6 +550,7 @@ async def _connect(urls: list[str], node: str, credentials: NatsCredentials) -> 
         await _abandon(client)
         raise
     connected = True
+    check(client)
     if credentials.tls_enabled and not client._server_info.get("tls_required"):
         await _abandon(client)  # TLS options given, yet the server speaks plain text: someone in between?
         raise NatsAccessError(
