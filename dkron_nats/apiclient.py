@@ -2,7 +2,8 @@
 
 Exit codes are the same for every command, so scripts can rely on them:
 0 done; 1 the server refused (or the input file is wrong); 2 wrong usage (click's own);
-3 not found (404); 4 the server cannot be reached; 5 conflict or busy (409, or 503: paused).
+3 not found (404); 4 the server cannot be reached; 5 conflict or busy (409, or 503: paused);
+6 the job ran and failed (`jobs run --follow`).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ USAGE = 2
 NOT_FOUND = 3
 UNREACHABLE = 4
 BUSY = 5
+JOB_FAILED = 6
 
 TOKEN_ENV = ENV_PREFIX + "TOKEN"
 API_URL_ENV = ENV_PREFIX + "API_URL"

@@ -20,7 +20,7 @@ import click
 
 from dkron_nats import dkronconfig, logsetup
 from dkron_nats.agent.jobenv import passthrough_error
-from dkron_nats.apiclient import Api, api_options, json_option, print_json, print_table
+from dkron_nats.apiclient import Api, api_options, json_option, print_json
 from dkron_nats.auth import ROLES, bootstrap_token_from_env, check_bootstrap_token
 from dkron_nats.clicommands import API_COMMANDS
 from dkron_nats.config import (
@@ -43,6 +43,7 @@ from dkron_nats.names import is_token
 from dkron_nats.natsauth import NatsAccessError, NatsCredentials, check_agent_creds, check_embedded_options
 from dkron_nats.natscli import nats_credentials
 from dkron_nats.natsserver import NatsServerError
+from dkron_nats.output_formats import output_option, show
 from dkron_nats.reload import CONFIG_PATH, NOTICES, Loaded, Reloader, reread
 from dkron_nats.tracing import setup_tracing, shutdown_tracing
 from dkron_nats.version import VERSION
@@ -772,14 +773,11 @@ def token_create(name: str, role: str, ttl: str | None, api: Api, as_json: bool)
 
 @token.command("list")
 @api_options
-@json_option
-def token_list(api: Api, as_json: bool) -> None:
+@output_option
+def token_list(api: Api, output: str) -> None:
     """List the tokens (names and roles, never the tokens themselves)."""
     tokens = api.call("GET", "/v1/tokens")
-    if as_json:
-        print_json(tokens)
-    else:
-        print_table(tokens, ("name", "role", "created_at", "created_by", "expires_at"))
+    show(output, tokens, tokens, ("name", "role", "created_at", "created_by", "expires_at"))
 
 
 @token.command("revoke")

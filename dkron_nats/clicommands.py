@@ -1,50 +1,62 @@
-"""The CLI commands that manage a running cluster through its API: jobs, executions, members, leader,
-pause/unpause and import (from a Dkron backup file or a running Dkron).
+"""The CLI commands that manage a running cluster's jobs and executions through its API.
 
 Every command takes `--server URL` and `--token` (env DKRON_NATS_API_URL, DKRON_NATS_TOKEN), prints a
-table for people or JSON with `--json`, and exits with the codes documented in `dkron_nats.apiclient`.
-`jobs apply` and `import` share one engine, `dkron_nats.jobsync`: read jobs, drop the read-only fields, order
-parents before children, and write only the jobs whose given fields differ from what the server stores.
+table for people or `-o json|yaml` for scripts (`--json` is `-o json`), and exits with the codes documented
+in `dkron_nats.apiclient`. `jobs apply` and `import` share one engine, `dkron_nats.jobsync`. The cluster's
+commands (members, leader, pause, completion) are in `dkron_nats.clicluster`.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import click
 
-from dkron_nats.apiclient import (
-    REFUSED,
-    Api,
-    ApiError,
-    api_options,
-    cell_text,
-    json_option,
-    print_json,
-    print_table,
-)
+from dkron_nats.apiclient import JOB_FAILED, REFUSED, Api, ApiError, api_options, cell_text, print_table
+from dkron_nats.clicluster import CLUSTER_COMMANDS
+from dkron_nats.clifollow import follow_launch, follow_output, no_execution
 from dkron_nats.config import ENV_PREFIX
-from dkron_nats.jobsync import Outcome, checked_jobs, job_path, load_job_file, sync_jobs
+from dkron_nats.jobcompare import diff_line
+from dkron_nats.jobfiles import FileJob, checked_jobs, read_backup, read_sources
+from dkron_nats.jobsync import PAGE, Outcome, job_path, list_jobs, missing_selector, prune_jobs, sync_jobs
+from dkron_nats.output_formats import WIDE, is_structured, output_option, print_structured, show
 from dkron_nats.timefmt import ZERO_TIME
 
-PAGE = 100
-"""Jobs fetched per request of `jobs list`."""
 FROM_TOKEN_ENV = ENV_PREFIX + "FROM_TOKEN"
+EXECUTION_IDS_HEADER = "X-Execution-Ids"
+"""Where a run's answer names the executions it started (the body is the job, as in Dkron)."""
 JOB_COLUMNS = ("name", "schedule", "status", "disabled", "success_count", "error_count", "next")
+JOB_WIDE_COLUMNS = (
+    *JOB_COLUMNS,
+    "timezone",
+    "executor",
+    "parent_job",
+    "last_success",
+    "last_error",
+    "tags",
+    "metadata",
+)
 EXECUTION_COLUMNS = ("id", "started_at", "finished_at", "status", "node_name", "attempt")
-MEMBER_COLUMNS = ("name", "addr", "port", "status", "server", "tags")
+EXECUTION_WIDE_COLUMNS = (*EXECUTION_COLUMNS, "group", "scheduled_at", "output_truncated")
 
 
 def _no_job(name: str) -> str:
     return f"no job named {name!r} (dkron-nats jobs list shows them)"
 
 
-def _no_execution(job: str, execution_id: str) -> str:
-    return f"no execution {execution_id!r} of job {job!r} (dkron-nats executions list {job} shows them)"
+def _pairs(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> dict[str, str]:
+    """`k=v` options (repeatable, or comma-separated in one: `team=ops,tier=1`) as a map."""
+    pairs = {}
+    for value in (part for given in values for part in given.split(",") if part):
+        key, sep, item = value.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{value!r}: use key=value")
+        pairs[key] = item
+    return pairs
 
 
 # --- jobs ------------------------------------------------------------------------------------------
@@ -53,16 +65,6 @@ def _no_execution(job: str, execution_id: str) -> str:
 @click.group()
 def jobs() -> None:
     """List, show, apply, delete, run and toggle jobs."""
-
-
-def _pairs(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> dict[str, str]:
-    pairs = {}
-    for value in values:
-        key, sep, item = value.partition("=")
-        if not sep or not key:
-            raise click.BadParameter(f"{value!r}: use key=value")
-        pairs[key] = item
-    return pairs
 
 
 @jobs.command("list")
@@ -77,7 +79,7 @@ def _pairs(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) 
     "--limit", type=click.IntRange(1, 10_000), default=PAGE, show_default=True, help="Jobs per page."
 )
 @api_options
-@json_option
+@output_option
 def jobs_list(
     q: str,
     status: str,
@@ -86,53 +88,43 @@ def jobs_list(
     every: bool,
     limit: int,
     api: Api,
-    as_json: bool,
+    output: str,
 ) -> None:
     """List jobs, filtered on the server and fetched a page at a time."""
     filters: dict[str, str | int] = {"q": q, "status": status}
     filters |= {f"tags[{k}]": v for k, v in tag.items()} | {f"metadata[{k}]": v for k, v in metadata.items()}
-    found, total = _list_jobs(api, {k: v for k, v in filters.items() if v}, limit, every)
-    if as_json:
-        print_json(found)
-        return
-    print_table([_job_row(job) for job in found], JOB_COLUMNS)
-    if len(found) < total:
+    found, total = list_jobs(api, {k: v for k, v in filters.items() if v}, limit, every)
+    show(output, found, [_job_row(job) for job in found], JOB_COLUMNS, JOB_WIDE_COLUMNS)
+    if len(found) < total and not is_structured(output):
         click.echo(f"showing {len(found)} of {total} jobs; --all lists every one", err=True)
 
 
-def _list_jobs(api: Api, filters: dict[str, str | int], limit: int, every: bool) -> tuple[list[Any], int]:
-    """The first page, or with `every` all pages; and how many jobs match (X-Total-Count)."""
-    found: list[Any] = []
-    while True:
-        params = {**filters, "_sort": "name", "_start": len(found), "_end": len(found) + limit}
-        response = api.response("GET", "/v1/jobs", params=params)
-        page = api.decoded(response)
-        total = int(response.headers.get("X-Total-Count", len(found) + len(page)))
-        found += page
-        if not every or not page or len(found) >= total:
-            return found, total
-
-
 def _job_row(job: Mapping[str, Any]) -> dict[str, Any]:
-    next_fire = job.get("next")
     return {
         **job,
         "status": job.get("status") or "untriggered",
-        "next": "" if next_fire == ZERO_TIME else next_fire,
+        "next": _time_cell(job.get("next")),
+        "last_success": _time_cell(job.get("last_success")),
+        "last_error": _time_cell(job.get("last_error")),
     }
+
+
+def _time_cell(value: Any) -> Any:
+    return "" if value == ZERO_TIME else value
 
 
 @jobs.command("get")
 @click.argument("name")
 @api_options
-@json_option
-def jobs_get(name: str, api: Api, as_json: bool) -> None:
-    """Show one job: every field that is set."""
+@output_option
+def jobs_get(name: str, api: Api, output: str) -> None:
+    """Show one job: every field that is set (wide: every field). `-o yaml` is a file `jobs apply` takes."""
     job = api.call("GET", job_path(name), missing=_no_job(name))
-    if as_json:
-        print_json(job)
+    if is_structured(output):
+        print_structured(job, output)
         return
-    shown = {key: value for key, value in job.items() if value not in (None, "", {}, [], ZERO_TIME)}
+    unset: tuple[Any, ...] = (None, "", {}, [], ZERO_TIME)
+    shown = {key: value for key, value in job.items() if output == WIDE or value not in unset}
     width = max(len(key) for key in shown)
     for key, value in shown.items():
         text = json.dumps(value) if isinstance(value, dict | list) else cell_text(value)
@@ -144,79 +136,145 @@ def jobs_get(name: str, api: Api, as_json: bool) -> None:
     "-f",
     "--file",
     "files",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    type=click.Path(exists=True, allow_dash=True),
     multiple=True,
     required=True,
-    help="YAML or JSON file with one job or a list of jobs (repeatable).",
+    help="A YAML or JSON file of jobs, a directory (its *.json, *.yaml and *.yml), or - for stdin "
+    "(repeatable).",
 )
-@click.option("--dry-run", is_flag=True, help="Print what would be created or updated; write nothing.")
+@click.option(
+    "--prune",
+    is_flag=True,
+    help="Delete the jobs that carry the --selector metadata and are in none of the files.",
+)
+@click.option(
+    "--selector",
+    "-l",
+    multiple=True,
+    callback=_pairs,
+    help="Metadata k=v (repeatable, or k=v,k2=v2) of the jobs --prune may delete.",
+)
+@click.option("--dry-run", is_flag=True, help="Show what would change, key by key; write nothing.")
 @api_options
-@json_option
-def jobs_apply(files: tuple[Path, ...], dry_run: bool, api: Api, as_json: bool) -> None:
-    """Create or update the jobs in FILE; a job equal to the stored one is left unchanged (not written)."""
-    wanted = [job for path in files for job in checked_jobs(load_job_file(path), str(path), strict=True)]
-    _report(sync_jobs(api, wanted, dry_run), dry_run, as_json)
+@output_option
+def jobs_apply(
+    files: tuple[str, ...], prune: bool, selector: dict[str, str], dry_run: bool, api: Api, output: str
+) -> None:
+    """Make the server's jobs what the files say: create, update (a key left out of a file goes back to its
+    default), leave equal jobs unchanged (not written), and with --prune delete the selected jobs that are
+    no longer in the files."""
+    if prune and not selector:
+        raise click.UsageError("--prune needs --selector k=v: only jobs with that metadata are pruned")
+    wanted = read_sources(files)
+    outcomes = sync_jobs(api, wanted, dry_run)
+    if prune:
+        for item in missing_selector(wanted, selector):
+            click.echo(
+                f"note: job {item.job['name']} ({item.source}) lacks the selector's metadata: "
+                "--prune never deletes it",
+                err=True,
+            )
+        outcomes += prune_jobs(api, {item.job["name"] for item in wanted}, selector, dry_run)
+    report(outcomes, dry_run, output)
 
 
 @jobs.command("delete")
 @click.argument("name")
 @api_options
-@json_option
-def jobs_delete(name: str, api: Api, as_json: bool) -> None:
+@output_option
+def jobs_delete(name: str, api: Api, output: str) -> None:
     """Delete a job (a job with children cannot be: delete them first)."""
     deleted = api.call("DELETE", job_path(name), missing=_no_job(name))
-    click.echo(json.dumps(deleted) if as_json else f"deleted job {name}")
+    _said(output, deleted, f"deleted job {name}")
 
 
 @jobs.command("run")
 @click.argument("name")
 @click.option("--force", is_flag=True, help="Run even if a `forbid` job's previous launch still runs.")
+@click.option(
+    "--follow",
+    is_flag=True,
+    help="Stream the output live until the launch ends (through its retries); exit 0 if it succeeded, "
+    f"{JOB_FAILED} if it failed.",
+)
 @api_options
-@json_option
-def jobs_run(name: str, force: bool, api: Api, as_json: bool) -> None:
-    """Launch a job now."""
+@output_option
+def jobs_run(name: str, force: bool, follow: bool, api: Api, output: str) -> None:
+    """Launch a job now; prints the id of each execution it started (one per target node)."""
     params = {"force": "true"} if force else {}
-    job = api.call("POST", job_path(name, "run"), params=params, missing=_no_job(name))
-    click.echo(json.dumps(job) if as_json else f"started job {name}")
+    response = api.response("POST", job_path(name, "run"), params=params, missing=_no_job(name))
+    job = api.decoded(response)
+    ids = [i for i in response.headers.get(EXECUTION_IDS_HEADER, "").split(",") if i]
+    if is_structured(output) and not follow:
+        print_structured({"job": name, "executions": ids}, output)
+    elif not is_structured(output):
+        click.echo(f"started job {name}", err=True)
+        for execution_id in ids:
+            click.echo(execution_id)
+    if not follow:
+        return
+    if not ids:
+        raise click.ClickException("the server did not say which executions it started; cannot --follow")
+    if not follow_launch(api, job, ids, output):
+        raise SystemExit(JOB_FAILED)
 
 
 @jobs.command("toggle")
 @click.argument("name")
 @api_options
-@json_option
-def jobs_toggle(name: str, api: Api, as_json: bool) -> None:
+@output_option
+def jobs_toggle(name: str, api: Api, output: str) -> None:
     """Disable an enabled job, or enable a disabled one."""
     job = api.call("POST", job_path(name, "toggle"), missing=_no_job(name))
-    state = "disabled" if job.get("disabled") else "enabled"
-    click.echo(json.dumps(job) if as_json else f"job {name} is now {state}")
+    _said(output, job, f"job {name} is now {'disabled' if job.get('disabled') else 'enabled'}")
 
 
-def _report(outcomes: list[Outcome], dry_run: bool, as_json: bool) -> None:
-    """Print the outcomes; exit with the first failure's code, if any."""
-    if as_json:
-        jobs_out = [{k: v for k, v in asdict(o).items() if k != "exit_code"} for o in outcomes]
-        print_json({"dry_run": dry_run, "jobs": jobs_out})
+def _said(output: str, data: Any, sentence: str) -> None:
+    if is_structured(output):
+        print_structured(data, output)
     else:
-        rows = [{"job": o.name, "action": _described(o, dry_run), "changed": o.changed} for o in outcomes]
-        print_table(rows, ("job", "action", "changed"))
-        for outcome in outcomes:
-            if outcome.error:
-                click.echo(f"error: job {outcome.name}: {outcome.error}", err=True)
-        if dry_run:
-            click.echo("dry run: nothing was written", err=True)
+        click.echo(sentence)
+
+
+def report(outcomes: list[Outcome], dry_run: bool, output: str, sources: bool = True) -> None:
+    """Print what apply, import or prune did (a dry run: the key-level diff too; `sources`: the FILE each
+    job came from); exit with the first failure's code, if any."""
+    if is_structured(output):
+        jobs_out = [{k: v for k, v in asdict(o).items() if k != "exit_code"} for o in outcomes]
+        print_structured({"dry_run": dry_run, "jobs": jobs_out}, output)
+    else:
+        _report_table(outcomes, dry_run, sources)
     failed = [o.exit_code for o in outcomes if o.exit_code]
     if failed:
         raise SystemExit(failed[0])
+
+
+def _report_table(outcomes: list[Outcome], dry_run: bool, sources: bool) -> None:
+    rows = [
+        {"job": o.name, "file": o.source, "action": _described(o, dry_run), "changed": o.changed}
+        for o in outcomes
+    ]
+    print_table(rows, ("job", "file", "action", "changed") if sources else ("job", "action", "changed"))
+    for outcome in outcomes:
+        if dry_run and outcome.diff:
+            click.echo(f"job {outcome.name} ({outcome.source}):" if sources else f"job {outcome.name}:")
+            for change in outcome.diff:
+                click.echo(f"    {diff_line(change)}")
+    for outcome in outcomes:
+        if outcome.error:
+            click.echo(f"error: job {outcome.name}: {outcome.error}", err=True)
+    if dry_run:
+        click.echo("dry run: nothing was written", err=True)
 
 
 def _described(outcome: Outcome, dry_run: bool) -> str:
     if outcome.action == "unchanged":
         return "unchanged"
     if outcome.error:
-        return f"failed ({outcome.action})"
+        return f"{'would fail' if dry_run else 'failed'} ({outcome.action})"
     if dry_run:
         return f"would {outcome.action}"
-    return {"create": "created", "update": "updated"}[outcome.action]
+    return {"create": "created", "update": "updated", "prune": "pruned"}[outcome.action]
 
 
 # --- executions ------------------------------------------------------------------------------------
@@ -230,14 +288,11 @@ def executions() -> None:
 @executions.command("list")
 @click.argument("job")
 @api_options
-@json_option
-def executions_list(job: str, api: Api, as_json: bool) -> None:
+@output_option
+def executions_list(job: str, api: Api, output: str) -> None:
     """A job's executions, newest first."""
     found = api.call("GET", job_path(job, "executions"), missing=_no_job(job))
-    if as_json:
-        print_json(found)
-    else:
-        print_table([_execution_row(ex) for ex in found], EXECUTION_COLUMNS)
+    show(output, found, [_execution_row(ex) for ex in found], EXECUTION_COLUMNS, EXECUTION_WIDE_COLUMNS)
 
 
 def _execution_row(execution: Mapping[str, Any]) -> dict[str, Any]:
@@ -254,132 +309,33 @@ def _execution_row(execution: Mapping[str, Any]) -> dict[str, Any]:
 @click.argument("execution_id", metavar="ID")
 @click.option("--follow", "-f", is_flag=True, help="Stream the output as the job prints it, until it ends.")
 @api_options
-@json_option
-def executions_output(job: str, execution_id: str, follow: bool, api: Api, as_json: bool) -> None:
+@output_option
+def executions_output(job: str, execution_id: str, follow: bool, api: Api, output: str) -> None:
     """An execution's whole output; with --follow, live until the execution ends."""
-    path = job_path(job, "executions", execution_id, "output")
-    missing = _no_execution(job, execution_id)
     if follow:
-        _follow(api, path, missing, as_json)
+        final = follow_output(api, job, execution_id, output)
+        if not is_structured(output):
+            outcome = "succeeded" if final.get("success") else "failed"
+            click.echo(f"execution {final.get('id', execution_id)} {outcome}", err=True)
         return
-    text = api.response("GET", path, missing=missing).text
-    if as_json:
-        print_json({"job": job, "id": execution_id, "output": text})
+    path = job_path(job, "executions", execution_id, "output")
+    text = api.response("GET", path, missing=no_execution(job, execution_id)).text
+    if is_structured(output):
+        print_structured({"job": job, "id": execution_id, "output": text}, output)
     else:
         click.echo(text, nl=False)
-
-
-def _follow(api: Api, path: str, missing: str, as_json: bool) -> None:
-    """Print `output` events as they come; the `end` event carries the finished execution."""
-    with api.stream(path, "text/event-stream", missing) as response:
-        for kind, data in _sse_events(response.iter_lines()):
-            if as_json:
-                print_json(
-                    {"event": kind, "output": data["output"]}
-                    if kind == "output"
-                    else {"event": kind, "execution": data}
-                )
-            elif kind == "output":
-                click.echo(data.get("output", ""), nl=False)
-            elif kind == "end":
-                outcome = "succeeded" if data.get("success") else "failed"
-                click.echo(f"execution {data.get('id', '')} {outcome}", err=True)
-
-
-def _sse_events(lines: Iterator[str]) -> Iterator[tuple[str, dict[str, Any]]]:
-    """(event, JSON data) pairs of a Server-Sent Events stream."""
-    kind, data = "message", list[str]()
-    for line in lines:
-        if not line:
-            if data:
-                yield kind, json.loads("\n".join(data))
-            kind, data = "message", []
-        elif line.startswith("event:"):
-            kind = line.partition(":")[2].strip()
-        elif line.startswith("data:"):
-            data.append(line.partition(":")[2].removeprefix(" "))
 
 
 @executions.command("cancel")
 @click.argument("job")
 @click.argument("execution_id", metavar="ID")
 @api_options
-@json_option
-def executions_cancel(job: str, execution_id: str, api: Api, as_json: bool) -> None:
+@output_option
+def executions_cancel(job: str, execution_id: str, api: Api, output: str) -> None:
     """Stop a running execution (it ends failed); exit 5 when it has already finished."""
-    missing = _no_execution(job, execution_id)
+    missing = no_execution(job, execution_id)
     found = api.call("POST", job_path(job, "executions", execution_id, "cancel"), missing=missing)
-    click.echo(json.dumps(found) if as_json else f"cancelling execution {execution_id} of job {job}")
-
-
-# --- cluster ---------------------------------------------------------------------------------------
-
-
-def _member_row(member: Mapping[str, Any]) -> dict[str, Any]:
-    tags = member.get("Tags") or {}
-    return {
-        "name": member.get("Name"),
-        "addr": member.get("Addr"),
-        "port": member.get("Port"),
-        "status": member.get("statusText", "alive"),
-        "server": tags.get("server", ""),
-        "tags": {k: v for k, v in tags.items() if k != "server"},
-    }
-
-
-@click.command()
-@api_options
-@json_option
-def members(api: Api, as_json: bool) -> None:
-    """The cluster's nodes: servers and agents, alive or failed."""
-    found = api.call("GET", "/v1/members")
-    if as_json:
-        print_json(found)
-    else:
-        print_table([_member_row(m) for m in found], MEMBER_COLUMNS)
-
-
-@click.command()
-@api_options
-@json_option
-def leader(api: Api, as_json: bool) -> None:
-    """The server that leads (runs the scheduler) now; exit 1 while there is none."""
-    found = api.call("GET", "/v1/leader")
-    if as_json:
-        print_json(found)
-    else:
-        print_table([_member_row(found)], MEMBER_COLUMNS[:-1])
-
-
-SCHEDULING_HELP = "Scheduling (persisted, cluster-wide) instead of job submissions (Dkron's pause)."
-
-
-@click.command()
-@click.option("--scheduling", is_flag=True, help=SCHEDULING_HELP)
-@api_options
-@json_option
-def pause(scheduling: bool, api: Api, as_json: bool) -> None:
-    """Pause job submissions (new jobs and updates get 503), or with --scheduling the scheduler."""
-    _set_paused(api, "/v1/pause", scheduling, as_json)
-
-
-@click.command()
-@click.option("--scheduling", is_flag=True, help=SCHEDULING_HELP)
-@api_options
-@json_option
-def unpause(scheduling: bool, api: Api, as_json: bool) -> None:
-    """Lift a pause of submissions, or with --scheduling of the scheduler."""
-    _set_paused(api, "/v1/unpause", scheduling, as_json)
-
-
-def _set_paused(api: Api, path: str, scheduling: bool, as_json: bool) -> None:
-    state = api.call("POST", path, params={"scheduling": "true"} if scheduling else {})
-    if as_json:
-        print_json(state)
-        return
-    click.echo(f"submissions: {'paused' if state.get('paused') else 'accepted'}")
-    if "scheduling_paused" in state:
-        click.echo(f"scheduling: {'paused' if state['scheduling_paused'] else 'running'}")
+    _said(output, found, f"cancelling execution {execution_id} of job {job}")
 
 
 # --- import ----------------------------------------------------------------------------------------
@@ -395,33 +351,24 @@ def _set_paused(api: Api, path: str, scheduling: bool, as_json: bool) -> None:
 )
 @click.option("--dry-run", is_flag=True, help="Print what would be created, updated or left; write nothing.")
 @api_options
-@json_option
+@output_option
 def import_jobs(
-    backup: Path | None, source_url: str, from_token: str, dry_run: bool, api: Api, as_json: bool
+    backup: Path | None, source_url: str, from_token: str, dry_run: bool, api: Api, output: str
 ) -> None:
     """Copy jobs from a Dkron backup file (BACKUP, the JSON array /v1/restore takes) or from a running
     Dkron (--from-dkron URL) into the server, parents before children."""
     if (backup is None) == (not source_url):
         raise click.UsageError("give either a backup FILE or --from-dkron URL (one of them)")
     if backup is not None:
-        found, source = _read_backup(backup), str(backup)
+        found, source = read_backup(backup), str(backup)
     else:
         source_api = Api(source_url, from_token, setting="--from-dkron")
         found, source = source_api.call("GET", "/v1/jobs"), source_url
         if not isinstance(found, list):
             raise ApiError(f"{source_url}/v1/jobs did not answer a list of jobs: is it a Dkron API?", REFUSED)
-    _report(sync_jobs(api, checked_jobs(found, source, strict=False), dry_run), dry_run, as_json)
+    wanted = [FileJob(job, source) for job in checked_jobs(found, source, strict=False)]
+    report(sync_jobs(api, wanted, dry_run), dry_run, output, sources=False)  # one source: the one given
 
 
-def _read_backup(path: Path) -> list[Any]:
-    try:
-        found = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise ApiError(f"cannot read the backup {path}: {exc}") from None
-    if not isinstance(found, list):
-        raise ApiError(f"{path} is not a Dkron backup: that is a JSON array of jobs, as /v1/restore takes")
-    return found
-
-
-API_COMMANDS: list[click.Command] = [jobs, executions, members, leader, pause, unpause, import_jobs]
+API_COMMANDS: list[click.Command] = [jobs, executions, import_jobs, *CLUSTER_COMMANDS]
 """Registered on `dkron-nats` (the `main` group in cli.py)."""

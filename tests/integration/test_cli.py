@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -77,3 +78,24 @@ def test_invalid_environment_value_is_named() -> None:
     result = _run("agent", "--print-config", env={"DKRON_NATS_LEASE_TTL": "abc"})
     assert result.returncode == 2
     assert "lease-ttl" in result.stderr
+
+
+def test_completion_scripts_complete_commands_and_options() -> None:
+    script = _run("completion", "bash")
+    assert script.returncode == 0, script.stderr
+    assert "_DKRON_NATS_COMPLETE=bash_complete" in script.stdout
+    assert _run("completion", "fish").returncode == 0
+    assert _run("completion", "tcsh").returncode == 2
+
+    # What the bash script asks the installed command when the user presses TAB after `dkron-nats jobs ap`.
+    program = str(Path(sys.executable).parent / "dkron-nats")
+    asked = {"_DKRON_NATS_COMPLETE": "bash_complete", "COMP_WORDS": "dkron-nats jobs ap", "COMP_CWORD": "2"}
+    answer = subprocess.run(
+        [program], capture_output=True, text=True, timeout=30, env={**os.environ, **asked}
+    )
+    assert answer.stdout.split() == ["plain,apply"]
+    asked["COMP_WORDS"], asked["COMP_CWORD"] = "dkron-nats jobs list -o y", "4"
+    answer = subprocess.run(
+        [program], capture_output=True, text=True, timeout=30, env={**os.environ, **asked}
+    )
+    assert answer.stdout.split() == ["plain,yaml"]

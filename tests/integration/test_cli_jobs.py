@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import uuid
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import Any
 import anyio
 import nats
 import pytest
+import yaml
 
 from dkron_nats.kv.buckets import JOBS
 from dkron_nats.names import job_key
@@ -108,8 +110,8 @@ def test_apply_the_same_file_twice_writes_nothing_the_second_time(server: Node, 
     again = cli("jobs", "apply", "-f", str(spec), server=server)
     assert again.returncode == 0, again.stderr
     header, *rows = again.stdout.splitlines()
-    assert header.split() == ["JOB", "ACTION", "CHANGED"]
-    assert sorted(row.split() for row in rows) == sorted([name, "unchanged"] for name in names)
+    assert header.split() == ["JOB", "FILE", "ACTION", "CHANGED"]
+    assert sorted(row.split() for row in rows) == sorted([name, str(spec), "unchanged"] for name in names)
     assert stored_revisions(server, names) == revisions
     assert sorted(audited(server, names)) == sorted(("job.create", name) for name in names)
 
@@ -215,9 +217,10 @@ def test_get_run_toggle_delete_and_not_found_exits_3(server: Node) -> None:
     assert cli_json("jobs", "get", name, server=server) == server.get(f"/v1/jobs/{name}").json()
 
     ran = cli("jobs", "run", name, server=server)
-    assert (ran.returncode, ran.stdout.strip()) == (0, f"started job {name}")
+    assert (ran.returncode, ran.stderr.strip()) == (0, f"started job {name}")
     done = wait_for(lambda: _finished(server, name), what="the manual run to finish")
     assert done[0]["success"] is True
+    assert ran.stdout.split() == [done[0]["id"]]  # the id of the execution it started
 
     assert cli_json("jobs", "toggle", name, server=server)["disabled"] is True
     disabled = cli("jobs", "run", name, server=server)
@@ -381,3 +384,192 @@ def test_usage_errors_exit_2(args: list[str], tmp_path: Path) -> None:
     result = cli(*args, "--server", "http://127.0.0.1:1")
     assert result.returncode == 2, result.stderr
     assert "Usage:" in result.stderr
+
+
+def test_apply_is_declarative_a_key_removed_from_the_file_goes_back_to_its_default(
+    server: Node, tmp_path: Path
+) -> None:
+    name = unique("declared")
+    spec = tmp_path / "job.yaml"
+    full = f"""name: {name}
+schedule: '@manually'
+retries: 2
+concurrency: forbid
+metadata: {{team: ops}}
+executor: shell
+executor_config: {{command: "echo hi", shell: "true"}}
+"""
+    spec.write_text(full)
+    assert cli_json("jobs", "apply", "-f", str(spec), server=server)["jobs"][0]["action"] == "create"
+
+    spec.write_text(full.replace("retries: 2\n", "").replace("concurrency: forbid\n", ""))
+    applied = cli_json("jobs", "apply", "-f", str(spec), server=server)["jobs"][0]
+    assert (applied["action"], applied["changed"]) == ("update", ["retries", "concurrency"])
+    stored = server.get(f"/v1/jobs/{name}").json()
+    assert (stored["retries"], stored["concurrency"]) == (0, "allow")
+
+    spec.write_text(spec.read_text().replace(', shell: "true"', ""))
+    planned = cli("jobs", "apply", "-f", str(spec), "--dry-run", server=server)
+    assert planned.returncode == 0, planned.stderr
+    assert '    executor_config.shell: "true" -> (unset)' in planned.stdout.splitlines()
+    assert server.get(f"/v1/jobs/{name}").json()["executor_config"]["shell"] == "true"
+    assert cli_json("jobs", "apply", "-f", str(spec), server=server)["jobs"][0]["action"] == "update"
+    assert server.get(f"/v1/jobs/{name}").json()["executor_config"] == {"command": "echo hi"}
+    assert cli_json("jobs", "apply", "-f", str(spec), server=server)["jobs"][0]["action"] == "unchanged"
+
+
+def test_yaml_scalars_in_string_maps_become_strings_and_a_type_error_names_the_key_path(
+    server: Node, tmp_path: Path
+) -> None:
+    name = unique("scalars")
+    spec = tmp_path / "scalars.yaml"
+    spec.write_text(
+        f"name: {name}\nschedule: '@manually'\nmetadata: {{build: 42, ratio: 1.5, nightly: false}}\n"
+        "executor: shell\nexecutor_config: {command: 'echo $((40 + 2))', shell: true}\n"
+    )
+    applied = cli("jobs", "apply", "-f", str(spec), server=server)
+    assert applied.returncode == 0, applied.stderr
+    stored = server.get(f"/v1/jobs/{name}").json()
+    assert stored["executor_config"] == {"command": "echo $((40 + 2))", "shell": "true"}
+    assert stored["metadata"] == {"build": "42", "ratio": "1.5", "nightly": "false"}
+
+    wrong = tmp_path / "wrong.yaml"
+    wrong.write_text(
+        f"- name: {unique('ok')}\n- name: {unique('bad')}\n  executor_config: {{shell: [1, 2]}}\n"
+    )
+    refused = cli("jobs", "apply", "-f", str(wrong), server=server)
+    assert refused.returncode == 1
+    assert f"{wrong}: jobs[1].executor_config.shell: expected a string" in refused.stderr
+
+
+def test_the_getting_started_example_works_as_written(server: Node) -> None:
+    doc = (Path(__file__).parents[2] / "docs" / "getting-started.md").read_text()
+    body = json.loads(doc.split("curl localhost:8080/v1/jobs -XPOST -d '", 1)[1].split("'", 1)[0])
+    body["name"] = name = unique(body["name"])  # the shared server: a name of its own
+    assert server.post("/v1/jobs", json=body).status_code == 201
+    try:
+        assert cli("jobs", "run", name, server=server).returncode == 0
+        done = wait_for(lambda: _finished(server, name), what="the example's run")
+        assert done[0]["output"] == f"hello from {socket.gethostname()}\n"
+    finally:
+        server.request("DELETE", f"/v1/jobs/{name}")
+
+
+def test_run_follow_streams_each_attempt_and_exits_with_the_jobs_status(server: Node) -> None:
+    good, bad = unique("follow-ok"), unique("follow-bad")
+    assert server.post("/v1/jobs", json=shell_job(good, "echo one; sleep 0.3; echo two")).status_code == 201
+    failing = shell_job(bad, "echo attempt $DKRON_ATTEMPT; exit 3", retries=1)
+    assert server.post("/v1/jobs", json=failing).status_code == 201
+
+    followed = cli("jobs", "run", good, "--follow", server=server)
+    assert followed.returncode == 0, followed.stderr
+    execution, *output = followed.stdout.splitlines()
+    assert output == ["one", "two"]
+    assert server.get(f"/v1/jobs/{good}/executions/{execution}").json()["success"] is True
+    assert f"execution {execution} on {server.name} succeeded" in followed.stderr
+
+    retried = cli("jobs", "run", bad, "--follow", server=server)
+    assert retried.returncode == 6, retried.stderr  # the job failed: its last attempt too
+    first, *output = retried.stdout.splitlines()
+    assert [line for line in output if line.startswith("attempt")] == ["attempt 1", "attempt 2"], output
+    assert f"execution {first}=2 on {server.name} failed" in retried.stderr
+
+
+def test_output_formats_and_a_job_shown_as_yaml_applies_back_unchanged(server: Node) -> None:
+    name = unique("formats")
+    body = shell_job(name, "echo formats", retries=1, metadata={"team": "ops"})
+    assert server.post("/v1/jobs", json=body).status_code == 201
+
+    shown = cli("jobs", "get", name, "-o", "yaml", server=server)
+    assert shown.returncode == 0, shown.stderr
+    assert yaml.safe_load(shown.stdout) == server.get(f"/v1/jobs/{name}").json()
+    back = subprocess.run(
+        [*DKRON_NATS, "jobs", "apply", "-f", "-", "-o", "json"],
+        input=shown.stdout,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "DKRON_NATS_API_URL": server.url},
+    )
+    assert back.returncode == 0, back.stderr
+    assert json.loads(back.stdout)["jobs"] == [
+        {
+            "name": name,
+            "action": "unchanged",
+            "source": "stdin",
+            "changed": [],
+            "diff": [],
+            "written": False,
+            "error": None,
+        }
+    ]
+
+    wide = cli("jobs", "list", "--search", name, "-o", "wide", server=server)
+    header, row = wide.stdout.splitlines()
+    assert header.split()[-7:] == [
+        "TIMEZONE",
+        "EXECUTOR",
+        "PARENT_JOB",
+        "LAST_SUCCESS",
+        "LAST_ERROR",
+        "TAGS",
+        "METADATA",
+    ]
+    assert row.split()[-2:] == ["shell", "team=ops"]
+    assert yaml.safe_load(cli("members", "-o", "yaml", server=server).stdout)[0]["Name"] == server.name
+    assert cli_json("executions", "list", name, server=server) == []
+    both = cli("jobs", "get", name, "--json", "-o", "yaml", server=server)
+    assert both.returncode == 2
+    assert "--json means -o json" in both.stderr
+
+
+def test_apply_a_directory_then_prune_what_left_it_by_selector(server: Node, tmp_path: Path) -> None:
+    batch = unique("batch")
+    kept, dropped, stranger = unique("kept"), unique("dropped"), unique("stranger")
+    jobs_dir = tmp_path / "jobs"
+    jobs_dir.mkdir()
+    (jobs_dir / "a.yaml").write_text(
+        f"- {{name: {kept}, schedule: '@manually', metadata: {{batch: {batch}}}}}\n"
+        f"- {{name: {dropped}, schedule: '@manually', metadata: {{batch: {batch}}}}}\n"
+    )
+    (jobs_dir / "notes.txt").write_text("not a job file")
+    assert server.post("/v1/jobs", json=job(stranger, metadata={"batch": "other"})).status_code == 201
+
+    created = cli("jobs", "apply", "-f", str(jobs_dir), server=server)
+    assert created.returncode == 0, created.stderr
+    rows = [row.split() for row in created.stdout.splitlines()[1:]]
+    assert rows == [
+        [kept, str(jobs_dir / "a.yaml"), "created"],
+        [dropped, str(jobs_dir / "a.yaml"), "created"],
+    ]
+
+    (jobs_dir / "a.yaml").write_text(
+        f"- {{name: {kept}, schedule: '@manually', metadata: {{batch: {batch}}}}}\n"
+    )
+    unselected = cli("jobs", "apply", "-f", str(jobs_dir), "--prune", server=server)
+    assert unselected.returncode == 2
+    assert "--prune needs --selector" in unselected.stderr
+
+    planned = cli_json(
+        "jobs",
+        "apply",
+        "-f",
+        str(jobs_dir),
+        "--prune",
+        "--selector",
+        f"batch={batch}",
+        "--dry-run",
+        server=server,
+    )
+    assert [(j["name"], j["action"], j["written"]) for j in planned["jobs"]] == [
+        (kept, "unchanged", False),
+        (dropped, "prune", False),
+    ]
+    assert server.get(f"/v1/jobs/{dropped}").status_code == 200
+
+    pruned = cli("jobs", "apply", "-f", str(jobs_dir), "--prune", "-l", f"batch={batch}", server=server)
+    assert pruned.returncode == 0, pruned.stderr
+    assert [dropped, "pruned"] in [row.split() for row in pruned.stdout.splitlines()]
+    assert server.get(f"/v1/jobs/{dropped}").status_code == 404
+    assert server.get(f"/v1/jobs/{kept}").status_code == 200
+    assert server.get(f"/v1/jobs/{stranger}").status_code == 200  # other metadata: never pruned
