@@ -2,14 +2,19 @@
 
 Each object has `time` (UTC, RFC 3339 with milliseconds), `level`, `logger`, `message` and `node` (this
 node's name); `job`, `execution` and `node` given by a record (`logger.info(..., extra={"job": name})`) are
-fields too, and a traceback is `exception`. Secrets are masked before any formatter sees the record
-(logredact.py's filter sits on the handler); the extra fields are masked here, being free text too.
+fields too, and a traceback is `exception`. Code working on one job or execution says so once with
+`about(job=..., execution=...)`: every record logged inside it (and in tasks started there) carries them.
+Secrets are masked before any formatter sees the record (logredact.py's filter sits on the handler); the
+extra fields are masked here, being free text too.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,6 +23,18 @@ from dkron_nats.secrets import mask_text
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 CONTEXT_FIELDS = ("job", "execution", "node")
 """Record attributes (from `extra=`) written as fields of their own."""
+
+_context: ContextVar[dict[str, str]] = ContextVar("log_context", default={})  # noqa: B039  # never mutated
+
+
+@contextmanager
+def about(**fields: str) -> Iterator[None]:
+    """Records logged inside this block (and in tasks started inside it) carry `fields` (job, execution)."""
+    token = _context.set({**_context.get(), **{k: v for k, v in fields.items() if v}})
+    try:
+        yield
+    finally:
+        _context.reset(token)
 
 
 class JsonFormatter(logging.Formatter):
@@ -34,8 +51,9 @@ class JsonFormatter(logging.Formatter):
         }
         if self.node:
             entry["node"] = self.node
+        context = _context.get()
         for name in CONTEXT_FIELDS:
-            value = record.__dict__.get(name)
+            value = record.__dict__.get(name, context.get(name))
             if value is not None and value != "":
                 entry[name] = mask_text(str(value))
         if record.exc_info and not record.exc_text:

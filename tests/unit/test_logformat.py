@@ -10,6 +10,7 @@ from collections.abc import Iterator
 import pytest
 
 from dkron_nats import logsetup
+from dkron_nats.logformat import about
 
 
 @pytest.fixture
@@ -55,6 +56,20 @@ def test_each_record_is_one_json_object_with_its_fields_and_secrets_masked(node_
     text = node_log.getvalue()
     for secret in ("s3cret", "hunter2", "token=abc"):
         assert secret not in text
+
+
+def test_records_inside_about_carry_the_job_and_execution(node_log: io.StringIO) -> None:
+    log = logging.getLogger("dkron_nats.leader.results")
+    with about(job="nightly-payroll", execution="1700000000000000000-web-2"):
+        log.warning("retrying")
+        with about(execution="1700000000000000001-web-2"):
+            log.info("retry sent")
+    log.info("idle")
+    inside, nested, outside = _lines(node_log)
+    assert (inside["job"], inside["execution"]) == ("nightly-payroll", "1700000000000000000-web-2")
+    assert (nested["job"], nested["execution"]) == ("nightly-payroll", "1700000000000000001-web-2")
+    assert "job" not in outside
+    assert "execution" not in outside
 
 
 def test_a_reload_switches_format_and_level(node_log: io.StringIO) -> None:
