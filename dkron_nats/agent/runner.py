@@ -42,6 +42,7 @@ from dkron_nats.kv.typed import TRANSIENT, with_retry
 from dkron_nats.kv.watch import next_entry
 from dkron_nats.kv.watch import stop as stop_watch
 from dkron_nats.leader.lease import LEASE_KEY, SIGNATURE_HEADER, LeaseRecord, signature_refusal, term_of
+from dkron_nats.logformat import about
 from dkron_nats.metrics import EXECUTION_SECONDS, RUNNING
 from dkron_nats.models import (
     CancelLaunch,
@@ -341,8 +342,11 @@ class Agent:
         except NatsError as exc:
             logger.warning("no started event for %s/%s: %s", ex.job_name, ex.id, exc)
         attributes = {"dkron.job": job.name, "dkron.execution": ex.id, "dkron.node": self.node}
-        with tracer().start_as_current_span(
-            "execute", context=running.trace, kind=SpanKind.CONSUMER, attributes=attributes
+        with (
+            about(job=job.name, execution=ex.id),
+            tracer().start_as_current_span(
+                "execute", context=running.trace, kind=SpanKind.CONSUMER, attributes=attributes
+            ),
         ):
             await self._execute_traced(job, running, siblings, env)
 

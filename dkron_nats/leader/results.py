@@ -41,6 +41,7 @@ from dkron_nats.kv.typed import TRANSIENT, with_retry
 from dkron_nats.leader.launcher import JobBusy, Launcher, attempt_id
 from dkron_nats.leader.notify import Notifier
 from dkron_nats.leader.stats import Stats
+from dkron_nats.logformat import about
 from dkron_nats.metrics import (
     EXECUTIONS_FAILED,
     EXECUTIONS_SUCCEEDED,
@@ -186,7 +187,11 @@ class ResultProcessor:
         wait = 0.0
         if result is not None:
             # The agent's execution span, so recording and notifying join the launch's trace.
-            with tracer().start_as_current_span("record result", context=extract(msg.headers)):
+            ex = result.execution
+            with (
+                about(job=ex.job_name, execution=ex.id),
+                tracer().start_as_current_span("record result", context=extract(msg.headers)),
+            ):
                 try:
                     wait = await self._handle(result, seq, msg.subject)
                 except LeadershipLostError:
