@@ -23,7 +23,7 @@ from nats.js.kv import KeyValue
 
 from dkron_nats.agent.childwatch import use_pidfd_child_watcher
 from dkron_nats.agent.journal import RunJournal
-from dkron_nats.agent.registry import discover_executors, discover_processors
+from dkron_nats.agent.registry import ProcessorRegistry, discover_executors, discover_processors
 from dkron_nats.agent.runner import Agent
 from dkron_nats.audit import AuditLog
 from dkron_nats.auth import BOOTSTRAP_ENV, Authenticator, StoredToken, bootstrap_token_from_env
@@ -68,7 +68,7 @@ from dkron_nats.natsauth import NatsAccessError, NatsCredentials, cluster_keys, 
 from dkron_nats.natsjwt import ClusterKeys
 from dkron_nats.natsserver import EmbeddedNats, NatsServerError, StoreEncryption, split_host_port
 from dkron_nats.nextfire import NextFireCache
-from dkron_nats.reload import MEMBER_SETTINGS, NOTIFICATION_SETTINGS
+from dkron_nats.reload import MEMBER_SETTINGS, NOTIFICATION_SETTINGS, PROCESSOR_SETTINGS
 from dkron_nats.timefmt import utcnow
 from dkron_nats.triggers import TriggerIntake
 from dkron_nats.version import VERSION
@@ -179,6 +179,7 @@ class Node:
         executors.configure(s)
         processors = discover_processors()
         processors.configure(s)
+        self._on_reload(functools.partial(_reconfigure_processors, processors))
         locks = JobLocks(buckets.locks, js, ttl=s.member_ttl)
         agent = Agent(
             nc,
@@ -350,6 +351,14 @@ async def _publish_member(
         except TRANSIENT:
             pass
     logger.warning("the new tags could not be published now (NATS unavailable); the next heartbeat will")
+
+
+async def _reconfigure_processors(
+    processors: ProcessorRegistry, settings: Settings, changed: frozenset[str]
+) -> None:
+    """The processors' settings (the files processor's root) apply from the next execution on."""
+    if changed & PROCESSOR_SETTINGS:
+        processors.configure(settings)
 
 
 async def _reconfigure_server(

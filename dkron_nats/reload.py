@@ -50,7 +50,9 @@ NOTIFICATION_SETTINGS = frozenset(
     }
 )
 """Read by the leader's notifier for each notification it sends."""
-APPLIED_AT_RUN_TIME = MEMBER_SETTINGS | LOG_SETTINGS | NOTIFICATION_SETTINGS
+PROCESSOR_SETTINGS = frozenset({"files_processor_root"})
+"""Read by the processors for each execution they process (`ProcessorRegistry.configure`)."""
+APPLIED_AT_RUN_TIME = MEMBER_SETTINGS | LOG_SETTINGS | NOTIFICATION_SETTINGS | PROCESSOR_SETTINGS
 
 _KEYS = {"nats_urls": "nats-url", "cors_origins": "cors-origin", "allowed_hosts": "allowed-host"}
 """Settings whose config key is not their name with dashes."""

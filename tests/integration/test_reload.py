@@ -29,6 +29,7 @@ retry-join:
 mail-host: smtp.example.com
 mail-port: 25
 max-executions: 50
+files-processor-root: {files_root}
 """
 
 
@@ -55,10 +56,12 @@ def test_sighup_applies_tags_and_log_level_names_the_rest_and_keeps_serving(tmp_
     conf.write_text(STARTING)
     with running(Node(tmp_path / "data", extra=["--config", str(conf)])) as node:
         assert (_tags(node) or {}).get("team") == "blue"
-        node.post("/v1/jobs", json=job("green-only", tags={"team": "green"})).raise_for_status()
+        green = job("green-only", command="echo ran", tags={"team": "green"}, processors={"files": {}})
+        node.post("/v1/jobs", json=green).raise_for_status()
         assert node.post("/v1/jobs/green-only").status_code == 404  # no node is tagged team=green yet
 
-        conf.write_text(RELOADED)
+        files_root = tmp_path / "processor-files-after-reload"
+        conf.write_text(RELOADED.format(files_root=files_root))
         _hang_up(node)
         wait_for(lambda: (_tags(node) or {}).get("team") == "green", 20, "the new tags in /v1/members")
         wait_for(
@@ -72,6 +75,8 @@ def test_sighup_applies_tags_and_log_level_names_the_rest_and_keeps_serving(tmp_
         # Job targeting follows the new tags, and the node still serves.
         assert node.post("/v1/jobs/green-only").status_code == 200
         wait_for(lambda: node.get("/v1/jobs/green-only").json()["success_count"] == 1, 20, "the run")
+        # The files processor writes under the root the reload set (processors' settings apply at once).
+        assert [p.read_text() for p in files_root.glob("*.log")] == ["ran\n"]
 
         conf.write_text("tags:\n  team: [unclosed\n")
         _hang_up(node)
