@@ -133,6 +133,7 @@ def from_file(data: Mapping[Any, Any], options: Mapping[str, click.Parameter], p
             notices.append(ignored_notice(dashed, where))
         else:
             raise ConfigError(_unknown(key, where, options))
+    _dotless_node_name(values, where, notices)
     return Defaults(values, tuple(notices))
 
 
@@ -153,7 +154,19 @@ def from_environment(environ: Mapping[str, str], options: Mapping[str, click.Par
             values[param.name or ""] = param.type.split_envvar_value(value) if param.multiple else value
         elif key in IGNORED:
             notices.append(ignored_notice(key, f"environment variable {variable}"))
+    _dotless_node_name(values, "environment variable DKRON_NODE_NAME", notices)
     return Defaults(values, tuple(notices))
+
+
+def _dotless_node_name(values: dict[str, Any], where: str, notices: list[str]) -> None:
+    """Dkron's node name defaults to the full host name; here a name is a NATS subject token (no dots)."""
+    name = values.get("node_name")
+    if isinstance(name, str) and "." in name:
+        values["node_name"] = name.replace(".", "-")
+        notices.append(
+            f"{where}: node-name {name!r} is used as {values['node_name']!r} (a node name here may not "
+            "contain '.')"
+        )
 
 
 def _listed(param: click.Parameter, item: Any) -> Any:

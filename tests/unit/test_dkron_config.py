@@ -118,3 +118,14 @@ def test_a_typo_of_our_own_key_is_refused_with_the_closest_key(tmp_path: Path) -
     assert result.exit_code == 2
     assert "unknown setting 'nats-ulr'" in result.stderr
     assert "did you mean 'nats-url'?" in result.stderr
+
+
+def test_a_dkron_host_name_with_dots_becomes_a_node_name_with_dashes(tmp_path: Path) -> None:
+    """Dkron's node-name defaults to the full host name; a node name here is a NATS subject token."""
+    conf = tmp_path / "dkron.yml"
+    conf.write_text("server: true\nnode-name: web1.prod.example.com\n")
+    result = _agent("--config", str(conf))
+    assert _settings(result)["node_name"] == "web1-prod-example-com"
+    assert "node-name 'web1.prod.example.com' is used as 'web1-prod-example-com'" in result.stderr
+    from_env = _agent(env={"DKRON_NODE_NAME": "db.internal"})
+    assert _settings(from_env)["node_name"] == "db-internal"
