@@ -118,6 +118,15 @@ def published_host() -> str:
     return "127.0.0.1" if host in LOCAL_HOSTS else host
 
 
+def publish(container: DockerContainer, port: int, host: str, host_port: int) -> DockerContainer:
+    """Publish the container's `port` on `host_port` of this host: on loopback only when the engine is
+    local (`host` is `published_host()`), since a test server has no or a test-only authentication."""
+    bind = "127.0.0.1" if host == "127.0.0.1" else "0.0.0.0"
+    # docker-py takes (host ip, port); testcontainers' annotation names only the port.
+    container.ports[f"{port}/tcp"] = cast("int", (bind, host_port))
+    return container
+
+
 class ContainerNatsNode(NatsNode):
     """One nats-server container; `port` and `monitor_port` are its published ports on this host."""
 
@@ -159,12 +168,8 @@ class ContainerNatsNode(NatsNode):
                 ]
             )
         )
-        # Published on loopback only when the engine is local (the cluster has no authentication).
-        # docker-py takes (host ip, port); testcontainers' annotation names only the port.
-        bind = "127.0.0.1" if self.host == "127.0.0.1" else "0.0.0.0"
-        container.ports[f"{CLIENT_PORT}/tcp"] = cast("int", (bind, self.port))
-        container.ports[f"{MONITOR_PORT}/tcp"] = cast("int", (bind, self.monitor_port))
-        return container
+        publish(container, CLIENT_PORT, self.host, self.port)
+        return publish(container, MONITOR_PORT, self.host, self.monitor_port)
 
     @property
     def url(self) -> str:
