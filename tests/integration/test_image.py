@@ -20,7 +20,7 @@ from testcontainers.core.image import DockerImage
 from testcontainers.core.network import Network
 
 from tests.cluster import free_ports
-from tests.containers import publish, published_host, require_engine
+from tests.containers import ensure_images_for, publish, published_host, require_engine
 from tests.harness import wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]  # the build runs npm ci and pip wheel
@@ -34,6 +34,7 @@ HEALTHY_WITHIN = 90.0
 @pytest.fixture(scope="module")
 def image() -> Iterator[str]:
     require_engine("the image test")
+    ensure_images_for(nats=False)
     with DockerImage(path=REPO, tag=f"dkron-nats-test:{uuid.uuid4().hex[:12]}", clean_up=True) as built:
         yield str(built)
 
