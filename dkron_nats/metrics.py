@@ -8,9 +8,16 @@ An agent (a node without `--server`) records only its own series: `dkron_executi
 `dkron_execution_seconds`, the NATS connection counters and the process's; it serves them on its
 `--http-addr` listener (`http/agent_app.py`). Their labels hold no job names, since that listener has no
 authentication.
+
+What an execution costs is read from two counters every node exports: `dkron_nats_messages_total` (messages
+through this node's NATS connection, by direction) and `process_cpu_seconds_total` (the process collector's
+user + system time). Divided by the executions counted in the same interval (`dkron_job_executions_*` on
+the leader, `dkron_execution_seconds_count` on an agent), they give messages and CPU per execution.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
 
 from prometheus_client import (
     CollectorRegistry,
@@ -21,6 +28,7 @@ from prometheus_client import (
     disable_created_metrics,
     generate_latest,
 )
+from prometheus_client.core import CounterMetricFamily, Metric
 
 disable_created_metrics()  # type: ignore[no-untyped-call]  # no `_created` twin per counter
 REGISTRY = CollectorRegistry(auto_describe=True)
@@ -92,6 +100,44 @@ NATS_RECONNECTS = Counter(
 NATS_DISCONNECTS = Counter(
     "dkron_nats_disconnects", "Times this node's NATS connection was lost.", registry=REGISTRY
 )
+
+
+ConnectionStats = Callable[[], Mapping[str, int]]
+"""Reads a NATS client's running totals (nats-py's `Client.stats`: in_msgs, out_msgs, in_bytes, out_bytes)."""
+
+
+class NatsTraffic:
+    """Messages and bytes through this node's NATS connection, read from the client's own totals when
+    scraped: counting costs nothing per message, and a scrape sees the figures of that instant."""
+
+    def __init__(self) -> None:
+        self._read: ConnectionStats | None = None
+
+    def follow(self, read: ConnectionStats) -> None:
+        """Export the totals `read` returns from now on (the node's one connection)."""
+        self._read = read
+
+    def describe(self) -> list[Metric]:
+        return list(self._families({}))
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self._families(self._read() if self._read is not None else {})
+
+    @staticmethod
+    def _families(stats: Mapping[str, int]) -> Iterator[Metric]:
+        for name, unit, what in (("messages", "msgs", "messages"), ("bytes", "bytes", "payload bytes")):
+            family = CounterMetricFamily(
+                f"dkron_nats_{name}",
+                f"NATS {what} through this node's connection: in (received), out (published).",
+                labels=["direction"],
+            )
+            for direction in ("in", "out") if stats else ():
+                family.add_metric([direction], stats.get(f"{direction}_{unit}", 0))
+            yield family
+
+
+NATS_TRAFFIC = NatsTraffic()
+REGISTRY.register(NATS_TRAFFIC)
 
 
 def exposition() -> bytes:

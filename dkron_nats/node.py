@@ -62,7 +62,7 @@ from dkron_nats.leader.session import LeaderSession
 from dkron_nats.leader.stats import DayStats, Stats
 from dkron_nats.leader.watchdog import AgentWatchdog
 from dkron_nats.members import Registry, heartbeat
-from dkron_nats.metrics import NATS_DISCONNECTS, NATS_RECONNECTS
+from dkron_nats.metrics import NATS_DISCONNECTS, NATS_RECONNECTS, NATS_TRAFFIC
 from dkron_nats.models import JobSpec, JobState, LaunchCursor, Member
 from dkron_nats.natsauth import NatsAccessError, NatsCredentials, cluster_keys, store_key
 from dkron_nats.natsjwt import ClusterKeys
@@ -141,6 +141,7 @@ class Node:
                 urls, servers = [embedded.url], embedded.cluster_size
             nc = await _connect(urls, s.node_name, credentials, check_server)
             stack.push_async_callback(_close, nc)
+            NATS_TRAFFIC.follow(lambda: nc.stats)  # messages per execution, in /metrics
             js = nc.jetstream(timeout=5)
             servers = max(servers, len(nc.servers))
             replicas = s.replicas or (3 if servers >= 3 else 1)
