@@ -49,6 +49,31 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time process `pid` has used so far, in seconds (0 when it is gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0.0
+    fields = stat.rsplit(")", 1)[1].split()  # after the command name, which may hold spaces
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def pid_with_argument(argument: str, program: str) -> int | None:
+    """The pid of a running `program` given `argument` (a nats-server by its config file), if any."""
+    wanted = argument.encode()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if wanted in argv and Path(argv[0].decode(errors="replace")).name == program:
+            return int(entry.name)
+    return None
+
+
 def machine() -> dict[str, str]:
     return {
         "cpus": str(os.cpu_count()),

@@ -46,7 +46,15 @@ def summary(data: dict[str, Any]) -> str:
 
 
 def ceilings(data: dict[str, Any]) -> str:
-    return table(["Operation", "ops/s"], [[k, v] for k, v in data["ops_per_second"].items()])
+    out = table(["Operation", "ops/s"], [[k, v] for k, v in data["ops_per_second"].items()])
+    if "bare_pipeline" in data:
+        out += "\n\n" + bare_pipeline(data["bare_pipeline"])
+    return out
+
+
+def bare_pipeline(figures: dict[str, Any]) -> str:
+    """The bare pipeline's rate, cost per execution and audit."""
+    return table(["Bare pipeline", "Measured"], [[k.replace("_", " "), v] for k, v in figures.items()])
 
 
 def throughput(data: dict[str, Any]) -> str:
@@ -60,6 +68,9 @@ def throughput(data: dict[str, Any]) -> str:
             step["p50_ms"],
             step["p99_ms"],
             step["max_ms"],
+            step.get("node_messages_per_execution", ""),
+            step.get("node_cpu_us_per_execution", ""),
+            step.get("nats_server_cpu_us_per_execution", ""),
             "yes" if step["sustained"] else "no",
         ]
         for run in data["throughput"]
@@ -75,6 +86,7 @@ def throughput(data: dict[str, Any]) -> str:
             r["audit"]["duplicated"],
             r["audit"]["counted_by_leader"],
             r["audit"]["finished_events"],
+            r.get("achieved_vs_bare_pipeline", ""),
         ]
         for r in data["throughput"]
     ]
@@ -89,6 +101,9 @@ def throughput(data: dict[str, Any]) -> str:
                 "p50 ms",
                 "p99 ms",
                 "max ms",
+                "Node msgs/exec",
+                "Node CPU µs/exec",
+                "nats-server CPU µs/exec",
                 "Sustained",
             ],
             rows,
@@ -104,9 +119,11 @@ def throughput(data: dict[str, Any]) -> str:
                 "Duplicated",
                 "Leader's counters",
                 "Finished events",
+                "Best achieved / bare pipeline",
             ],
             audits,
         )
+        + ("\n\n" + bare_pipeline(data["bare_pipeline"]) if "bare_pipeline" in data else "")
     )
 
 

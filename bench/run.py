@@ -92,6 +92,7 @@ def throughput_figures(tp: dict[str, Any], ceilings: dict[str, Any] | None) -> l
             out.append(figure(name, measured, "/s", ops["kv_put_concurrent"], "KV put ceiling, 64 in flight"))
         if row["executor"] == "shell" and ops.get("spawn_true_seq"):
             out.append(figure(name, measured, "/s", ops["spawn_true_seq"], "fork/exec ceiling"))
+        out += cost_figures(row, tp.get("bare_pipeline"), layout)
         audit = row["audit"]
         out.append(
             figure(
@@ -100,6 +101,49 @@ def throughput_figures(tp: dict[str, Any], ceilings: dict[str, Any] | None) -> l
                 "",
                 0,
                 "must be 0",
+            )
+        )
+    return out
+
+
+def cost_figures(row: dict[str, Any], bare: dict[str, Any] | None, layout: str) -> list[dict[str, Any]]:
+    """Throughput and cost per execution against the bare pipeline measured in the same run."""
+    if not bare:
+        return []
+    what = f"{row['executor']}, {layout}"
+    out = [
+        figure(
+            f"sustained executions/s, {what}",
+            row["sustained_per_s"],
+            "/s",
+            bare["executions_per_s"],
+            "bare pipeline, same run",
+        ),
+        figure(
+            f"best achieved executions/s, {what}",
+            row["best_achieved_per_s"],
+            "/s",
+            bare["executions_per_s"],
+            "bare pipeline, same run",
+        ),
+    ]
+    if "node_messages_per_execution" in row:
+        out.append(
+            figure(
+                f"messages per execution through the node, {what}",
+                row["node_messages_per_execution"],
+                "",
+                bare["messages_per_execution"],
+                "bare pipeline",
+            )
+        )
+        out.append(
+            figure(
+                f"node CPU per execution, {what}",
+                row["node_cpu_us_per_execution"],
+                "µs",
+                bare["python_us_per_execution"],
+                "bare pipeline's Python",
             )
         )
     return out

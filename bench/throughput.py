@@ -9,6 +9,12 @@ keeps up with the offered rate, no slot is missed and p99 lateness stays under a
 At the end scheduling is paused and every job's slots are audited: each slot from a job's first to its last
 has exactly one record (finished or missed), and the leader's counters agree with the events.
 
+What an execution costs, per step: NATS messages through the node's connection and the node's CPU (both from
+its /metrics: `dkron_nats_messages_total`, `process_cpu_seconds_total`; for `split` also the agent's), and
+the embedded nats-server's CPU (/proc), each divided by the executions finished in the window. Before the
+nodes start, the bare execution pipeline (bench/pipeline.py) is measured on its own nats-server, and each
+configuration's sustained rate is reported as a ratio to it.
+
     python -m bench.throughput                             # noop (one process, split) and shell (one)
     python -m bench.throughput --configs noop:split        # the trivial executor in a separate agent
     python -m bench.throughput --quick                     # noop at 250 and 500/s
@@ -33,8 +39,19 @@ import httpx
 import nats
 from nats.aio.msg import Msg
 
-from bench.common import SERVER_FLAGS, command_line, machine, rss_mb, summary, write_results
-from tests.harness import Node, wait_for
+from bench.common import (
+    SERVER_FLAGS,
+    command_line,
+    cpu_seconds,
+    machine,
+    pid_with_argument,
+    rss_mb,
+    summary,
+    write_results,
+)
+from bench.pipeline import bare_pipeline
+from dkron_nats.natsserver import EmbeddedNats
+from tests.harness import Node, embedded_nats_pid, free_port, wait_for
 
 EXECUTORS = {  # the trivial in-process executor; /bin/true through the shell executor
     "noop": ("noop", {}),
@@ -117,6 +134,61 @@ async def add_jobs(
     await asyncio.gather(*(worker() for _ in range(16)))
 
 
+@dataclass
+class Cost:
+    """A node's running totals, read before and after a window: NATS messages and CPU seconds."""
+
+    messages: float
+    cpu: float
+
+    @staticmethod
+    async def of(client: httpx.AsyncClient) -> Cost:
+        response = await client.get("/metrics")
+        response.raise_for_status()
+        messages = cpu = 0.0
+        for line in response.text.splitlines():
+            series, _, value = line.rpartition(" ")
+            if series.startswith("dkron_nats_messages_total{"):
+                messages += float(value)
+            elif series == "process_cpu_seconds_total":
+                cpu = float(value)
+        return Cost(messages, cpu)
+
+    def per_execution(self, later: Cost, executions: int, who: str) -> dict[str, float]:
+        done = max(executions, 1)
+        return {
+            f"{who}_messages_per_execution": round((later.messages - self.messages) / done, 2),
+            f"{who}_cpu_us_per_execution": round((later.cpu - self.cpu) / done * 1e6),
+        }
+
+
+async def costs(clients: dict[str, httpx.AsyncClient], nats_pid: int) -> dict[str, Cost]:
+    """Every node's totals now, and the embedded nats-server's CPU (as a cost without messages)."""
+    found = {who: await Cost.of(client) for who, client in clients.items()}
+    found["nats_server"] = Cost(0.0, cpu_seconds(nats_pid))
+    return found
+
+
+def cost_per_execution(before: dict[str, Cost], after: dict[str, Cost], executions: int) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for who, cost in before.items():
+        figures = cost.per_execution(after[who], executions, who)
+        if who == "nats_server":
+            figures.pop("nats_server_messages_per_execution")
+        out.update(figures)
+    return out
+
+
+async def measure_bare_pipeline(seconds: float, workdir: Path) -> dict[str, Any]:
+    """The bare execution pipeline's rate on its own nats-server, as the ceiling of this run."""
+    data = workdir / "bare-pipeline"
+    async with EmbeddedNats(data, f"127.0.0.1:{free_port()}", "bare") as server:
+        pid = pid_with_argument(str(data / "nats-server.conf"), "nats-server") or 0
+        found = await bare_pipeline(server.url, seconds, pid)
+    print(json.dumps({"bare_pipeline": found}), flush=True)
+    return found
+
+
 async def counted_executions(client: httpx.AsyncClient, jobs: int) -> int:
     total = 0
     for page in range(0, jobs, 1000):
@@ -148,15 +220,22 @@ async def measure(
             "dkron.events.execution.>", cb=_sync(ledger.on_event), pending_msgs_limit=1_000_000
         )
         steps = []
-        async with httpx.AsyncClient(base_url=node.url, timeout=60) as client:
+        nats_pid = embedded_nats_pid(node) or 0
+        async with (
+            httpx.AsyncClient(base_url=node.url, timeout=60) as client,
+            httpx.AsyncClient(base_url=agent.url if agent else node.url, timeout=60) as agent_client,
+        ):
+            scraped = {"node": client, **({"agent": agent_client} if agent else {})}
             jobs = 0
             for rate in rates:
                 await add_jobs(client, jobs, rate - jobs, executor, tags)
                 jobs = rate
                 await asyncio.sleep(warmup)  # the new jobs' first fires settle before measuring
+                before = await costs(scraped, nats_pid)
                 start = time.monotonic()
                 await asyncio.sleep(window)
                 step = {"offered_per_s": rate, **ledger.window(start, time.monotonic())}
+                step.update(cost_per_execution(before, await costs(scraped, nats_pid), step["count"]))
                 step["server_rss_mb"] = round(rss_mb(node.proc.pid if node.proc else 0))
                 if agent is not None:
                     step["agent_rss_mb"] = round(rss_mb(agent.proc.pid if agent.proc else 0))
@@ -182,6 +261,26 @@ async def measure(
     audit["failed"] = ledger.failed
     best = max((s["executions_per_s"] for s in steps if s["sustained"]), default=0.0)
     return {"executor": executor, "layout": layout, "sustained_per_s": best, "steps": steps, "audit": audit}
+
+
+def against_ceiling(result: dict[str, Any], ceiling: dict[str, Any]) -> dict[str, Any]:
+    """The sustained and the best achieved rate as shares of the bare pipeline's, and the cost figures of the
+    best sustained step (past the knee a step also pays for its missed slots; when no step was sustained,
+    the step that achieved the most)."""
+    steps = result["steps"]
+    best = max((s for s in steps if s["sustained"]), key=lambda s: s["executions_per_s"], default=None)
+    at: dict[str, Any] = best or max(steps, key=lambda s: s["executions_per_s"], default={})
+    per_execution = {k: v for k, v in at.items() if k.endswith("_per_execution")}
+    achieved = max((s["executions_per_s"] for s in steps), default=0.0)
+    rate = ceiling.get("executions_per_s")
+    return {
+        **result,
+        "best_achieved_per_s": achieved,
+        "sustained_vs_bare_pipeline": round(result["sustained_per_s"] / rate, 3) if rate else None,
+        "achieved_vs_bare_pipeline": round(achieved / rate, 3) if rate else None,
+        "cost_at_offered_per_s": at.get("offered_per_s"),
+        **per_execution,
+    }
 
 
 async def settled(ledger: Ledger, quiet: float = 2.0, deadline: float = 120.0) -> None:
@@ -216,15 +315,29 @@ async def main(argv: list[str]) -> dict[str, Any]:
     parser.add_argument(
         "--quick", action="store_true", help="noop in one process, 250 and 500/s, 8 s windows"
     )
+    parser.add_argument(
+        "--pipeline-seconds",
+        type=float,
+        default=5.0,
+        help="window of the bare pipeline's ceiling (1 s quick)",
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.configs, args.rates, args.window, args.warmup = ["noop:one"], [250, 500], 8, 3
+        args.pipeline_seconds = 1.0
     with tempfile.TemporaryDirectory() as tmp:
+        ceiling = await measure_bare_pipeline(args.pipeline_seconds, Path(tmp))
         results = []
         for config in args.configs:
             executor, layout = config.split(":")
-            results.append(await measure(executor, args.rates, args.window, args.warmup, Path(tmp), layout))
-    out = {"machine": machine(), "throughput": results, "command": command_line()}
+            measured = await measure(executor, args.rates, args.window, args.warmup, Path(tmp), layout)
+            results.append(against_ceiling(measured, ceiling))
+    out = {
+        "machine": machine(),
+        "bare_pipeline": ceiling,
+        "throughput": results,
+        "command": command_line(),
+    }
     write_results("throughput", args.quick, out)
     return out
 
