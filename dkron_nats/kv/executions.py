@@ -2,7 +2,9 @@
 
 Execution ids are `<trigger time in ns>-<node>`, so keys sort chronologically and the id of a launch is
 known before it runs: an agent claims an execution by creating its key, which makes a repeated run request
-harmless. Old records are removed with a subject-filtered stream purge, which leaves no tombstones.
+harmless. The claim is create-only in the strict sense (refused over a delete marker too, unlike nats-py's
+`kv.create`), so a record that was deleted can never be claimed, and run, again. Old records are removed
+with a subject-filtered stream purge, which leaves no tombstones.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import re
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
+from dkron_nats.kv.publisher import JsPublisher
 from dkron_nats.kv.typed import TypedKV, with_retry
 from dkron_nats.models import Execution
 from dkron_nats.names import job_key
@@ -30,8 +33,8 @@ def lane_of(exec_id: str, group: int) -> str:
 
 
 class ExecutionStore:
-    def __init__(self, kv: KeyValue, js: JetStreamContext) -> None:
-        self.typed = TypedKV(kv, Execution)
+    def __init__(self, kv: KeyValue, js: JetStreamContext, publisher: JsPublisher | None = None) -> None:
+        self.typed = TypedKV(kv, Execution, publisher)
         self.kv = kv
         self.js = js
 
@@ -44,7 +47,7 @@ class ExecutionStore:
 
     async def claim(self, execution: Execution) -> bool:
         """Create the record; False if this execution exists already (a repeated request)."""
-        rev = await self.typed.create(self.key(execution.job_name, execution.id), execution)
+        rev = await self.typed.create_only(self.key(execution.job_name, execution.id), execution)
         return rev is not None
 
     async def put(self, execution: Execution) -> int:

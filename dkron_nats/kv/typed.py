@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from functools import partial
 from typing import Any, Generic, TypeVar
@@ -13,18 +14,30 @@ from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import (
     APIError,
+    InvalidKeyError,
+    KeyDeletedError,
     KeyNotFoundError,
     KeyWrongLastSequenceError,
     NoStreamResponseError,
+    NotFoundError,
     ServiceUnavailableError,
 )
 from nats.js.kv import KeyValue
 
+from dkron_nats.kv.publisher import MSG_ID, JsPublisher
 from dkron_nats.models import decode, encode
 
 T = TypeVar("T", bound=msgspec.Struct)
 R = TypeVar("R")
 logger = logging.getLogger(__name__)
+
+_KEY = re.compile(r"[-/_=.a-zA-Z0-9]+")
+"""The characters of a KV key (nats-py's rule); a key also neither starts nor ends with a dot."""
+
+
+def _valid_key(key: str) -> bool:
+    return _KEY.fullmatch(key) is not None and not key.startswith(".") and not key.endswith(".")
+
 
 TRANSIENT = (NoStreamResponseError, ServiceUnavailableError, NatsTimeoutError, TimeoutError)
 """What JetStream returns while a stream leader is being elected: retry, do not fail."""
@@ -46,13 +59,22 @@ async def with_retry(op: Callable[[], Awaitable[R]], *, attempts: int = 8, what:
 
 
 class TypedKV(Generic[T]):
-    def __init__(self, kv: KeyValue, kind: type[T]) -> None:
+    """Typed reads and writes of one bucket; writes go through `publisher` (pipelined) when one is given,
+    else through nats-py's KV calls, with the same results and exceptions either way."""
+
+    def __init__(self, kv: KeyValue, kind: type[T], publisher: JsPublisher | None = None) -> None:
         self.kv = kv
         self.kind = kind
+        self.publisher = publisher
 
     @property
     def bucket(self) -> str:
         return str(self.kv._name)
+
+    def _subject(self, key: str) -> str:
+        if not _valid_key(key):
+            raise InvalidKeyError(key)
+        return f"{self.kv._pre}{key}"
 
     async def get(self, key: str) -> tuple[T, int] | None:
         try:
@@ -65,32 +87,94 @@ class TypedKV(Generic[T]):
 
     async def put(self, key: str, value: T) -> int:
         data = encode(value)
-        rev: int = await with_retry(lambda: self.kv.put(key, data))
-        return rev
+        if (publisher := self.publisher) is None:
+            rev: int = await with_retry(lambda: self.kv.put(key, data))
+            return rev
+        publish, subject = publisher.publish, self._subject(key)
+        # No Msg-Id: a resend after a lost ack at worst stores the same value twice (history is 1).
+        return (await with_retry(lambda: publish(subject, data))).seq
 
     async def create(self, key: str, value: T) -> int | None:
-        """Create the key if absent; None if it exists already."""
+        """Create the key if absent or deleted (a delete marker counts as absent); None if it exists."""
         data = encode(value)
-        try:
-            rev: int = await with_retry(lambda: self.kv.create(key, data))
-        except KeyWrongLastSequenceError:
-            return None
-        return rev
+        if (publisher := self.publisher) is None:
+            try:
+                rev: int = await with_retry(lambda: self.kv.create(key, data))
+            except KeyWrongLastSequenceError:
+                return None
+            return rev
+        created = await self._write_if(publisher, key, data, 0)
+        if created is not None:
+            return created
+        marker = await self._marker_revision(key)
+        return None if marker is None else await self._write_if(publisher, key, data, marker)
+
+    async def create_only(self, key: str, value: T) -> int | None:
+        """Create the key only if it has no message at all: None if it exists, and also if it was deleted
+        (a delete marker stays), so a deleted key is never created again (unlike nats-py's kv.create)."""
+        data = encode(value)
+        if (publisher := self.publisher) is None:
+            try:
+                rev: int = await with_retry(lambda: self.kv.update(key, data, last=0))
+            except KeyWrongLastSequenceError:
+                return None
+            return rev
+        return await self._write_if(publisher, key, data, 0)
 
     async def update(self, key: str, value: T, revision: int) -> int | None:
         """Compare-and-set on the revision; None if someone else wrote first."""
         data = encode(value)
-        try:
-            rev: int = await with_retry(lambda: self.kv.update(key, data, last=revision))
-        except KeyWrongLastSequenceError:
-            return None
-        return rev
+        if (publisher := self.publisher) is None:
+            try:
+                rev: int = await with_retry(lambda: self.kv.update(key, data, last=revision))
+            except KeyWrongLastSequenceError:
+                return None
+            return rev
+        return await self._write_if(publisher, key, data, revision)
 
     async def swap(self, key: str, value: T, revision: int | None) -> int | None:
         """Compare-and-set against `revision`, where None means "the key must not exist yet"."""
         if revision is None:
             return await self.create(key, value)
         return await self.update(key, value, revision)
+
+    async def _write_if(self, publisher: JsPublisher, key: str, data: bytes, last: int) -> int | None:
+        """Write if the key's last revision is `last` (0: the key has no message); None if it is not.
+
+        A resend after a lost ack is refused like a conflict when the first copy was stored: JetStream
+        checks the expected revision before the Msg-Id. So a resend that is refused looks at the key's
+        last message: if it carries this write's Msg-Id, the write is stored, and that is its revision.
+        """
+        publish, subject, msg_id = publisher.publish, self._subject(key), publisher.new_msg_id()
+        sent = 0
+
+        async def once() -> int | None:
+            nonlocal sent
+            sent += 1
+            try:
+                return (await publish(subject, data, msg_id=msg_id, expected_last_subject_seq=last)).seq
+            except KeyWrongLastSequenceError:
+                return await self._revision_written_as(subject, msg_id) if sent > 1 else None
+
+        return await with_retry(once)
+
+    async def _revision_written_as(self, subject: str, msg_id: str) -> int | None:
+        """The revision of the key's last message if that message was written with `msg_id`."""
+        try:
+            last = await self.kv._js.get_msg(self.kv._stream, subject=subject, direct=self.kv._direct)
+        except NotFoundError:
+            return None
+        return int(last.seq or 0) if (last.headers or {}).get(MSG_ID) == msg_id else None
+
+    async def _marker_revision(self, key: str) -> int | None:
+        """The revision of the key's delete or purge marker; None if the key holds a value (or nothing)."""
+        try:
+            await with_retry(lambda: self.kv._get(key), what="KV read")
+        except KeyDeletedError as deleted:
+            return int(deleted.entry.revision or 0)
+        except KeyNotFoundError:
+            return None
+        return None
 
     async def delete(self, key: str) -> None:
         await with_retry(lambda: self.kv.delete(key))
