@@ -51,6 +51,7 @@ from dkron_nats.kv.buckets import (
 from dkron_nats.kv.cache import KVCache
 from dkron_nats.kv.executions import ExecutionStore
 from dkron_nats.kv.locks import JobLocks
+from dkron_nats.kv.publisher import JsPublisher
 from dkron_nats.kv.typed import TRANSIENT, TypedKV
 from dkron_nats.leader.election import run_elections
 from dkron_nats.leader.launcher import Launcher
@@ -171,7 +172,8 @@ class Node:
     async def _serve(self, nc: Client, buckets: Buckets) -> None:
         s = self.settings
         js = nc.jetstream(timeout=5)
-        executions = ExecutionStore(buckets.executions, js)
+        publisher = JsPublisher(nc)  # every hot-path JetStream write of this node, pipelined
+        executions = ExecutionStore(buckets.executions, js, publisher)
         members_kv = TypedKV(buckets.members, Member)
         registry = Registry(members_kv, ttl=s.member_ttl)
         grace = s.shutdown_grace.total_seconds()
@@ -194,11 +196,13 @@ class Node:
             locks,
             processors=processors,
             env_passthrough=s.job_env_passthrough,
+            publisher=publisher,
         )
         # What a previous process of this node left running (nothing after a graceful stop).
         previous = await members_kv.get(s.node_name)
         leftover = sorted({*journal.keys(), *(previous[0].running if previous else [])})
         async with anyio.create_task_group() as tg:
+            await tg.start(publisher.run)  # ends with the group, after the agent has drained
             await tg.start(registry.run)
             if leftover:
                 tg.start_soon(agent.conclude_previous_process, leftover)
@@ -214,7 +218,9 @@ class Node:
             tg.start_soon(_run_then_set, agent, agent_done)
             server_scope = anyio.CancelScope()
             if s.server:
-                tg.start_soon(self._run_server, server_scope, nc, buckets, executions, registry, agent)
+                tg.start_soon(
+                    self._run_server, server_scope, nc, buckets, executions, registry, agent, publisher
+                )
             elif s.http_addr:  # an agent's /health and /metrics, when asked for
                 tg.start_soon(_serve_agent_http, nc, s)
             logger.info("node %s started (%s)", s.node_name, "server" if s.server else "agent")
@@ -247,11 +253,12 @@ class Node:
         executions: ExecutionStore,
         registry: Registry,
         agent: Agent,
+        publisher: JsPublisher,
     ) -> None:
         s = self.settings
         js = nc.jetstream(timeout=5)
         jobs_cache = KVCache(TypedKV(buckets.jobs, JobSpec))
-        states_cache = KVCache(TypedKV(buckets.job_state, JobState))
+        states_cache = KVCache(TypedKV(buckets.job_state, JobState, publisher))
         settings_cache = KVCache(TypedKV(buckets.settings, Flag))
         lease = Lease(buckets.leader, s.node_name, self.incarnation, s.lease_ttl)
         stats = Stats(TypedKV(buckets.stats, DayStats))
@@ -315,7 +322,7 @@ class Node:
                 async def lead() -> None:
                     scheduler = Scheduler(
                         jobs_cache,
-                        TypedKV(buckets.cursors, LaunchCursor),
+                        TypedKV(buckets.cursors, LaunchCursor, publisher),
                         launcher,
                         SchedulerSettings(starting_deadline=s.starting_deadline),
                         paused=lambda: services.is_paused(SCHEDULING_PAUSED_KEY),
