@@ -408,6 +408,15 @@ def main() -> None:
     help="How long running executions may finish on a graceful stop.",
 )
 @click.option(
+    "--max-concurrent-executions",
+    type=click.IntRange(0, 100_000),
+    default=0,
+    envvar=_env("max-concurrent-executions"),
+    show_default=True,
+    help="Executions this node runs at once (0: no limit). Runs sent to it beyond that wait on the node "
+    "for a free slot, in the order they came (the wait counts in their lateness); they never fail for it.",
+)
+@click.option(
     "--job-env-passthrough",
     multiple=True,
     envvar=_env("job-env-passthrough"),
@@ -616,6 +625,7 @@ def _settings(opts: dict[str, Any]) -> Settings:
         rate_limit_runs=parse_rate(opts["rate_limit_runs"]),
         rate_limit_burst=opts["rate_limit_burst"],
         shutdown_grace=opts["shutdown_grace"],
+        max_concurrent_executions=opts["max_concurrent_executions"],
         otel_endpoint=opts["otel_endpoint"],
         job_env_passthrough=_job_env_passthrough(opts["job_env_passthrough"]),
         **_notification_settings(opts),

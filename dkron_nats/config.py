@@ -87,6 +87,8 @@ class Settings:
     rate_limit_burst: int = 100
     """How many of them may come at once before the rate applies."""
     shutdown_grace: timedelta = timedelta(seconds=30)
+    max_concurrent_executions: int = 0
+    """Executions this node's agent runs at once; the others wait on it for a free slot. 0: no limit."""
     otel_endpoint: str = ""
     """OTLP trace export (Dkron's flag); empty: no tracing."""
     job_env_passthrough: tuple[str, ...] = ()

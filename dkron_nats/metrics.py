@@ -5,9 +5,9 @@ Every server exposes what it saw: the leader counts executions, slots and dispat
 running executions and NATS reconnects, so a dashboard sums over the servers.
 
 An agent (a node without `--server`) records only its own series: `dkron_executions_running`,
-`dkron_execution_seconds`, the NATS connection counters and the process's; it serves them on its
-`--http-addr` listener (`http/agent_app.py`). Their labels hold no job names, since that listener has no
-authentication.
+`dkron_execution_slots`, `dkron_executions_queued`, `dkron_execution_seconds`, the NATS connection counters
+and the process's; it serves them on its `--http-addr` listener (`http/agent_app.py`). Their labels hold no
+job names, since that listener has no authentication.
 
 What an execution costs is read from two counters every node exports: `dkron_nats_messages_total` (messages
 through this node's NATS connection, by direction) and `process_cpu_seconds_total` (the process collector's
@@ -85,6 +85,17 @@ EXECUTION_SECONDS = Histogram(
 RUNNING = Gauge(
     "dkron_executions_running",
     "Executions this node's agent is running now.",
+    registry=REGISTRY,
+)
+EXECUTION_SLOTS = Gauge(
+    "dkron_execution_slots",
+    "This node's execution slots: limit (--max-concurrent-executions, 0: no limit) and used.",
+    ["state"],
+    registry=REGISTRY,
+)
+EXECUTIONS_QUEUED = Gauge(
+    "dkron_executions_queued",
+    "Executions this node's agent has taken that wait for a free execution slot.",
     registry=REGISTRY,
 )
 LEADER = Gauge("dkron_leader", "1 while this server is the scheduler leader.", registry=REGISTRY)

@@ -129,6 +129,8 @@ class Execution(msgspec.Struct, kw_only=True, omit_defaults=True):
     attempt: int = 1
     node_name: str = ""
     started_at: datetime | None = None
+    """When its executor started; None while it waits on its node for a free execution slot (and for
+    good, if it is cancelled before one comes free)."""
     finished_at: datetime | None = None
     success: bool = False
     output: str = ""
@@ -202,7 +204,14 @@ class Member(msgspec.Struct, kw_only=True, omit_defaults=True):
     started_at: datetime
     status: str = "alive"
     running: list[str] = msgspec.field(default_factory=list)
-    """Keys of the executions this node's agent is running, so the leader can tell which are lost."""
+    """Keys of the executions this node's agent is running, so the leader can tell which are lost
+    (those waiting for a slot too)."""
+    max_concurrent_executions: int = 0
+    """Its execution slots (`--max-concurrent-executions`); 0: no limit."""
+    executions_running: int = 0
+    """Slots in use at the last heartbeat."""
+    executions_queued: int = 0
+    """Executions waiting on the node for a free slot at the last heartbeat."""
 
 
 class RunRequest(msgspec.Struct, kw_only=True, omit_defaults=True):

@@ -197,6 +197,7 @@ class Node:
             processors=processors,
             env_passthrough=s.job_env_passthrough,
             publisher=publisher,
+            max_concurrent_executions=s.max_concurrent_executions,
         )
         # What a previous process of this node left running (nothing after a graceful stop).
         previous = await members_kv.get(s.node_name)
@@ -210,7 +211,13 @@ class Node:
 
             def beat() -> Member:  # the tags of now: a reload may have changed them
                 tags = node_tags(self.settings)
-                return msgspec.structs.replace(me, tags=tags, running=agent.running_keys())
+                return msgspec.structs.replace(
+                    me,
+                    tags=tags,
+                    running=agent.running_keys(),
+                    executions_running=agent.slots.used,
+                    executions_queued=agent.slots.queued,
+                )
 
             await tg.start(heartbeat, members_kv, beat, s.member_ttl / 4)
             self._on_reload(functools.partial(_publish_member, members_kv, beat))
@@ -243,6 +250,7 @@ class Node:
             server=s.server,
             version=VERSION,
             started_at=utcnow(),
+            max_concurrent_executions=s.max_concurrent_executions,
         )
 
     async def _run_server(

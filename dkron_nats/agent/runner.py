@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
 import anyio
+import anyio.lowlevel
 import msgspec
 from anyio.abc import TaskGroup, TaskStatus
 from nats.aio.client import Client
@@ -34,6 +35,7 @@ from dkron_nats.agent.executor import ExecutionContext, OutputBuffer
 from dkron_nats.agent.journal import RunJournal
 from dkron_nats.agent.processor import Processor
 from dkron_nats.agent.registry import ExecutorRegistry, ProcessorRegistry
+from dkron_nats.agent.slots import SlotGate
 from dkron_nats.events import execution_event
 from dkron_nats.http.render import execution_json
 from dkron_nats.kv.executions import ExecutionStore
@@ -45,7 +47,7 @@ from dkron_nats.kv.watch import next_entry
 from dkron_nats.kv.watch import stop as stop_watch
 from dkron_nats.leader.lease import LEASE_KEY, SIGNATURE_HEADER, LeaseRecord, signature_refusal, term_of
 from dkron_nats.logformat import about
-from dkron_nats.metrics import EXECUTION_SECONDS, RUNNING
+from dkron_nats.metrics import EXECUTION_SECONDS, EXECUTION_SLOTS, EXECUTIONS_QUEUED, RUNNING
 from dkron_nats.models import (
     CancelLaunch,
     Execution,
@@ -142,7 +144,14 @@ class Running:
     """Tasks that live as long as the executor runs (the lease renewal, the live output's flusher)."""
     redactor: StreamRedactor | None = None
     """Masks the job's secrets before the output is kept or published (a secret split across writes too)."""
+    holds_slot: bool = False
+    """It holds one of the agent's execution slots (taken at the claim, or after waiting for one)."""
     _flushing: bool = False
+
+    @property
+    def queued(self) -> bool:
+        """Claimed, waiting for a free slot: its executor has not started."""
+        return self.execution.started_at is None
 
     async def write(self, data: bytes) -> None:
         if self.redactor is not None:
@@ -177,6 +186,7 @@ class Agent:
         processors: ProcessorRegistry | None = None,
         env_passthrough: tuple[str, ...] = (),
         publisher: JsPublisher | None = None,
+        max_concurrent_executions: int = 0,
     ) -> None:
         self.nc = nc
         self.js = js
@@ -206,8 +216,19 @@ class Agent:
         self._claims = anyio.CapacityLimiter(256)
         """Run requests being claimed at once: claims wait on NATS, so they overlap."""
         self._idle = anyio.Event()
+        self.slots = SlotGate(max_concurrent_executions)
+        """Executors that may run at once (`--max-concurrent-executions`); claimed runs wait for one."""
+        self._export_gauges()
+
+    def _export_gauges(self) -> None:
+        """Read at scrape time, so they are always this instant's figures."""
+        RUNNING.set_function(lambda: len(self.running) - self.slots.queued)
+        EXECUTION_SLOTS.labels("limit").set_function(lambda: self.slots.limit)
+        EXECUTION_SLOTS.labels("used").set_function(lambda: self.slots.used)
+        EXECUTIONS_QUEUED.set_function(lambda: self.slots.queued)
 
     def running_keys(self) -> list[str]:
+        """Executions this agent has claimed and not ended (those waiting for a slot too)."""
         return list(self.running)
 
     async def _follow_lease(self, kv: KeyValue) -> None:
@@ -278,15 +299,22 @@ class Agent:
                 await self.processors.aclose()
 
     async def _drain(self) -> None:
-        """Give running executions the shutdown grace, then cancel them (their results say why)."""
+        """End the executions still waiting for a slot at once (none may start now); give the running ones
+        the shutdown grace, then cancel them. Their results say why."""
+        self._cancel_each(b"execution cancelled: the agent is shutting down before a slot came free\n", True)
         if not self.running:
             return
         logger.info("waiting up to %gs for %d running executions", self.shutdown_grace, len(self.running))
         with anyio.move_on_after(self.shutdown_grace):
             await self._idle.wait()
+        self._cancel_each(b"\nexecution cancelled: the agent is shutting down\n", False)
+
+    def _cancel_each(self, note: bytes, queued: bool) -> None:
+        """Cancel the executions waiting for a slot (`queued`) or the others, adding `note` to the output."""
         for running in self.running.values():
-            running.output.append(b"\nexecution cancelled: the agent is shutting down\n")
-            running.cancel.cancel()
+            if running.queued == queued and not running.cancel.cancel_called:
+                running.output.append(note)
+                running.cancel.cancel()
 
     async def _accept_bounded(self, msg: Msg, work: TaskGroup) -> None:
         async with self._claims:
@@ -312,23 +340,34 @@ class Agent:
             logger.warning("refused a run request for %s/%s: %s", ex.job_name, ex.id, error)
             await msg.respond(encode(RunReply(ok=False, error=error)))
             return
+        holds_slot = self.slots.try_acquire()  # else the run waits for a slot once claimed: it never fails
         execution = msgspec.structs.replace(
-            request.execution, node_name=self.node, started_at=utcnow(), status="running"
+            request.execution,
+            node_name=self.node,
+            started_at=utcnow() if holds_slot else None,  # None: queued, its record shows it has not started
+            status="running",
         )
         key = ExecutionStore.key(execution.job_name, execution.id)
         if self.journal is not None:
             self.journal.add(key)  # before the claim: a crash right after it must not go unnoticed
-        if not await self.executions.claim(execution):
+        claimed = False
+        try:
+            claimed = await self.executions.claim(execution)
+        finally:
+            if holds_slot and not claimed:
+                self.slots.release()  # nothing runs here for a duplicate (or a claim that failed)
+        if not claimed:
             if self.journal is not None:
                 self.journal.remove(key)
             await msg.respond(encode(RunReply(ok=False, error="duplicate")))
             return
         live = OutputPublisher(self.nc, self.js, output_subject(execution.job_name, execution.id))
         redactor = StreamRedactor(job_secrets(request.job, request.env) | self._own_secrets)
-        running = Running(execution, OutputBuffer(), live, extract(msg.headers), redactor=redactor)
+        running = Running(
+            execution, OutputBuffer(), live, extract(msg.headers), redactor=redactor, holds_slot=holds_slot
+        )
         # Registered and started in one step, before any await: every entry of `running` has its task.
         self.running[key] = running
-        RUNNING.set(len(self.running))
         work.start_soon(self._execute, request.job, running, request.siblings, request.env)
         try:
             await msg.respond(encode(RunReply(ok=True)))
@@ -342,10 +381,6 @@ class Agent:
         self, job: JobSpec, running: Running, siblings: list[str], env: dict[str, str]
     ) -> None:
         ex = running.execution
-        try:
-            await self.nc.publish(*execution_event("started", execution_json(ex)))
-        except NatsError as exc:
-            logger.warning("no started event for %s/%s: %s", ex.job_name, ex.id, exc)
         attributes = {"dkron.job": job.name, "dkron.execution": ex.id, "dkron.node": self.node}
         with (
             about(job=job.name, execution=ex.id),
@@ -364,7 +399,8 @@ class Agent:
             with running.cancel:
                 async with anyio.create_task_group() as beside:
                     if self.locks is not None and job.concurrency in LOCKED:
-                        beside.start_soon(self._keep_lease, self.locks, ex)
+                        beside.start_soon(self._keep_lease, self.locks, ex)  # held while queued too
+                    await self._start(running)
                     running.beside = beside  # the live output's flusher starts there at its first write
                     try:
                         success, error = await self._run_executor(job, running, env)
@@ -374,6 +410,10 @@ class Agent:
             if running.cancel.cancelled_caught:
                 error = "cancelled"
         finally:
+            if running.holds_slot:  # the next queued execution starts while this one reports
+                running.holds_slot = False
+                self.slots.release()
+            ex = running.execution  # with its real start
             with anyio.CancelScope(shield=True):
                 key = ExecutionStore.key(ex.job_name, ex.id)
                 try:
@@ -387,10 +427,22 @@ class Agent:
                 if running.live is not None:
                     await running.live.close()  # after the result, so a reader at the end finds it
                 del self.running[key]
-                RUNNING.set(len(self.running))
                 if not self.running:
                     self._idle.set()
                     self._idle = anyio.Event()
+
+    async def _start(self, running: Running) -> None:
+        """Wait for a free slot if the execution has none (a cancel ends the wait), then announce it."""
+        if not running.holds_slot:
+            await self.slots.acquire()
+            running.holds_slot = True  # released by the caller, whatever happens next
+            await anyio.lowlevel.checkpoint_if_cancelled()  # handed a slot as it was cancelled: no start
+            running.execution = msgspec.structs.replace(running.execution, started_at=utcnow())
+        ex = running.execution
+        try:
+            await self.nc.publish(*execution_event("started", execution_json(ex)))
+        except NatsError as exc:
+            logger.warning("no started event for %s/%s: %s", ex.job_name, ex.id, exc)
 
     async def _run_executor(self, job: JobSpec, running: Running, env: dict[str, str]) -> tuple[bool, str]:
         ex = running.execution

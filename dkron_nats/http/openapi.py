@@ -185,7 +185,10 @@ def _execution(list_view: bool) -> Schema:
     fields: dict[str, Schema] = {
         "id": STRING,
         "job_name": STRING,
-        "started_at": DATE_TIME,
+        "started_at": {
+            **DATE_TIME,
+            "description": "0001-01-01T00:00:00Z while it waits on its node for a free execution slot",
+        },
         "finished_at": {**DATE_TIME, "description": "0001-01-01T00:00:00Z while running"},
         "success": BOOLEAN,
         "output": STRING,
@@ -210,6 +213,9 @@ def _member(with_ids: bool) -> Schema:
         "Tags": STRING_MAP,
         "Status": {"type": "integer", "enum": [0, 1, 2, 3, 4]},
         **{f"{kind}{level}": INTEGER for kind in ("Protocol", "Delegate") for level in ("Min", "Max", "Cur")},
+        "MaxConcurrentExecutions": {**INTEGER, "description": "--max-concurrent-executions; 0: no limit"},
+        "ExecutionsRunning": {**INTEGER, "description": "Execution slots in use (at the last heartbeat)"},
+        "ExecutionsQueued": {**INTEGER, "description": "Executions waiting on the node for a free slot"},
     }
     if with_ids:
         fields |= {"id": {"type": "string", "format": "uuid"}, "statusText": STRING}

@@ -165,6 +165,10 @@ def member_json(member: Member, *, with_ids: bool = True, status: str = "alive")
         "DelegateMin": 2,
         "DelegateMax": 5,
         "DelegateCur": 4,
+        # Execution slots: dkron-nats's own, in Dkron's style.
+        "MaxConcurrentExecutions": member.max_concurrent_executions,
+        "ExecutionsRunning": member.executions_running,
+        "ExecutionsQueued": member.executions_queued,
     }
     if with_ids:
         out["id"] = str(uuid.uuid4())

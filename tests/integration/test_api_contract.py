@@ -87,6 +87,9 @@ MEMBER_KEYS = [
     "DelegateMin",
     "DelegateMax",
     "DelegateCur",
+    "MaxConcurrentExecutions",
+    "ExecutionsRunning",
+    "ExecutionsQueued",
 ]
 SERF_KEYS = {
     "members",
