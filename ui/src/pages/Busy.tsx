@@ -6,6 +6,7 @@ import { useEventBuffer } from "../executions";
 import { useAbortable, useHub } from "../hooks";
 import { jobHref } from "../router";
 import { canOperate } from "../session";
+import { isSet } from "../time";
 import { toast, toastError } from "../toast";
 import type { Execution, Me } from "../types";
 
@@ -64,7 +65,14 @@ export function Busy({ me }: { me: Me }) {
                 <strong>{e.job_name}</strong>
               </a>
               <span>
-                on {e.node_name || "?"}, attempt {e.attempt ?? 1}, started <Time value={e.started_at} relative />
+                on {e.node_name || "?"}, attempt {e.attempt ?? 1},{" "}
+                {isSet(e.started_at) ? (
+                  <>
+                    started <Time value={e.started_at} relative />
+                  </>
+                ) : (
+                  <span class="muted">waiting for a free slot</span>
+                )}
               </span>
               {canOperate(me) && (
                 <button type="button" class="danger" onClick={() => void cancelExecution(e)}>
