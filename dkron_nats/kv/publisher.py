@@ -8,8 +8,9 @@ timeouts: ~10 µs. At most `window` publishes are in flight; more wait for room.
 Errors are the ones nats-py raises for the same write, so callers keep their `except` clauses: a
 compare-and-set or create-only refusal is `KeyWrongLastSequenceError`, no stream is `NoStreamResponseError`,
 no ack in time is nats' `TimeoutError`. A publish sent on a connection that has since been lost fails at once
-with `AckLostError` (a `TimeoutError`): its ack cannot arrive any more, and a resend with the same
-`Nats-Msg-Id` is answered as a duplicate if the first one was stored.
+with `AckLostError` (a `TimeoutError`): its ack cannot arrive any more. A resend with the same `Nats-Msg-Id`
+is answered as a duplicate if the first copy was stored, except for a conditional write: JetStream checks
+the expected revision before the Msg-Id, so TypedKV looks for its Msg-Id on the key instead (kv/typed.py).
 """
 
 from __future__ import annotations
@@ -33,7 +34,8 @@ from nats.js.errors import APIError, KeyWrongLastSequenceError, NoStreamResponse
 MSG_ID = "Nats-Msg-Id"
 EXPECTED_LAST_SUBJECT_SEQUENCE = "Nats-Expected-Last-Subject-Sequence"
 WRONG_LAST_SEQUENCE_CODES = (10071, 10164)
-"""JetStream's refusals of a compare-and-set (10071) or of a create-only over an existing key (10164)."""
+"""JetStream's refusal of a write whose subject's last sequence is not the expected one (10164: the same,
+reported without the sequence)."""
 NO_RESPONDERS = "503"
 DEFAULT_WINDOW = 256
 DEFAULT_TIMEOUT = 5.0
@@ -202,7 +204,10 @@ class JsPublisher:
 def _ack_of(msg: Msg) -> Ack:
     if not msg.data and msg.headers and msg.headers.get("Status") == NO_RESPONDERS:
         raise NoStreamResponseError
-    reply = _decode_reply(msg.data)
+    try:
+        reply = _decode_reply(msg.data)
+    except msgspec.DecodeError:
+        raise APIError(description=f"not a JetStream publish answer: {msg.data[:80]!r}") from None
     if reply.error is not None:
         raise _api_error(reply.error)
     return Ack(reply.stream, reply.seq, reply.duplicate)
