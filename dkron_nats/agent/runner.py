@@ -31,6 +31,7 @@ from nats.js.kv import KeyValue
 from opentelemetry.context import Context
 from opentelemetry.trace import SpanKind
 
+from dkron_nats.agent.beside import Beside
 from dkron_nats.agent.executor import ExecutionContext, OutputBuffer
 from dkron_nats.agent.journal import RunJournal
 from dkron_nats.agent.processor import Processor
@@ -68,6 +69,8 @@ logger = logging.getLogger(__name__)
 BUSY_OUTPUT_TAIL = 4096
 PROCESSOR_DEADLINE = 60.0
 """Seconds one processor may take: the result is published even when a destination hangs."""
+CLAIMS_AT_ONCE = 256
+"""Run requests being claimed at once: claims wait on NATS, so they overlap; more wait in the subscription."""
 
 
 async def apply_processors(
@@ -140,8 +143,10 @@ class Running:
     trace: Context | None = None
     """The trace context the run request carried (the leader's dispatch span)."""
     cancel: anyio.CancelScope = field(default_factory=anyio.CancelScope)
-    beside: TaskGroup | None = None
-    """Tasks that live as long as the executor runs (the lease renewal, the live output's flusher)."""
+    beside: Beside | None = None
+    """Tasks that live as long as the execution (the lease renewal, the live output's flusher)."""
+    streaming: bool = False
+    """The executor runs: its first live output starts the flusher beside it."""
     redactor: StreamRedactor | None = None
     """Masks the job's secrets before the output is kept or published (a secret split across writes too)."""
     holds_slot: bool = False
@@ -159,7 +164,7 @@ class Running:
         self.output.append(data)
         if self.live is not None:
             await self.live.write(data)
-            if not self._flushing and self.beside is not None:
+            if self.streaming and not self._flushing and self.beside is not None:
                 # Started at the first output, not per execution: most executions print little or nothing.
                 self._flushing = True
                 self.beside.start_soon(self.live.flush_periodically)
@@ -213,8 +218,10 @@ class Agent:
         self._lease_read = anyio.Lock()
         self.running: dict[str, Running] = {}
         self._intake = anyio.CancelScope()
-        self._claims = anyio.CapacityLimiter(256)
-        """Run requests being claimed at once: claims wait on NATS, so they overlap."""
+        self._claims = anyio.Semaphore(CLAIMS_AT_ONCE, fast_acquire=True)
+        """Taken by the intake for each request, given back by its task once the claim is decided."""
+        self._claiming: set[anyio.CancelScope] = set()
+        """The claims in progress: a stop cancels them, as it cancels the intake."""
         self._idle = anyio.Event()
         self.slots = SlotGate(max_concurrent_executions)
         """Executors that may run at once (`--max-concurrent-executions`); claimed runs wait for one."""
@@ -274,6 +281,8 @@ class Agent:
     def stop(self) -> None:
         """Stop taking run requests; `run` then drains the running executions and returns."""
         self._intake.cancel()
+        for claim in self._claiming:
+            claim.cancel()
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         runs = await self.nc.subscribe(run_subject(self.node), queue=self.node)
@@ -288,11 +297,14 @@ class Agent:
                         intake.start_soon(self._follow_lease, self.lease_kv)
                     task_status.started()
                     async for msg in runs.messages:
-                        intake.start_soon(self._accept_bounded, msg, work)
+                        # One task per request, from its claim to its result; the claims are bounded.
+                        await self._claims.acquire()
+                        work.start_soon(self._take, msg, work)
             with anyio.CancelScope(shield=True):
                 await runs.unsubscribe()
                 await busy.unsubscribe()
                 await cancels.unsubscribe()
+            await self._claims_decided()
             await self._drain()
             with anyio.CancelScope(shield=True):
                 await self.executors.aclose()
@@ -316,21 +328,46 @@ class Agent:
                 running.output.append(note)
                 running.cancel.cancel()
 
-    async def _accept_bounded(self, msg: Msg, work: TaskGroup) -> None:
-        async with self._claims:
-            try:
-                await self._accept(msg, work)
-            except Exception:
-                # One request must never end the node (NATS gone mid-claim, a reply that cannot be sent): the
-                # leader's dispatch timeout or its lost-agent check settles that execution.
-                logger.exception("could not take a run request on %s", self.node)
+    async def _claims_decided(self) -> None:
+        """Wait until no claim is in progress (a stop cancelled them): every claimed run is in `running`."""
+        for _ in range(CLAIMS_AT_ONCE):
+            await self._claims.acquire()
+        for _ in range(CLAIMS_AT_ONCE):
+            self._claims.release()
 
-    async def _accept(self, msg: Msg, work: TaskGroup) -> None:
+    async def _take(self, msg: Msg, work: TaskGroup) -> None:
+        """Claim a run request, answer it and run it, all in this one task."""
+        try:
+            accepted = await self._accept_unless_stopped(msg, work)
+        finally:
+            self._claims.release()
+        if accepted is not None:
+            request, running = accepted
+            await self._execute(request.job, running, request.siblings, request.env, msg)
+
+    async def _accept_unless_stopped(self, msg: Msg, work: TaskGroup) -> tuple[RunRequest, Running] | None:
+        """The request and its registered execution if it was claimed; a stop cancels the claim."""
+        if self._intake.cancel_called:
+            return None  # stopped before this request's turn came: it is not taken
+        claim = anyio.CancelScope()
+        self._claiming.add(claim)
+        try:
+            with claim:
+                return await self._accept(msg, work)
+        except Exception:
+            # One request must never end the node (NATS gone mid-claim, a refusal that cannot be sent): the
+            # leader's dispatch timeout or its lost-agent check settles that execution.
+            logger.exception("could not take a run request on %s", self.node)
+        finally:
+            self._claiming.discard(claim)
+        return None
+
+    async def _accept(self, msg: Msg, work: TaskGroup) -> tuple[RunRequest, Running] | None:
         try:
             request = decode(msg.data, RunRequest)
         except msgspec.DecodeError as exc:
             await msg.respond(encode(RunReply(ok=False, error=f"undecodable run request: {exc}")))
-            return
+            return None
         error = await self._term_refusal(request.execution.fence)
         if not error:
             signature = (msg.headers or {}).get(SIGNATURE_HEADER)
@@ -339,7 +376,7 @@ class Agent:
             ex = request.execution
             logger.warning("refused a run request for %s/%s: %s", ex.job_name, ex.id, error)
             await msg.respond(encode(RunReply(ok=False, error=error)))
-            return
+            return None
         holds_slot = self.slots.try_acquire()  # else the run waits for a slot once claimed: it never fails
         execution = msgspec.structs.replace(
             request.execution,
@@ -360,25 +397,33 @@ class Agent:
             if self.journal is not None:
                 self.journal.remove(key)
             await msg.respond(encode(RunReply(ok=False, error="duplicate")))
-            return
+            return None
         live = OutputPublisher(self.nc, self.js, output_subject(execution.job_name, execution.id))
         redactor = StreamRedactor(job_secrets(request.job, request.env) | self._own_secrets)
         running = Running(
-            execution, OutputBuffer(), live, extract(msg.headers), redactor=redactor, holds_slot=holds_slot
+            execution,
+            OutputBuffer(),
+            live,
+            extract(msg.headers),
+            beside=Beside(work),
+            redactor=redactor,
+            holds_slot=holds_slot,
         )
-        # Registered and started in one step, before any await: every entry of `running` has its task.
+        # Registered with no await before this task runs it: every entry of `running` has its task.
         self.running[key] = running
-        work.start_soon(self._execute, request.job, running, request.siblings, request.env)
+        return request, running
+
+    async def _answer(self, msg: Msg, ex: Execution) -> None:
         try:
             await msg.respond(encode(RunReply(ok=True)))
         except NatsError as exc:
             # The claim stands and the run goes on: a leader whose request timed out finds the claim and
             # waits for the result.
-            what = f"{execution.job_name}/{execution.id}"
+            what = f"{ex.job_name}/{ex.id}"
             logger.warning("running %s, but its run request could not be answered: %s", what, exc)
 
     async def _execute(
-        self, job: JobSpec, running: Running, siblings: list[str], env: dict[str, str]
+        self, job: JobSpec, running: Running, siblings: list[str], env: dict[str, str], msg: Msg
     ) -> None:
         ex = running.execution
         attributes = {"dkron.job": job.name, "dkron.execution": ex.id, "dkron.node": self.node}
@@ -388,28 +433,29 @@ class Agent:
                 "execute", context=running.trace, kind=SpanKind.CONSUMER, attributes=attributes
             ),
         ):
-            await self._execute_traced(job, running, siblings, env)
+            await self._execute_traced(job, running, siblings, env, msg)
 
     async def _execute_traced(
-        self, job: JobSpec, running: Running, siblings: list[str], env: dict[str, str]
+        self, job: JobSpec, running: Running, siblings: list[str], env: dict[str, str], msg: Msg
     ) -> None:
         ex = running.execution
         success, error = False, ""
         try:
+            await self._answer(msg, ex)
             with running.cancel:
-                async with anyio.create_task_group() as beside:
-                    if self.locks is not None and job.concurrency in LOCKED:
-                        beside.start_soon(self._keep_lease, self.locks, ex)  # held while queued too
-                    await self._start(running)
-                    running.beside = beside  # the live output's flusher starts there at its first write
-                    try:
-                        success, error = await self._run_executor(job, running, env)
-                    finally:
-                        running.beside = None  # later output (the error line) is flushed at close
-                    beside.cancel_scope.cancel()
+                if self.locks is not None and job.concurrency in LOCKED and running.beside is not None:
+                    running.beside.start_soon(self._keep_lease, self.locks, ex)  # held while queued too
+                await self._start(running)
+                running.streaming = True  # the live output's flusher starts at its first write
+                try:
+                    success, error = await self._run_executor(job, running, env)
+                finally:
+                    running.streaming = False  # later output (the error line) is flushed at close
             if running.cancel.cancelled_caught:
                 error = "cancelled"
         finally:
+            if running.beside is not None:
+                await running.beside.stop()  # before the slot and the result, as a task group's end was
             if running.holds_slot:  # the next queued execution starts while this one reports
                 running.holds_slot = False
                 self.slots.release()
