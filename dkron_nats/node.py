@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import anyio
 import msgspec
 import uvicorn
+from anyio.abc import TaskStatus
 from litestar import Litestar
 from nats.aio.client import Client
 from nats.js import JetStreamContext
@@ -29,6 +30,7 @@ from dkron_nats.audit import AuditLog
 from dkron_nats.auth import BOOTSTRAP_ENV, Authenticator, StoredToken, bootstrap_token_from_env
 from dkron_nats.config import ConfigError, Settings, is_loopback_host, node_tags, redact_url
 from dkron_nats.events import JOB_EVENTS, changed_job_key, job_event
+from dkron_nats.failpoints import stall_point
 from dkron_nats.http.agent_app import create_agent_app
 from dkron_nats.http.app import create_app
 from dkron_nats.http.middleware import BrowserPolicy
@@ -219,10 +221,13 @@ class Node:
                     executions_queued=agent.slots.queued,
                 )
 
-            await tg.start(heartbeat, members_kv, beat, s.member_ttl / 4)
-            self._on_reload(functools.partial(_publish_member, members_kv, beat))
+            # The agent listens for run requests before its member record makes it a target: a request
+            # sent the moment it appears must find a subscriber (NATS answers "no responders" otherwise).
             agent_done = anyio.Event()
-            tg.start_soon(_run_then_set, agent, agent_done)
+            await tg.start(_run_then_set, agent, agent_done)
+            await tg.start(heartbeat, members_kv, beat, s.member_ttl / 4)
+            stall_point("after-first-heartbeat")  # a test checks that a visible node is listening
+            self._on_reload(functools.partial(_publish_member, members_kv, beat))
             server_scope = anyio.CancelScope()
             if s.server:
                 tg.start_soon(
@@ -450,9 +455,11 @@ async def _follow_job_notices(nc: Client, cache: KVCache[JobSpec]) -> None:
             await sub.unsubscribe()
 
 
-async def _run_then_set(agent: Agent, done: anyio.Event) -> None:
+async def _run_then_set(
+    agent: Agent, done: anyio.Event, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+) -> None:
     try:
-        await agent.run()
+        await agent.run(task_status=task_status)
     finally:
         done.set()
 

@@ -286,7 +286,7 @@ def test_an_agent_joins_with_minted_credentials_and_nothing_it_or_the_server_doe
             assert server.post("/v1/jobs", json=body).status_code == 201
             assert server.post("/v1/jobs/on-worker/run").status_code in (200, 202)
             runs = wait_for(lambda: finished(server, "on-worker", 1), 30, "the run on worker7")
-    assert [(r["node_name"], r["success"]) for r in runs] == [("worker7", True)]
+    assert [(r["node_name"], r["success"]) for r in runs] == [("worker7", True)], runs[0]["output"]
     assert "ran-on-worker7" in runs[0]["output"]
     log = (server.data_dir / "nats-server.log").read_text()
     assert "Violation" not in log, [line for line in log.splitlines() if "Violation" in line][:5]
