@@ -40,6 +40,7 @@ from nats.js.api import (
 )
 
 from bench.common import cpu_seconds
+from dkron_nats.kv.publisher import ApiError, PubAck
 
 WINDOW = 64
 """JetStream publishes in flight per publisher."""
@@ -51,21 +52,6 @@ JOBS = 1000
 BUCKET = "bare-exec"
 RUN_SUBJECT = "bare.run.dc.dc1.role.web"
 PULL_EXPIRES_NS = 2_000_000_000
-
-
-class ApiError(msgspec.Struct):
-    code: int = 0
-    err_code: int = 0
-    description: str = ""
-
-
-class PubAck(msgspec.Struct):
-    """JetStream's answer to a publish: the stored sequence, or the error."""
-
-    stream: str = ""
-    seq: int = 0
-    duplicate: bool = False
-    error: ApiError | None = None
 
 
 OnAck = Callable[[PubAck], Awaitable[None]]

@@ -44,7 +44,7 @@ from dkron_nats.natsauth import NatsAccessError, NatsCredentials, check_agent_cr
 from dkron_nats.natscli import nats_credentials
 from dkron_nats.natsserver import NatsServerError
 from dkron_nats.output_formats import output_option, show
-from dkron_nats.reload import CONFIG_PATH, NOTICES, Loaded, Reloader, reread
+from dkron_nats.reload import CONFIG_PATH, NOTICES, NOTIFICATION_SETTINGS, Loaded, Reloader, reread
 from dkron_nats.tracing import setup_tracing, shutdown_tracing
 from dkron_nats.version import VERSION
 
@@ -675,26 +675,8 @@ def _nats_security_settings(opts: dict[str, Any]) -> dict[str, Any]:
     return chosen | {**embedded, "nats_store_cipher": embedded["nats_store_cipher"] or ""}
 
 
-NOTIFICATION_OPTIONS = (
-    "mail_host",
-    "mail_port",
-    "mail_username",
-    "mail_password",
-    "mail_from",
-    "mail_payload",
-    "mail_subject_prefix",
-    "smtp_insecure",
-    "webhook_endpoint",
-    "webhook_payload",
-    "webhook_headers",
-    "pre_webhook_endpoint",
-    "pre_webhook_payload",
-    "pre_webhook_headers",
-)
-
-
 def _notification_settings(opts: dict[str, Any]) -> dict[str, Any]:
-    return {name: opts[name] for name in NOTIFICATION_OPTIONS}
+    return {name: opts[name] for name in NOTIFICATION_SETTINGS}
 
 
 def _networks(flag: str, values: tuple[str, ...]) -> tuple[str, ...]:

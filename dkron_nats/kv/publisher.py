@@ -59,20 +59,24 @@ class Ack(msgspec.Struct, frozen=True):
     """The Msg-Id was stored before (a resend after a lost ack): it is stored once, at `seq`."""
 
 
-class _ApiError(msgspec.Struct):
+class ApiError(msgspec.Struct):
+    """The error of a refused JetStream request."""
+
     code: int = 0
     err_code: int = 0
     description: str = ""
 
 
-class _Reply(msgspec.Struct):
+class PubAck(msgspec.Struct):
+    """JetStream's answer to a publish: the stored sequence, or the error."""
+
     stream: str = ""
     seq: int = 0
     duplicate: bool = False
-    error: _ApiError | None = None
+    error: ApiError | None = None
 
 
-_decode_reply = msgspec.json.Decoder(_Reply).decode
+_decode_reply = msgspec.json.Decoder(PubAck).decode
 
 
 @dataclass(slots=True)
@@ -213,7 +217,7 @@ def _ack_of(msg: Msg) -> Ack:
     return Ack(reply.stream, reply.seq, reply.duplicate)
 
 
-def _api_error(error: _ApiError) -> APIError:
+def _api_error(error: ApiError) -> APIError:
     """The exception nats-py raises for this error: kv.create/update's for a wrong last sequence, else
     js.publish's (by HTTP-like code: ServiceUnavailableError, BadRequestError, ...)."""
     if error.err_code in WRONG_LAST_SEQUENCE_CODES:
