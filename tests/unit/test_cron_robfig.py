@@ -23,7 +23,6 @@ import calendar
 import json
 import os
 import random
-import shutil
 import subprocess
 from collections import Counter
 from dataclasses import dataclass
@@ -38,6 +37,7 @@ import pytest
 from croniter import croniter
 
 from dkron_nats.schedule import ScheduleError, next_fire_times, parse_schedule
+from tests.gobuild import build, gopath_holding
 
 ROOT = Path(__file__).resolve().parents[2]
 ORACLE_SRC = ROOT / "tests" / "oracles" / "robfig" / "main.go"
@@ -61,46 +61,11 @@ ZONES = (
 # --- building and asking the oracle -------------------------------------------------------------------
 
 
-def _gopath() -> Path:
-    """The Go source tree holding robfig/cron: $GOPATH if it has it, else where Debian's package put it."""
-    for entry in os.environ.get("GOPATH", "").split(os.pathsep):
-        if entry and (Path(entry) / ROBFIG).is_dir():
-            return Path(entry)
-    if shutil.which("dpkg-query"):
-        listed = subprocess.run(
-            ["dpkg-query", "-L", "golang-github-robfig-cron-dev"],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        suffix = "/" + ROBFIG.as_posix()
-        for line in listed.stdout.splitlines():
-            if line.endswith(suffix):
-                return Path(line.removesuffix(suffix))
-    pytest.fail(f"robfig/cron's Go sources were not found: {INSTALL}")
-
-
 @pytest.fixture(scope="session")
 def oracle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """tests/oracles/robfig/main.go, built offline in GOPATH mode against Debian's Go libraries."""
-    go = shutil.which("go")
-    if go is None:
-        pytest.fail(f"no `go` command: {INSTALL}")
-    out = tmp_path_factory.mktemp("robfig-oracle") / "robfig"
-    env = os.environ | {"GO111MODULE": "off", "GOPATH": str(_gopath()), "GOFLAGS": "", "CGO_ENABLED": "0"}
-    if not (env.get("GOCACHE") or env.get("XDG_CACHE_HOME") or env.get("HOME")):
-        env["GOCACHE"] = str(out.parent / "cache")
-    built = subprocess.run(
-        [go, "build", "-o", str(out), str(ORACLE_SRC)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    if built.returncode != 0:
-        pytest.fail(f"building the robfig oracle failed ({INSTALL}):\n{built.stderr}")
-    return out
+    gopath = gopath_holding(ROBFIG, "golang-github-robfig-cron-dev", INSTALL)
+    return build(ORACLE_SRC, tmp_path_factory.mktemp("robfig-oracle") / "robfig", gopath, INSTALL)
 
 
 @dataclass(frozen=True)

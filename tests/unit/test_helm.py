@@ -29,6 +29,7 @@ import pytest
 import yaml
 
 from dkron_nats.cli import LOG_LEVELS
+from tests.gobuild import build, gopath_holding
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "deploy" / "helm" / "dkron-nats"
@@ -53,49 +54,13 @@ Doc = dict[str, Any]
 # --- building and running the renderer ---------------------------------------------------------------
 
 
-def _gopath() -> Path:
-    """The Go source tree holding sprig: $GOPATH if it has it, else where Debian's package put it."""
-    for entry in os.environ.get("GOPATH", "").split(os.pathsep):
-        if entry and (Path(entry) / SPRIG).is_dir():
-            return Path(entry)
-    if shutil.which("dpkg-query"):
-        listed = subprocess.run(
-            ["dpkg-query", "-L", "golang-github-masterminds-sprig-dev"],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        suffix = "/" + SPRIG.as_posix()
-        for line in listed.stdout.splitlines():
-            if line.endswith(suffix):
-                return Path(line.removesuffix(suffix))
-    pytest.fail(f"the sprig template library's Go sources were not found: {INSTALL}")
-
-
 @pytest.fixture(scope="session")
 def renderer(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """deploy/helm/render/main.go, built offline in GOPATH mode against Debian's Go libraries."""
-    go = shutil.which("go")
-    if go is None:
-        pytest.fail(f"no `go` command: {INSTALL}")
-    gopath = _gopath()
+    gopath = gopath_holding(SPRIG, "golang-github-masterminds-sprig-dev", INSTALL)
     if not (gopath / YAML_V3).is_dir():
         pytest.fail(f"gopkg.in/yaml.v3 is missing from {gopath}: {INSTALL}")
-    out = tmp_path_factory.mktemp("helm-render") / "render"
-    env = os.environ | {"GO111MODULE": "off", "GOPATH": str(gopath), "GOFLAGS": "", "CGO_ENABLED": "0"}
-    if not (env.get("GOCACHE") or env.get("XDG_CACHE_HOME") or env.get("HOME")):
-        env["GOCACHE"] = str(out.parent / "cache")
-    built = subprocess.run(
-        [go, "build", "-o", str(out), str(RENDER_SRC)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    if built.returncode != 0:
-        pytest.fail(f"building the renderer failed ({INSTALL}):\n{built.stderr}")
-    return out
+    return build(RENDER_SRC, tmp_path_factory.mktemp("helm-render") / "render", gopath, INSTALL)
 
 
 def _run(renderer: Path, tmp_path: Path, values: Doc | None = None) -> subprocess.CompletedProcess[str]:
