@@ -3,27 +3,22 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import anyio
-import nats
 import pytest
-from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from dkron_nats.agent.registry import PluginRegistry
 from dkron_nats.agent.runner import Agent
 from dkron_nats.agent.shell import ShellExecutor
-from dkron_nats.kv.buckets import Buckets, StorageLimits, ensure_buckets
 from dkron_nats.kv.executions import ExecutionStore, execution_id
-from dkron_nats.leader.lease import SIGNATURE_HEADER, Lease
+from dkron_nats.leader.lease import SIGNATURE_HEADER
 from dkron_nats.models import Execution, ExecutionResult, JobSpec, RunReply, RunRequest, decode, encode
-from dkron_nats.natsserver import EmbeddedNats
 from dkron_nats.subjects import result_subject, run_subject
 from dkron_nats.timefmt import to_ns, utcnow
-from tests.harness import free_port
 from tests.natsbackend import wait_for_async
+from tests.solo import Solo, solo_store
 
 pytestmark = pytest.mark.anyio
 
@@ -35,28 +30,13 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-@dataclass
-class Cluster:
-    nc: Client
-    buckets: Buckets
-    lease: Lease
-    """Held by the leader that signs the run requests."""
-
-
 @pytest.fixture
-async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
-    async with EmbeddedNats(tmp_path, f"127.0.0.1:{free_port()}", "solo") as server:
-        nc = await nats.connect(server.url)
-        try:
-            buckets = await ensure_buckets(nc.jetstream(), StorageLimits())
-            lease = Lease(buckets.leader, "s1", "s1-incarnation", ttl=60)
-            assert await lease.try_acquire(utcnow())
-            yield Cluster(nc, buckets, lease)
-        finally:
-            await nc.close()
+async def cluster(tmp_path: Path) -> AsyncIterator[Solo]:
+    async with solo_store(tmp_path) as solo:
+        yield solo
 
 
-def _signed_request(cluster: Cluster, command: str) -> tuple[bytes, dict[str, str], str]:
+def _signed_request(cluster: Solo, command: str) -> tuple[bytes, dict[str, str], str]:
     """A run request of the current leader for NODE: its body, its headers and its execution id."""
     group = to_ns(utcnow())
     ex = Execution(
@@ -68,7 +48,7 @@ def _signed_request(cluster: Cluster, command: str) -> tuple[bytes, dict[str, st
 
 
 async def test_a_claimed_run_whose_request_cannot_be_answered_still_runs_and_the_agent_goes_on(
-    cluster: Cluster,
+    cluster: Solo,
 ) -> None:
     """The agent claims a run, then fails to answer the request (here it has no reply subject; a closed or
     reconnecting connection fails the same way). The claim stands, so the leader waits for its result: the

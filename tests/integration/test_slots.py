@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-import nats
 import pytest
 from nats.aio.client import Client
 from nats.aio.msg import Msg
@@ -19,15 +18,15 @@ from nats.aio.msg import Msg
 from dkron_nats.agent.registry import PluginRegistry
 from dkron_nats.agent.runner import Agent
 from dkron_nats.agent.shell import ShellExecutor
-from dkron_nats.kv.buckets import Buckets, StorageLimits, ensure_buckets
+from dkron_nats.kv.buckets import Buckets
 from dkron_nats.kv.executions import ExecutionStore, execution_id
 from dkron_nats.leader.lease import SIGNATURE_HEADER, Lease
 from dkron_nats.models import Execution, ExecutionResult, JobSpec, RunReply, RunRequest, decode, encode
-from dkron_nats.natsserver import EmbeddedNats
 from dkron_nats.subjects import result_subject, run_subject
 from dkron_nats.timefmt import ZERO_TIME, to_ns, utcnow
-from tests.harness import Node, executions, finished, free_port, job, running, wait_for
+from tests.harness import Node, executions, finished, job, running, wait_for
 from tests.natsbackend import wait_for_async
+from tests.solo import solo_store
 
 
 @contextmanager
@@ -136,15 +135,8 @@ def anyio_backend() -> str:
 
 @pytest.fixture
 async def nats_store(tmp_path: Path) -> AsyncIterator[tuple[Client, Buckets, Lease]]:
-    async with EmbeddedNats(tmp_path, f"127.0.0.1:{free_port()}", "solo") as server:
-        nc = await nats.connect(server.url)
-        try:
-            buckets = await ensure_buckets(nc.jetstream(), StorageLimits())
-            lease = Lease(buckets.leader, "s1", "s1-incarnation", ttl=60)
-            assert await lease.try_acquire(utcnow())
-            yield nc, buckets, lease
-        finally:
-            await nc.close()
+    async with solo_store(tmp_path) as solo:
+        yield solo.nc, solo.buckets, solo.lease
 
 
 def _request(lease: Lease, command: str) -> tuple[bytes, dict[str, str], str]:
