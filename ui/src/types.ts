@@ -91,6 +91,10 @@ export interface Member {
   Status: number;
   statusText?: string;
   id?: string;
+  /** `--max-concurrent-executions` (0: no limit) and what the node's last heartbeat counted. */
+  MaxConcurrentExecutions?: number;
+  ExecutionsRunning?: number;
+  ExecutionsQueued?: number;
 }
 
 export interface Stats {

@@ -32,6 +32,7 @@ export function Members() {
               <th scope="col">Address</th>
               <th scope="col">Role</th>
               <th scope="col">Status</th>
+              <th scope="col">Running</th>
               <th scope="col">Tags</th>
             </tr>
           </thead>
@@ -48,13 +49,12 @@ export function Members() {
                       </span>
                     )}
                   </td>
-                  <td>
-                    {m.Addr}:{m.Port}
-                  </td>
+                  <td>{m.Port ? `${m.Addr}:${m.Port}` : m.Addr}</td>
                   <td>{role}</td>
                   <td>
                     <span class={`badge badge-${m.statusText ?? "none"}`}>{m.statusText ?? String(m.Status)}</span>
                   </td>
+                  <td data-testid="member-running">{slots(m)}</td>
                   <td>
                     <Tags tags={m.Tags} />
                   </td>
@@ -67,6 +67,14 @@ export function Members() {
       {members && <p class="muted">{members.length} members; refreshed every 10 s.</p>}
     </main>
   );
+}
+
+/** "2", "2 of 4" with a slot limit, and how many wait for a free slot. */
+function slots(m: Member): string {
+  const running = m.ExecutionsRunning ?? 0;
+  const limit = m.MaxConcurrentExecutions ? ` of ${m.MaxConcurrentExecutions}` : "";
+  const queued = m.ExecutionsQueued ? `, ${m.ExecutionsQueued} waiting` : "";
+  return `${running}${limit}${queued}`;
 }
 
 export function Tags({ tags }: { tags: Record<string, string> | null | undefined }) {
