@@ -8,10 +8,11 @@ dispatches) go through the same results stream as agents' results, so one proces
 
 from __future__ import annotations
 
+import functools
 import logging
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -160,10 +161,14 @@ class Launcher:
     async def publish_result(self, result: ExecutionResult) -> None:
         self.ensure_leader()
         headers = {"Nats-Msg-Id": result.msg_id}
-        subject = result_subject(LEADER_RESULT_NODE)
-        await with_retry(
-            lambda: self.js.publish(subject, encode(result), headers=headers), what="result publish"
+        subject, payload = result_subject(LEADER_RESULT_NODE), encode(result)
+        publisher = self.executions.typed.publisher  # the node's pipelined publisher, when it has one
+        send: Callable[[], Awaitable[object]] = (
+            functools.partial(publisher.publish, subject, payload, headers=headers)
+            if publisher is not None
+            else functools.partial(self.js.publish, subject, payload, headers=headers)
         )
+        await with_retry(send, what="result publish")
 
     async def record_outcome(
         self, job: JobSpec, group: int, scheduled_at: datetime | None, status: str, reason: str
