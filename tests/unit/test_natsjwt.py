@@ -108,6 +108,7 @@ async def _exercise(url: str, keys: ClusterKeys) -> tuple[list[str], bytes]:
         await kv.put("k", b"1")
         stored = (await kv.get("k")).value or b""
         seen = await server.subscribe("dkron.result.>")
+        await server.flush()  # the server has the subscription before another connection publishes
         await agent.subscribe("dkron.run.node.web2", queue="web2")
         await agent.publish("dkron.result.web1", b"mine")
         await agent.publish("dkron.result.web2", b"forged")
