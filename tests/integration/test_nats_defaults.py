@@ -194,6 +194,7 @@ async def test_agent_credentials_reach_only_the_agents_own_subjects(server: Node
         forged = await admin.subscribe("dkron.result.web2")
         forged_run = await admin.subscribe(run_subject("web3"))
         probe = await admin.subscribe("dkron.output.probe.>")
+        await admin.flush()  # its subscriptions are in place before the agent publishes
         theirs = [
             await agent.subscribe(run_subject("web2"), queue="web2"),
             await agent.subscribe(run_subject("web2")),

@@ -173,6 +173,7 @@ async def test_publish_reaches_a_subscriber_with_its_headers(
     nc: Client, node_nats: NatsServer, subject: str, headers: str
 ) -> None:
     sub = await nc.subscribe(subject)
+    await nc.flush()  # subscribed before the executor's own connection publishes
     config = {"subject": subject, "message": "hello", "headers": headers, "url": node_nats.url}
     result, output = await run(config, context(nc, "1700000000-node-a=2"))
     assert result == ExecutorResult(True)
@@ -214,6 +215,7 @@ async def test_without_a_url_the_run_fails_and_the_nodes_connection_is_not_used(
     nc: Client, subject: str
 ) -> None:
     sub = await nc.subscribe(subject)
+    await nc.flush()
     result, output = await run({"subject": subject, "message": "x"}, context(nc))
     assert result == ExecutorResult(
         False,
@@ -276,6 +278,7 @@ async def test_a_job_cannot_publish_into_the_clusters_token_bucket(nc: Client, n
 
 async def test_request_output_is_the_reply(nc: Client, node_nats: NatsServer, subject: str) -> None:
     sub = await nc.subscribe(subject)
+    await nc.flush()
     seen: list[Msg] = []
 
     async def respond_once() -> None:
@@ -323,6 +326,7 @@ async def test_url_with_credentials_publishes_on_that_nats_and_closes_its_connec
         on_other = await watcher.subscribe(subject)
         on_node = await nc.subscribe(subject)
         await watcher.flush()
+        await nc.flush()
         config = {"subject": subject, "message": "x", "url": other_nats.url, "userName": USER}
         result, output = await run({**config, "password": PASSWORD}, context(nc))
         assert result == ExecutorResult(True)
