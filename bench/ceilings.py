@@ -36,10 +36,10 @@ import nats
 from nats.aio.msg import Msg
 from nats.js.api import KeyValueConfig, StorageType, StreamConfig
 
-from bench.common import pid_with_argument, write_results
+from bench.common import write_results
 from bench.pipeline import bare_pipeline, publish_rate
 from dkron_nats.natsserver import EmbeddedNats
-from tests.harness import free_port
+from tests.harness import free_port, pid_with_argument
 
 PAYLOAD = b"x" * 256
 """About the size of a job's cursor or state record."""

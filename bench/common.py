@@ -59,21 +59,6 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def pid_with_argument(argument: str, program: str) -> int | None:
-    """The pid of a running `program` given `argument` (a nats-server by its config file), if any."""
-    wanted = argument.encode()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            argv = (entry / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if wanted in argv and Path(argv[0].decode(errors="replace")).name == program:
-            return int(entry.name)
-    return None
-
-
 def machine() -> dict[str, str]:
     return {
         "cpus": str(os.cpu_count()),

@@ -44,14 +44,13 @@ from bench.common import (
     command_line,
     cpu_seconds,
     machine,
-    pid_with_argument,
     rss_mb,
     summary,
     write_results,
 )
 from bench.pipeline import bare_pipeline
 from dkron_nats.natsserver import EmbeddedNats
-from tests.harness import Node, embedded_nats_pid, free_port, wait_for
+from tests.harness import Node, embedded_nats_pid, free_port, pid_with_argument, wait_for
 
 EXECUTORS = {  # the trivial in-process executor; /bin/true through the shell executor
     "noop": ("noop", {}),

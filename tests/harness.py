@@ -68,7 +68,12 @@ def pid_alive(pid: int) -> bool:
 
 def embedded_nats_pid(node: Node) -> int | None:
     """The pid of the nats-server that `node` embeds (found by its config file), if one runs."""
-    conf = str(node.data_dir / "nats-server.conf").encode()
+    return pid_with_argument(str(node.data_dir / "nats-server.conf"), "nats-server")
+
+
+def pid_with_argument(argument: str, program: str) -> int | None:
+    """The pid of a running `program` given `argument` (a nats-server by its config file), if any."""
+    wanted = argument.encode()
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -76,9 +81,19 @@ def embedded_nats_pid(node: Node) -> int | None:
             argv = (entry / "cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if conf in argv and Path(argv[0].decode(errors="replace")).name == "nats-server":
+        if wanted in argv and Path(argv[0].decode(errors="replace")).name == program:
             return int(entry.name)
     return None
+
+
+def stop_process(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, then SIGKILL if it is still there after 10 s; returns once it is gone."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=10)
 
 
 def _stop_with_parent() -> None:

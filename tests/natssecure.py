@@ -22,7 +22,7 @@ import nkeys
 import pytest
 import trustme
 
-from tests.harness import free_port, spawn_nats_server, wait_for
+from tests.harness import free_port, spawn_nats_server, stop_process, wait_for
 
 SECURE_CONF = Path(__file__).resolve().parent.parent / "deploy" / "nats-secure.conf"
 USERS = ("server", "agent1", "agent2", "trigger")
@@ -146,12 +146,7 @@ def nats_server_with(base_dir: Path, settings: str) -> Iterator[str]:
         wait_for(lambda: httpx.get(f"http://127.0.0.1:{http_port}/healthz", timeout=5).status_code == 200, 20)
         yield f"nats://127.0.0.1:{port}"
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+        stop_process(proc)
 
 
 def user_nkey_seed() -> bytes:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import signal
 import socket
-import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,7 +18,15 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.harness import Node, embedded_nats_pid, free_port, shared_secret, spawn_nats_server, wait_for
+from tests.harness import (
+    Node,
+    embedded_nats_pid,
+    free_port,
+    shared_secret,
+    spawn_nats_server,
+    stop_process,
+    wait_for,
+)
 
 RESPAWN_POINT = "before-embedded-nats-respawn"
 
@@ -38,12 +45,7 @@ def stranger_nats(base_dir: Path, port: int, jetstream: bool) -> Iterator[str]:
         wait_for(lambda: httpx.get(f"{monitor}/healthz", timeout=5).status_code == 200, 20, "the stranger")
         yield monitor
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+        stop_process(proc)
 
 
 def connections_of(monitor: str) -> list[dict[str, Any]]:

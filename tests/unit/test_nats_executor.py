@@ -30,7 +30,7 @@ from dkron_nats.agent.nats_executor import NatsExecutor
 from dkron_nats.config import Settings
 from dkron_nats.natsserver import nats_server_binary
 from tests.cluster import wait_for_async
-from tests.harness import _stop_with_parent, free_port, wait_for
+from tests.harness import _stop_with_parent, free_port, stop_process, wait_for
 
 pytestmark = pytest.mark.anyio
 
@@ -98,12 +98,7 @@ class NatsServer:
         proc, self.proc = self.proc, None
         if proc is None or proc.poll() is not None:
             return
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+        stop_process(proc)
 
 
 @pytest.fixture
