@@ -11,11 +11,10 @@ nothing), and it must be signed with the key that lease names (`leader/lease.py`
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import anyio
@@ -42,7 +41,7 @@ from dkron_nats.http.render import execution_json
 from dkron_nats.kv.executions import ExecutionStore
 from dkron_nats.kv.locks import LOCKED, JobLocks
 from dkron_nats.kv.output import OutputPublisher, output_subject
-from dkron_nats.kv.publisher import JsPublisher
+from dkron_nats.kv.publisher import JsPublisher, publish_call
 from dkron_nats.kv.typed import TRANSIENT, with_retry
 from dkron_nats.kv.watch import next_entry
 from dkron_nats.kv.watch import stop as stop_watch
@@ -552,12 +551,7 @@ class Agent:
     async def _publish(self, result: ExecutionResult) -> None:
         payload = encode(result)
         headers = {**inject({}), "Nats-Msg-Id": result.msg_id}  # the leader records it in the same trace
-        subject, publisher = result_subject(self.node), self.publisher
-        send: Callable[[], Awaitable[object]] = (
-            functools.partial(publisher.publish, subject, payload, headers=headers)
-            if publisher is not None
-            else functools.partial(self.js.publish, subject, payload, headers=headers)
-        )
+        send = publish_call(self.publisher, self.js, result_subject(self.node), payload, headers)
         await with_retry(send, attempts=30, what="result publish")
 
     async def conclude_previous_process(self, keys: list[str]) -> None:

@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 import anyio
@@ -29,6 +30,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
 from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js import JetStreamContext
 from nats.js.errors import APIError, KeyWrongLastSequenceError, NoStreamResponseError
 
 MSG_ID = "Nats-Msg-Id"
@@ -231,3 +233,13 @@ def _api_error(error: ApiError) -> APIError:
     except APIError as exc:
         return exc
     raise AssertionError("APIError.from_error always raises")
+
+
+def publish_call(
+    publisher: JsPublisher | None, js: JetStreamContext, subject: str, payload: bytes, headers: dict[str, str]
+) -> Callable[[], Awaitable[object]]:
+    """One JetStream publish, to give `with_retry`: through the node's pipelined publisher when it has one
+    (the same exceptions either way), else through nats-py's."""
+    if publisher is not None:
+        return functools.partial(publisher.publish, subject, payload, headers=headers)
+    return functools.partial(js.publish, subject, payload, headers=headers)

@@ -8,11 +8,10 @@ dispatches) go through the same results stream as agents' results, so one proces
 
 from __future__ import annotations
 
-import functools
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -27,6 +26,7 @@ from opentelemetry.trace import SpanKind
 from dkron_nats.errors import LeadershipLostError
 from dkron_nats.kv.executions import ExecutionStore, execution_id
 from dkron_nats.kv.locks import LOCKED, JobLocks
+from dkron_nats.kv.publisher import publish_call
 from dkron_nats.kv.typed import TRANSIENT, with_retry
 from dkron_nats.leader.lease import SIGNATURE_HEADER, Lease
 from dkron_nats.leader.notify import Notifier
@@ -162,12 +162,7 @@ class Launcher:
         self.ensure_leader()
         headers = {"Nats-Msg-Id": result.msg_id}
         subject, payload = result_subject(LEADER_RESULT_NODE), encode(result)
-        publisher = self.executions.typed.publisher  # the node's pipelined publisher, when it has one
-        send: Callable[[], Awaitable[object]] = (
-            functools.partial(publisher.publish, subject, payload, headers=headers)
-            if publisher is not None
-            else functools.partial(self.js.publish, subject, payload, headers=headers)
-        )
+        send = publish_call(self.executions.typed.publisher, self.js, subject, payload, headers)
         await with_retry(send, what="result publish")
 
     async def record_outcome(
