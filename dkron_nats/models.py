@@ -1,4 +1,4 @@
-"""What is stored in JetStream: job definitions, job state, executions, launch cursors, members.
+"""What is stored in JetStream: job definitions, job state, executions, launch decisions, members.
 
 Every stored value is a msgspec Struct encoded as JSON. The API's wire shapes (Dkron's exact JSON) are
 rendered from these in `dkron_nats/http/render.py`, so storage can evolve without breaking clients.
@@ -181,6 +181,27 @@ class LaunchCursor(msgspec.Struct, kw_only=True, omit_defaults=True):
     """A `replace` job: the launch (group) this one cancels and takes the job's lease from."""
     decided_ns: int = 0
     """When the decision was made: a missed slot's reason depends on how late it was then."""
+
+
+DECISION_LOG_VERSION = 1
+"""The shape of `DecisionBatch` (a later shape raises it, and converts older batches as it reads them)."""
+
+
+class DecisionBatch(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """One append to the leader's decision log (`dkron.decisions.<partition>`, leader/decisions.py).
+
+    Every append is a compare-and-set on the log's last sequence, so the log is one chain per partition: a
+    new leader's `takeover` append fences every earlier leader (its next append is refused).
+    """
+
+    fence: int
+    """The term of the leader that wrote it."""
+    kind: str = "decisions"
+    """`decisions` (cursors decided together), `takeover` (a new leader's first append) or `checkpoint`
+    (every live cursor again, so what came before can be purged)."""
+    cursors: dict[str, LaunchCursor] = msgspec.field(default_factory=dict)
+    """Job key -> the cursor decided for it."""
+    v: int = DECISION_LOG_VERSION
 
 
 class CancelLaunch(msgspec.Struct, kw_only=True):

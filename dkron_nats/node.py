@@ -55,6 +55,7 @@ from dkron_nats.kv.executions import ExecutionStore
 from dkron_nats.kv.locks import JobLocks
 from dkron_nats.kv.publisher import JsPublisher
 from dkron_nats.kv.typed import TRANSIENT, TypedKV
+from dkron_nats.leader.decisions import DecisionLog
 from dkron_nats.leader.election import run_elections
 from dkron_nats.leader.launcher import Launcher
 from dkron_nats.leader.lease import Lease
@@ -66,7 +67,7 @@ from dkron_nats.leader.stats import DayStats, Stats
 from dkron_nats.leader.watchdog import AgentWatchdog
 from dkron_nats.members import Registry, heartbeat
 from dkron_nats.metrics import NATS_DISCONNECTS, NATS_RECONNECTS, NATS_TRAFFIC
-from dkron_nats.models import JobSpec, JobState, LaunchCursor, Member
+from dkron_nats.models import JobSpec, JobState, Member
 from dkron_nats.natsauth import NatsAccessError, NatsCredentials, cluster_keys, store_key
 from dkron_nats.natsjwt import ClusterKeys
 from dkron_nats.natsserver import EmbeddedNats, NatsServerError, StoreEncryption, split_host_port
@@ -335,7 +336,12 @@ class Node:
                 async def lead() -> None:
                     scheduler = Scheduler(
                         jobs_cache,
-                        TypedKV(buckets.cursors, LaunchCursor, publisher),
+                        DecisionLog(
+                            js,
+                            publisher,
+                            ensure_leader=launcher.ensure_leader,
+                            is_live=lambda key: jobs_cache.get(key) is not None,
+                        ),
                         launcher,
                         SchedulerSettings(starting_deadline=s.starting_deadline),
                         paused=lambda: services.is_paused(SCHEDULING_PAUSED_KEY),

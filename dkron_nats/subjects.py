@@ -13,6 +13,9 @@ AGENT_BUSY = "dkron.agent.busy"
 AGENT_CANCEL = "dkron.agent.cancel"
 """Broadcast: every agent stops its running executions of the named launch (`CancelLaunch`)."""
 
+DECISIONS_SUBJECTS = "dkron.decisions.>"
+"""The leader's decision logs, one subject per partition (leader/decisions.py); only servers write them."""
+
 LEADER_RESULT_NODE = "scheduler"
 """The pseudo-node under which the leader publishes records it makes itself (missed, skipped, failed)."""
 
@@ -30,3 +33,7 @@ def run_subject(node: str) -> str:
 
 def result_subject(node: str) -> str:
     return f"dkron.result.{_token(node)}"
+
+
+def decisions_subject(partition: int) -> str:
+    return f"dkron.decisions.{partition}"

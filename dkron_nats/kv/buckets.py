@@ -12,13 +12,15 @@ from nats.js.kv import KeyValue
 
 from dkron_nats.kv.output import OUTPUT_STREAM, OUTPUT_SUBJECTS
 from dkron_nats.kv.typed import with_retry
+from dkron_nats.subjects import DECISIONS_SUBJECTS
 
 logger = logging.getLogger(__name__)
 
 JOBS = "dkron-jobs"
 JOB_STATE = "dkron-job-state"
 EXECUTIONS = "dkron-executions"
-CURSORS = "dkron-cursors"
+LEGACY_CURSORS = "dkron-cursors"
+"""Each job's launch cursor, one key per job, up to 0.1.x; read once into the decision log, then deleted."""
 LEADER = "dkron-leader"
 MEMBERS = "dkron-members"
 SETTINGS = "dkron-settings"
@@ -26,8 +28,10 @@ STATS = "dkron-stats"
 LOCKS = "dkron-locks"
 TOKENS = "dkron-tokens"
 """API tokens: name -> role and the token's SHA-256 (dkron_nats/auth.py)."""
-BUCKET_NAMES = (JOBS, JOB_STATE, EXECUTIONS, CURSORS, LEADER, MEMBERS, SETTINGS, STATS, LOCKS, TOKENS)
+BUCKET_NAMES = (JOBS, JOB_STATE, EXECUTIONS, LEADER, MEMBERS, SETTINGS, STATS, LOCKS, TOKENS)
 
+DECISIONS_STREAM = "DKRON_DECISIONS"
+"""The leader's decision logs (`dkron.decisions.<partition>`): what each job's last decided slot is."""
 RESULTS_STREAM = "DKRON_RESULTS"
 RESULTS_SUBJECTS = "dkron.result.>"
 TRIGGERS_STREAM = "DKRON_TRIGGERS"
@@ -57,7 +61,6 @@ class Buckets:
     jobs: KeyValue
     job_state: KeyValue
     executions: KeyValue
-    cursors: KeyValue
     leader: KeyValue
     members: KeyValue
     settings: KeyValue
@@ -92,13 +95,23 @@ async def ensure_buckets(js: JetStreamContext, limits: StorageLimits) -> Buckets
         jobs=await _bucket(js, cfg(JOBS)),
         job_state=await _bucket(js, cfg(JOB_STATE)),
         executions=await _bucket(js, cfg(EXECUTIONS)),
-        cursors=await _bucket(js, cfg(CURSORS)),
         leader=await _bucket(js, cfg(LEADER, ttl=limits.lease_ttl)),
         members=await _bucket(js, cfg(MEMBERS, ttl=limits.member_retention)),
         settings=await _bucket(js, cfg(SETTINGS)),
         stats=await _bucket(js, cfg(STATS)),
         locks=await _bucket(js, cfg(LOCKS)),
         tokens=await _bucket(js, cfg(TOKENS)),
+    )
+    await _ensure_stream(
+        js,
+        StreamConfig(
+            name=DECISIONS_STREAM,
+            subjects=[DECISIONS_SUBJECTS],
+            retention=RetentionPolicy.LIMITS,
+            storage=file,
+            num_replicas=r,
+            duplicate_window=120,
+        ),
     )
     await _ensure_stream(
         js,

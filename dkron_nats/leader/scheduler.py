@@ -1,14 +1,14 @@
 """The leader's scheduling loop.
 
-For every job the scheduler keeps the last resolved slot (the launch cursor, in KV). When a job is due it
-resolves every slot since the cursor: the latest one is launched if it is within the starting deadline,
-every older one is recorded as missed. The cursor moves with compare-and-set *before* the run request is
-sent, keyed by (job, slot), so a slot is never launched twice, whoever is leader, across any restart.
+For every job the scheduler keeps the last resolved slot (the launch cursor). When a job is due it resolves
+every slot since the cursor: the latest one is launched if it is within the starting deadline, every older
+one is recorded as missed. The new cursor is appended to the decision log (leader/decisions.py) *before* the
+run request is sent, so a slot is never launched twice, whoever is leader, across any restart; the log's
+compare-and-set chain refuses the decisions of a leader that was deposed.
 """
 
 from __future__ import annotations
 
-import contextlib
 import heapq
 import itertools
 import logging
@@ -19,20 +19,16 @@ from datetime import datetime, timedelta
 import anyio
 import msgspec
 from anyio.abc import TaskGroup, TaskStatus
-from nats.errors import Error as NatsError
-from nats.js import JetStreamContext
-from nats.js.api import DeliverPolicy
 
 from dkron_nats.durations import parse_duration
 from dkron_nats.errors import LeadershipLostError
-from dkron_nats.failpoints import stall_point
 from dkron_nats.kv.cache import KVCache
 from dkron_nats.kv.executions import execution_id
 from dkron_nats.kv.locks import LOCKED
-from dkron_nats.kv.typed import TRANSIENT, TypedKV, with_retry
+from dkron_nats.leader.decisions import DecisionLog
 from dkron_nats.leader.launcher import Launcher, attempt_id
 from dkron_nats.misfire import MisfireRule
-from dkron_nats.models import JobSpec, LaunchCursor, decode
+from dkron_nats.models import JobSpec, LaunchCursor
 from dkron_nats.nextfire import job_schedule
 from dkron_nats.schedule import Schedule, ScheduleError
 from dkron_nats.timefmt import from_ns, to_ns, utcnow
@@ -68,19 +64,18 @@ class Scheduler:
     def __init__(
         self,
         jobs: KVCache[JobSpec],
-        cursors: TypedKV[LaunchCursor],
+        log: DecisionLog,
         launcher: Launcher,
         settings: SchedulerSettings,
         clock: Callable[[], datetime] = utcnow,
         paused: Callable[[], bool] = lambda: False,
     ) -> None:
         self.jobs = jobs
-        self.cursors_kv = cursors
+        self.log = log
         self.launcher = launcher
         self.settings = settings
         self.clock = clock
         self.paused = paused
-        self._cursors: dict[str, tuple[LaunchCursor, int]] = {}
         self._plans: dict[str, _Plan] = {}
         self._heap: list[tuple[int, int, str, int]] = []
         self._seq = itertools.count()
@@ -103,9 +98,9 @@ class Scheduler:
         """Slots at or before this instant are resolved (or were never due)."""
         spec = plan.spec
         base = (spec.anchor or self.clock()) - _EPSILON  # a fire at the anchor itself counts (`@after`)
-        cursor = self._cursors.get(key)
+        cursor = self.log.cursors.get(key)
         if cursor is not None:
-            base = max(base, from_ns(cursor[0].slot_ns))
+            base = max(base, from_ns(cursor.slot_ns))
         if spec.starts_at is not None:
             base = max(base, spec.starts_at - _EPSILON)
         return base
@@ -149,25 +144,23 @@ class Scheduler:
     # -- the loop ---------------------------------------------------------------------------
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        # Before the scan, so that no write lands unseen between the two.
-        late_writes = await self._follow_cursor_writes()
-        async for key, cursor, revision in self.cursors_kv.scan():
-            self._cursors[key] = (cursor, revision)
+        # Reads every decision an earlier leader made and fences it off: none of its appends lands after this.
+        await self.log.open(self.launcher.fence())
         interrupted = self._recent_launches()
         for key, spec in list(self.jobs.items()):
             self._plan(key, spec)
         unlisten = self.jobs.listen(self._on_job_change)
-        task_status.started()
         logger.info("scheduler started with %d scheduled jobs", len(self._plans))
         try:
             # Resolutions run concurrently (bounded by the limiter): a slow dispatch must not make the
             # next due job late. A job's next slot is queued only once its current one is resolved.
             async with anyio.create_task_group() as resolving:
+                await resolving.start(self.log.run)
+                task_status.started()
                 # In the background: right after a NATS node loss a read can wait seconds for a stream
                 # to elect its leader, and the slots falling due now must not wait for that. Conclusions
                 # touch only the old cursors' slots, which the loop below never decides again.
                 resolving.start_soon(self._conclude_interrupted_launches, interrupted)
-                resolving.start_soon(self._conclude_late_writes, late_writes)
                 while True:
                     if self.paused():  # due slots wait; on resume the misfire policy decides
                         await self._sleep_until_next(paused=True)
@@ -176,47 +169,12 @@ class Scheduler:
                     await self._sleep_until_next()
         finally:
             unlisten()
-            with anyio.CancelScope(shield=True), contextlib.suppress(*TRANSIENT, NatsError):
-                await late_writes.unsubscribe()
-
-    async def _follow_cursor_writes(self) -> JetStreamContext.PushSubscription:
-        """Every cursor write from now on (an ordered consumer on the bucket's stream, new messages only)."""
-        js = self.launcher.js
-        subject = f"$KV.{self.cursors_kv.bucket}.>"
-        sub: JetStreamContext.PushSubscription = await with_retry(
-            lambda: js.subscribe(subject, ordered_consumer=True, deliver_policy=DeliverPolicy.NEW),
-            what="cursor watch",
-        )
-        return sub
-
-    async def _conclude_late_writes(self, sub: JetStreamContext.PushSubscription) -> None:
-        """A deposed leader that stopped between its lease check and its cursor write (a paused process)
-        can land the write after this leader's takeover scan: conclude such a decision when it shows up,
-        or its slot would be neither launched nor recorded."""
-        mine = self.launcher.fence()
-        async for msg in sub.messages:
-            if (msg.headers or {}).get("KV-Operation") or not msg.data:
-                continue
-            cursor = decode(msg.data, LaunchCursor)
-            key = msg.subject.rsplit(".", 1)[-1]
-            spec = self.jobs.get(key)
-            if cursor.fence >= mine or spec is None:
-                continue  # our own write (or a newer leader's, and then we are deposed anyway)
-            revision = msg.metadata.sequence.stream
-            if revision > self._cursors.get(key, (cursor, 0))[1]:
-                self._cursors[key] = (cursor, revision)
-            logger.warning(
-                "a deposed leader (fence %d) decided slots of %s after this takeover; concluding them",
-                cursor.fence,
-                spec.name,
-            )
-            await self._conclude(spec, cursor)
 
     def _recent_launches(self) -> list[tuple[JobSpec, LaunchCursor]]:
         """The cursors a previous leader wrote in the last few minutes, as found at takeover."""
         horizon = to_ns(self.clock() - RECENT_LAUNCH_WINDOW)
         found = []
-        for key, (cursor, _) in self._cursors.items():
+        for key, cursor in self.log.cursors.items():
             spec = self.jobs.get(key)
             if spec is not None and cursor.slot_ns >= horizon:
                 found.append((spec, cursor))
@@ -313,35 +271,24 @@ class Scheduler:
             self._release(borrower)
 
     async def _resolve(self, key: str, plan: _Plan) -> None:
-        """Decide every due slot, record the decision in the cursor (compare-and-set), then act on it.
-
-        A decision is only ever written over the very cursor it was made from: when the cursor moved
-        (another leader resolved some slots), the decision is made again from the fresh one.
-        """
-        while True:
-            self.launcher.ensure_leader()
-            base = self._cursors.get(key)
-            cursor = self._decide(key, plan)
-            if cursor is None:
-                return
-            held = await self._held_by_another(key, plan.spec, cursor)
-            if held is not None and plan.spec.concurrency == "forbid":
-                plan.blocked = True  # decided once the previous launch ends, by the misfire policy
-                return
-            if held is not None:
-                cursor = msgspec.structs.replace(cursor, replaces=held)
-            # One trace per launch starts here: the tick, the launch record, then the dispatch.
-            attributes = {"dkron.job": plan.spec.name, "dkron.launch": str(cursor.group)}
-            with tracer().start_as_current_span("schedule", attributes=attributes):
-                stall_point("before-cursor-write")  # after the lease check: the window a paused leader hits
-                with tracer().start_as_current_span("launch record"):
-                    advanced = await self._advance(key, cursor, base)
-                if advanced:
-                    plan.blocked = False
-                    await self._act_on(plan.spec, cursor)
-                    return
-            if self._cursors.get(key) == base:
-                await anyio.sleep(0.1)  # the read lags the write that beat us; let it catch up
+        """Decide every due slot, append the decision to the log, then act on it."""
+        self.launcher.ensure_leader()
+        cursor = self._decide(key, plan)
+        if cursor is None:
+            return
+        held = await self._held_by_another(key, plan.spec, cursor)
+        if held is not None and plan.spec.concurrency == "forbid":
+            plan.blocked = True  # decided once the previous launch ends, by the misfire policy
+            return
+        if held is not None:
+            cursor = msgspec.structs.replace(cursor, replaces=held)
+        # One trace per launch starts here: the tick, the launch record, then the dispatch.
+        attributes = {"dkron.job": plan.spec.name, "dkron.launch": str(cursor.group)}
+        with tracer().start_as_current_span("schedule", attributes=attributes):
+            with tracer().start_as_current_span("launch record"):
+                await self.log.record(key, cursor)  # shared with the other decisions of this instant
+            plan.blocked = False
+            await self._act_on(plan.spec, cursor)
 
     def _decide(self, key: str, plan: _Plan) -> LaunchCursor | None:
         """The cursor that resolves every slot due since the current one; None if nothing is due."""
@@ -428,17 +375,3 @@ class Scheduler:
             if await self.launcher.executions.get(spec.name, exec_id) is not None:
                 return
         await self.launcher.record_outcome(spec, slot_ns, from_ns(slot_ns), status, reason)
-
-    async def _advance(self, key: str, cursor: LaunchCursor, base: tuple[LaunchCursor, int] | None) -> bool:
-        """Replace `base` by `cursor` (compare-and-set). False: the cursor moved; it is re-read."""
-        rev = await self.cursors_kv.swap(key, cursor, base[1] if base else None)
-        if rev is not None:
-            self._cursors[key] = (cursor, rev)
-            return True
-        fresh = await self.cursors_kv.get(key)
-        if fresh is None:
-            self._cursors.pop(key, None)
-        else:
-            self._cursors[key] = fresh
-        logger.warning("cursor of %s moved under us; deciding its slots again", key)
-        return False

@@ -13,7 +13,13 @@ import httpx
 import nats
 import pytest
 
-from dkron_nats.kv.buckets import AUDIT_STREAM, BUCKET_NAMES, RESULTS_STREAM, TRIGGERS_STREAM
+from dkron_nats.kv.buckets import (
+    AUDIT_STREAM,
+    BUCKET_NAMES,
+    DECISIONS_STREAM,
+    RESULTS_STREAM,
+    TRIGGERS_STREAM,
+)
 from dkron_nats.kv.output import OUTPUT_STREAM
 from tests.harness import Node, finished, free_port, job, shared_secret, wait_for
 from tests.sse import Event, events, output_of
@@ -53,7 +59,7 @@ def _lists_members(server: Node, count: int) -> Callable[[], bool]:
     return lambda: sum(m["statusText"] == "alive" for m in server.get("/v1/members").json()) == count
 
 
-STREAMS = [RESULTS_STREAM, OUTPUT_STREAM, TRIGGERS_STREAM, AUDIT_STREAM]
+STREAMS = [DECISIONS_STREAM, RESULTS_STREAM, OUTPUT_STREAM, TRIGGERS_STREAM, AUDIT_STREAM]
 
 
 def leaders(servers: list[Node]) -> list[str]:

@@ -31,7 +31,7 @@ from dkron_nats.leader.lease import LEASE_KEY
 from dkron_nats.models import encode
 from dkron_nats.natsroles import TRIGGER_INBOX, agent_inbox
 from dkron_nats.natsserver import EmbeddedNats
-from dkron_nats.subjects import run_subject
+from dkron_nats.subjects import decisions_subject, run_subject
 from dkron_nats.timefmt import utcnow
 from tests.cluster import wait_for_async
 from tests.harness import (
@@ -191,6 +191,9 @@ async def test_agent_credentials_reach_only_the_agents_own_subjects(server: Node
         # Writing the lease, a token, another node's result; taking another node's runs.
         await agent.publish(f"$KV.{LEADER}.{LEASE_KEY}", b'{"holder":"web1"}')
         await agent.publish(f"$KV.{TOKENS}.forged", b"{}")
+        await agent.publish(
+            decisions_subject(0), b'{"fence":99,"cursors":{}}'
+        )  # a forged scheduling decision
         forged = await admin.subscribe("dkron.result.web2")
         forged_run = await admin.subscribe(run_subject("web3"))
         probe = await admin.subscribe("dkron.output.probe.>")
@@ -219,6 +222,7 @@ async def test_agent_credentials_reach_only_the_agents_own_subjects(server: Node
                 errors,
                 f"$KV.{LEADER}.{LEASE_KEY}",
                 f"$KV.{TOKENS}.forged",
+                decisions_subject(0),
                 "dkron.result.web2",
                 run_subject("web2"),
                 run_subject("web3"),
@@ -252,6 +256,7 @@ async def test_trigger_credentials_trigger_a_job_and_nothing_else(server: Node, 
             run_subject("n1"),
             "dkron.result.n1",
             "dkron.leader.run",
+            decisions_subject(0),
             f"$KV.{JOBS}.evil",
             f"$KV.{TOKENS}.evil",
         ]

@@ -9,11 +9,13 @@ running jobs.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import tarfile
 from pathlib import Path
 from typing import Any
 
+import nats
 import pytest
 
 from tests.harness import Node, running, wait_for
@@ -77,3 +79,15 @@ def test_a_store_of_an_earlier_release_keeps_every_job_record_counter_token_and_
         )
         (record,) = node.get("/v1/jobs/with-params/executions", headers=admin).json()
         assert record["output"] == "upgraded\n"
+        # 0.1.x's per-job launch cursors were moved into the decision log, and their bucket is gone.
+        streams = asyncio.run(_stream_names(node))
+        assert "KV_dkron-cursors" not in streams
+        assert "DKRON_DECISIONS" in streams
+
+
+async def _stream_names(node: Node) -> set[str]:
+    nc = await nats.connect(**node.nats_options())
+    try:
+        return {str(info.config.name) for info in await nc.jetstream().streams_info()}
+    finally:
+        await nc.close()

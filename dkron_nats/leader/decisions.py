@@ -1,0 +1,298 @@
+"""The decision log: each job's last decided slot, as one compare-and-set chain per partition.
+
+The scheduler records every decision (a job's new launch cursor) here *before* acting on it. Decisions made
+while an append is in flight wait and go out together in the next one (group commit), so a tick that decides
+a thousand jobs costs a handful of writes, not a thousand, and no decision waits for more than one append.
+
+Every append names the log's last sequence (`Nats-Expected-Last-Subject-Sequence`), so the log is a chain
+that only one writer can extend. A new leader first reads the whole log, then appends a `takeover` batch:
+from then on every append of an earlier leader is refused, whatever its clock says, and a decision that
+landed before the takeover was read with the rest and is concluded by the new leader. (Until 0.1.x each job
+had its own cursor key, which fenced a job only once the new leader had written that job's cursor: a paused
+leader that woke up could still land decisions for the others.)
+
+Every few thousand decisions the log restates every live cursor (`checkpoint`) and purges what came before,
+so a takeover reads about two cursors per job at most. The cursors of 0.1.x (KV `dkron-cursors`) are merged
+in at a takeover, newest slot wins, and their bucket is then deleted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import itertools
+import logging
+import os
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+
+import anyio
+from anyio.abc import TaskStatus
+from nats.errors import Error as NatsError
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.errors import BucketNotFoundError, KeyWrongLastSequenceError, NotFoundError
+
+from dkron_nats.errors import LeadershipLostError
+from dkron_nats.failpoints import stall_point
+from dkron_nats.kv.buckets import DECISIONS_STREAM, LEGACY_CURSORS
+from dkron_nats.kv.publisher import MSG_ID, JsPublisher
+from dkron_nats.kv.typed import TRANSIENT, TypedKV, with_retry
+from dkron_nats.models import DecisionBatch, LaunchCursor, decode, encode
+from dkron_nats.subjects import decisions_subject
+
+logger = logging.getLogger(__name__)
+BATCH_CURSORS = 1000
+"""Cursors per append at most (~150 KB), well under NATS's default 1 MB message limit."""
+CHECKPOINT_AFTER = 4096
+"""Cursors appended since the last checkpoint before the next one (at least twice the live cursors)."""
+_writers = itertools.count()
+
+
+@dataclass(slots=True)
+class _Pending:
+    key: str
+    cursor: LaunchCursor
+    done: asyncio.Future[None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+
+
+class DecisionLog:
+    """One partition's log. `open` it when leadership starts, run `run` in the scheduler's task group, then
+    `record` decisions from any task; `cursors` is the map they build (job key -> last decided cursor)."""
+
+    def __init__(
+        self,
+        js: JetStreamContext,
+        publisher: JsPublisher,
+        *,
+        ensure_leader: Callable[[], None],
+        is_live: Callable[[str], bool] = lambda key: True,
+        partition: int = 0,
+        checkpoint_after: int = CHECKPOINT_AFTER,
+    ) -> None:
+        self.js = js
+        self.publisher = publisher
+        self.ensure_leader = ensure_leader
+        """Checked right before every append: a leader past its lease does not even try."""
+        self.is_live = is_live
+        """Whether a job key still names a job: a checkpoint leaves the cursors of deleted jobs out."""
+        self.subject = decisions_subject(partition)
+        self.checkpoint_after = checkpoint_after
+        self.cursors: dict[str, LaunchCursor] = {}
+        self.fence = 0
+        self.last_seq = 0
+        """The sequence of the log's last message as this leader knows it: the next append expects it."""
+        self.appends = 0
+        """Appends this leader made (a group commit is one): the figure that shows batching works."""
+        self._writer = f"{os.getpid()}-{next(_writers)}"
+        self._msg_ids = itertools.count()
+        self._pending: list[_Pending] = []
+        self._has_pending = anyio.Event()
+        self._since_checkpoint = 0
+        self._deposed = False
+
+    # -- taking over ---------------------------------------------------------------------------
+
+    async def open(self, fence: int) -> None:
+        """Read the log, merge 0.1.x's cursors if any, and append the takeover batch that fences every
+        earlier leader. Decisions an earlier leader appended before it are in `cursors` when this returns."""
+        self.fence = fence
+        await self._read_from(1)
+        legacy = await _legacy_cursors(self.js)
+        newer = (
+            {}
+            if legacy is None
+            else {
+                k: c
+                for k, c in legacy.items()
+                if k not in self.cursors or c.slot_ns > self.cursors[k].slot_ns
+            }
+        )
+        while True:
+            try:
+                await self._append(DecisionBatch(fence=fence, kind="takeover"))
+                break
+            except KeyWrongLastSequenceError:
+                await self._read_from(self.last_seq + 1)  # another leader appended meanwhile: read it too
+        if newer:
+            logger.info("moving %d launch cursors of an earlier version into the decision log", len(newer))
+            await self._append_all(newer, "checkpoint")
+        if legacy is not None:
+            await _delete_legacy_cursors(self.js)
+        logger.info(
+            "decision log %s taken over at sequence %d with %d cursors",
+            self.subject,
+            self.last_seq,
+            len(self.cursors),
+        )
+
+    async def _read_from(self, seq: int) -> None:
+        async for batch_seq, batch in _read(self.js, self.subject, seq):
+            self.cursors.update(batch.cursors)
+            self.last_seq = batch_seq
+
+    # -- appending -----------------------------------------------------------------------------
+
+    async def record(self, key: str, cursor: LaunchCursor) -> None:
+        """Append the decision (with whatever else is waiting); return once it is stored.
+
+        Raises LeadershipLostError if this leader was fenced (a newer leader appended)."""
+        if self._deposed:
+            raise LeadershipLostError
+        pending = _Pending(key, cursor)
+        self._pending.append(pending)
+        self._has_pending.set()
+        await pending.done
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """The one writer: appends what is pending, one append at a time (the chain allows no other)."""
+        task_status.started()
+        try:
+            while True:
+                await self._has_pending.wait()
+                self._has_pending = anyio.Event()
+                while self._pending:
+                    batch, self._pending = self._pending[:BATCH_CURSORS], self._pending[BATCH_CURSORS:]
+                    await self._commit(batch)
+                if self._since_checkpoint >= max(self.checkpoint_after, 2 * len(self.cursors)):
+                    await self._checkpoint()
+        finally:
+            _settle(self._pending, LeadershipLostError())
+
+    async def _commit(self, batch: list[_Pending]) -> None:
+        try:
+            await self._append(DecisionBatch(fence=self.fence, cursors={p.key: p.cursor for p in batch}))
+        except KeyWrongLastSequenceError:
+            self._deposed = True
+            logger.warning("a newer leader appended to %s: this leader's decisions are refused", self.subject)
+            _settle([*batch, *self._pending], LeadershipLostError())
+            self._pending = []
+            return
+        except (LeadershipLostError, NatsError) as exc:  # the lease lapsed, or JetStream refused it
+            _settle(batch, exc)
+            return
+        self._since_checkpoint += len(batch)
+        _settle(batch, None)
+
+    async def _append(self, batch: DecisionBatch) -> None:
+        """One compare-and-set append, resent (same Msg-Id) until stored or the lease lapses.
+
+        A resend after a lost ack is refused like a foreign append (JetStream checks the expected sequence
+        before the Msg-Id), so a refused resend looks for its own Msg-Id at the end of the log first."""
+        msg_id, payload, sent, delay = f"{self._writer}-{next(self._msg_ids)}", encode(batch), 0, 0.1
+        while True:
+            self.ensure_leader()
+            stall_point("before-decision-append")  # after the lease check: the window a paused leader hits
+            sent += 1
+            try:
+                self.last_seq = await self._publish_once(payload, msg_id, resend=sent > 1)
+            except TRANSIENT:
+                logger.warning("decision log %s unavailable (JetStream election?); retrying", self.subject)
+                await anyio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+                continue
+            self.appends += 1
+            self.cursors.update(batch.cursors)
+            return
+
+    async def _publish_once(self, payload: bytes, msg_id: str, resend: bool) -> int:
+        try:
+            ack = await self.publisher.publish(
+                self.subject, payload, msg_id=msg_id, expected_last_subject_seq=self.last_seq
+            )
+        except KeyWrongLastSequenceError:
+            stored = await self._stored_as(msg_id) if resend else None
+            if stored is None:
+                raise
+            return stored
+        return ack.seq
+
+    async def _stored_as(self, msg_id: str) -> int | None:
+        """The sequence of the log's last message if this leader wrote it as `msg_id`."""
+        try:
+            last = await self.js.get_msg(DECISIONS_STREAM, subject=self.subject)
+        except NotFoundError:
+            return None
+        return int(last.seq or 0) if (last.headers or {}).get(MSG_ID) == msg_id else None
+
+    async def _append_all(self, cursors: dict[str, LaunchCursor], kind: str) -> int:
+        """Append `cursors` in batches of BATCH_CURSORS; the sequence of the first batch."""
+        items, first = list(cursors.items()), 0
+        for start in range(0, max(len(items), 1), BATCH_CURSORS):
+            await self._append(
+                DecisionBatch(fence=self.fence, kind=kind, cursors=dict(items[start : start + BATCH_CURSORS]))
+            )
+            first = first or self.last_seq
+        return first
+
+    async def _checkpoint(self) -> None:
+        """Restate every live cursor, then purge what came before: the log stays about a cursor per job."""
+        live = {key: cursor for key, cursor in self.cursors.items() if self.is_live(key)}
+        self.ensure_leader()
+        first = await self._append_all(live, "checkpoint")
+        self.cursors = live
+        self._since_checkpoint = 0
+        await with_retry(
+            lambda: self.js.purge_stream(DECISIONS_STREAM, subject=self.subject, seq=first),
+            what="decision log purge",
+        )
+        logger.debug(
+            "decision log %s checkpointed: %d cursors from sequence %d", self.subject, len(live), first
+        )
+
+
+def _settle(waiting: list[_Pending], error: BaseException | None) -> None:
+    """Wake the callers of `record` (a caller that was cancelled meanwhile is not waiting any more)."""
+    for pending in waiting:
+        if pending.done.done():
+            continue
+        if error is None:
+            pending.done.set_result(None)
+        else:
+            pending.done.set_exception(error)
+
+
+async def _read(js: JetStreamContext, subject: str, start: int) -> AsyncIterator[tuple[int, DecisionBatch]]:
+    """The log's batches from sequence `start` to its end, read with an ephemeral pull consumer."""
+    config = ConsumerConfig(
+        deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
+        opt_start_seq=start,
+        ack_policy=AckPolicy.NONE,
+        inactive_threshold=60,
+        mem_storage=True,
+    )
+    sub = await with_retry(
+        lambda: js.pull_subscribe(subject, stream=DECISIONS_STREAM, config=config),
+        attempts=30,
+        what="log read",
+    )
+    try:
+        remaining = int((await with_retry(sub.consumer_info, attempts=30, what="log read")).num_pending or 0)
+        while remaining > 0:
+            for msg in await with_retry(
+                functools.partial(sub.fetch, min(remaining, 64), timeout=10), attempts=30, what="log read"
+            ):
+                remaining = int(msg.metadata.num_pending or 0)
+                yield msg.metadata.sequence.stream, decode(msg.data, DecisionBatch)
+    finally:
+        with anyio.move_on_after(5, shield=True):
+            name = (await sub.consumer_info()).name
+            await sub.unsubscribe()
+            await js.delete_consumer(DECISIONS_STREAM, name)
+
+
+async def _legacy_cursors(js: JetStreamContext) -> dict[str, LaunchCursor] | None:
+    """The per-job cursors 0.1.x kept (KV `dkron-cursors`); None if that bucket is gone."""
+    try:
+        kv = await js.key_value(LEGACY_CURSORS)
+    except (BucketNotFoundError, NotFoundError):
+        return None
+    return {key: cursor async for key, cursor, _ in TypedKV(kv, LaunchCursor).scan()}
+
+
+async def _delete_legacy_cursors(js: JetStreamContext) -> None:
+    try:
+        await js.delete_key_value(LEGACY_CURSORS)
+    except (BucketNotFoundError, NotFoundError):
+        return
+    logger.info("deleted the bucket %s: its cursors are in the decision log now", LEGACY_CURSORS)

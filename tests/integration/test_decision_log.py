@@ -1,0 +1,341 @@
+"""The decision log (leader/decisions.py) and the scheduler on it, against a real embedded nats-server.
+
+A decision is stored before it is acted on; decisions made at the same instant share one append; a leader
+that was taken over can append nothing more, so it can launch nothing more; a takeover sees every decision
+made before it; checkpoints keep the log short; the per-job cursors of 0.1.x are moved in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, cast
+
+import anyio
+import nats
+import pytest
+from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js import JetStreamContext
+from nats.js.api import KeyValueConfig
+from nats.js.errors import BucketNotFoundError
+
+from dkron_nats.errors import LeadershipLostError
+from dkron_nats.kv.buckets import DECISIONS_STREAM, LEGACY_CURSORS, StorageLimits, ensure_buckets
+from dkron_nats.kv.cache import KVCache
+from dkron_nats.kv.publisher import Ack, JsPublisher
+from dkron_nats.kv.typed import TypedKV
+from dkron_nats.leader.decisions import DecisionLog
+from dkron_nats.leader.launcher import Launcher
+from dkron_nats.leader.scheduler import Scheduler, SchedulerSettings
+from dkron_nats.models import JobSpec, LaunchCursor
+from dkron_nats.names import job_key
+from dkron_nats.natsserver import EmbeddedNats
+from dkron_nats.subjects import decisions_subject
+from dkron_nats.timefmt import to_ns
+from tests.harness import free_port
+
+pytestmark = pytest.mark.anyio
+
+T0 = datetime(2026, 1, 5, 12, 0, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@dataclass
+class Nats:
+    js: JetStreamContext
+    publisher: JsPublisher
+
+    def log(self, **options: Any) -> DecisionLog:
+        return DecisionLog(self.js, self.publisher, ensure_leader=lambda: None, **options)
+
+    async def messages(self, partition: int = 0) -> int:
+        info = await self.js.stream_info(DECISIONS_STREAM, subjects_filter=decisions_subject(partition))
+        return sum((info.state.subjects or {}).values())
+
+
+@pytest.fixture
+async def cluster(tmp_path: Path) -> AsyncIterator[Nats]:
+    async with EmbeddedNats(tmp_path, f"127.0.0.1:{free_port()}", "solo") as server:
+        nc = await nats.connect(server.url)
+        js = nc.jetstream()
+        await ensure_buckets(js, StorageLimits())
+        try:
+            async with anyio.create_task_group() as tg:
+                publisher = JsPublisher(nc)
+                await tg.start(publisher.run)
+                yield Nats(js, publisher)
+                tg.cancel_scope.cancel()
+        finally:
+            await nc.close()
+
+
+def _cursor(slot: int, fence: int = 1) -> LaunchCursor:
+    return LaunchCursor(slot_ns=slot, group=slot, fence=fence, targets=["agent-1"])
+
+
+@pytest.fixture
+async def writing() -> AsyncIterator[Callable[[DecisionLog], Any]]:
+    """Start a log's writer (as the scheduler does) for the rest of the test."""
+    async with anyio.create_task_group() as tg:
+
+        async def start(log: DecisionLog) -> None:
+            await tg.start(log.run)
+
+        yield start
+        tg.cancel_scope.cancel()
+
+
+async def test_a_leader_taken_over_can_append_nothing_and_the_new_one_has_its_decisions(
+    cluster: Nats, writing: Callable[[DecisionLog], Any]
+) -> None:
+    old = cluster.log()
+    await old.open(fence=1)
+    await writing(old)
+    await old.record("job-a", _cursor(10))
+
+    new = cluster.log()
+    await new.open(fence=2)
+    await writing(new)
+    assert new.cursors["job-a"].slot_ns == 10, "the takeover did not see the old leader's decision"
+
+    with pytest.raises(LeadershipLostError):
+        await old.record("job-a", _cursor(11))  # a paused leader waking up: fenced by the chain, not a clock
+    with pytest.raises(LeadershipLostError):
+        await old.record("job-b", _cursor(11))  # a job the new leader has not touched yet: fenced as well
+    await new.record("job-a", _cursor(11, fence=2))
+
+    reader = cluster.log()
+    await reader.open(fence=3)
+    assert {k: c.slot_ns for k, c in reader.cursors.items()} == {"job-a": 11}
+
+
+async def test_decisions_made_at_the_same_instant_share_appends(
+    cluster: Nats, writing: Callable[[DecisionLog], Any]
+) -> None:
+    log = cluster.log()
+    await log.open(fence=1)
+    await writing(log)
+    before = log.appends
+    async with anyio.create_task_group() as tg:
+        for i in range(1000):
+            tg.start_soon(log.record, f"job-{i}", _cursor(i))
+    appends = log.appends - before
+    assert appends <= 20, f"1,000 decisions took {appends} appends"
+
+    reader = cluster.log()
+    await reader.open(fence=2)
+    assert {k: c.slot_ns for k, c in reader.cursors.items()} == {f"job-{i}": i for i in range(1000)}
+
+
+async def test_a_checkpoint_keeps_the_log_about_a_cursor_per_live_job(
+    cluster: Nats, writing: Callable[[DecisionLog], Any]
+) -> None:
+    deleted = "job-deleted"
+    log = cluster.log(checkpoint_after=20, is_live=lambda key: key != deleted)
+    await log.open(fence=1)
+    await writing(log)
+    await log.record(deleted, _cursor(1))
+    for slot in range(1, 41):
+        for job in range(5):
+            await log.record(f"job-{job}", _cursor(slot))
+    assert await cluster.messages() <= 25, "the log was not purged at its checkpoints"
+
+    reader = cluster.log()
+    await reader.open(fence=2)
+    assert {k: c.slot_ns for k, c in reader.cursors.items()} == {f"job-{j}": 40 for j in range(5)}
+
+
+async def test_the_cursors_of_0_1_are_moved_into_the_log_newest_slot_first_and_their_bucket_deleted(
+    cluster: Nats, writing: Callable[[DecisionLog], Any]
+) -> None:
+    log = cluster.log()
+    await log.open(fence=1)
+    await writing(log)
+    await log.record("in-both-newer-in-log", _cursor(50))
+    await log.record("in-both-newer-in-bucket", _cursor(5))
+    # A 0.1.x server (in a rolling upgrade) led meanwhile and wrote its per-job cursors.
+    kv = await cluster.js.create_key_value(KeyValueConfig(bucket=LEGACY_CURSORS, history=1))
+    legacy = TypedKV(kv, LaunchCursor)
+    for key, slot in {"in-both-newer-in-log": 40, "in-both-newer-in-bucket": 60, "only-in-bucket": 7}.items():
+        assert await legacy.create(key, _cursor(slot)) is not None
+
+    upgraded = cluster.log()
+    await upgraded.open(fence=2)
+    expected = {"in-both-newer-in-log": 50, "in-both-newer-in-bucket": 60, "only-in-bucket": 7}
+    assert {k: c.slot_ns for k, c in upgraded.cursors.items()} == expected
+    with pytest.raises(BucketNotFoundError):
+        await cluster.js.key_value(LEGACY_CURSORS)
+    reader = cluster.log()
+    await reader.open(fence=3)
+    assert {k: c.slot_ns for k, c in reader.cursors.items()} == expected  # durable in the log itself
+
+
+class AckLosingPublisher:
+    """Stores the first append but loses its ack (the connection dropped), as the publisher reports it."""
+
+    def __init__(self, real: JsPublisher) -> None:
+        self.real = real
+        self.lost = False
+
+    async def publish(self, subject: str, payload: bytes, **options: Any) -> Ack:
+        ack = await self.real.publish(subject, payload, **options)
+        if not self.lost and b'"job-a"' in payload:  # the first decision (the takeover goes through)
+            self.lost = True
+            raise NatsTimeoutError
+        return ack
+
+
+async def test_a_resent_append_whose_ack_was_lost_is_recognised_not_taken_for_a_newer_leader(
+    cluster: Nats, writing: Callable[[DecisionLog], Any]
+) -> None:
+    lossy = AckLosingPublisher(cluster.publisher)
+    log = DecisionLog(cluster.js, cast(JsPublisher, lossy), ensure_leader=lambda: None)
+    await log.open(fence=1)
+    await writing(log)
+    await log.record("job-a", _cursor(1))  # stored, ack lost, resent: refused as "wrong last sequence"
+    assert lossy.lost
+    await log.record("job-a", _cursor(2))  # not deposed: the chain goes on
+    reader = cluster.log()
+    await reader.open(fence=2)
+    assert reader.cursors["job-a"].slot_ns == 2
+
+
+class RecordingLauncher:
+    """Stands in for the launcher: the scheduler's decisions are what these tests look at."""
+
+    def __init__(self) -> None:
+        self.recorded: list[tuple[datetime | None, str]] = []
+        self.dispatched: list[datetime] = []
+
+    def ensure_leader(self) -> None:
+        pass
+
+    def fence(self) -> int:
+        return 7
+
+    def targets(self, spec: JobSpec) -> list[str]:
+        return ["agent-1"]
+
+    async def hold(self, job: JobSpec, group: int, replacing: int | None = None) -> bool:
+        return True  # an `allow` job: no lease
+
+    async def record_outcome(
+        self, job: JobSpec, group: int, scheduled_at: datetime | None, status: str, reason: str
+    ) -> None:
+        self.recorded.append((scheduled_at, status))
+
+    async def dispatch(self, spec: JobSpec, group: int, scheduled_at: datetime, targets: list[str]) -> None:
+        self.dispatched.append(scheduled_at)
+
+
+def _scheduler(
+    log: DecisionLog, launcher: RecordingLauncher, now: list[datetime], **settings: Any
+) -> Scheduler:
+    return Scheduler(
+        cast(KVCache[JobSpec], None),
+        log,
+        cast(Launcher, launcher),
+        SchedulerSettings(starting_deadline=timedelta(seconds=60), **settings),
+        clock=lambda: now[0],
+    )
+
+
+async def test_a_scheduler_whose_log_was_taken_over_launches_and_records_nothing(
+    cluster: Nats, writing: Callable[[DecisionLog], Any]
+) -> None:
+    now = [T0 + timedelta(seconds=8)]
+    old_log = cluster.log()
+    await old_log.open(fence=1)
+    await writing(old_log)
+    await old_log.record(job_key("tick"), _cursor(to_ns(T0)))
+    launcher = RecordingLauncher()
+    scheduler = _scheduler(old_log, launcher, now)
+    scheduler._plan(job_key("tick"), JobSpec(name="tick", schedule="@every 1s", anchor=T0))
+    plan: Any = scheduler._plans[job_key("tick")]
+
+    await cluster.log().open(fence=2)  # another server took over while this one was paused
+    with pytest.raises(LeadershipLostError):
+        await scheduler._resolve(job_key("tick"), plan)
+    assert launcher.dispatched == []
+    assert launcher.recorded == []
+
+
+async def test_slots_after_the_cursor_are_resolved_once_missed_then_launched(
+    cluster: Nats, writing: Callable[[DecisionLog], Any]
+) -> None:
+    now = [T0 + timedelta(seconds=8)]
+    log = cluster.log()
+    await log.open(fence=1)
+    await writing(log)
+    await log.record(job_key("tick"), _cursor(to_ns(T0 + timedelta(seconds=5))))
+    launcher = RecordingLauncher()
+    scheduler = _scheduler(log, launcher, now)
+    scheduler._plan(job_key("tick"), JobSpec(name="tick", schedule="@every 1s", anchor=T0))
+    plan: Any = scheduler._plans[job_key("tick")]
+
+    await scheduler._resolve(job_key("tick"), plan)
+    await scheduler._resolve(job_key("tick"), plan)  # nothing more is due: nothing happens twice
+
+    missed = [at for at, status in launcher.recorded if status == "missed"]
+    assert missed == [T0 + timedelta(seconds=6), T0 + timedelta(seconds=7)]
+    assert launcher.dispatched == [T0 + timedelta(seconds=8)]
+    reader = cluster.log()
+    await reader.open(fence=2)
+    assert reader.cursors[job_key("tick")].slot_ns == to_ns(T0 + timedelta(seconds=8))
+
+
+class GatedLauncher(RecordingLauncher):
+    """Dispatches wait at a gate: the leader is overloaded until the test opens it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = anyio.Event()
+        self.in_flight = 0
+        self.launched: set[str] = set()
+
+    async def dispatch(self, spec: JobSpec, group: int, scheduled_at: datetime, targets: list[str]) -> None:
+        self.in_flight += 1
+        try:
+            await self.gate.wait()
+        finally:
+            self.in_flight -= 1
+        self.launched.add(spec.name)
+
+
+async def _wait_until(condition: Callable[[], bool]) -> None:
+    while not condition():
+        await anyio.sleep(0.02)
+
+
+async def test_an_overloaded_leader_keeps_its_backlog_in_the_heap_and_launches_every_job_as_room_frees(
+    cluster: Nats,
+) -> None:
+    """More jobs due than the leader can dispatch at once: it takes `max_parallel` of them, and the rest
+    wait as heap entries (not as one task each, which at 100,000 jobs grew the leader past 800 MB); as
+    dispatches finish, the next due jobs are taken, and every job gets its launch."""
+    launcher = GatedLauncher()
+    jobs: KVCache[JobSpec] = KVCache(cast(TypedKV[JobSpec], None))
+    anchor = datetime.now(UTC) - timedelta(seconds=1)
+    for i in range(300):
+        jobs.apply(job_key(f"job-{i}"), JobSpec(name=f"job-{i}", schedule="@every 1s", anchor=anchor), i + 1)
+    scheduler = Scheduler(jobs, cluster.log(), cast(Launcher, launcher), SchedulerSettings(max_parallel=8))
+    async with anyio.create_task_group() as tg:
+        await tg.start(scheduler.run)
+        with anyio.fail_after(10):
+            await _wait_until(lambda: launcher.in_flight == 8)
+        tasks_while_overloaded = len(asyncio.all_tasks())
+        await anyio.sleep(1.5)  # more slots fall due meanwhile; none may become a task of its own
+        assert launcher.in_flight == 8
+        assert len(asyncio.all_tasks()) <= tasks_while_overloaded + 2
+        assert len(asyncio.all_tasks()) < 40, "the due backlog became waiting tasks"
+        launcher.gate.set()
+        with anyio.fail_after(10):  # every job is launched once the gate opens
+            await _wait_until(lambda: len(launcher.launched) == 300)
+        tg.cancel_scope.cancel()
