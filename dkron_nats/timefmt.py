@@ -32,20 +32,19 @@ def later_of(a: datetime | None, b: datetime | None) -> datetime | None:
 
 
 def rfc3339(dt: datetime | None, tz: tzinfo | None = None) -> str | None:
-    """Go's RFC3339Nano: trailing fractional zeros trimmed, `Z` for UTC. None stays None."""
+    """Go's RFC3339Nano: trailing fractional zeros trimmed, `Z` for UTC. None stays None.
+
+    Built from `isoformat` (`YYYY-MM-DDTHH:MM:SS[.ffffff]+HH:MM[:SS]`), several times faster than strftime:
+    every execution event and API answer renders a few of these."""
     if dt is None:
         return None
-    local = dt.astimezone(tz or UTC)
-    base = local.strftime("%Y-%m-%dT%H:%M:%S")
-    if local.microsecond:
-        base += f".{local.microsecond:06d}".rstrip("0")
-    offset = local.utcoffset()
-    if not offset:
-        return base + "Z"
-    total = int(offset.total_seconds())
-    sign = "+" if total >= 0 else "-"
-    hours, minutes = divmod(abs(total) // 60, 60)
-    return f"{base}{sign}{hours:02d}:{minutes:02d}"
+    text = dt.astimezone(tz or UTC).isoformat()
+    base, rest = text[:19], text[19:]
+    if rest.startswith("."):
+        fraction, rest = rest[:7].rstrip("0"), rest[7:]
+        base += fraction
+    offset = rest[:6]  # Go prints whole minutes
+    return base + ("Z" if offset in ("+00:00", "-00:00", "") else offset)
 
 
 def rfc3339_or_zero(dt: datetime | None, tz: tzinfo | None = None) -> str:
