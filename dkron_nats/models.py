@@ -259,6 +259,9 @@ class ExecutionResult(msgspec.Struct, kw_only=True, omit_defaults=True):
     siblings: list[str] = msgspec.field(default_factory=list)
     verdict: bool = False
     """A ruling that the agent was lost; ignored if the execution's own result came first."""
+    record_seq: int = 0
+    """The revision of the final record when its sender stored it (compare-and-set on the claim's revision,
+    so a result and an "agent lost" verdict can never both land); 0: the leader stores it."""
 
     @property
     def msg_id(self) -> str:

@@ -60,6 +60,7 @@ from dkron_nats.leader.election import run_elections
 from dkron_nats.leader.launcher import Launcher
 from dkron_nats.leader.lease import Lease
 from dkron_nats.leader.notify import Notifier, NotifySettings
+from dkron_nats.leader.outcomes import NotRunRecorder
 from dkron_nats.leader.results import ResultProcessor
 from dkron_nats.leader.scheduler import Scheduler, SchedulerSettings
 from dkron_nats.leader.session import LeaderSession
@@ -331,6 +332,7 @@ class Node:
                     s.region,
                     locks,
                     notifier=notifier,
+                    not_run=NotRunRecorder(nc, executions, s.max_executions),
                 )
 
                 async def lead() -> None:

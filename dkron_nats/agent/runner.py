@@ -150,6 +150,8 @@ class Running:
     """Masks the job's secrets before the output is kept or published (a secret split across writes too)."""
     holds_slot: bool = False
     """It holds one of the agent's execution slots (taken at the claim, or after waiting for one)."""
+    claimed_at: int = 0
+    """The revision of its claim: the final record is written over exactly that one (compare-and-set)."""
     _flushing: bool = False
 
     @property
@@ -173,6 +175,10 @@ class Running:
         redactor, self.redactor = self.redactor, None
         if redactor is not None and (held := redactor.flush()):
             await self.write(held)
+
+
+class _RuledLost(Exception):
+    """The leader ruled this execution lost (its verdict is stored) before the agent could report it."""
 
 
 class Agent:
@@ -386,13 +392,13 @@ class Agent:
         key = ExecutionStore.key(execution.job_name, execution.id)
         if self.journal is not None:
             self.journal.add(key)  # before the claim: a crash right after it must not go unnoticed
-        claimed = False
+        claimed: int | None = None
         try:
             claimed = await self.executions.claim(execution)
         finally:
-            if holds_slot and not claimed:
+            if holds_slot and claimed is None:
                 self.slots.release()  # nothing runs here for a duplicate (or a claim that failed)
-        if not claimed:
+        if claimed is None:
             if self.journal is not None:
                 self.journal.remove(key)
             await msg.respond(encode(RunReply(ok=False, error="duplicate")))
@@ -407,6 +413,7 @@ class Agent:
             beside=Beside(work),
             redactor=redactor,
             holds_slot=holds_slot,
+            claimed_at=claimed,
         )
         # Registered with no await before this task runs it: every entry of `running` has its task.
         self.running[key] = running
@@ -463,6 +470,10 @@ class Agent:
                 key = ExecutionStore.key(ex.job_name, ex.id)
                 try:
                     await self._report(running, success, error, siblings, job)
+                    if self.journal is not None:
+                        self.journal.remove(key)
+                except _RuledLost as lost:
+                    logger.warning("%s; its own result is not recorded", lost)
                     if self.journal is not None:
                         self.journal.remove(key)
                 except Exception:
@@ -539,7 +550,20 @@ class Agent:
         )
         if job.processors:
             done = await self._process(job, done)
-        await self._publish(ExecutionResult(execution=done, siblings=siblings))
+        await self._publish(await self._final(done, siblings, running.claimed_at))
+
+    async def _final(self, done: Execution, siblings: list[str], claimed_at: int) -> ExecutionResult:
+        """Store the final record over the claim and say so in the result. If the record changed since the
+        claim, a stored verdict ("agent lost") stands and this result is dropped; a record trimmed away
+        meanwhile (a short history) is stored by the leader from the result, as before."""
+        result = ExecutionResult(execution=done, siblings=siblings)
+        if (rev := await self.executions.finish(done, claimed_at)) is not None:
+            return msgspec.structs.replace(result, record_seq=rev)
+        stored = await self.executions.get(done.job_name, done.id)
+        if stored is not None and stored.finished:
+            verdict = stored.output.strip().rpartition("\n")[2]
+            raise _RuledLost(f"{done.job_name}/{done.id} was ruled lost before it ended ({verdict})")
+        return result
 
     async def _process(self, job: JobSpec, done: Execution) -> Execution:
         """Apply the job's processors here, on the node that ran it (Dkron applies them on the leader)."""
@@ -564,7 +588,10 @@ class Agent:
             found = await self.executions.typed.get(key)
             if found is not None and not found[0].finished and found[0].node_name == self.node:
                 logger.warning("execution %s was left running by this node's previous process", key)
-                await self._publish(found[0].lost("restarted", utcnow()))
+                verdict = found[0].lost("restarted", utcnow())
+                rev = await self.executions.finish(verdict.execution, found[1])
+                if rev is not None:  # else the leader's watchdog ruled on it first
+                    await self._publish(msgspec.structs.replace(verdict, record_seq=rev))
             if self.journal is not None:
                 self.journal.remove(key)
 

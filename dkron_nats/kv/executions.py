@@ -45,10 +45,19 @@ class ExecutionStore:
     def _subject(self, key: str) -> str:
         return f"$KV.{self.typed.bucket}.{key}"
 
-    async def claim(self, execution: Execution) -> bool:
-        """Create the record; False if this execution exists already (a repeated request)."""
-        rev = await self.typed.create_only(self.key(execution.job_name, execution.id), execution)
-        return rev is not None
+    async def claim(self, execution: Execution) -> int | None:
+        """Create the record; its revision, or None if this execution exists already (a repeated request)."""
+        return await self.typed.create_only(self.key(execution.job_name, execution.id), execution)
+
+    async def finish(self, execution: Execution, claimed_at: int) -> int | None:
+        """Store the final record over the claim made at revision `claimed_at`; None if the record changed
+        since (the leader ruled the agent lost first, or the record was trimmed away)."""
+        return await self.typed.update(self.key(execution.job_name, execution.id), execution, claimed_at)
+
+    async def get_with_revision(self, job_name: str, exec_id: str) -> tuple[Execution, int] | None:
+        if EXECUTION_ID.fullmatch(exec_id) is None:
+            return None
+        return await self.typed.get(self.key(job_name, exec_id))
 
     async def put(self, execution: Execution) -> int:
         """Store the record; its stream sequence."""

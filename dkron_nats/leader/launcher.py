@@ -30,6 +30,7 @@ from dkron_nats.kv.publisher import publish_call
 from dkron_nats.kv.typed import TRANSIENT, with_retry
 from dkron_nats.leader.lease import SIGNATURE_HEADER, Lease
 from dkron_nats.leader.notify import Notifier
+from dkron_nats.leader.outcomes import NotRunRecorder
 from dkron_nats.leader.targets import select_targets
 from dkron_nats.members import Registry
 from dkron_nats.metrics import DISPATCH_SECONDS
@@ -118,9 +119,12 @@ class Launcher:
         region: str,
         locks: JobLocks,
         notifier: Notifier | None = None,
+        not_run: NotRunRecorder | None = None,
     ) -> None:
         self.nc = nc
         self.notifier = notifier
+        self.not_run = not_run
+        """Stores missed and skipped slots directly; without it they go through the results stream too."""
         self.locks = locks
         self.js = js
         self.registry = registry
@@ -184,7 +188,11 @@ class Launcher:
             scheduled_at=scheduled_at,
             fence=self.fence(),
         )
-        await self.record(ex)
+        if self.not_run is not None and self.not_run.takes(job, ex):
+            self.ensure_leader()
+            await self.not_run.record(job, ex)
+        else:
+            await self.record(ex)
 
     async def dispatch(
         self,
@@ -274,8 +282,10 @@ class Launcher:
             scheduled_at=ex.scheduled_at,
             fence=ex.fence,
         )
-        if await self.executions.claim(failed):
-            await self.record(failed, request.siblings)
+        if (rev := await self.executions.claim(failed)) is not None:
+            await self.publish_result(
+                ExecutionResult(execution=failed, siblings=request.siblings, record_seq=rev)
+            )
 
     async def launch_now(
         self,
@@ -341,12 +351,21 @@ class Launcher:
         )
         if execution.node_name in alive and not restarted:
             return False
-        await self.rule_lost(execution, "restarted" if restarted else "is gone")
+        found = await self.executions.get_with_revision(execution.job_name, execution.id)
+        if found is not None and not found[0].finished:
+            await self.rule_lost(*found, "restarted" if restarted else "is gone")
         return True
 
-    async def rule_lost(self, execution: Execution, why: str) -> None:
-        """Publish the verdict "agent lost"; the result processor ignores it if the real result came first."""
-        await self.publish_result(execution.lost(why, utcnow()))
+    async def rule_lost(self, execution: Execution, revision: int, why: str) -> None:
+        """Store the verdict "agent lost" over the record at `revision` (compare-and-set: if the agent's own
+        result came first, the verdict does not land), then have it applied."""
+        self.ensure_leader()
+        verdict = execution.lost(why, utcnow())
+        rev = await self.executions.finish(verdict.execution, revision)
+        if rev is None:
+            logger.info("%s/%s ended before it could be ruled lost", execution.job_name, execution.id)
+            return
+        await self.publish_result(msgspec.structs.replace(verdict, record_seq=rev))
 
     def sent_to(self, node: str) -> set[str]:
         """Keys of the executions this leader sent to `node` and has no result for."""

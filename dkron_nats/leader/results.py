@@ -30,9 +30,7 @@ from nats.js.api import AckPolicy, ConsumerConfig
 
 from dkron_nats.durations import parse_duration
 from dkron_nats.errors import LeadershipLostError
-from dkron_nats.events import execution_event
 from dkron_nats.failpoints import crash_point
-from dkron_nats.http.render import execution_json
 from dkron_nats.jobs import JobService
 from dkron_nats.kv.buckets import RESULTS_STREAM, RESULTS_SUBJECTS
 from dkron_nats.kv.executions import ExecutionStore, lane_of
@@ -40,15 +38,9 @@ from dkron_nats.kv.locks import LOCKED
 from dkron_nats.kv.typed import TRANSIENT, with_retry
 from dkron_nats.leader.launcher import JobBusy, Launcher, attempt_id
 from dkron_nats.leader.notify import Notifier
+from dkron_nats.leader.outcomes import announce, trim_every
 from dkron_nats.leader.stats import Stats
 from dkron_nats.logformat import about
-from dkron_nats.metrics import (
-    EXECUTIONS_FAILED,
-    EXECUTIONS_SUCCEEDED,
-    SCHEDULE_LAG,
-    SLOTS_MISSED,
-    SLOTS_SKIPPED,
-)
 from dkron_nats.models import Execution, ExecutionResult, JobSpec, JobState, decode
 from dkron_nats.names import job_key
 from dkron_nats.retry import retry_delay
@@ -76,6 +68,8 @@ class Outcome:
     execution: Execution
     siblings: list[str]
     seq: int
+    record_seq: int = 0
+    """The final record's revision when its sender stored it; 0: this processor stores it."""
 
 
 class ResultProcessor:
@@ -219,9 +213,13 @@ class ResultProcessor:
                     msg = "refused result %d for %s/%s published as node %s: %s"
                     logger.warning(msg, seq, ex.job_name, ex.id, node, refusal)
                     return 0.0
-                if result.verdict and await self._already_finished(result.execution):
+                if (
+                    result.verdict
+                    and not result.record_seq
+                    and await self._already_finished(result.execution)
+                ):
                     return 0.0  # the agent's own result arrived before the leader's "agent lost" ruling
-                return await self.apply(Outcome(result.execution, result.siblings, seq))
+                return await self.apply(Outcome(result.execution, result.siblings, seq, result.record_seq))
             except TRANSIENT:
                 # Never drop a result because JetStream is re-electing: retry in place, keeping the order
                 # the counters' sequence guard relies on.
@@ -275,7 +273,7 @@ class ResultProcessor:
         if spec is None:
             logger.info("result %s of %s ignored: the job no longer exists", ex.id, ex.job_name)
             return 0.0  # the job was deleted meanwhile, with its history
-        written = await self.executions.put(ex)
+        written = outcome.record_seq or await self.executions.put(ex)
         if self.on_applied is not None:
             self.on_applied(ex)
         counts = ex.status not in ("missed", "skipped")
@@ -316,21 +314,7 @@ class ResultProcessor:
             self.stats.count(ex.finished_at, ex.success)
         if ended_as is not None and self.notifier is not None:
             self.notifier.launch_ended(spec, ex, [o for o in others if o is not None], ended_as)
-        await self._announce(ex)  # last: the only step that can fail (a NATS publish)
-
-    async def _announce(self, ex: Execution) -> None:
-        """Metrics and the execution event of a record seen for the first time."""
-        kind = ex.status if ex.status in ("missed", "skipped") else "finished"
-        if kind == "missed":
-            SLOTS_MISSED.labels(ex.job_name).inc()
-        elif kind == "skipped":
-            SLOTS_SKIPPED.labels(ex.job_name).inc()
-        else:
-            (EXECUTIONS_SUCCEEDED if ex.success else EXECUTIONS_FAILED).labels(ex.job_name).inc()
-            if ex.attempt == 1 and ex.scheduled_at and ex.started_at and ex.node_name:
-                SCHEDULE_LAG.observe(max(0.0, (ex.started_at - ex.scheduled_at).total_seconds()))
-        subject, body = execution_event(kind, execution_json(ex))
-        await self.launcher.nc.publish(subject, body)
+        await announce(self.launcher.nc, ex)  # last: the only step that can fail (a NATS publish)
 
     async def _age_out(self, spec: JobSpec, written: int | None = None) -> None:
         """Purge the job's records older than `history_max_age`, at most a tenth of it late.
@@ -464,12 +448,8 @@ class ResultProcessor:
 
 
 def _trim_due(recorded: int, keep: int) -> bool:
-    """Whether the history is trimmed back to `keep` now: once every keep/10 records past it (1 to 50).
-
-    A trim is a JetStream API call; one per execution was a large share of the cost of each (the API shows
-    the newest `keep` meanwhile)."""
-    every = max(1, min(50, keep // 10))
-    return recorded > keep and (recorded - keep) % every == 0
+    """Whether the history is trimmed back to `keep` now (the API shows the newest `keep` meanwhile)."""
+    return recorded > keep and (recorded - keep) % trim_every(keep) == 0
 
 
 def _will_retry(spec: JobSpec, ex: Execution) -> bool:

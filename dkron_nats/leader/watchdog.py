@@ -51,4 +51,4 @@ class AgentWatchdog:
             found = await self.launcher.executions.typed.get(key)
             if found is not None and not found[0].finished:
                 logger.warning("node %s %s: execution %s is lost", node, why, key)
-                await self.launcher.rule_lost(found[0], why)
+                await self.launcher.rule_lost(*found, why)

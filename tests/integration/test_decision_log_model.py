@@ -144,7 +144,7 @@ class DecisionsAndTakeovers(RuleBasedStateMachine):
             node_name="agent-1",
         )
         claims = [self.shared.portal.call(self.shared.executions.claim, claim) for _ in range(2)]
-        assert claims == [True, False], "a decided launch was claimed twice"
+        assert [c is not None for c in claims] == [True, False], "a decided launch was claimed twice"
 
     @invariant()
     def the_log_holds_each_jobs_last_acknowledged_decision(self) -> None:

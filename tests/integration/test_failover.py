@@ -254,6 +254,42 @@ def test_agent_killed_mid_run_is_ruled_lost(nodes: dict[str, Node]) -> None:
     server.request("DELETE", "/v1/jobs/long-run")
 
 
+def test_an_agent_paused_past_its_ttl_is_ruled_lost_and_its_late_result_does_not_land_as_well(
+    nodes: dict[str, Node],
+) -> None:
+    """The verdict "agent lost" and the agent's own result are both writes over the claim (compare-and-set
+    on its revision): whichever comes second is refused, so the execution is counted once. (Before, the
+    agent's late result overwrote the verdict and was counted as well: one run, two outcomes.)"""
+    server = _leader(nodes)
+    server.post("/v1/jobs", json=job("paused-agent", "@manually", "sleep 3", tags={"role": "web:1"}))
+    server.post("/v1/jobs/paused-agent/run")
+    running = wait_for(
+        lambda: [e for e in executions(server, "paused-agent") if e["status"] == "running"] or None,
+        timeout=20,
+        what="the run to start",
+    )
+    agent = nodes[running[0]["node_name"]]
+    assert agent.proc is not None
+    os.kill(agent.proc.pid, signal.SIGSTOP)  # its job's process goes on and ends meanwhile
+    try:
+        lost = wait_for(lambda: finished(server, "paused-agent", 1), timeout=40, what="the lost verdict")
+    finally:
+        os.kill(agent.proc.pid, signal.SIGCONT)  # it reports its result now
+    assert "agent lost" in lost[0]["output"]
+    wait_for(
+        lambda: "was ruled lost before it ended" in agent.log_path.read_text(),
+        timeout=20,
+        what="the agent to find the verdict in place of its claim",
+    )
+    (record,) = executions(server, "paused-agent")
+    assert record["success"] is False
+    assert "agent lost" in record["output"]
+    state = server.get("/v1/jobs/paused-agent").json()
+    assert (state["success_count"], state["error_count"]) == (0, 1)
+    wait_for(_lists_members(server, 5), timeout=30, what="the agent to rejoin")
+    server.request("DELETE", "/v1/jobs/paused-agent")
+
+
 def test_paused_old_leader_dispatches_nothing(nodes: dict[str, Node], tmp_path: Path) -> None:
     ledger = tmp_path / "ledger.txt"
     leader = _leader(nodes)
