@@ -98,6 +98,17 @@ EXECUTIONS_QUEUED = Gauge(
     "Executions this node's agent has taken that wait for a free execution slot.",
     registry=REGISTRY,
 )
+DECISIONS = Counter(
+    "dkron_decisions",
+    "Scheduling decisions (a job's new launch cursor) the leader appended to its decision log.",
+    registry=REGISTRY,
+)
+DECISION_APPENDS = Counter(
+    "dkron_decision_appends",
+    "Appends to the decision log; decisions made while one is in flight share the next (decisions / appends "
+    "is the group commit's batch size).",
+    registry=REGISTRY,
+)
 LEADER = Gauge("dkron_leader", "1 while this server is the scheduler leader.", registry=REGISTRY)
 LEASE_RENEWALS = Counter("dkron_lease_renewals", "Leader lease renewals that succeeded.", registry=REGISTRY)
 LEASE_FAILURES = Counter(

@@ -38,6 +38,7 @@ from dkron_nats.failpoints import stall_point
 from dkron_nats.kv.buckets import DECISIONS_STREAM, LEGACY_CURSORS
 from dkron_nats.kv.publisher import MSG_ID, JsPublisher
 from dkron_nats.kv.typed import TRANSIENT, TypedKV, with_retry
+from dkron_nats.metrics import DECISION_APPENDS, DECISIONS
 from dkron_nats.models import DecisionBatch, LaunchCursor, decode, encode
 from dkron_nats.subjects import decisions_subject
 
@@ -172,6 +173,7 @@ class DecisionLog:
             _settle(batch, exc)
             return
         self._since_checkpoint += len(batch)
+        DECISIONS.inc(len(batch))
         _settle(batch, None)
 
     async def _append(self, batch: DecisionBatch) -> None:
@@ -192,6 +194,7 @@ class DecisionLog:
                 delay = min(delay * 2, 2.0)
                 continue
             self.appends += 1
+            DECISION_APPENDS.inc()
             self.cursors.update(batch.cursors)
             return
 
