@@ -259,9 +259,10 @@ class ExecutionResult(msgspec.Struct, kw_only=True, omit_defaults=True):
     siblings: list[str] = msgspec.field(default_factory=list)
     verdict: bool = False
     """A ruling that the agent was lost; ignored if the execution's own result came first."""
-    record_seq: int = 0
-    """The revision of the final record when its sender stored it (compare-and-set on the claim's revision,
-    so a result and an "agent lost" verdict can never both land); 0: the leader stores it."""
+    claimed_at: int = 0
+    """The revision of the execution's claim. The leader stores the final record over exactly that revision
+    (compare-and-set), so of a result and an "agent lost" verdict only the first applied lands and counts;
+    0 (a record the leader made, or a result of the previous version): stored as it is."""
 
     @property
     def msg_id(self) -> str:

@@ -151,7 +151,7 @@ class Running:
     holds_slot: bool = False
     """It holds one of the agent's execution slots (taken at the claim, or after waiting for one)."""
     claimed_at: int = 0
-    """The revision of its claim: the final record is written over exactly that one (compare-and-set)."""
+    """The revision of its claim: the leader stores the final record over exactly that one."""
     _flushing: bool = False
 
     @property
@@ -175,10 +175,6 @@ class Running:
         redactor, self.redactor = self.redactor, None
         if redactor is not None and (held := redactor.flush()):
             await self.write(held)
-
-
-class _RuledLost(Exception):
-    """The leader ruled this execution lost (its verdict is stored) before the agent could report it."""
 
 
 class Agent:
@@ -472,10 +468,6 @@ class Agent:
                     await self._report(running, success, error, siblings, job)
                     if self.journal is not None:
                         self.journal.remove(key)
-                except _RuledLost as lost:
-                    logger.warning("%s; its own result is not recorded", lost)
-                    if self.journal is not None:
-                        self.journal.remove(key)
                 except Exception:
                     # Isolate this execution: the agent goes on; the leader's lost-agent check (or this
                     # node's next process, from the journal) ends it.
@@ -550,20 +542,7 @@ class Agent:
         )
         if job.processors:
             done = await self._process(job, done)
-        await self._publish(await self._final(done, siblings, running.claimed_at))
-
-    async def _final(self, done: Execution, siblings: list[str], claimed_at: int) -> ExecutionResult:
-        """Store the final record over the claim and say so in the result. If the record changed since the
-        claim, a stored verdict ("agent lost") stands and this result is dropped; a record trimmed away
-        meanwhile (a short history) is stored by the leader from the result, as before."""
-        result = ExecutionResult(execution=done, siblings=siblings)
-        if (rev := await self.executions.finish(done, claimed_at)) is not None:
-            return msgspec.structs.replace(result, record_seq=rev)
-        stored = await self.executions.get(done.job_name, done.id)
-        if stored is not None and stored.finished:
-            verdict = stored.output.strip().rpartition("\n")[2]
-            raise _RuledLost(f"{done.job_name}/{done.id} was ruled lost before it ended ({verdict})")
-        return result
+        await self._publish(ExecutionResult(execution=done, siblings=siblings, claimed_at=running.claimed_at))
 
     async def _process(self, job: JobSpec, done: Execution) -> Execution:
         """Apply the job's processors here, on the node that ran it (Dkron applies them on the leader)."""
@@ -589,9 +568,7 @@ class Agent:
             if found is not None and not found[0].finished and found[0].node_name == self.node:
                 logger.warning("execution %s was left running by this node's previous process", key)
                 verdict = found[0].lost("restarted", utcnow())
-                rev = await self.executions.finish(verdict.execution, found[1])
-                if rev is not None:  # else the leader's watchdog ruled on it first
-                    await self._publish(msgspec.structs.replace(verdict, record_seq=rev))
+                await self._publish(msgspec.structs.replace(verdict, claimed_at=found[1]))
             if self.journal is not None:
                 self.journal.remove(key)
 

@@ -284,7 +284,7 @@ class Launcher:
         )
         if (rev := await self.executions.claim(failed)) is not None:
             await self.publish_result(
-                ExecutionResult(execution=failed, siblings=request.siblings, record_seq=rev)
+                ExecutionResult(execution=failed, siblings=request.siblings, claimed_at=rev)
             )
 
     async def launch_now(
@@ -357,15 +357,10 @@ class Launcher:
         return True
 
     async def rule_lost(self, execution: Execution, revision: int, why: str) -> None:
-        """Store the verdict "agent lost" over the record at `revision` (compare-and-set: if the agent's own
-        result came first, the verdict does not land), then have it applied."""
-        self.ensure_leader()
+        """Publish the verdict "agent lost" for the record at `revision`: the result processor stores it over
+        exactly that revision, so if the agent's own result was applied first, the verdict does not land."""
         verdict = execution.lost(why, utcnow())
-        rev = await self.executions.finish(verdict.execution, revision)
-        if rev is None:
-            logger.info("%s/%s ended before it could be ruled lost", execution.job_name, execution.id)
-            return
-        await self.publish_result(msgspec.structs.replace(verdict, record_seq=rev))
+        await self.publish_result(msgspec.structs.replace(verdict, claimed_at=revision))
 
     def sent_to(self, node: str) -> set[str]:
         """Keys of the executions this leader sent to `node` and has no result for."""

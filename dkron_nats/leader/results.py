@@ -68,8 +68,8 @@ class Outcome:
     execution: Execution
     siblings: list[str]
     seq: int
-    record_seq: int = 0
-    """The final record's revision when its sender stored it; 0: this processor stores it."""
+    claimed_at: int = 0
+    """The claim's revision: the final record is stored over exactly that one (0: stored as it is)."""
 
 
 class ResultProcessor:
@@ -213,13 +213,9 @@ class ResultProcessor:
                     msg = "refused result %d for %s/%s published as node %s: %s"
                     logger.warning(msg, seq, ex.job_name, ex.id, node, refusal)
                     return 0.0
-                if (
-                    result.verdict
-                    and not result.record_seq
-                    and await self._already_finished(result.execution)
-                ):
+                if result.verdict and await self._already_finished(result.execution):
                     return 0.0  # the agent's own result arrived before the leader's "agent lost" ruling
-                return await self.apply(Outcome(result.execution, result.siblings, seq, result.record_seq))
+                return await self.apply(Outcome(result.execution, result.siblings, seq, result.claimed_at))
             except TRANSIENT:
                 # Never drop a result because JetStream is re-electing: retry in place, keeping the order
                 # the counters' sequence guard relies on.
@@ -273,7 +269,9 @@ class ResultProcessor:
         if spec is None:
             logger.info("result %s of %s ignored: the job no longer exists", ex.id, ex.job_name)
             return 0.0  # the job was deleted meanwhile, with its history
-        written = outcome.record_seq or await self.executions.put(ex)
+        written = await self._store(outcome)
+        if written is None:
+            return 0.0
         if self.on_applied is not None:
             self.on_applied(ex)
         counts = ex.status not in ("missed", "skipped")
@@ -305,6 +303,27 @@ class ResultProcessor:
         if status == "success":
             await self._after_success(spec.name, spec.ephemeral, ex.group)
         return 0.0
+
+    async def _store(self, outcome: Outcome) -> int | None:
+        """Store the final record; its revision, or None if another outcome of the execution was stored over
+        its claim first (the agent's result, or the verdict "agent lost"): then this one does not count."""
+        ex = outcome.execution
+        if not outcome.claimed_at:
+            return await self.executions.put(ex)
+        if (rev := await self.executions.finish(ex, outcome.claimed_at)) is not None:
+            return rev
+        stored = await self.executions.get_with_revision(ex.job_name, ex.id)
+        if stored is None:
+            return await self.executions.put(ex)  # trimmed away while it ran (a very short history)
+        if stored[0] == ex:
+            return stored[1]  # stored by this very result before (a redelivery)
+        logger.warning(
+            "%s/%s: another outcome was stored over its claim first; this %s does not count",
+            ex.job_name,
+            ex.id,
+            "verdict" if "agent lost" in ex.output else "result",
+        )
+        return None
 
     async def _report(
         self, spec: JobSpec, ex: Execution, others: list[Execution | None], ended_as: str | None

@@ -257,9 +257,9 @@ def test_agent_killed_mid_run_is_ruled_lost(nodes: dict[str, Node]) -> None:
 def test_an_agent_paused_past_its_ttl_is_ruled_lost_and_its_late_result_does_not_land_as_well(
     nodes: dict[str, Node],
 ) -> None:
-    """The verdict "agent lost" and the agent's own result are both writes over the claim (compare-and-set
-    on its revision): whichever comes second is refused, so the execution is counted once. (Before, the
-    agent's late result overwrote the verdict and was counted as well: one run, two outcomes.)"""
+    """The verdict "agent lost" and the agent's own result are both stored over the claim (compare-and-set on
+    its revision): whichever comes second is refused, so the execution is counted once. (Before, the agent's
+    late result overwrote the verdict and was counted as well: one run, two outcomes.)"""
     server = _leader(nodes)
     server.post("/v1/jobs", json=job("paused-agent", "@manually", "sleep 3", tags={"role": "web:1"}))
     server.post("/v1/jobs/paused-agent/run")
@@ -276,10 +276,11 @@ def test_an_agent_paused_past_its_ttl_is_ruled_lost_and_its_late_result_does_not
     finally:
         os.kill(agent.proc.pid, signal.SIGCONT)  # it reports its result now
     assert "agent lost" in lost[0]["output"]
+    refused = "another outcome was stored over its claim first; this result does not count"
     wait_for(
-        lambda: "was ruled lost before it ended" in agent.log_path.read_text(),
+        lambda: any(refused in s.log_path.read_text() for s in _servers_of(nodes)),
         timeout=20,
-        what="the agent to find the verdict in place of its claim",
+        what="the leader to find the verdict in place of the claim when the agent's result came",
     )
     (record,) = executions(server, "paused-agent")
     assert record["success"] is False
@@ -689,15 +690,17 @@ def test_a_leader_paused_between_its_lease_check_and_its_decision_append_is_fenc
     wait_for(_finished_n(other, "tick-stall", 2), timeout=30, what="two runs")
     assert leader.proc is not None
     pid = leader.proc.pid
+
+    def takeovers() -> int:
+        return sum(s.log_path.read_text().count("taken over at sequence") for s in _servers_of(nodes))
+
+    taken_before = takeovers()
     (failpoints / "before-decision-append").touch()
     try:
         wait_for(lambda: _stopped(pid), timeout=10, what="the leader to stall")
         other.post("/v1/pause", params={"scheduling": "true"})
-        wait_for(
-            lambda: [s for s in _servers_of(nodes) if s is not leader and s.get("/health").json()["leader"]],
-            timeout=30,
-            what="a new leader",
-        )
+        # The new leader has appended its takeover: from now on the old leader's append can only be refused.
+        wait_for(lambda: takeovers() > taken_before, timeout=30, what="a new leader to take over the log")
     finally:
         (failpoints / "before-decision-append").unlink(missing_ok=True)
         ran_while_stalled = _lines(ledger)
