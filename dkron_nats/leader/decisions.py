@@ -25,6 +25,7 @@ import logging
 import os
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import anyio
 from anyio.abc import TaskStatus
@@ -43,11 +44,13 @@ from dkron_nats.models import DecisionBatch, LaunchCursor, decode, encode
 from dkron_nats.subjects import decisions_subject
 
 logger = logging.getLogger(__name__)
-BATCH_CURSORS = 1000
-"""Cursors per append at most (~150 KB), well under NATS's default 1 MB message limit."""
+BATCH_BYTES = 256 * 1024
+"""About the most one append carries: well under NATS's default 1 MB message limit on any server (a cursor
+is ~150 bytes, but one that records 100 missed slots of a job with many targets is a few KB)."""
 CHECKPOINT_AFTER = 4096
 """Cursors appended since the last checkpoint before the next one (at least twice the live cursors)."""
 _writers = itertools.count()
+T = TypeVar("T")
 
 
 @dataclass(slots=True)
@@ -153,14 +156,19 @@ class DecisionLog:
                 await self._has_pending.wait()
                 self._has_pending = anyio.Event()
                 while self._pending:
-                    batch, self._pending = self._pending[:BATCH_CURSORS], self._pending[BATCH_CURSORS:]
-                    await self._commit(batch)
+                    pending, self._pending = self._pending, []
+                    batches = _by_size(pending, lambda p: _cost(p.key, p.cursor))
+                    for done, batch in enumerate(batches, 1):
+                        if not await self._commit(batch):  # fenced: nothing more of this leader lands
+                            _settle([p for rest in batches[done:] for p in rest], LeadershipLostError())
+                            break
                 if self._since_checkpoint >= max(self.checkpoint_after, 2 * len(self.cursors)):
                     await self._checkpoint()
         finally:
             _settle(self._pending, LeadershipLostError())
 
-    async def _commit(self, batch: list[_Pending]) -> None:
+    async def _commit(self, batch: list[_Pending]) -> bool:
+        """Append one batch and wake its callers; False once a newer leader fenced this one."""
         try:
             await self._append(DecisionBatch(fence=self.fence, cursors={p.key: p.cursor for p in batch}))
         except KeyWrongLastSequenceError:
@@ -168,13 +176,14 @@ class DecisionLog:
             logger.warning("a newer leader appended to %s: this leader's decisions are refused", self.subject)
             _settle([*batch, *self._pending], LeadershipLostError())
             self._pending = []
-            return
+            return False
         except (LeadershipLostError, NatsError) as exc:  # the lease lapsed, or JetStream refused it
             _settle(batch, exc)
-            return
+            return True
         self._since_checkpoint += len(batch)
         DECISIONS.inc(len(batch))
         _settle(batch, None)
+        return True
 
     async def _append(self, batch: DecisionBatch) -> None:
         """One compare-and-set append, resent (same Msg-Id) until stored or the lease lapses.
@@ -219,12 +228,10 @@ class DecisionLog:
         return int(last.seq or 0) if (last.headers or {}).get(MSG_ID) == msg_id else None
 
     async def _append_all(self, cursors: dict[str, LaunchCursor], kind: str) -> int:
-        """Append `cursors` in batches of BATCH_CURSORS; the sequence of the first batch."""
-        items, first = list(cursors.items()), 0
-        for start in range(0, max(len(items), 1), BATCH_CURSORS):
-            await self._append(
-                DecisionBatch(fence=self.fence, kind=kind, cursors=dict(items[start : start + BATCH_CURSORS]))
-            )
+        """Append `cursors` in batches of at most about BATCH_BYTES; the sequence of the first batch."""
+        first = 0
+        for batch in _by_size(list(cursors.items()), lambda item: _cost(*item)) or [[]]:
+            await self._append(DecisionBatch(fence=self.fence, kind=kind, cursors=dict(batch)))
             first = first or self.last_seq
         return first
 
@@ -242,6 +249,23 @@ class DecisionLog:
         logger.debug(
             "decision log %s checkpointed: %d cursors from sequence %d", self.subject, len(live), first
         )
+
+
+def _cost(key: str, cursor: LaunchCursor) -> int:
+    return len(key) + len(encode(cursor)) + 4
+
+
+def _by_size(items: list[T], cost: Callable[[T], int]) -> list[list[T]]:
+    """`items` in order, cut into lists whose costs add up to at most BATCH_BYTES (one item at least)."""
+    batches: list[list[T]] = []
+    size = BATCH_BYTES
+    for item in items:
+        if size + (item_cost := cost(item)) > BATCH_BYTES:
+            batches.append([])
+            size = 0
+        batches[-1].append(item)
+        size += item_cost
+    return batches
 
 
 def _settle(waiting: list[_Pending], error: BaseException | None) -> None:

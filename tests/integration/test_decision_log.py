@@ -134,6 +134,36 @@ async def test_decisions_made_at_the_same_instant_share_appends(
     assert {k: c.slot_ns for k, c in reader.cursors.items()} == {f"job-{i}": i for i in range(1000)}
 
 
+async def test_large_decisions_made_at_once_are_split_across_appends_under_the_message_limit(
+    cluster: Nats, writing: Callable[[DecisionLog], Any]
+) -> None:
+    """1,500 jobs catching up after an outage, each decision listing 100 missed slots and 100 target nodes
+    (~4 KB): together far over any NATS message limit (4 MB on the embedded server, 1 MB by default), so
+    one append of them all would be refused. They are cut into appends of a few hundred KB, and so is the
+    checkpoint that follows."""
+    log = cluster.log(checkpoint_after=1000)
+    await log.open(fence=1)
+    await writing(log)
+    targets = [f"agent-{n:03d}-in-a-rather-big-fleet" for n in range(100)]
+    missed = [1_767_614_400_000_000_000 + n * 1_000_000_000 for n in range(100)]
+
+    def decision(i: int) -> LaunchCursor:
+        return LaunchCursor(slot_ns=10_000 + i, group=10_000 + i, fence=1, targets=targets, missed=missed)
+
+    for round_ in range(2):  # twice as many decisions as jobs: a checkpoint of all 1,500 follows
+        async with anyio.create_task_group() as tg:
+            for i in range(1500):
+                tg.start_soon(log.record, f"job-{i}", decision(round_ * 1500 + i))
+    await log.record("job-0", decision(3000))
+    assert await cluster.messages() < 60, "no checkpoint purged the log"
+
+    reader = cluster.log()
+    await reader.open(fence=2)
+    assert len(reader.cursors) == 1500
+    assert reader.cursors["job-0"].slot_ns == 13_000
+    assert reader.cursors["job-1499"] == decision(2999)
+
+
 async def test_a_checkpoint_keeps_the_log_about_a_cursor_per_live_job(
     cluster: Nats, writing: Callable[[DecisionLog], Any]
 ) -> None:
