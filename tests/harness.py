@@ -35,11 +35,20 @@ T = TypeVar("T")
 DKRON_NATS = [sys.executable, "-m", "dkron_nats"]
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+    """A port nothing listens on now, and never one this process handed out before: the OS may offer a
+    port again as soon as the probe closes it, and a node binds its ports only when it starts (a node was
+    given the same port for its API and its NATS server, and could not serve the API)."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port: int = s.getsockname()[1]
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
 
 
 def wait_for(condition: Callable[[], T | None], timeout: float = 15.0, what: str = "condition") -> T:
