@@ -114,7 +114,7 @@ async def _exercise(url: str, keys: ClusterKeys) -> tuple[list[str], bytes]:
         await agent.publish("dkron.result.web2", b"forged")
         await agent.publish("dkron.result.web1", b"after")  # one connection: delivered in order
         await agent.flush()
-        got = [(await seen.next_msg(timeout=5)).data for _ in range(2)]
+        got = [(await seen.next_msg(timeout=15)).data for _ in range(2)]  # loose: CI runs three workers
         assert got == [b"mine", b"after"]  # the forged one in between never arrived
         return errors, stored
     finally:
