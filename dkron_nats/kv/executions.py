@@ -64,9 +64,7 @@ class ExecutionStore:
         return await self.typed.put(self.key(execution.job_name, execution.id), execution)
 
     async def get(self, job_name: str, exec_id: str) -> Execution | None:
-        if EXECUTION_ID.fullmatch(exec_id) is None:
-            return None
-        found = await self.typed.get(self.key(job_name, exec_id))
+        found = await self.get_with_revision(job_name, exec_id)
         return found[0] if found else None
 
     async def history(self, job_name: str, newest: int | None = None) -> list[Execution]:

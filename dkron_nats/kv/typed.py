@@ -10,6 +10,7 @@ from typing import Any, Generic, TypeVar
 
 import anyio
 import msgspec
+from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import (
@@ -180,49 +181,48 @@ class TypedKV(Generic[T]):
         await with_retry(lambda: self.kv.delete(key))
 
     async def scan(self, pattern: str = ">") -> AsyncIterator[tuple[str, T, int]]:
-        """Every live key matching `pattern` once, from an ephemeral pull consumer.
-
-        Pull, not a KV watch: a pull consumer delivers nothing before it is asked, so the number of pending
-        messages read right after creating it is exact. (nats-py's watch can report "no values" when the
-        server has already pushed them but the client has not processed them yet.)
-        """
-        js = self.kv._js
-        stream = f"KV_{self.bucket}"
+        """Every live key matching `pattern` once (`read_to_end`: exact, unlike a KV watch)."""
         prefix = f"$KV.{self.bucket}."
-        config = ConsumerConfig(
-            deliver_policy=DeliverPolicy.LAST_PER_SUBJECT,
-            ack_policy=AckPolicy.NONE,
-            inactive_threshold=60,
-            mem_storage=True,
+        messages = read_to_end(
+            self.kv._js, f"KV_{self.bucket}", prefix + pattern, DeliverPolicy.LAST_PER_SUBJECT
         )
-        sub = await with_retry(
-            lambda: js.pull_subscribe(prefix + pattern, stream=stream, config=config),
-            attempts=30,
-            what="KV scan",
-        )
-        try:
-            remaining = int(
-                (await with_retry(sub.consumer_info, attempts=30, what="KV scan")).num_pending or 0
-            )
-            while remaining > 0:
-                fetch = partial(sub.fetch, min(remaining, 512), timeout=10)
-                for msg in await with_retry(fetch, attempts=30, what="KV scan"):
-                    remaining = int(msg.metadata.num_pending or 0)
-                    if msg.data and not (msg.headers and "KV-Operation" in msg.headers):
-                        yield (
-                            msg.subject[len(prefix) :],
-                            decode(msg.data, self.kind),
-                            msg.metadata.sequence.stream,
-                        )
-        finally:
-            with anyio.move_on_after(5, shield=True):
-                await _delete_consumer(js, stream, sub)
+        async for msg in messages:
+            if msg.data and not (msg.headers and "KV-Operation" in msg.headers):
+                yield msg.subject[len(prefix) :], decode(msg.data, self.kind), msg.metadata.sequence.stream
 
 
-async def _delete_consumer(js: Any, stream: str, sub: Any) -> None:
-    name = (await sub.consumer_info()).name
-    await sub.unsubscribe()
-    await js._jsm.delete_consumer(stream, name)
+async def read_to_end(
+    js: Any, stream: str, subject: str, deliver: DeliverPolicy, start_seq: int | None = None
+) -> AsyncIterator[Msg]:
+    """The stream's messages on `subject` as they are now, from an ephemeral pull consumer (deleted after).
+
+    Pull, not a push consumer or a KV watch: a pull consumer delivers nothing before it is asked, so the
+    number of pending messages read right after creating it is exact. (nats-py's watch can report "no
+    values" when the server has already pushed them but the client has not processed them yet.)"""
+    config = ConsumerConfig(
+        deliver_policy=deliver,
+        opt_start_seq=start_seq,
+        ack_policy=AckPolicy.NONE,
+        inactive_threshold=60,
+        mem_storage=True,
+    )
+    sub = await with_retry(
+        lambda: js.pull_subscribe(subject, stream=stream, config=config), attempts=30, what=f"{stream} read"
+    )
+    try:
+        remaining = int(
+            (await with_retry(sub.consumer_info, attempts=30, what=f"{stream} read")).num_pending or 0
+        )
+        while remaining > 0:
+            fetch = partial(sub.fetch, min(remaining, 512), timeout=10)
+            for msg in await with_retry(fetch, attempts=30, what=f"{stream} read"):
+                remaining = int(msg.metadata.num_pending or 0)
+                yield msg
+    finally:
+        with anyio.move_on_after(5, shield=True):
+            name = (await sub.consumer_info()).name
+            await sub.unsubscribe()
+            await js._jsm.delete_consumer(stream, name)
 
 
 def decode_entry(kind: type[T], value: bytes | None) -> T | None:

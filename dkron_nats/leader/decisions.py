@@ -19,26 +19,25 @@ in at a takeover, newest slot wins, and their bucket is then deleted.
 from __future__ import annotations
 
 import asyncio
-import functools
 import itertools
 import logging
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TypeVar
 
 import anyio
+import msgspec
 from anyio.abc import TaskStatus
 from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.api import DeliverPolicy
 from nats.js.errors import BucketNotFoundError, KeyWrongLastSequenceError, NotFoundError
 
 from dkron_nats.errors import LeadershipLostError
 from dkron_nats.failpoints import stall_point
 from dkron_nats.kv.buckets import DECISIONS_STREAM, LEGACY_CURSORS
 from dkron_nats.kv.publisher import MSG_ID, JsPublisher
-from dkron_nats.kv.typed import TRANSIENT, TypedKV, with_retry
+from dkron_nats.kv.typed import TRANSIENT, TypedKV, read_to_end, with_retry
 from dkron_nats.metrics import DECISION_APPENDS, DECISIONS
 from dkron_nats.models import DecisionBatch, LaunchCursor, decode, encode
 from dkron_nats.subjects import decisions_subject
@@ -50,7 +49,6 @@ is ~150 bytes, but one that records 100 missed slots of a job with many targets 
 CHECKPOINT_AFTER = 4096
 """Cursors appended since the last checkpoint before the next one (at least twice the live cursors)."""
 _writers = itertools.count()
-T = TypeVar("T")
 
 
 @dataclass(slots=True)
@@ -131,9 +129,11 @@ class DecisionLog:
         )
 
     async def _read_from(self, seq: int) -> None:
-        async for batch_seq, batch in _read(self.js, self.subject, seq):
-            self.cursors.update(batch.cursors)
-            self.last_seq = batch_seq
+        async for msg in read_to_end(
+            self.js, DECISIONS_STREAM, self.subject, DeliverPolicy.BY_START_SEQUENCE, seq
+        ):
+            self.cursors.update(decode(msg.data, DecisionBatch).cursors)
+            self.last_seq = msg.metadata.sequence.stream
 
     # -- appending -----------------------------------------------------------------------------
 
@@ -157,40 +157,45 @@ class DecisionLog:
                 self._has_pending = anyio.Event()
                 while self._pending:
                     pending, self._pending = self._pending, []
-                    batches = _by_size(pending, lambda p: _cost(p.key, p.cursor))
-                    for done, batch in enumerate(batches, 1):
-                        if not await self._commit(batch):  # fenced: nothing more of this leader lands
-                            _settle([p for rest in batches[done:] for p in rest], LeadershipLostError())
-                            break
+                    await self._commit({p.key: p for p in pending})
                 if self._since_checkpoint >= max(self.checkpoint_after, 2 * len(self.cursors)):
                     await self._checkpoint()
         finally:
             _settle(self._pending, LeadershipLostError())
 
-    async def _commit(self, batch: list[_Pending]) -> bool:
-        """Append one batch and wake its callers; False once a newer leader fenced this one."""
-        try:
-            await self._append(DecisionBatch(fence=self.fence, cursors={p.key: p.cursor for p in batch}))
-        except KeyWrongLastSequenceError:
-            self._deposed = True
-            logger.warning("a newer leader appended to %s: this leader's decisions are refused", self.subject)
-            _settle([*batch, *self._pending], LeadershipLostError())
-            self._pending = []
-            return False
-        except (LeadershipLostError, NatsError) as exc:  # the lease lapsed, or JetStream refused it
-            _settle(batch, exc)
-            return True
-        self._since_checkpoint += len(batch)
-        DECISIONS.inc(len(batch))
-        _settle(batch, None)
-        return True
+    async def _commit(self, pending: dict[str, _Pending]) -> None:
+        """Append what is pending (in several appends if it is large) and wake each caller once its own
+        decision is stored, or has failed."""
+        batch = DecisionBatch(fence=self.fence, cursors={key: p.cursor for key, p in pending.items()})
+        parts = _fitting(batch)
+        for done, (part, payload) in enumerate(parts, 1):
+            waiting = [pending[key] for key in part.cursors]
+            try:
+                await self._append(part, payload)
+            except KeyWrongLastSequenceError:
+                self._deposed = True
+                logger.warning(
+                    "a newer leader appended to %s: this leader's decisions are refused", self.subject
+                )
+                later = [pending[key] for rest, _ in parts[done:] for key in rest.cursors]
+                _settle([*waiting, *later, *self._pending], LeadershipLostError())
+                self._pending = []
+                return
+            except (LeadershipLostError, NatsError) as exc:  # the lease lapsed, or JetStream refused it
+                _settle(waiting, exc)
+                continue
+            self._since_checkpoint += len(waiting)
+            DECISIONS.inc(len(waiting))
+            _settle(waiting, None)
 
-    async def _append(self, batch: DecisionBatch) -> None:
-        """One compare-and-set append, resent (same Msg-Id) until stored or the lease lapses.
+    async def _append(self, batch: DecisionBatch, payload: bytes | None = None) -> None:
+        """One compare-and-set append (`payload`: the batch encoded, if it was already), resent with the same
+        Msg-Id until stored or the lease lapses.
 
         A resend after a lost ack is refused like a foreign append (JetStream checks the expected sequence
         before the Msg-Id), so a refused resend looks for its own Msg-Id at the end of the log first."""
-        msg_id, payload, sent, delay = f"{self._writer}-{next(self._msg_ids)}", encode(batch), 0, 0.1
+        payload = payload or encode(batch)
+        msg_id, sent, delay = f"{self._writer}-{next(self._msg_ids)}", 0, 0.1
         while True:
             self.ensure_leader()
             stall_point("before-decision-append")  # after the lease check: the window a paused leader hits
@@ -228,10 +233,10 @@ class DecisionLog:
         return int(last.seq or 0) if (last.headers or {}).get(MSG_ID) == msg_id else None
 
     async def _append_all(self, cursors: dict[str, LaunchCursor], kind: str) -> int:
-        """Append `cursors` in batches of at most about BATCH_BYTES; the sequence of the first batch."""
+        """Append `cursors` in appends of at most about BATCH_BYTES; the sequence of the first."""
         first = 0
-        for batch in _by_size(list(cursors.items()), lambda item: _cost(*item)) or [[]]:
-            await self._append(DecisionBatch(fence=self.fence, kind=kind, cursors=dict(batch)))
+        for part, payload in _fitting(DecisionBatch(fence=self.fence, kind=kind, cursors=cursors)):
+            await self._append(part, payload)
             first = first or self.last_seq
         return first
 
@@ -251,21 +256,19 @@ class DecisionLog:
         )
 
 
-def _cost(key: str, cursor: LaunchCursor) -> int:
-    return len(key) + len(encode(cursor)) + 4
-
-
-def _by_size(items: list[T], cost: Callable[[T], int]) -> list[list[T]]:
-    """`items` in order, cut into lists whose costs add up to at most BATCH_BYTES (one item at least)."""
-    batches: list[list[T]] = []
-    size = BATCH_BYTES
-    for item in items:
-        if size + (item_cost := cost(item)) > BATCH_BYTES:
-            batches.append([])
-            size = 0
-        batches[-1].append(item)
-        size += item_cost
-    return batches
+def _fitting(batch: DecisionBatch) -> list[tuple[DecisionBatch, bytes]]:
+    """The batch with its encoding, or, when that is over BATCH_BYTES, its halves (and so on): the usual
+    batch is encoded once, and only a rare large one again for each cut."""
+    payload = encode(batch)
+    if len(payload) <= BATCH_BYTES or len(batch.cursors) <= 1:
+        return [(batch, payload)]
+    items = list(batch.cursors.items())
+    half = len(items) // 2
+    return [
+        fitted
+        for part in (items[:half], items[half:])
+        for fitted in _fitting(msgspec.structs.replace(batch, cursors=dict(part)))
+    ]
 
 
 def _settle(waiting: list[_Pending], error: BaseException | None) -> None:
@@ -277,35 +280,6 @@ def _settle(waiting: list[_Pending], error: BaseException | None) -> None:
             pending.done.set_result(None)
         else:
             pending.done.set_exception(error)
-
-
-async def _read(js: JetStreamContext, subject: str, start: int) -> AsyncIterator[tuple[int, DecisionBatch]]:
-    """The log's batches from sequence `start` to its end, read with an ephemeral pull consumer."""
-    config = ConsumerConfig(
-        deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
-        opt_start_seq=start,
-        ack_policy=AckPolicy.NONE,
-        inactive_threshold=60,
-        mem_storage=True,
-    )
-    sub = await with_retry(
-        lambda: js.pull_subscribe(subject, stream=DECISIONS_STREAM, config=config),
-        attempts=30,
-        what="log read",
-    )
-    try:
-        remaining = int((await with_retry(sub.consumer_info, attempts=30, what="log read")).num_pending or 0)
-        while remaining > 0:
-            for msg in await with_retry(
-                functools.partial(sub.fetch, min(remaining, 64), timeout=10), attempts=30, what="log read"
-            ):
-                remaining = int(msg.metadata.num_pending or 0)
-                yield msg.metadata.sequence.stream, decode(msg.data, DecisionBatch)
-    finally:
-        with anyio.move_on_after(5, shield=True):
-            name = (await sub.consumer_info()).name
-            await sub.unsubscribe()
-            await js.delete_consumer(DECISIONS_STREAM, name)
 
 
 async def _legacy_cursors(js: JetStreamContext) -> dict[str, LaunchCursor] | None:

@@ -340,8 +340,9 @@ class Launcher:
             )
         return True
 
-    async def fail_if_agent_lost(self, execution: Execution) -> bool:
-        """At takeover: end a running execution whose node is gone or restarted since it started."""
+    async def fail_if_agent_lost(self, execution: Execution, revision: int) -> bool:
+        """At takeover: end a running execution (stored at `revision`) whose node is gone or restarted
+        since it started."""
         member = self.registry.get(execution.node_name)
         alive = {m.name for m in self.registry.alive()}
         restarted = (
@@ -351,9 +352,7 @@ class Launcher:
         )
         if execution.node_name in alive and not restarted:
             return False
-        found = await self.executions.get_with_revision(execution.job_name, execution.id)
-        if found is not None and not found[0].finished:
-            await self.rule_lost(*found, "restarted" if restarted else "is gone")
+        await self.rule_lost(execution, revision, "restarted" if restarted else "is gone")
         return True
 
     async def rule_lost(self, execution: Execution, revision: int, why: str) -> None:

@@ -67,7 +67,7 @@ class NotRunRecorder:
         return ex.status in NOT_RUN and not job.history_max_age
 
     async def record(self, job: JobSpec, ex: Execution) -> None:
-        if await self.executions.typed.create_only(ExecutionStore.key(ex.job_name, ex.id), ex) is None:
+        if await self.executions.claim(ex) is None:
             return  # recorded before: a takeover concluding the same decision again
         await announce(self.nc, ex)
         self._recorded[job.name] += 1

@@ -70,6 +70,8 @@ class Outcome:
     seq: int
     claimed_at: int = 0
     """The claim's revision: the final record is stored over exactly that one (0: stored as it is)."""
+    verdict: bool = False
+    """The leader's ruling "agent lost", not the agent's own result."""
 
 
 class ResultProcessor:
@@ -215,7 +217,9 @@ class ResultProcessor:
                     return 0.0
                 if result.verdict and await self._already_finished(result.execution):
                     return 0.0  # the agent's own result arrived before the leader's "agent lost" ruling
-                return await self.apply(Outcome(result.execution, result.siblings, seq, result.claimed_at))
+                return await self.apply(
+                    Outcome(result.execution, result.siblings, seq, result.claimed_at, result.verdict)
+                )
             except TRANSIENT:
                 # Never drop a result because JetStream is re-electing: retry in place, keeping the order
                 # the counters' sequence guard relies on.
@@ -321,7 +325,7 @@ class ResultProcessor:
             "%s/%s: another outcome was stored over its claim first; this %s does not count",
             ex.job_name,
             ex.id,
-            "verdict" if "agent lost" in ex.output else "result",
+            "verdict" if outcome.verdict else "result",
         )
         return None
 

@@ -201,11 +201,13 @@ class Scheduler:
     async def _dispatch_missing(self, spec: JobSpec, cursor: LaunchCursor) -> None:
         missing = []
         for node in cursor.targets:
-            found = await self.launcher.executions.get(spec.name, attempt_id(cursor.group, node, 1))
+            found = await self.launcher.executions.get_with_revision(
+                spec.name, attempt_id(cursor.group, node, 1)
+            )
             if found is None:
                 missing.append(node)
-            elif not found.finished:
-                await self.launcher.fail_if_agent_lost(found)
+            elif not found[0].finished:
+                await self.launcher.fail_if_agent_lost(*found)
         if missing:
             logger.info("re-sending the interrupted launch of %s to %s", spec.name, ", ".join(missing))
             await self.launcher.dispatch(spec, cursor.group, from_ns(cursor.slot_ns), missing)
