@@ -8,34 +8,31 @@ made before it; checkpoints keep the log short; the per-job cursors of 0.1.x are
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
 
 import anyio
-import nats
 import pytest
-from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.api import KeyValueConfig
 from nats.js.errors import BucketNotFoundError
 
 from dkron_nats.errors import LeadershipLostError
-from dkron_nats.kv.buckets import DECISIONS_STREAM, LEGACY_CURSORS, StorageLimits, ensure_buckets
+from dkron_nats.kv.buckets import DECISIONS_STREAM, LEGACY_CURSORS
 from dkron_nats.kv.cache import KVCache
-from dkron_nats.kv.publisher import Ack, JsPublisher
+from dkron_nats.kv.publisher import JsPublisher
 from dkron_nats.kv.typed import TypedKV
 from dkron_nats.leader.decisions import DecisionLog
 from dkron_nats.leader.launcher import Launcher
 from dkron_nats.leader.scheduler import Scheduler, SchedulerSettings
 from dkron_nats.models import JobSpec, LaunchCursor
 from dkron_nats.names import job_key
-from dkron_nats.natsserver import EmbeddedNats
 from dkron_nats.subjects import decisions_subject
 from dkron_nats.timefmt import to_ns
-from tests.harness import free_port
+from tests.jetstream import FlakyAcks, jetstream
 
 pytestmark = pytest.mark.anyio
 
@@ -55,6 +52,12 @@ class Nats:
     def log(self, **options: Any) -> DecisionLog:
         return DecisionLog(self.js, self.publisher, ensure_leader=lambda: None, **options)
 
+    async def taken_over(self, fence: int) -> DecisionLog:
+        """The log as a new leader of term `fence` finds it (its takeover fences every earlier leader)."""
+        log = self.log()
+        await log.open(fence=fence)
+        return log
+
     async def messages(self, partition: int = 0) -> int:
         info = await self.js.stream_info(DECISIONS_STREAM, subjects_filter=decisions_subject(partition))
         return sum((info.state.subjects or {}).values())
@@ -62,47 +65,41 @@ class Nats:
 
 @pytest.fixture
 async def cluster(tmp_path: Path) -> AsyncIterator[Nats]:
-    async with EmbeddedNats(tmp_path, f"127.0.0.1:{free_port()}", "solo") as server:
-        nc = await nats.connect(server.url)
-        js = nc.jetstream()
-        await ensure_buckets(js, StorageLimits())
-        try:
-            async with anyio.create_task_group() as tg:
-                publisher = JsPublisher(nc)
-                await tg.start(publisher.run)
-                yield Nats(js, publisher)
-                tg.cancel_scope.cancel()
-        finally:
-            await nc.close()
+    async with jetstream(tmp_path) as started:
+        yield Nats(started.js, started.publisher)
 
 
 def _cursor(slot: int, fence: int = 1) -> LaunchCursor:
     return LaunchCursor(slot_ns=slot, group=slot, fence=fence, targets=["agent-1"])
 
 
+Lead = Callable[..., Awaitable[DecisionLog]]
+
+
 @pytest.fixture
-async def writing() -> AsyncIterator[Callable[[DecisionLog], Any]]:
-    """Start a log's writer (as the scheduler does) for the rest of the test."""
+async def lead(cluster: Nats) -> AsyncIterator[Lead]:
+    """Take the log over as a leader of term `fence` does and run its writer for the rest of the test."""
     async with anyio.create_task_group() as tg:
 
-        async def start(log: DecisionLog) -> None:
+        async def take_over(fence: int, publisher: Any = None, **options: Any) -> DecisionLog:
+            log = cluster.log(**options)
+            if publisher is not None:
+                log.publisher = publisher
+            await log.open(fence=fence)
             await tg.start(log.run)
+            return log
 
-        yield start
+        yield take_over
         tg.cancel_scope.cancel()
 
 
 async def test_a_leader_taken_over_can_append_nothing_and_the_new_one_has_its_decisions(
-    cluster: Nats, writing: Callable[[DecisionLog], Any]
+    cluster: Nats, lead: Lead
 ) -> None:
-    old = cluster.log()
-    await old.open(fence=1)
-    await writing(old)
+    old = await lead(1)
     await old.record("job-a", _cursor(10))
 
-    new = cluster.log()
-    await new.open(fence=2)
-    await writing(new)
+    new = await lead(2)
     assert new.cursors["job-a"].slot_ns == 10, "the takeover did not see the old leader's decision"
 
     with pytest.raises(LeadershipLostError):
@@ -111,17 +108,12 @@ async def test_a_leader_taken_over_can_append_nothing_and_the_new_one_has_its_de
         await old.record("job-b", _cursor(11))  # a job the new leader has not touched yet: fenced as well
     await new.record("job-a", _cursor(11, fence=2))
 
-    reader = cluster.log()
-    await reader.open(fence=3)
+    reader = await cluster.taken_over(3)
     assert {k: c.slot_ns for k, c in reader.cursors.items()} == {"job-a": 11}
 
 
-async def test_decisions_made_at_the_same_instant_share_appends(
-    cluster: Nats, writing: Callable[[DecisionLog], Any]
-) -> None:
-    log = cluster.log()
-    await log.open(fence=1)
-    await writing(log)
+async def test_decisions_made_at_the_same_instant_share_appends(cluster: Nats, lead: Lead) -> None:
+    log = await lead(1)
     before = log.appends
     async with anyio.create_task_group() as tg:
         for i in range(1000):
@@ -129,21 +121,18 @@ async def test_decisions_made_at_the_same_instant_share_appends(
     appends = log.appends - before
     assert appends <= 20, f"1,000 decisions took {appends} appends"
 
-    reader = cluster.log()
-    await reader.open(fence=2)
+    reader = await cluster.taken_over(2)
     assert {k: c.slot_ns for k, c in reader.cursors.items()} == {f"job-{i}": i for i in range(1000)}
 
 
 async def test_large_decisions_made_at_once_are_split_across_appends_under_the_message_limit(
-    cluster: Nats, writing: Callable[[DecisionLog], Any]
+    cluster: Nats, lead: Lead
 ) -> None:
     """1,500 jobs catching up after an outage, each decision listing 100 missed slots and 100 target nodes
     (~4 KB): together far over any NATS message limit (4 MB on the embedded server, 1 MB by default), so
     one append of them all would be refused. They are cut into appends of a few hundred KB, and so is the
     checkpoint that follows."""
-    log = cluster.log(checkpoint_after=1000)
-    await log.open(fence=1)
-    await writing(log)
+    log = await lead(1, checkpoint_after=1000)
     targets = [f"agent-{n:03d}-in-a-rather-big-fleet" for n in range(100)]
     missed = [1_767_614_400_000_000_000 + n * 1_000_000_000 for n in range(100)]
 
@@ -157,37 +146,29 @@ async def test_large_decisions_made_at_once_are_split_across_appends_under_the_m
     await log.record("job-0", decision(3000))
     assert await cluster.messages() < 60, "no checkpoint purged the log"
 
-    reader = cluster.log()
-    await reader.open(fence=2)
+    reader = await cluster.taken_over(2)
     assert len(reader.cursors) == 1500
     assert reader.cursors["job-0"].slot_ns == 13_000
     assert reader.cursors["job-1499"] == decision(2999)
 
 
-async def test_a_checkpoint_keeps_the_log_about_a_cursor_per_live_job(
-    cluster: Nats, writing: Callable[[DecisionLog], Any]
-) -> None:
+async def test_a_checkpoint_keeps_the_log_about_a_cursor_per_live_job(cluster: Nats, lead: Lead) -> None:
     deleted = "job-deleted"
-    log = cluster.log(checkpoint_after=20, is_live=lambda key: key != deleted)
-    await log.open(fence=1)
-    await writing(log)
+    log = await lead(1, checkpoint_after=20, is_live=lambda key: key != deleted)
     await log.record(deleted, _cursor(1))
     for slot in range(1, 41):
         for job in range(5):
             await log.record(f"job-{job}", _cursor(slot))
     assert await cluster.messages() <= 25, "the log was not purged at its checkpoints"
 
-    reader = cluster.log()
-    await reader.open(fence=2)
+    reader = await cluster.taken_over(2)
     assert {k: c.slot_ns for k, c in reader.cursors.items()} == {f"job-{j}": 40 for j in range(5)}
 
 
 async def test_the_cursors_of_0_1_are_moved_into_the_log_newest_slot_first_and_their_bucket_deleted(
-    cluster: Nats, writing: Callable[[DecisionLog], Any]
+    cluster: Nats, lead: Lead
 ) -> None:
-    log = cluster.log()
-    await log.open(fence=1)
-    await writing(log)
+    log = await lead(1)
     await log.record("in-both-newer-in-log", _cursor(50))
     await log.record("in-both-newer-in-bucket", _cursor(5))
     # A 0.1.x server (in a rolling upgrade) led meanwhile and wrote its per-job cursors.
@@ -196,44 +177,25 @@ async def test_the_cursors_of_0_1_are_moved_into_the_log_newest_slot_first_and_t
     for key, slot in {"in-both-newer-in-log": 40, "in-both-newer-in-bucket": 60, "only-in-bucket": 7}.items():
         assert await legacy.create(key, _cursor(slot)) is not None
 
-    upgraded = cluster.log()
-    await upgraded.open(fence=2)
+    upgraded = await cluster.taken_over(2)
     expected = {"in-both-newer-in-log": 50, "in-both-newer-in-bucket": 60, "only-in-bucket": 7}
     assert {k: c.slot_ns for k, c in upgraded.cursors.items()} == expected
     with pytest.raises(BucketNotFoundError):
         await cluster.js.key_value(LEGACY_CURSORS)
-    reader = cluster.log()
-    await reader.open(fence=3)
+    reader = await cluster.taken_over(3)
     assert {k: c.slot_ns for k, c in reader.cursors.items()} == expected  # durable in the log itself
 
 
-class AckLosingPublisher:
-    """Stores the first append but loses its ack (the connection dropped), as the publisher reports it."""
-
-    def __init__(self, real: JsPublisher) -> None:
-        self.real = real
-        self.lost = False
-
-    async def publish(self, subject: str, payload: bytes, **options: Any) -> Ack:
-        ack = await self.real.publish(subject, payload, **options)
-        if not self.lost and b'"job-a"' in payload:  # the first decision (the takeover goes through)
-            self.lost = True
-            raise NatsTimeoutError
-        return ack
-
-
 async def test_a_resent_append_whose_ack_was_lost_is_recognised_not_taken_for_a_newer_leader(
-    cluster: Nats, writing: Callable[[DecisionLog], Any]
+    cluster: Nats, lead: Lead
 ) -> None:
-    lossy = AckLosingPublisher(cluster.publisher)
-    log = DecisionLog(cluster.js, cast(JsPublisher, lossy), ensure_leader=lambda: None)
-    await log.open(fence=1)
-    await writing(log)
+    lossy = FlakyAcks(cluster.publisher)
+    log = await lead(1, publisher=lossy)
+    lossy.lose_next = True
     await log.record("job-a", _cursor(1))  # stored, ack lost, resent: refused as "wrong last sequence"
-    assert lossy.lost
+    assert not lossy.lose_next
     await log.record("job-a", _cursor(2))  # not deposed: the chain goes on
-    reader = cluster.log()
-    await reader.open(fence=2)
+    reader = await cluster.taken_over(2)
     assert reader.cursors["job-a"].slot_ns == 2
 
 
@@ -278,19 +240,17 @@ def _scheduler(
 
 
 async def test_a_scheduler_whose_log_was_taken_over_launches_and_records_nothing(
-    cluster: Nats, writing: Callable[[DecisionLog], Any]
+    cluster: Nats, lead: Lead
 ) -> None:
     now = [T0 + timedelta(seconds=8)]
-    old_log = cluster.log()
-    await old_log.open(fence=1)
-    await writing(old_log)
+    old_log = await lead(1)
     await old_log.record(job_key("tick"), _cursor(to_ns(T0)))
     launcher = RecordingLauncher()
     scheduler = _scheduler(old_log, launcher, now)
     scheduler._plan(job_key("tick"), JobSpec(name="tick", schedule="@every 1s", anchor=T0))
     plan: Any = scheduler._plans[job_key("tick")]
 
-    await cluster.log().open(fence=2)  # another server took over while this one was paused
+    await cluster.taken_over(2)  # another server took over while this one was paused
     with pytest.raises(LeadershipLostError):
         await scheduler._resolve(job_key("tick"), plan)
     assert launcher.dispatched == []
@@ -298,12 +258,10 @@ async def test_a_scheduler_whose_log_was_taken_over_launches_and_records_nothing
 
 
 async def test_slots_after_the_cursor_are_resolved_once_missed_then_launched(
-    cluster: Nats, writing: Callable[[DecisionLog], Any]
+    cluster: Nats, lead: Lead
 ) -> None:
     now = [T0 + timedelta(seconds=8)]
-    log = cluster.log()
-    await log.open(fence=1)
-    await writing(log)
+    log = await lead(1)
     await log.record(job_key("tick"), _cursor(to_ns(T0 + timedelta(seconds=5))))
     launcher = RecordingLauncher()
     scheduler = _scheduler(log, launcher, now)
@@ -316,8 +274,7 @@ async def test_slots_after_the_cursor_are_resolved_once_missed_then_launched(
     missed = [at for at, status in launcher.recorded if status == "missed"]
     assert missed == [T0 + timedelta(seconds=6), T0 + timedelta(seconds=7)]
     assert launcher.dispatched == [T0 + timedelta(seconds=8)]
-    reader = cluster.log()
-    await reader.open(fence=2)
+    reader = await cluster.taken_over(2)
     assert reader.cursors[job_key("tick")].slot_ns == to_ns(T0 + timedelta(seconds=8))
 
 

@@ -12,10 +12,8 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterator
 from concurrent.futures import Future
-from pathlib import Path
 from typing import Any, cast
 
-import nats
 import pytest
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 from hypothesis import HealthCheck, settings
@@ -27,63 +25,32 @@ from hypothesis.stateful import (
     rule,
     run_state_machine_as_test,
 )
-from nats.aio.client import Client
-from nats.errors import TimeoutError as NatsTimeoutError
 
 from dkron_nats.errors import LeadershipLostError
-from dkron_nats.kv.buckets import StorageLimits, ensure_buckets
 from dkron_nats.kv.executions import ExecutionStore, execution_id
-from dkron_nats.kv.publisher import Ack, JsPublisher
 from dkron_nats.leader.decisions import DecisionLog
 from dkron_nats.models import Execution, LaunchCursor
-from dkron_nats.natsserver import EmbeddedNats
-from tests.harness import free_port
+from tests.jetstream import FlakyAcks, JetStream, jetstream
 
 JOBS = ("job-a", "job-b", "job-c")
-
-
-class FlakyAcks:
-    """The node's publisher, except that the ack of the next publish can be lost (the write is stored)."""
-
-    def __init__(self, real: JsPublisher) -> None:
-        self.real = real
-        self.lose_next = False
-
-    async def publish(self, subject: str, payload: bytes, **options: Any) -> Ack:
-        ack = await self.real.publish(subject, payload, **options)
-        if self.lose_next:
-            self.lose_next = False
-            raise NatsTimeoutError
-        return ack
 
 
 class Shared:
     """One nats-server and connection for every example; each example has its own partition."""
 
-    def __init__(self, portal: BlockingPortal, nc: Client, publisher: JsPublisher) -> None:
-        self.portal, self.nc, self.publisher = portal, nc, publisher
-        self.js = nc.jetstream()
+    def __init__(self, portal: BlockingPortal, started: JetStream) -> None:
+        self.portal, self.js, self.publisher = portal, started.js, started.publisher
         self.partitions = itertools.count(1)
-        self.executions = ExecutionStore(
-            portal.call(self.js.key_value, "dkron-executions"), self.js, publisher
-        )
+        self.executions = ExecutionStore(started.buckets.executions, started.js, started.publisher)
 
 
 @pytest.fixture(scope="module")
 def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shared]:
-    tmp: Path = tmp_path_factory.mktemp("model")
-    with start_blocking_portal("asyncio") as portal:
-        server = EmbeddedNats(tmp, f"127.0.0.1:{free_port()}", "solo")
-        with portal.wrap_async_context_manager(server):
-            nc = portal.call(nats.connect, server.url)
-            portal.call(ensure_buckets, nc.jetstream(), StorageLimits())
-            publisher = JsPublisher(nc)
-            running, _ = portal.start_task(publisher.run)
-            try:
-                yield Shared(portal, nc, publisher)
-            finally:
-                running.cancel()
-                portal.call(nc.close)
+    with (
+        start_blocking_portal("asyncio") as portal,
+        portal.wrap_async_context_manager(jetstream(tmp_path_factory.mktemp("model"))) as started,
+    ):
+        yield Shared(portal, started)
 
 
 class Leader:

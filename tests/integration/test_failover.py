@@ -229,16 +229,21 @@ def test_graceful_leader_stop_hands_over_within_a_second(nodes: dict[str, Node])
     assert handover < 4.0, f"hand-over took {handover:.2f}s"
 
 
-def test_agent_killed_mid_run_is_ruled_lost(nodes: dict[str, Node]) -> None:
-    server = _leader(nodes)
-    server.post("/v1/jobs", json=job("long-run", "@manually", "sleep 60", tags={"role": "web:1"}))
-    server.post("/v1/jobs/long-run/run")
+def _running_on_one_agent(nodes: dict[str, Node], server: Node, name: str, command: str) -> Node:
+    """Create a manual job for one `web` agent, run it, and return the agent once the run has started."""
+    server.post("/v1/jobs", json=job(name, "@manually", command, tags={"role": "web:1"}))
+    server.post(f"/v1/jobs/{name}/run")
     running = wait_for(
-        lambda: [e for e in executions(server, "long-run") if e["status"] == "running"] or None,
+        lambda: [e for e in executions(server, name) if e["status"] == "running"] or None,
         timeout=20,
         what="the run to start",
     )
-    agent = nodes[running[0]["node_name"]]
+    return nodes[running[0]["node_name"]]
+
+
+def test_agent_killed_mid_run_is_ruled_lost(nodes: dict[str, Node]) -> None:
+    server = _leader(nodes)
+    agent = _running_on_one_agent(nodes, server, "long-run", "sleep 60")
     killed_at = time.monotonic()
     agent.kill()
     try:
@@ -262,14 +267,7 @@ def test_an_agent_paused_past_its_ttl_is_ruled_lost_and_its_late_result_does_not
     its revision): whichever comes second is refused, so the execution is counted once. (Before, the agent's
     late result overwrote the verdict and was counted as well: one run, two outcomes.)"""
     server = _leader(nodes)
-    server.post("/v1/jobs", json=job("paused-agent", "@manually", "sleep 3", tags={"role": "web:1"}))
-    server.post("/v1/jobs/paused-agent/run")
-    running = wait_for(
-        lambda: [e for e in executions(server, "paused-agent") if e["status"] == "running"] or None,
-        timeout=20,
-        what="the run to start",
-    )
-    agent = nodes[running[0]["node_name"]]
+    agent = _running_on_one_agent(nodes, server, "paused-agent", "sleep 3")
     assert agent.proc is not None
     os.kill(agent.proc.pid, signal.SIGSTOP)  # its job's process goes on and ends meanwhile
     try:

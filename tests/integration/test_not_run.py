@@ -11,19 +11,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import anyio
 import nats
 import pytest
 from nats.aio.client import Client
 
-from dkron_nats.kv.buckets import StorageLimits, ensure_buckets
 from dkron_nats.kv.executions import ExecutionStore, execution_id
-from dkron_nats.kv.publisher import JsPublisher
 from dkron_nats.leader.outcomes import NotRunRecorder
 from dkron_nats.models import Execution, JobSpec
-from dkron_nats.natsserver import EmbeddedNats
 from dkron_nats.timefmt import to_ns
-from tests.harness import free_port
+from tests.jetstream import jetstream
 
 pytestmark = pytest.mark.anyio
 T0 = datetime(2026, 1, 5, 12, 0, 0, tzinfo=UTC)
@@ -43,19 +39,9 @@ class Leader:
 
 @pytest.fixture
 async def leader(tmp_path: Path) -> AsyncIterator[Leader]:
-    async with EmbeddedNats(tmp_path, f"127.0.0.1:{free_port()}", "solo") as server:
-        nc = await nats.connect(server.url)
-        js = nc.jetstream()
-        buckets = await ensure_buckets(js, StorageLimits())
-        try:
-            async with anyio.create_task_group() as tg:
-                publisher = JsPublisher(nc)
-                await tg.start(publisher.run)
-                executions = ExecutionStore(buckets.executions, js, publisher)
-                yield Leader(nc, executions, NotRunRecorder(nc, executions, keep=100))
-                tg.cancel_scope.cancel()
-        finally:
-            await nc.close()
+    async with jetstream(tmp_path) as started:
+        executions = ExecutionStore(started.buckets.executions, started.js, started.publisher)
+        yield Leader(started.nc, executions, NotRunRecorder(started.nc, executions, keep=100))
 
 
 def _missed(job: str, slot: datetime) -> Execution:
