@@ -39,6 +39,7 @@ from dkron_nats.config import (
 )
 from dkron_nats.durations import parse_go_duration
 from dkron_nats.egress import parse_networks
+from dkron_nats.kv.executions import LANE_PREFIX
 from dkron_nats.names import is_token
 from dkron_nats.natsauth import NatsAccessError, NatsCredentials, check_agent_creds, check_embedded_options
 from dkron_nats.natscli import nats_credentials
@@ -83,9 +84,10 @@ def _duration(ctx: click.Context, param: click.Parameter, value: str) -> timedel
 
 
 def _node_name(ctx: click.Context, param: click.Parameter, value: str) -> str:
-    if not is_token(value):
+    if not is_token(value) or value.startswith(LANE_PREFIX):
         raise click.BadParameter(
-            f"{value!r}: a node name may only contain letters, digits, '_' and '-' (max 64)"
+            f"{value!r}: a node name may only contain letters, digits, '_' and '-' (max 64), and may not "
+            f"start with '{LANE_PREFIX}' (kept for the lanes of value:N launches)"
         )
     return value
 

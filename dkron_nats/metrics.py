@@ -69,7 +69,7 @@ SCHEDULE_LAG = Histogram(
 )
 DISPATCH_SECONDS = Histogram(
     "dkron_dispatch_seconds",
-    "Leader: from sending a run request to the agent's acknowledgement.",
+    "Leader: from publishing a run request to its being stored in DKRON_RUNS.",
     buckets=_LATENCY_BUCKETS,
     registry=REGISTRY,
 )

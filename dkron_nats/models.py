@@ -236,20 +236,22 @@ class Member(msgspec.Struct, kw_only=True, omit_defaults=True):
 
 
 class RunRequest(msgspec.Struct, kw_only=True, omit_defaults=True):
-    """What the leader sends an agent: everything needed to run one execution."""
+    """What the leader sends agents: everything needed to run one execution.
+
+    Sent to one node (`dkron.run.node.<node>`), `execution` is that node's. Sent on the job's tag subject,
+    `targets` names who runs it and `execution` has no id yet: either the nodes the leader chose (each runs
+    `<group>-<node>`), or lanes `_1`..`_N` of a `value:N` job, which the first N matching agents to claim
+    one take (`<group>-_<i>`, one lane per node)."""
 
     execution: Execution
     job: JobSpec
     siblings: list[str] = msgspec.field(default_factory=list)
-    """Execution ids of the same launch on other nodes (for the group status)."""
+    """Execution ids of the same launch (for the group status); an agent leaves out its own."""
+    targets: list[str] = msgspec.field(default_factory=list)
+    """On a tag subject: the nodes, or the lanes, this launch is for."""
     env: dict[str, str] = msgspec.field(default_factory=dict)
     """Extra environment for this run only (a NATS trigger's or a run request's `env`): names among the
     job's `parameters`, checked by the server that took the run."""
-
-
-class RunReply(msgspec.Struct, kw_only=True, omit_defaults=True):
-    ok: bool
-    error: str = ""
 
 
 class ExecutionResult(msgspec.Struct, kw_only=True, omit_defaults=True):

@@ -298,14 +298,20 @@ def store_key(path: Path) -> str:
 
 def check_agent_creds(path: Path, node: str) -> None:
     """Refuse agent credentials made for another node (`dkron-nats nats-credentials --node`): with them the
-    agent could not receive its own run requests. Credentials made elsewhere (nsc) are not checked."""
+    agent could not take its own run requests. Credentials made elsewhere (nsc) are not checked."""
     try:
         payload = path.read_text().split("-----BEGIN NATS USER JWT-----")[1].split()[0].split(".")[1]
         claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
         allowed = claims["nats"]["sub"]["allow"]
     except (IndexError, KeyError, TypeError, ValueError):
         return
-    made_for = {entry.split()[1] for entry in allowed if entry.startswith("dkron.run.node.") and " " in entry}
+    # An agent's credentials allow the replies of its own inbox only: `_INBOX.<node>.>`.
+    inbox, tail = "_INBOX.", ".>"
+    made_for = {
+        entry[len(inbox) : -len(tail)]
+        for entry in allowed
+        if entry.startswith(inbox) and entry.endswith(tail) and entry != inbox + ">"
+    }
     if made_for and node not in made_for:
         raise ConfigError(
             f"--nats-creds {path} were made for the agent {', '.join(sorted(made_for))}, not for --node-name "

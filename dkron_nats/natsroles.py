@@ -3,8 +3,10 @@ accepts (`dkron_nats/natsjwt.py`) and for the per-user blocks of `deploy/nats-se
 
 - server: every dkron subject, the JetStream API and KV (it reads and writes all buckets and streams).
 - agent `<node>`: what `dkron_nats/agent` uses and no more. It publishes its own results and member record,
-  execution records, job locks and live output, and answers busy/cancel broadcasts; it receives run requests
-  for its own node only (in its own queue group), and replies in its own inbox `_INBOX.<node>.>`. It reads
+  execution records, job locks and live output, and answers busy/cancel broadcasts; it takes run requests
+  only from its own consumer of DKRON_RUNS (`run-<node>`, which servers make with the filters of its tags:
+  it may pull from it and acknowledge on it, not create, change or delete any consumer of that stream), and
+  receives replies in its own inbox `_INBOX.<node>.>`. It reads
   the leader lease (`dkron-leader`, to follow the leader's term) but cannot write it, and it cannot read
   the jobs, tokens, settings or audit data at all: no message get, consumer or stream info on them.
   Not narrower, because of the key layouts: execution records are `<job>.<time>-<node>` and output
@@ -71,9 +73,11 @@ def agent(node: str) -> Permissions:
             f"{api}.CONSUMER.INFO.KV_dkron-leader.*",
             f"{api}.CONSUMER.MSG.NEXT.KV_dkron-members.*",
             f"{api}.CONSUMER.DELETE.KV_dkron-members.*",
+            f"{api}.CONSUMER.INFO.DKRON_RUNS.run-{node}",
+            f"{api}.CONSUMER.MSG.NEXT.DKRON_RUNS.run-{node}",
+            f"$JS.ACK.DKRON_RUNS.run-{node}.>",
         ),
         subscribe=(
-            f"dkron.run.node.{node} {node}",  # only in its own queue group
             "dkron.agent.busy",
             "dkron.agent.cancel",
             f"{agent_inbox(node)}.>",

@@ -62,6 +62,7 @@ from dkron_nats.leader.lease import Lease
 from dkron_nats.leader.notify import Notifier, NotifySettings
 from dkron_nats.leader.outcomes import NotRunRecorder
 from dkron_nats.leader.results import ResultProcessor
+from dkron_nats.leader.runconsumers import RunConsumers
 from dkron_nats.leader.scheduler import Scheduler, SchedulerSettings
 from dkron_nats.leader.session import LeaderSession
 from dkron_nats.leader.stats import DayStats, Stats
@@ -202,6 +203,7 @@ class Node:
             env_passthrough=s.job_env_passthrough,
             publisher=publisher,
             max_concurrent_executions=s.max_concurrent_executions,
+            tags=lambda: node_tags(self.settings),
         )
         # What a previous process of this node left running (nothing after a graceful stop).
         previous = await members_kv.get(s.node_name)
@@ -223,8 +225,8 @@ class Node:
                     executions_queued=agent.slots.queued,
                 )
 
-            # The agent listens for run requests before its member record makes it a target: a request
-            # sent the moment it appears must find a subscriber (NATS answers "no responders" otherwise).
+            # The agent follows the lease and waits for its consumer of run requests before its member
+            # record appears; the leader makes the consumer from that record, then targets the node.
             agent_done = anyio.Event()
             await tg.start(_run_then_set, agent, agent_done)
             await tg.start(heartbeat, members_kv, beat, s.member_ttl / 4)
@@ -333,6 +335,7 @@ class Node:
                     locks,
                     notifier=notifier,
                     not_run=NotRunRecorder(nc, executions, s.max_executions),
+                    consumers=RunConsumers(js, registry, s.region),
                 )
 
                 async def lead() -> None:

@@ -26,9 +26,46 @@ def _token(text: str) -> str:
     return text
 
 
+RUNS_SUBJECTS = "dkron.run.>"
+"""Run requests, stored in the stream DKRON_RUNS until every agent they are for has taken them."""
+
+MAX_TAG_FILTERS = 256
+"""Beyond this many subsets of its tags, an agent's consumer takes every tag subject of its region and the
+agent drops what does not match (2^8: eight targetable tags are enumerated exactly)."""
+
+
 def run_subject(node: str) -> str:
-    """Run requests for one node; its agent subscribes in a queue group named after the node."""
+    """Run requests for one named node only: a retry or a re-send to the node that already claimed."""
     return f"dkron.run.node.{_token(node)}"
+
+
+def tags_subject(region: str, tags: dict[str, str]) -> str:
+    """Run requests for the nodes of `region` that have `tags`, in canonical (sorted key) order:
+    `{"role": "web", "dc": "dc1"}` -> `dkron.run.tags.global.dc.dc1.role.web`."""
+    tokens = [_token(region)]
+    for key in sorted(tags):
+        if key != "region":  # the first token says it already (a job of another region has no target)
+            tokens += [_token(key), _token(tags[key])]
+    return "dkron.run.tags." + ".".join(tokens)
+
+
+def agent_run_filters(node: str, region: str, tags: dict[str, str]) -> list[str]:
+    """The subjects one agent takes run requests from: its own node subject and the tag subject of every
+    subset of its tags (a job's tags must all be among the node's), or, with too many tags for that, every
+    tag subject of its region."""
+    # Only tags a job can name are in a subject (a job's tags are tokens; `version` is not).
+    keys = sorted(k for k, v in tags.items() if is_token(k) and is_token(v))
+    if 2 ** len(keys) > MAX_TAG_FILTERS:
+        return [run_subject(node), f"dkron.run.tags.{_token(region)}.>"]
+    subsets = [
+        {key: tags[key] for i, key in enumerate(keys) if mask >> i & 1} for mask in range(2 ** len(keys))
+    ]
+    return [run_subject(node), *(tags_subject(region, subset) for subset in subsets)]
+
+
+def run_consumer(node: str) -> str:
+    """The durable consumer of DKRON_RUNS one agent pulls from (servers create it from its member record)."""
+    return f"run-{_token(node)}"
 
 
 def result_subject(node: str) -> str:

@@ -1,8 +1,10 @@
 """Runs the executions the leader sends to this node.
 
-A run request is claimed by creating its execution record (create-if-absent), then acknowledged, then
-executed. A repeated request for the same execution finds the record and is refused as a duplicate, so no
-node ever runs the same launch twice.
+Run requests come from this node's consumer of DKRON_RUNS (`agent/intake.py`): those for this node by name
+and those on the tag subjects its tags match. A request is claimed by creating its execution record
+(create-if-absent), then acknowledged, then executed. A repeated request for the same execution finds the
+record and is dropped as a duplicate, so no node ever runs the same launch twice; a `value:N` launch has N
+lanes, and a node claims at most one of them.
 
 Before that, a request must come from the current leader: its fencing token must be the term of the lease
 this agent follows in KV (a deposed leader's older one, or a forged higher one, is refused and changes
@@ -14,7 +16,8 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Mapping
+import zlib
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import anyio
@@ -32,13 +35,14 @@ from opentelemetry.trace import SpanKind
 
 from dkron_nats.agent.beside import Beside
 from dkron_nats.agent.executor import ExecutionContext, OutputBuffer
+from dkron_nats.agent.intake import RunPuller
 from dkron_nats.agent.journal import RunJournal
 from dkron_nats.agent.processor import Processor
 from dkron_nats.agent.registry import ExecutorRegistry, ProcessorRegistry
 from dkron_nats.agent.slots import SlotGate
 from dkron_nats.events import execution_event
 from dkron_nats.http.render import execution_json
-from dkron_nats.kv.executions import ExecutionStore
+from dkron_nats.kv.executions import ExecutionStore, execution_id, is_lane
 from dkron_nats.kv.locks import LOCKED, JobLocks
 from dkron_nats.kv.output import OutputPublisher, output_subject
 from dkron_nats.kv.publisher import JsPublisher, publish_call
@@ -53,14 +57,13 @@ from dkron_nats.models import (
     Execution,
     ExecutionResult,
     JobSpec,
-    RunReply,
     RunRequest,
     decode,
     encode,
 )
 from dkron_nats.names import job_key
 from dkron_nats.secrets import StreamRedactor, job_secrets, node_secrets
-from dkron_nats.subjects import AGENT_BUSY, AGENT_CANCEL, result_subject, run_subject
+from dkron_nats.subjects import AGENT_BUSY, AGENT_CANCEL, result_subject
 from dkron_nats.timefmt import utcnow
 from dkron_nats.tracing import extract, inject, traceparent, tracer
 
@@ -193,6 +196,7 @@ class Agent:
         env_passthrough: tuple[str, ...] = (),
         publisher: JsPublisher | None = None,
         max_concurrent_executions: int = 0,
+        tags: Callable[[], Mapping[str, str]] = dict,
     ) -> None:
         self.nc = nc
         self.js = js
@@ -226,6 +230,9 @@ class Agent:
         self._idle = anyio.Event()
         self.slots = SlotGate(max_concurrent_executions)
         """Executors that may run at once (`--max-concurrent-executions`); claimed runs wait for one."""
+        self.puller = RunPuller(nc, js, node, self.room)
+        self.tags = tags
+        """This node's tags of now (a reload may change them)."""
         self._export_gauges()
 
     def _export_gauges(self) -> None:
@@ -285,8 +292,15 @@ class Agent:
         for claim in self._claiming:
             claim.cancel()
 
+    def room(self) -> int:
+        """How many more run requests this agent takes now: up to its free execution slots (less those
+        being claimed), else up to the claims it makes at once."""
+        claiming = CLAIMS_AT_ONCE - int(self._claims.value)
+        if self.slots.limit:
+            return max(0, self.slots.limit - self.slots.used - self.slots.queued - claiming)
+        return CLAIMS_AT_ONCE - claiming
+
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        runs = await self.nc.subscribe(run_subject(self.node), queue=self.node)
         busy = await self.nc.subscribe(AGENT_BUSY)
         cancels = await self.nc.subscribe(AGENT_CANCEL)
         async with anyio.create_task_group() as work:
@@ -297,12 +311,14 @@ class Agent:
                     if self.lease_kv is not None:
                         intake.start_soon(self._follow_lease, self.lease_kv)
                     task_status.started()
-                    async for msg in runs.messages:
+
+                    async def take(msg: Msg) -> None:
                         # One task per request, from its claim to its result; the claims are bounded.
                         await self._claims.acquire()
                         work.start_soon(self._take, msg, work)
+
+                    await self.puller.run(take)
             with anyio.CancelScope(shield=True):
-                await runs.unsubscribe()
                 await busy.unsubscribe()
                 await cancels.unsubscribe()
             await self._claims_decided()
@@ -337,14 +353,17 @@ class Agent:
             self._claims.release()
 
     async def _take(self, msg: Msg, work: TaskGroup) -> None:
-        """Claim a run request, answer it and run it, all in this one task."""
+        """Claim a run request, acknowledge it and run it, all in this one task."""
         try:
             accepted = await self._accept_unless_stopped(msg, work)
         finally:
             self._claims.release()
         if accepted is not None:
             request, running = accepted
-            await self._execute(request.job, running, request.siblings, request.env, msg)
+            siblings = [i for i in request.siblings if i != running.execution.id]
+            await self._execute(request.job, running, siblings, request.env)
+        with anyio.CancelScope(shield=True):
+            await self.puller.top_up()  # room again (a claim decided, a slot free): ask for more
 
     async def _accept_unless_stopped(self, msg: Msg, work: TaskGroup) -> tuple[RunRequest, Running] | None:
         """The request and its registered execution if it was claimed; a stop cancels the claim."""
@@ -364,10 +383,13 @@ class Agent:
         return None
 
     async def _accept(self, msg: Msg, work: TaskGroup) -> tuple[RunRequest, Running] | None:
+        """Claim the request's execution here; acknowledge the request once that is decided either way (a
+        request is not acknowledged when NATS fails mid-claim: it comes again)."""
         try:
             request = decode(msg.data, RunRequest)
         except msgspec.DecodeError as exc:
-            await msg.respond(encode(RunReply(ok=False, error=f"undecodable run request: {exc}")))
+            logger.warning("dropped an undecodable run request: %s", exc)
+            await msg.term()
             return None
         error = await self._term_refusal(request.execution.fence)
         if not error:
@@ -375,30 +397,20 @@ class Agent:
             error = signature_refusal(self._leader_key, msg.data, signature)
         if error:
             ex = request.execution
-            logger.warning("refused a run request for %s/%s: %s", ex.job_name, ex.id, error)
-            await msg.respond(encode(RunReply(ok=False, error=error)))
+            logger.warning("refused a run request for %s/%s: %s", ex.job_name, ex.id or ex.group, error)
+            await msg.term()
             return None
         holds_slot = self.slots.try_acquire()  # else the run waits for a slot once claimed: it never fails
-        execution = msgspec.structs.replace(
-            request.execution,
-            node_name=self.node,
-            started_at=utcnow() if holds_slot else None,  # None: queued, its record shows it has not started
-            status="running",
-        )
-        key = ExecutionStore.key(execution.job_name, execution.id)
-        if self.journal is not None:
-            self.journal.add(key)  # before the claim: a crash right after it must not go unnoticed
-        claimed: int | None = None
+        claimed: tuple[Execution, int] | None = None
         try:
-            claimed = await self.executions.claim(execution)
+            claimed = await self._claim(request, msg, holds_slot)
         finally:
             if holds_slot and claimed is None:
                 self.slots.release()  # nothing runs here for a duplicate (or a claim that failed)
+        await _acknowledge(msg)
         if claimed is None:
-            if self.journal is not None:
-                self.journal.remove(key)
-            await msg.respond(encode(RunReply(ok=False, error="duplicate")))
             return None
+        execution, revision = claimed
         live = OutputPublisher(self.nc, self.js, output_subject(execution.job_name, execution.id))
         redactor = StreamRedactor(job_secrets(request.job, request.env) | self._own_secrets)
         running = Running(
@@ -409,23 +421,66 @@ class Agent:
             beside=Beside(work),
             redactor=redactor,
             holds_slot=holds_slot,
-            claimed_at=claimed,
+            claimed_at=revision,
         )
         # Registered with no await before this task runs it: every entry of `running` has its task.
-        self.running[key] = running
+        self.running[ExecutionStore.key(execution.job_name, execution.id)] = running
         return request, running
 
-    async def _answer(self, msg: Msg, ex: Execution) -> None:
-        try:
-            await msg.respond(encode(RunReply(ok=True)))
-        except NatsError as exc:
-            # The claim stands and the run goes on: a leader whose request timed out finds the claim and
-            # waits for the result.
-            what = f"{ex.job_name}/{ex.id}"
-            logger.warning("running %s, but its run request could not be answered: %s", what, exc)
+    async def _claim(self, request: RunRequest, msg: Msg, holds_slot: bool) -> tuple[Execution, int] | None:
+        """The execution this node claimed for the request and its revision; None if it is not this node's
+        (another node's, a duplicate, every lane taken)."""
+        ex = request.execution
+        if not request.targets:  # sent to this node by name
+            return await self._claim_id(ex, ex.id, holds_slot)
+        if not is_lane(request.targets[0]):
+            if self.node not in request.targets:
+                return None  # on a tag subject this node matches, but the leader chose other nodes
+            return await self._claim_id(ex, execution_id(ex.group, self.node), holds_slot)
+        if not self._matches(request.job):
+            return None  # a consumer of every tag subject (a node with very many tags) sees others' lanes
+        if _redelivered(msg) and await self._holds_a_lane(ex, request.targets):
+            return None  # this node's previous process claimed a lane of this launch already
+        # Start at a lane of our own so that the nodes of a launch rarely try the same one.
+        start = zlib.crc32(self.node.encode()) % len(request.targets)
+        for lane in request.targets[start:] + request.targets[:start]:
+            if (found := await self._claim_id(ex, execution_id(ex.group, lane), holds_slot)) is not None:
+                return found
+        return None
+
+    def _matches(self, job: JobSpec) -> bool:
+        tags = self.tags()
+        return all(tags.get(key) == value.partition(":")[0] for key, value in (job.tags or {}).items())
+
+    async def _holds_a_lane(self, ex: Execution, lanes: list[str]) -> bool:
+        for lane in lanes:
+            found = await self.executions.get(ex.job_name, execution_id(ex.group, lane))
+            if found is not None and found.node_name == self.node:
+                return True
+        return False
+
+    async def _claim_id(
+        self, template: Execution, exec_id: str, holds_slot: bool
+    ) -> tuple[Execution, int] | None:
+        execution = msgspec.structs.replace(
+            template,
+            id=exec_id,
+            node_name=self.node,
+            started_at=utcnow() if holds_slot else None,  # None: queued, its record shows it has not started
+            status="running",
+        )
+        key = ExecutionStore.key(execution.job_name, execution.id)
+        if self.journal is not None:
+            self.journal.add(key)  # before the claim: a crash right after it must not go unnoticed
+        claimed = await self.executions.claim(execution)
+        if claimed is None:
+            if self.journal is not None:
+                self.journal.remove(key)
+            return None
+        return execution, claimed
 
     async def _execute(
-        self, job: JobSpec, running: Running, siblings: list[str], env: dict[str, str], msg: Msg
+        self, job: JobSpec, running: Running, siblings: list[str], env: dict[str, str]
     ) -> None:
         ex = running.execution
         attributes = {"dkron.job": job.name, "dkron.execution": ex.id, "dkron.node": self.node}
@@ -435,15 +490,14 @@ class Agent:
                 "execute", context=running.trace, kind=SpanKind.CONSUMER, attributes=attributes
             ),
         ):
-            await self._execute_traced(job, running, siblings, env, msg)
+            await self._execute_traced(job, running, siblings, env)
 
     async def _execute_traced(
-        self, job: JobSpec, running: Running, siblings: list[str], env: dict[str, str], msg: Msg
+        self, job: JobSpec, running: Running, siblings: list[str], env: dict[str, str]
     ) -> None:
         ex = running.execution
         success, error = False, ""
         try:
-            await self._answer(msg, ex)
             with running.cancel:
                 if self.locks is not None and job.concurrency in LOCKED and running.beside is not None:
                     running.beside.start_soon(self._keep_lease, self.locks, ex)  # held while queued too
@@ -604,3 +658,18 @@ class Agent:
                 tail = running.output.text()[-BUSY_OUTPUT_TAIL:]
                 busy.append(msgspec.structs.replace(running.execution, output=tail))
             await msg.respond(encode(busy))
+
+
+def _redelivered(msg: Msg) -> bool:
+    try:
+        return msg.metadata.num_delivered > 1
+    except ValueError:  # not a JetStream message
+        return False
+
+
+async def _acknowledge(msg: Msg) -> None:
+    try:
+        await msg.ack()
+    except NatsError as exc:
+        # The claim stands either way: a request that comes again finds it and is dropped.
+        logger.warning("could not acknowledge a run request: %s", exc)

@@ -12,7 +12,7 @@ from nats.js.kv import KeyValue
 
 from dkron_nats.kv.output import OUTPUT_STREAM, OUTPUT_SUBJECTS
 from dkron_nats.kv.typed import with_retry
-from dkron_nats.subjects import DECISIONS_SUBJECTS
+from dkron_nats.subjects import DECISIONS_SUBJECTS, RUNS_SUBJECTS
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +32,9 @@ BUCKET_NAMES = (JOBS, JOB_STATE, EXECUTIONS, LEADER, MEMBERS, SETTINGS, STATS, L
 
 DECISIONS_STREAM = "DKRON_DECISIONS"
 """The leader's decision logs (`dkron.decisions.<partition>`): what each job's last decided slot is."""
+RUNS_STREAM = "DKRON_RUNS"
+"""Run requests (`dkron.run.>`), kept until every agent consumer they match has acknowledged them."""
+RUNS_MAX_AGE = 3600.0
 RESULTS_STREAM = "DKRON_RESULTS"
 RESULTS_SUBJECTS = "dkron.result.>"
 TRIGGERS_STREAM = "DKRON_TRIGGERS"
@@ -110,6 +113,18 @@ async def ensure_buckets(js: JetStreamContext, limits: StorageLimits) -> Buckets
             retention=RetentionPolicy.LIMITS,
             storage=file,
             num_replicas=r,
+            duplicate_window=120,
+        ),
+    )
+    await _ensure_stream(
+        js,
+        StreamConfig(
+            name=RUNS_STREAM,
+            subjects=[RUNS_SUBJECTS],
+            retention=RetentionPolicy.INTEREST,
+            storage=file,
+            num_replicas=r,
+            max_age=RUNS_MAX_AGE,
             duplicate_window=120,
         ),
     )

@@ -27,6 +27,18 @@ def execution_id(trigger_ns: int, node: str) -> str:
     return f"{trigger_ns}-{node}"
 
 
+LANE_PREFIX = "_"
+"""Lanes of a `value:N` launch are `_1`..`_N`; node names never start with it (checked at the edge)."""
+
+
+def lanes(count: int) -> list[str]:
+    return [f"{LANE_PREFIX}{i}" for i in range(1, count + 1)]
+
+
+def is_lane(target: str) -> bool:
+    return target.startswith(LANE_PREFIX)
+
+
 def lane_of(exec_id: str, group: int) -> str:
     """The node part of an execution id of `group` (`<group>-<lane>[=<attempt>]`)."""
     return exec_id.split("=")[0][len(str(group)) + 1 :]

@@ -1,9 +1,11 @@
-"""Launching executions: pick the nodes, send each a run request, and record whatever went wrong.
+"""Launching executions: pick the nodes, publish the run request, and record whatever went wrong.
 
-Only the leader launches. Every run request carries the lease revision (the fencing token) and the lease
-holder's signature; agents run only a request that carries the current term, signed with the key of the
-lease they follow. Records the leader makes itself (missed or skipped slots, failed
-dispatches) go through the same results stream as agents' results, so one processor applies them.
+Only the leader launches. A launch is published once into DKRON_RUNS on the subject of the job's tags
+(`subjects.tags_subject`), naming the nodes it is for, or the lanes of a `value:N` job; every agent whose
+tags match receives it on its own consumer. A retry goes to its one node by name. Every run request carries
+the lease revision (the fencing token) and the lease holder's signature; agents run only a request that
+carries the current term, signed with the key of the lease they follow. A request waits in the stream
+until its agent has room; one whose node is gone is recorded as failed (`watch_dispatches`).
 """
 
 from __future__ import annotations
@@ -18,20 +20,19 @@ from datetime import datetime
 import anyio
 import msgspec
 from nats.aio.client import Client
-from nats.errors import NoRespondersError
-from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from opentelemetry.trace import SpanKind
 
 from dkron_nats.errors import LeadershipLostError
-from dkron_nats.kv.executions import ExecutionStore, execution_id
+from dkron_nats.kv.executions import ExecutionStore, execution_id, is_lane
 from dkron_nats.kv.locks import LOCKED, JobLocks
-from dkron_nats.kv.publisher import publish_call
+from dkron_nats.kv.publisher import MSG_ID, publish_call
 from dkron_nats.kv.typed import TRANSIENT, with_retry
 from dkron_nats.leader.lease import SIGNATURE_HEADER, Lease
 from dkron_nats.leader.notify import Notifier
 from dkron_nats.leader.outcomes import NotRunRecorder
-from dkron_nats.leader.targets import select_targets
+from dkron_nats.leader.runconsumers import RunConsumers
+from dkron_nats.leader.targets import matching_nodes, parse_job_tags, select_targets
 from dkron_nats.members import Registry
 from dkron_nats.metrics import DISPATCH_SECONDS
 from dkron_nats.models import (
@@ -39,18 +40,19 @@ from dkron_nats.models import (
     Execution,
     ExecutionResult,
     JobSpec,
-    RunReply,
+    Member,
     RunRequest,
-    decode,
     encode,
 )
 from dkron_nats.names import job_key
-from dkron_nats.subjects import AGENT_CANCEL, LEADER_RESULT_NODE, result_subject, run_subject
+from dkron_nats.subjects import AGENT_CANCEL, LEADER_RESULT_NODE, result_subject, run_subject, tags_subject
 from dkron_nats.timefmt import to_ns, utcnow
 from dkron_nats.tracing import inject, tracer
 
 logger = logging.getLogger(__name__)
 DISPATCH_TIMEOUT = 5.0
+"""After this long, a run request no agent has claimed is looked at: failed if its node is gone."""
+DISPATCH_CHECK_INTERVAL = 1.0
 
 
 def attempt_id(group: int, lane: str, attempt: int) -> str:
@@ -88,6 +90,15 @@ def _values(tags: dict[str, str] | None) -> dict[str, str]:
     return {key: value.partition(":")[0] for key, value in (tags or {}).items()}
 
 
+class Untaken(msgspec.Struct, frozen=True):
+    """A run request's execution that no agent has claimed yet, checked again at `deadline`."""
+
+    deadline: float
+    exec_id: str
+    target: str
+    request: RunRequest
+
+
 @dataclass(frozen=True, slots=True)
 class JobBusy:
     """A launch of the job is still running (`group`), and its concurrency is forbid."""
@@ -120,8 +131,11 @@ class Launcher:
         locks: JobLocks,
         notifier: Notifier | None = None,
         not_run: NotRunRecorder | None = None,
+        consumers: RunConsumers | None = None,
     ) -> None:
         self.nc = nc
+        self.consumers = consumers
+        """The agents' consumers of run requests: only a node whose consumer is ready is a target."""
         self.notifier = notifier
         self.not_run = not_run
         """Stores missed and skipped slots directly; without it they go through the results stream too."""
@@ -132,7 +146,9 @@ class Launcher:
         self.lease = lease
         self.region = region
         self.dispatched: dict[str, str] = {}
-        """Execution key -> node, for executions this leader sent and has no result for yet."""
+        """Execution key -> node (or lane), for executions this leader sent and has no result for yet."""
+        self._untaken: dict[str, Untaken] = {}
+        """Execution key -> its run request, until an agent has claimed it."""
 
     def fence(self) -> int:
         return self.lease.fence
@@ -146,12 +162,17 @@ class Launcher:
         if not self.holds_lease():
             raise LeadershipLostError
 
-    def targets(self, job: JobSpec, group: int | None = None) -> list[str] | str:
-        return select_targets(job, self.registry.alive(), self.region, group)
+    def targets(self, job: JobSpec) -> list[str] | str:
+        return select_targets(job, self._dispatchable(), self.region)
+
+    def _dispatchable(self) -> list[Member]:
+        """Alive nodes whose consumer of run requests is ready (a request published now reaches it)."""
+        alive = self.registry.alive()
+        return alive if self.consumers is None else [m for m in alive if self.consumers.ready(m)]
 
     def another_node(self, job: JobSpec, failed_on: str) -> str:
         """A matching alive node other than `failed_on` for a retry; `failed_on` if there is none."""
-        others = [m for m in self.registry.alive() if m.name != failed_on]
+        others = [m for m in self._dispatchable() if m.name != failed_on]
         matching = select_targets(msgspec.structs.replace(job, tags=_values(job.tags)), others, self.region)
         if isinstance(matching, str):
             logger.warning("retry of %s stays on %s: no other alive node matches", job.name, failed_on)
@@ -205,87 +226,122 @@ class Launcher:
         lanes: list[str] | None = None,
         env: dict[str, str] | None = None,
     ) -> None:
-        """Send one run request per target, concurrently. `siblings` overrides the group's other ids;
-        `lanes` (a retry moved to another node) the lanes the ids are made from; `env` is added to the
-        job's environment for this launch."""
+        """Publish the launch's run requests: a first attempt once, on the job's tag subject, for `targets`
+        (nodes, or the lanes of a `value:N` job); a retry (`lanes`: the lanes its ids are made from) to each
+        named node. `siblings` overrides the group's other ids; `env` is added to the job's environment for
+        this launch."""
         if attempt == 1 and self.notifier is not None:
             # Here, not per node or per attempt: the pre-webhook announces the launch once.
             self.notifier.launch_started(job, group, scheduled_at, targets)
+        ex = Execution(
+            id="",
+            job_name=job.name,
+            group=group,
+            attempt=attempt,
+            scheduled_at=scheduled_at,
+            fence=self.fence(),
+        )
         ids = [attempt_id(group, lane, attempt) for lane in (lanes or targets)]
-        requests = []
+        if attempt == 1 and lanes is None:
+            request = RunRequest(
+                execution=ex, job=job, siblings=siblings or ids, env=env or {}, targets=targets
+            )
+            wanted, _ = parse_job_tags(job.tags)
+            await self._publish(
+                tags_subject(self.region, wanted), request, dict(zip(ids, targets, strict=True))
+            )
+            return
         for node, exec_id in zip(targets, ids, strict=True):
             others = siblings if siblings is not None else [i for i in ids if i != exec_id]
-            ex = Execution(
-                id=exec_id,
-                job_name=job.name,
-                group=group,
-                attempt=attempt,
-                node_name=node,
-                scheduled_at=scheduled_at,
-                fence=self.fence(),
-            )
-            requests.append(RunRequest(execution=ex, job=job, siblings=others, env=env or {}))
-        if len(requests) == 1:
-            await self._send(requests[0])  # the common case: no task group to set up per launch
-            return
-        try:
-            async with anyio.create_task_group() as tg:
-                for request in requests:
-                    tg.start_soon(self._send, request)
-        except ExceptionGroup as failed:
-            # Callers act on the kind of error (the result processor retries a transient one and hands a
-            # result back when the lease is lost), which an ExceptionGroup would hide from `except`.
-            raise _deciding_error(failed) from failed
+            one = msgspec.structs.replace(ex, id=exec_id, node_name=node)
+            request = RunRequest(execution=one, job=job, siblings=others, env=env or {})
+            await self._publish(run_subject(node), request, {exec_id: node})
 
-    async def _send(self, request: RunRequest) -> None:
+    async def _publish(self, subject: str, request: RunRequest, expected: dict[str, str]) -> None:
+        """Publish one run request into DKRON_RUNS; `expected`: the execution ids it should make, and the
+        node (or lane) each is for, followed until an agent takes them."""
         ex = request.execution
         payload = encode(request)
         self.ensure_leader()
-        self.dispatched[ExecutionStore.key(ex.job_name, ex.id)] = ex.node_name
-        attributes = {"dkron.job": ex.job_name, "dkron.execution": ex.id, "dkron.node": ex.node_name}
-        try:
-            with tracer().start_as_current_span("dispatch", kind=SpanKind.PRODUCER, attributes=attributes):
-                headers = dict(inject({}))  # the agent's execution span continues this one
-                headers[SIGNATURE_HEADER] = self.lease.sign(payload)
-                sent = time.monotonic()
-                reply = await self.nc.request(
-                    run_subject(ex.node_name), payload, timeout=DISPATCH_TIMEOUT, headers=headers
-                )
-                DISPATCH_SECONDS.observe(time.monotonic() - sent)
-            answer = decode(reply.data, RunReply)
-            if answer.ok or answer.error == "duplicate":
-                return
-            reason = f"node {ex.node_name} refused the run: {answer.error}"
-        except NoRespondersError:
-            reason = f"node {ex.node_name} is not reachable (no agent listens for run requests)"
-        except (NatsTimeoutError, TimeoutError):
-            if await self.executions.get(ex.job_name, ex.id) is not None:
-                return  # the agent claimed it; its result will come
-            reason = f"node {ex.node_name} did not answer the run request within {DISPATCH_TIMEOUT:g}s"
-        await self._record_failed_dispatch(request, reason)
+        deadline = time.monotonic() + DISPATCH_TIMEOUT
+        for exec_id, target in expected.items():
+            key = ExecutionStore.key(ex.job_name, exec_id)
+            self.dispatched[key] = target
+            self._untaken[key] = Untaken(deadline, exec_id, target, request)
+        attributes = {
+            "dkron.job": ex.job_name,
+            "dkron.execution": ",".join(expected),
+            "dkron.subject": subject,
+        }
+        with tracer().start_as_current_span("dispatch", kind=SpanKind.PRODUCER, attributes=attributes):
+            headers = dict(inject({}))  # the agent's execution span continues this one
+            headers[SIGNATURE_HEADER] = self.lease.sign(payload)
+            # The same request resent after a lost ack is stored once; a new leader's is a new message.
+            headers[MSG_ID] = (
+                f"{ex.fence}:{subject}:{ex.job_name}:{ex.group}:{ex.attempt}:{','.join(expected)}"
+            )
+            send = publish_call(self.executions.typed.publisher, self.js, subject, payload, headers)
+            sent = time.monotonic()
+            await with_retry(send, what="run request")
+            DISPATCH_SECONDS.observe(time.monotonic() - sent)
 
-    async def _record_failed_dispatch(self, request: RunRequest, reason: str) -> None:
+    async def watch_dispatches(self) -> None:
+        """Fail the run requests no agent took and none will: their node (for a lane, every matching node)
+        is gone. A node that is alive takes its requests when it has room (they wait in the stream, however
+        long its execution slots are taken), and a node that comes back resumes its consumer."""
+        while True:
+            await anyio.sleep(DISPATCH_CHECK_INTERVAL)
+            now = time.monotonic()
+            due = [key for key, untaken in self._untaken.items() if untaken.deadline <= now]
+            for key in due:
+                untaken = self._untaken.get(key)
+                if untaken is not None:
+                    await self._check_untaken(key, untaken)
+
+    async def _check_untaken(self, key: str, untaken: Untaken) -> None:
+        job = untaken.request.job
+        found = await self.executions.get(job.name, untaken.exec_id)
+        if found is not None:
+            del self._untaken[key]
+            self.dispatched[key] = found.node_name  # a lane: the node that took it (for the agent watchdog)
+            return
+        if self._can_take(job, untaken.target):
+            # It waits in the queue (its node has no free slot): a `forbid` job stays busy meanwhile.
+            later = time.monotonic() + DISPATCH_TIMEOUT
+            self._untaken[key] = msgspec.structs.replace(untaken, deadline=later)
+            if job.concurrency in LOCKED:
+                await self.locks.renew(job_key(job.name), job.name, untaken.request.execution.group)
+            return
+        del self._untaken[key]
+        if is_lane(untaken.target):
+            reason = f"no alive node with the job's tags took lane {untaken.target} of the launch"
+        else:
+            reason = f"node {untaken.target} is gone (no heartbeat) and did not take the run request"
+        await self._record_failed_dispatch(untaken, reason)
+
+    def _can_take(self, job: JobSpec, target: str) -> bool:
+        if not is_lane(target):
+            return any(m.name == target for m in self.registry.alive())
+        wanted, _ = parse_job_tags(job.tags)
+        return bool(matching_nodes(wanted, self.registry.alive(), self.region))
+
+    async def _record_failed_dispatch(self, untaken: Untaken, reason: str) -> None:
         logger.warning("%s", reason)
         now = utcnow()
-        ex = request.execution
-        failed = Execution(
-            id=ex.id,
-            job_name=ex.job_name,
-            group=ex.group,
-            attempt=ex.attempt,
-            node_name=ex.node_name,
+        ex = untaken.request.execution
+        failed = msgspec.structs.replace(
+            ex,
+            id=untaken.exec_id,
+            node_name="" if is_lane(untaken.target) else untaken.target,
             started_at=now,
             finished_at=now,
             success=False,
             output=reason,
             status="failed",
-            scheduled_at=ex.scheduled_at,
-            fence=ex.fence,
         )
+        siblings = [i for i in untaken.request.siblings if i != untaken.exec_id]
         if (rev := await self.executions.claim(failed)) is not None:
-            await self.publish_result(
-                ExecutionResult(execution=failed, siblings=request.siblings, claimed_at=rev)
-            )
+            await self.publish_result(ExecutionResult(execution=failed, siblings=siblings, claimed_at=rev))
 
     async def launch_now(
         self,
@@ -307,7 +363,7 @@ class Launcher:
                 replacing = held
         # A dependent launch is sent again after a leader crash: to the nodes that claimed it already,
         # if any (a new leader may see other members alive than the one that chose them).
-        targets = (await self._claimed_by(job, group) if resend else []) or self.targets(job, group)
+        targets = (await self._claimed_by(job, group) if resend else []) or self.targets(job)
         if isinstance(targets, str):
             await self.record_outcome(job, group, None, "failed", targets)
             return targets
@@ -366,4 +422,6 @@ class Launcher:
         return {key for key, target in self.dispatched.items() if target == node}
 
     def finished(self, execution: Execution) -> None:
-        self.dispatched.pop(ExecutionStore.key(execution.job_name, execution.id), None)
+        key = ExecutionStore.key(execution.job_name, execution.id)
+        self.dispatched.pop(key, None)
+        self._untaken.pop(key, None)

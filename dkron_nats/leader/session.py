@@ -59,6 +59,9 @@ class LeaderSession:
             if self.notifier is not None:
                 # First: launches and results report to it from the start; it sends only while we lead.
                 await tg.start(self.notifier.run)
+            if self.launcher.consumers is not None:
+                # Before the scheduler: a node is a target only once its consumer of run requests is ready.
+                await tg.start(self.launcher.consumers.run)
             # Side by side: right after a NATS node loss, creating the results consumer can wait for its
             # stream to elect a leader, and the scheduler must not wait for that.
             async with anyio.create_task_group() as starting:
@@ -68,6 +71,7 @@ class LeaderSession:
             tg.start_soon(self.stats.run)
             tg.start_soon(self.results.age_out_idle_jobs)
             tg.start_soon(self.watchdog.run)
+            tg.start_soon(self.launcher.watch_dispatches)
             await self._serve_run_requests()
 
     async def _launch_trigger(self, trigger: Trigger) -> None:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import random
 from collections.abc import Sequence
 
+from dkron_nats.kv.executions import lanes
 from dkron_nats.models import JobSpec, Member
 
 
@@ -20,20 +20,13 @@ def parse_job_tags(tags: dict[str, str] | None) -> tuple[dict[str, str], int | N
     return wanted, count
 
 
-def select_targets(
-    job: JobSpec, members: Sequence[Member], region: str, group: int | None = None
-) -> list[str] | str:
-    """Names of the chosen nodes, or the reason no node can run the job.
-
-    With `group`, a `value:N` choice is the same every time for that launch while the members are the
-    same, so a launch sent again after a leader crash reaches the nodes that may have claimed it already.
-    """
+def select_targets(job: JobSpec, members: Sequence[Member], region: str) -> list[str] | str:
+    """Who runs a launch: the names of every matching node, or, for a `value:N` job with more than N
+    matching nodes, lanes `_1`..`_N` that the first N of them to claim one take (the launch goes out on the
+    job's tag subject, so a node that is busy or slow leaves its lane to another); or the reason no node can
+    run the job."""
     wanted, count = parse_job_tags(job.tags)
-    matching = [
-        m.name
-        for m in members
-        if m.tags.get("region", region) == region and all(m.tags.get(k) == v for k, v in wanted.items())
-    ]
+    matching = matching_nodes(wanted, members, region)
     if not matching:
         shown = ", ".join(f"{k}={v}" for k, v in sorted(wanted.items())) or "(none)"
         return (
@@ -42,6 +35,14 @@ def select_targets(
     if count is not None and count < len(matching):
         if count <= 0:
             return f"job {job.name} asks for 0 nodes (tag count 0), so it runs nowhere"
-        chooser = random.Random(f"{job.name}:{group}") if group is not None else random
-        return sorted(chooser.sample(sorted(matching), count))
-    return sorted(matching)
+        return lanes(count)
+    return matching
+
+
+def matching_nodes(wanted: dict[str, str], members: Sequence[Member], region: str) -> list[str]:
+    """The names of the members of `region` that have every tag in `wanted`, sorted."""
+    return sorted(
+        m.name
+        for m in members
+        if m.tags.get("region", region) == region and all(m.tags.get(k) == v for k, v in wanted.items())
+    )

@@ -18,6 +18,7 @@ from dkron_nats.kv.buckets import (
     BUCKET_NAMES,
     DECISIONS_STREAM,
     RESULTS_STREAM,
+    RUNS_STREAM,
     TRIGGERS_STREAM,
 )
 from dkron_nats.kv.output import OUTPUT_STREAM
@@ -59,7 +60,7 @@ def _lists_members(server: Node, count: int) -> Callable[[], bool]:
     return lambda: sum(m["statusText"] == "alive" for m in server.get("/v1/members").json()) == count
 
 
-STREAMS = [DECISIONS_STREAM, RESULTS_STREAM, OUTPUT_STREAM, TRIGGERS_STREAM, AUDIT_STREAM]
+STREAMS = [DECISIONS_STREAM, RUNS_STREAM, RESULTS_STREAM, OUTPUT_STREAM, TRIGGERS_STREAM, AUDIT_STREAM]
 
 
 def leaders(servers: list[Node]) -> list[str]:

@@ -21,12 +21,12 @@ from nats.aio.client import Client
 from nats.js.errors import KeyNotFoundError
 
 from dkron_nats.agent.runner import Agent
-from dkron_nats.kv.buckets import EXECUTIONS, LEADER, RESULTS_STREAM
+from dkron_nats.kv.buckets import EXECUTIONS, LEADER, RESULTS_STREAM, RUNS_STREAM
 from dkron_nats.kv.executions import ExecutionStore
 from dkron_nats.leader.lease import LEASE_KEY, LeaseRecord, term_of
 from dkron_nats.leader.results import DURABLE
-from dkron_nats.models import Execution, ExecutionResult, JobSpec, RunReply, RunRequest, decode, encode
-from dkron_nats.subjects import result_subject, run_subject
+from dkron_nats.models import Execution, ExecutionResult, JobSpec, RunRequest, decode, encode
+from dkron_nats.subjects import result_subject, run_consumer, run_subject
 from dkron_nats.timefmt import utcnow
 from tests.cluster import wait_for_async
 from tests.harness import Node, executions, finished, job, running, wait_for
@@ -53,13 +53,31 @@ async def _term(nc: Client) -> int:
     return term_of(decode(entry.value, LeaseRecord), int(entry.revision or 0))
 
 
-async def _forge_run(node: Node, request: RunRequest) -> RunReply:
+async def _forge_run(node: Node, request: RunRequest) -> None:
+    """Publish a run request for node n1 into DKRON_RUNS, and wait until n1's agent has taken it off its
+    consumer (refused or not)."""
     nc = await _connect(node)
     try:
-        reply = await nc.request(run_subject(node.name), encode(request), timeout=10)
-        return decode(reply.data, RunReply)
+        await _publish_and_wait_until_taken(nc, request)
     finally:
         await nc.close()
+
+
+async def _publish_and_wait_until_taken(nc: Client, request: RunRequest) -> None:
+    js = nc.jetstream()
+    first = await wait_for_async(
+        lambda: js.consumer_info(RUNS_STREAM, run_consumer("n1")), what="n1's consumer of run requests"
+    )
+    await js.publish(run_subject("n1"), encode(request))
+
+    async def taken() -> bool:
+        info = await js.consumer_info(RUNS_STREAM, run_consumer("n1"))
+        assert info.delivered is not None
+        assert first.delivered is not None
+        delivered = info.delivered.stream_seq > first.delivered.stream_seq
+        return delivered and info.num_pending == 0 and not info.num_ack_pending
+
+    await wait_for_async(taken, what="the agent to take the forged request off its queue")
 
 
 def _forged_request(
@@ -82,34 +100,37 @@ async def _record(nc: Client, job_name: str, exec_id: str) -> Execution | None:
 def test_a_forged_high_fence_is_refused_and_genuine_runs_still_work(node: Node, tmp_path: Path) -> None:
     marker = tmp_path / "forged-fence-ran"
     request = _forged_request("no-such-job", f"touch {marker}", fence=9 * 10**18)
-    reply = asyncio.run(_forge_run(node, request))
+    asyncio.run(_forge_run(node, request))
     node.post("/v1/jobs", json=job("genuine", command="echo genuine")).raise_for_status()
     assert node.post("/v1/jobs/genuine/run").is_success
     run = wait_for(lambda: finished(node, "genuine", 1), timeout=20, what="the genuine run")[0]
     assert run["success"], f"a forged fence broke genuine runs: {run['output']}"
     assert run["output"] == "genuine\n"
-    assert not reply.ok, "a run request with a fence from no leader was accepted"
+    assert "refused a run request for no-such-job" in node.logs(), "a fence from no leader was accepted"
     assert not marker.exists()
 
 
 def test_a_forged_inline_job_with_the_current_term_does_not_run(node: Node, tmp_path: Path) -> None:
     marker = tmp_path / "forged-inline-ran"
 
-    async def attack() -> tuple[RunReply, Execution | None]:
+    async def attack() -> Execution | None:
         nc = await _connect(node)
         try:
             request = _forged_request("forged-inline", f"touch {marker}", fence=await _term(nc))
-            reply = decode((await nc.request(run_subject("n1"), encode(request), timeout=10)).data, RunReply)
-            return reply, await _record(nc, "forged-inline", request.execution.id)
+            await _publish_and_wait_until_taken(nc, request)
+            return await _record(nc, "forged-inline", request.execution.id)
         finally:
             await nc.close()
 
-    reply, record = asyncio.run(attack())
-    assert not reply.ok, "the agent ran a job the leader never launched"
-    assert "launch" in reply.error
+    record = asyncio.run(attack())
     assert record is None, f"the forged execution was claimed: {record}"
     assert not marker.exists()
-    assert "forged-inline" in node.logs()  # the refusal is logged
+    # The refusal is logged, with why: no signature of the leader's launch.
+    refusals = [
+        line for line in node.logs().splitlines() if "refused a run request for forged-inline" in line
+    ]
+    assert refusals, "the agent ran a job the leader never launched"
+    assert "launch" in refusals[0]
 
 
 def test_a_forged_run_of_an_existing_job_is_refused(node: Node, tmp_path: Path) -> None:
@@ -118,16 +139,17 @@ def test_a_forged_run_of_an_existing_job_is_refused(node: Node, tmp_path: Path) 
     marker = tmp_path / "forged-existing-ran"
     node.post("/v1/jobs", json=job("existing", command="echo hi")).raise_for_status()
 
-    async def attack() -> RunReply:
+    async def attack() -> None:
         nc = await _connect(node)
         try:
             spec = JobSpec(name="existing", executor="shell", executor_config={"command": f"touch {marker}"})
             request = _forged_request("existing", "", fence=await _term(nc), group=7, job_spec=spec)
-            return decode((await nc.request(run_subject("n1"), encode(request), timeout=10)).data, RunReply)
+            await _publish_and_wait_until_taken(nc, request)
         finally:
             await nc.close()
 
-    assert not asyncio.run(attack()).ok
+    asyncio.run(attack())
+    assert "refused a run request for existing" in node.logs()
     assert executions(node, "existing") == []
     assert not marker.exists()
 

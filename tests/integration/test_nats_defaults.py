@@ -22,16 +22,20 @@ import nats
 import nats.errors
 import pytest
 from nats.aio.client import Client
+from nats.js.api import ConsumerConfig
 from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 
 from dkron_nats.auth import BOOTSTRAP_ENV, StoredToken, token_hash
-from dkron_nats.kv.buckets import AUDIT_STREAM, JOBS, LEADER, TOKENS
+from dkron_nats.kv.buckets import AUDIT_STREAM, JOBS, LEADER, MEMBERS, RUNS_STREAM, TOKENS
+from dkron_nats.kv.typed import TypedKV
 from dkron_nats.leader.lease import LEASE_KEY
-from dkron_nats.models import encode
+from dkron_nats.leader.runconsumers import RunConsumers
+from dkron_nats.members import Registry
+from dkron_nats.models import Member, encode
 from dkron_nats.natsroles import TRIGGER_INBOX, agent_inbox
 from dkron_nats.natsserver import EmbeddedNats
-from dkron_nats.subjects import decisions_subject, run_subject
+from dkron_nats.subjects import decisions_subject, run_consumer, run_subject
 from dkron_nats.timefmt import utcnow
 from tests.cluster import wait_for_async
 from tests.harness import (
@@ -160,6 +164,12 @@ async def _stranger_attack(server: Node, forged: str) -> str:
         await nc.close()
 
 
+async def _make_run_consumer(admin: Client, node: str) -> None:
+    member = Member(name=node, addr="", port=0, tags={}, server=False, version="test", started_at=utcnow())
+    registry = Registry(TypedKV(await admin.jetstream().key_value(MEMBERS), Member), ttl=60)
+    await RunConsumers(admin.jetstream(), registry, "global").make(member)
+
+
 async def test_agent_credentials_reach_only_the_agents_own_subjects(server: Node, tmp_path: Path) -> None:
     creds = mint(server, tmp_path / "web1.creds", "agent", "web1")
     async with as_server(server) as admin, client(server, creds, agent_inbox("web1")) as (agent, errors):
@@ -198,25 +208,41 @@ async def test_agent_credentials_reach_only_the_agents_own_subjects(server: Node
         forged_run = await admin.subscribe(run_subject("web3"))
         probe = await admin.subscribe("dkron.output.probe.>")
         await admin.flush()  # its subscriptions are in place before the agent publishes
+        # Run requests are taken from a consumer of DKRON_RUNS, which servers make for each node.
+        for node in ("web1", "web2"):
+            await _make_run_consumer(admin, node)
         theirs = [
             await agent.subscribe(run_subject("web2"), queue="web2"),
             await agent.subscribe(run_subject("web2")),
+            await agent.subscribe(run_subject("web1")),  # even its own: only through its consumer
         ]
-        mine = await agent.subscribe(run_subject("web1"), queue="web1")
+        stolen = await agent.subscribe(f"{agent_inbox('web1')}.stolen")
         await agent.flush()
         await agent.publish("dkron.result.web2", b"{}")
         await agent.publish(run_subject("web3"), b"a run request of its own making")
+        await agent.publish(
+            f"$JS.API.CONSUMER.MSG.NEXT.{RUNS_STREAM}.{run_consumer('web2')}", b"1", reply=stolen.subject
+        )
         await agent.publish("dkron.output.probe.1-web1", b"after")  # allowed, published after the forgery
         await agent.flush()
-        await admin.publish(run_subject("web2"), b"for web2")
-        await admin.publish(run_subject("web1"), b"for web1")
-        await admin.flush()
+        with pytest.raises(nats.errors.Error):  # a consumer of its own making, on every run subject
+            await ajs.add_consumer(
+                RUNS_STREAM, ConsumerConfig(durable_name="spy", filter_subject="dkron.run.>")
+            )
+        await sjs.publish(run_subject("web2"), b"for web2")
+        await sjs.publish(run_subject("web1"), b"for web1")
 
-        assert (await mine.next_msg(timeout=5)).data == b"for web1"  # sent after the one for web2
+        mine = await ajs.pull_subscribe_bind(run_consumer("web1"), stream=RUNS_STREAM)
+        [taken] = await mine.fetch(1, timeout=5)
+        assert taken.data == b"for web1"
+        await taken.ack()  # allowed: acknowledging on its own consumer
         assert (await probe.next_msg(timeout=5)).data == b"after"  # one connection: in order
         assert forged.pending_msgs == 0
         assert forged_run.pending_msgs == 0
-        assert [sub.pending_msgs for sub in theirs] == [0, 0]
+        assert [sub.pending_msgs for sub in theirs] == [0, 0, 0]
+        assert stolen.pending_msgs == 0
+        their_queue = await sjs.consumer_info(RUNS_STREAM, run_consumer("web2"))
+        assert their_queue.num_pending == 1, "web2's run request was taken by another agent"
         await wait_for_async(
             violated(
                 errors,
@@ -226,6 +252,8 @@ async def test_agent_credentials_reach_only_the_agents_own_subjects(server: Node
                 "dkron.result.web2",
                 run_subject("web2"),
                 run_subject("web3"),
+                run_subject("web1"),
+                f"$JS.API.CONSUMER.MSG.NEXT.{RUNS_STREAM}.{run_consumer('web2')}",
                 "$KV.dkron-jobs.>",
             ),
             10,

@@ -2,8 +2,8 @@
 
 Each test runs the leader's result processor (with its launcher, lease, stats and notifier) in this process,
 as the leader session runs it, once per "server"; a second server's processor stands for the leader that
-takes over. No agent listens, so a run request the leader sends is recorded as failed ("not reachable"): a
-record in the job's history is what shows that a launch was sent.
+takes over. No agent runs anything: a run request in DKRON_RUNS (kept there by a consumer that never reads)
+is what shows that a launch was sent.
 """
 
 from __future__ import annotations
@@ -21,9 +21,10 @@ import pytest
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
+from nats.js.api import ConsumerConfig
 
 from dkron_nats.jobs import JobService
-from dkron_nats.kv.buckets import RESULTS_STREAM, Buckets, StorageLimits, ensure_buckets
+from dkron_nats.kv.buckets import RESULTS_STREAM, RUNS_STREAM, Buckets, StorageLimits, ensure_buckets
 from dkron_nats.kv.cache import KVCache
 from dkron_nats.kv.executions import ExecutionStore, execution_id
 from dkron_nats.kv.locks import JobLocks
@@ -34,10 +35,19 @@ from dkron_nats.leader.notify import Notifier, NotifySettings, Webhook
 from dkron_nats.leader.results import DURABLE, Outcome, ResultProcessor
 from dkron_nats.leader.stats import DayStats, Stats
 from dkron_nats.members import Registry
-from dkron_nats.models import Execution, ExecutionResult, JobSpec, JobState, Member, encode
+from dkron_nats.models import (
+    Execution,
+    ExecutionResult,
+    JobSpec,
+    JobState,
+    Member,
+    RunRequest,
+    decode,
+    encode,
+)
 from dkron_nats.names import job_key
 from dkron_nats.natsserver import EmbeddedNats
-from dkron_nats.subjects import result_subject
+from dkron_nats.subjects import RUNS_SUBJECTS, result_subject
 from dkron_nats.timefmt import to_ns, utcnow
 from tests.harness import free_port
 from tests.httpserver import HttpTestServer, serving
@@ -79,6 +89,10 @@ async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
                     started_at=utcnow(),
                 )  # fmt: skip
                 await members.put(name, member)
+            # Keeps every run request in the stream (interest retention), for `_sent` to read.
+            await js.add_consumer(
+                RUNS_STREAM, ConsumerConfig(durable_name="kept", filter_subject=RUNS_SUBJECTS)
+            )
             yield Cluster(nc, js, buckets)
         finally:
             await nc.close()
@@ -170,9 +184,16 @@ async def _nothing_in_flight(js: JetStreamContext) -> bool:
     return (info.num_ack_pending or 0) == 0
 
 
-async def _recorded(cluster: Cluster, job: str, ids: list[str]) -> bool:
-    found = [await cluster.executions.get(job, exec_id) for exec_id in ids]
-    return all(ex is not None and ex.finished for ex in found)
+async def _sent(cluster: Cluster, job: str, ids: list[str]) -> bool:
+    """Whether run requests for every one of these executions of `job` are in DKRON_RUNS."""
+    state = (await cluster.js.stream_info(RUNS_STREAM)).state
+    missing = set(ids)
+    for seq in range(state.first_seq, state.last_seq + 1):
+        request = decode((await cluster.js.get_msg(RUNS_STREAM, seq)).data or b"", RunRequest)
+        if request.job.name == job:
+            ex = request.execution
+            missing -= {ex.id} if ex.id else {execution_id(ex.group, t) for t in request.targets}
+    return not missing
 
 
 @pytest.mark.parametrize("follow_up", ["retry", "dependent job on two nodes"])
@@ -210,7 +231,7 @@ async def test_a_leader_deposed_while_applying_a_result_leaves_the_follow_up_to_
         await _take_lease(cluster, new)
         async with _leading(new):
             await wait_for_async(
-                lambda: _recorded(cluster, *expected),
+                lambda: _sent(cluster, *expected),
                 deadline=15,
                 what=f"the {follow_up} sent by the new leader",
             )

@@ -8,14 +8,18 @@ from pathlib import Path
 import anyio
 import pytest
 from nats.aio.msg import Msg
+from nats.errors import ConnectionClosedError
+from nats.js import JetStreamContext
+from nats.js.api import ConsumerInfo
 
 from dkron_nats.agent.registry import PluginRegistry
 from dkron_nats.agent.runner import Agent
 from dkron_nats.agent.shell import ShellExecutor
+from dkron_nats.kv.buckets import RUNS_STREAM
 from dkron_nats.kv.executions import ExecutionStore, execution_id
-from dkron_nats.leader.lease import SIGNATURE_HEADER
-from dkron_nats.models import Execution, ExecutionResult, JobSpec, RunReply, RunRequest, decode, encode
-from dkron_nats.subjects import result_subject, run_subject
+from dkron_nats.leader import runconsumers
+from dkron_nats.models import Execution, ExecutionResult, JobSpec, RunRequest, decode
+from dkron_nats.subjects import result_subject, run_consumer
 from dkron_nats.timefmt import to_ns, utcnow
 from tests.natsbackend import wait_for_async
 from tests.solo import Solo, solo_store
@@ -36,23 +40,25 @@ async def cluster(tmp_path: Path) -> AsyncIterator[Solo]:
         yield solo
 
 
-def _signed_request(cluster: Solo, command: str) -> tuple[bytes, dict[str, str], str]:
-    """A run request of the current leader for NODE: its body, its headers and its execution id."""
+def _request(cluster: Solo, command: str) -> RunRequest:
+    """A run request of the current leader for NODE."""
     group = to_ns(utcnow())
     ex = Execution(
         id=execution_id(group, NODE), job_name="echo", group=group, node_name=NODE, fence=cluster.lease.fence
     )
-    job = JobSpec(name="echo", executor="shell", executor_config={"command": command})
-    body = encode(RunRequest(execution=ex, job=job))
-    return body, {SIGNATURE_HEADER: cluster.lease.sign(body)}, ex.id
+    return RunRequest(
+        execution=ex, job=JobSpec(name="echo", executor="shell", executor_config={"command": command})
+    )
 
 
-async def test_a_claimed_run_whose_request_cannot_be_answered_still_runs_and_the_agent_goes_on(
-    cluster: Solo,
+async def test_a_claimed_run_whose_request_cannot_be_acknowledged_runs_once_and_the_agent_goes_on(
+    cluster: Solo, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The agent claims a run, then fails to answer the request (here it has no reply subject; a closed or
-    reconnecting connection fails the same way). The claim stands, so the leader waits for its result: the
-    run must happen, and the agent must go on taking run requests."""
+    """The agent claims a run, then fails to acknowledge the request (the connection dropped, say). The claim
+    stands: the run must happen, the agent must go on taking run requests, and the request, delivered
+    again once its acknowledgement is overdue, finds the claim and is dropped: the run happens once."""
+    monkeypatch.setattr(runconsumers, "ACK_WAIT", 1.0)
+    await cluster.make_run_consumer(NODE)
     js = cluster.nc.jetstream()
     agent = Agent(
         cluster.nc,
@@ -63,28 +69,53 @@ async def test_a_claimed_run_whose_request_cannot_be_answered_still_runs_and_the
         shutdown_grace=5,
         lease_kv=cluster.buckets.leader,
     )
-    finished: dict[str, Execution] = {}
+    finished: list[Execution] = []
 
     async def on_result(msg: Msg) -> None:
-        ex = decode(msg.data, ExecutionResult).execution
-        finished[ex.id] = ex
+        finished.append(decode(msg.data, ExecutionResult).execution)
 
+    real_ack, failed_once = Msg.ack, list[Msg]()
+
+    async def ack_that_fails_once(msg: Msg) -> None:
+        if not failed_once:
+            failed_once.append(msg)
+            raise ConnectionClosedError
+        await real_ack(msg)
+
+    monkeypatch.setattr(Msg, "ack", ack_that_fails_once)
     results = await cluster.nc.subscribe(result_subject(NODE), cb=on_result)
     async with anyio.create_task_group() as tg:
         await tg.start(agent.run)
-        body, headers, unanswered = _signed_request(cluster, "echo unanswered")
-        await cluster.nc.publish(run_subject(NODE), body, headers=headers)  # no reply subject
-        body, headers, answered = _signed_request(cluster, "echo answered")
-        reply = await cluster.nc.request(run_subject(NODE), body, timeout=10, headers=headers)
-        assert decode(reply.data, RunReply) == RunReply(ok=True)
-        await wait_for_async(lambda: _have(finished, unanswered, answered), what="both runs' results")
+        unacknowledged = _request(cluster, "echo unacknowledged")
+        await cluster.send_run(unacknowledged)
+        await wait_for_async(
+            lambda: _have(finished, unacknowledged.execution.id), what="the first run's result"
+        )
+        acknowledged = _request(cluster, "echo acknowledged")
+        await cluster.send_run(acknowledged)
+        await wait_for_async(
+            lambda: _have(finished, acknowledged.execution.id), what="the second run's result"
+        )
+        # Delivered again after the ack wait, and dropped: the consumer has nothing left unacknowledged.
+        info = await wait_for_async(
+            lambda: _all_acknowledged(js, NODE), deadline=15, what="the redelivered request acknowledged"
+        )
+        assert info.delivered is not None
+        assert info.delivered.consumer_seq > info.delivered.stream_seq, "it was never delivered again"
         assert agent.running_keys() == []
         agent.stop()
     await results.unsubscribe()
-    assert finished[unanswered].success, finished[unanswered].output
-    assert finished[unanswered].output == "unanswered\n"
-    assert finished[answered].output == "answered\n"
+    assert failed_once, "the acknowledgement never failed: the fault was not injected"
+    by_id = {ex.id: ex for ex in finished}
+    assert [ex.id for ex in finished].count(unacknowledged.execution.id) == 1, "it ran twice"
+    assert by_id[unacknowledged.execution.id].output == "unacknowledged\n"
+    assert by_id[acknowledged.execution.id].output == "acknowledged\n"
 
 
-async def _have(finished: dict[str, Execution], *ids: str) -> bool:
-    return all(i in finished for i in ids)
+async def _all_acknowledged(js: JetStreamContext, node: str) -> ConsumerInfo | None:
+    info = await js.consumer_info(RUNS_STREAM, run_consumer(node))
+    return info if info.num_ack_pending == 0 and info.num_pending == 0 else None
+
+
+async def _have(finished: list[Execution], *ids: str) -> bool:
+    return all(any(ex.id == i for ex in finished) for i in ids)

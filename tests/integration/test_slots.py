@@ -1,5 +1,6 @@
-"""Per-node execution slots (`--max-concurrent-executions`): runs beyond the limit wait on the node, in order,
-and never fail for it; a waiting run can be cancelled, and a stopping agent ends the waiting ones at once."""
+"""Per-node execution slots (`--max-concurrent-executions`): a node takes no more runs than it has slots for;
+the others wait in the queue (DKRON_RUNS) and never fail for it, and what a stopping agent had no slot for is
+still there for its next process."""
 
 from __future__ import annotations
 
@@ -12,21 +13,20 @@ from typing import Any
 
 import anyio
 import pytest
-from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from dkron_nats.agent.registry import PluginRegistry
 from dkron_nats.agent.runner import Agent
 from dkron_nats.agent.shell import ShellExecutor
-from dkron_nats.kv.buckets import Buckets
+from dkron_nats.kv.buckets import RUNS_STREAM
 from dkron_nats.kv.executions import ExecutionStore, execution_id
-from dkron_nats.leader.lease import SIGNATURE_HEADER, Lease
-from dkron_nats.models import Execution, ExecutionResult, JobSpec, RunReply, RunRequest, decode, encode
-from dkron_nats.subjects import result_subject, run_subject
-from dkron_nats.timefmt import ZERO_TIME, to_ns, utcnow
+from dkron_nats.leader.lease import Lease
+from dkron_nats.models import Execution, ExecutionResult, JobSpec, RunRequest, decode
+from dkron_nats.subjects import result_subject, run_consumer
+from dkron_nats.timefmt import to_ns, utcnow
 from tests.harness import Node, executions, finished, job, running, wait_for
 from tests.natsbackend import wait_for_async
-from tests.solo import solo_store
+from tests.solo import Solo, solo_store
 
 
 @contextmanager
@@ -70,7 +70,7 @@ def _gauges(node: Node) -> dict[str, float]:
     return {name: float(value) for name, value in re.findall(pattern, text, re.MULTILINE)}
 
 
-def test_a_node_runs_no_more_than_its_slots_and_the_others_wait_their_turn(tmp_path: Path) -> None:
+def test_a_node_runs_no_more_than_its_slots_and_the_others_wait_in_the_queue(tmp_path: Path) -> None:
     ledger, release = tmp_path / "ledger", tmp_path / "release"
     command = (
         f'echo "start $DKRON_EXECUTION_ID $(date +%s.%N)" >> {ledger}; '
@@ -82,48 +82,38 @@ def test_a_node_runs_no_more_than_its_slots_and_the_others_wait_their_turn(tmp_p
         spec = job("slotted", command=command, executor_config={"command": command, "shell": "true"})
         assert node.post("/v1/jobs", json=spec).status_code == 201
         ids = []
-        for _ in range(6):  # all sent at once: two run, four wait on the node
+        for _ in range(6):  # all sent at once: two run, four wait in the queue
             answer = node.post("/v1/jobs/slotted/run")
             assert answer.status_code == 200, answer.text
             ids += answer.headers["X-Execution-Ids"].split(",")
-        member = wait_for(lambda: _member(node, 2, 4), timeout=20, what="/v1/members: 2 running, 4 queued")
+        member = wait_for(lambda: _member(node, 2, 0), timeout=20, what="/v1/members: 2 running")
         assert member["MaxConcurrentExecutions"] == 2
         gauges = _gauges(node)
         assert gauges['dkron_execution_slots{state="limit"}'] == 2
         assert gauges['dkron_execution_slots{state="used"}'] == 2
-        assert gauges["dkron_executions_queued"] == 4
         assert gauges["dkron_executions_running"] == 2
         assert len(_ledger(ledger)) == 2, "more runs started than the node has slots"
-        # A queued run is a running record that has not started yet.
-        records = {e["id"]: e for e in executions(node, "slotted")}
-        queued = [i for i in ids if records[i]["started_at"] == ZERO_TIME]
-        assert len(queued) == 4
-        assert all(records[i]["status"] == "running" for i in ids)
-
-        cancelled = queued[0]
-        answer = node.post(f"/v1/jobs/slotted/executions/{cancelled}/cancel")
-        assert answer.status_code == 202, answer.text
-        wait_for(lambda: _member(node, 2, 3), timeout=20, what="the cancelled run to leave the queue")
+        # The node took only what it had slots for: the others wait in the queue, with no record yet, and
+        # none of them failed for lack of a slot.
+        records = executions(node, "slotted")
+        assert len(records) == 2, records
+        assert all(e["status"] == "running" for e in records)
         released_at = datetime.now(UTC)
         release.touch()
         history = {e["id"]: e for e in wait_for(lambda: finished(node, "slotted", 6), timeout=30)}
 
-    ended = history.pop(cancelled)
-    assert ended["success"] is False
-    assert "cancelled" in ended["output"]
-    assert ended["started_at"] == ZERO_TIME, "a run cancelled in the queue never started"
+    assert set(history) == set(ids)
     assert all(e["success"] and e["status"] == "success" for e in history.values()), history
     events = _ledger(ledger)
-    assert {ex_id for _, _, ex_id in events} == set(history), "the cancelled run must not have run"
-    assert len(events) == 10
+    assert len(events) == 12
     assert _most_at_once(events) == 2
-    # The runs that waited started when a slot came free, and their record says so.
-    waited = [history[i] for i in queued[1:]]
+    # The runs that waited started when a slot came free.
+    waited = [e for e in history.values() if e["id"] not in {r["id"] for r in records}]
     assert all(_at(e["started_at"]) >= released_at for e in waited), waited
 
 
 # ---------------------------------------------------------------------------------------------------------
-# The agent alone, on a real nats-server: what a stop does to the runs waiting for a slot.
+# The agent alone, on a real nats-server: what waits for a slot stays in the queue across a stop.
 
 NODE = "agent-1"
 
@@ -134,42 +124,39 @@ def anyio_backend() -> str:
 
 
 @pytest.fixture
-async def nats_store(tmp_path: Path) -> AsyncIterator[tuple[Client, Buckets, Lease]]:
-    async with solo_store(tmp_path) as solo:
-        yield solo.nc, solo.buckets, solo.lease
+async def solo(tmp_path: Path) -> AsyncIterator[Solo]:
+    async with solo_store(tmp_path) as store:
+        yield store
 
 
-def _request(lease: Lease, command: str) -> tuple[bytes, dict[str, str], str]:
+def _request(lease: Lease, command: str) -> RunRequest:
     group = to_ns(utcnow())
     ex = Execution(
         id=execution_id(group, NODE), job_name="slow", group=group, node_name=NODE, fence=lease.fence
     )
-    body = encode(
-        RunRequest(
-            execution=ex,
-            job=JobSpec(name="slow", executor="shell", executor_config={"command": command, "shell": "true"}),
-        )
-    )
-    return body, {SIGNATURE_HEADER: lease.sign(body)}, ex.id
+    spec = JobSpec(name="slow", executor="shell", executor_config={"command": command, "shell": "true"})
+    return RunRequest(execution=ex, job=spec)
 
 
-@pytest.mark.anyio
-async def test_a_stopping_agent_ends_queued_runs_at_once_and_keeps_them_listed_until_then(
-    nats_store: tuple[Client, Buckets, Lease], tmp_path: Path
-) -> None:
-    nc, buckets, lease = nats_store
-    js = nc.jetstream()
-    store = ExecutionStore(buckets.executions, js)
-    agent = Agent(
-        nc,
-        js,
+def _agent(solo: Solo, store: ExecutionStore) -> Agent:
+    return Agent(
+        solo.nc,
+        solo.nc.jetstream(),
         NODE,
         store,
         PluginRegistry({"shell": ShellExecutor()}),
         shutdown_grace=30,
-        lease_kv=buckets.leader,
+        lease_kv=solo.buckets.leader,
         max_concurrent_executions=1,
     )
+
+
+@pytest.mark.anyio
+async def test_a_run_an_agent_had_no_slot_for_waits_in_the_queue_for_its_next_process(
+    solo: Solo, tmp_path: Path
+) -> None:
+    await solo.make_run_consumer(NODE)
+    store = ExecutionStore(solo.buckets.executions, solo.nc.jetstream())
     finished_runs: dict[str, Execution] = {}
 
     async def on_result(msg: Msg) -> None:
@@ -177,35 +164,50 @@ async def test_a_stopping_agent_ends_queued_runs_at_once_and_keeps_them_listed_u
         finished_runs[ex.id] = ex
 
     marker, go = tmp_path / "ran", tmp_path / "go"
-    results = await nc.subscribe(result_subject(NODE), cb=on_result)
+    first = _request(solo.lease, f"while [ ! -f {go} ]; do sleep 0.05; done; echo first")
+    waiting = _request(solo.lease, f"touch {marker}; echo second")
+    results = await solo.nc.subscribe(result_subject(NODE), cb=on_result)
     with _touched_at_the_end(go):  # the running job ends even if the test fails
+        agent = _agent(solo, store)
         async with anyio.create_task_group() as tg:
             await tg.start(agent.run)
-            ids = []
-            for command in (f"while [ ! -f {go} ]; do sleep 0.05; done; echo first", f"touch {marker}"):
-                body, headers, ex_id = _request(lease, command)
-                reply = await nc.request(run_subject(NODE), body, timeout=10, headers=headers)
-                assert decode(reply.data, RunReply) == RunReply(ok=True)  # queued, yet accepted
-                ids.append(ex_id)
-            first, waiting = ids
-            # The waiting run is in the list the heartbeat carries, so the leader never rules it lost.
-            assert sorted(agent.running_keys()) == sorted(ExecutionStore.key("slow", i) for i in ids)
-            claimed = await store.get("slow", waiting)
-            assert claimed is not None
-            assert (claimed.status, claimed.started_at) == ("running", None)
+            await solo.send_run(first)
+            await wait_for_async(lambda: _claimed(store, first), what="the first run claimed")
+            await solo.send_run(waiting)
+            # One slot, taken: the second request is not taken (no claim, nothing queued on the node).
+            await wait_for_async(lambda: _waiting_in_queue(solo, 1), what="the second request in the queue")
+            assert await store.get("slow", waiting.execution.id) is None
+            assert agent.running_keys() == [ExecutionStore.key("slow", first.execution.id)]
             agent.stop()
-            await wait_for_async(lambda: _have(finished_runs, waiting), what="the queued run's result")
-            assert first not in finished_runs, "the running one has its shutdown grace"
+            assert not marker.exists(), "a run the agent had no slot for must not start"
             go.touch()
-            await wait_for_async(lambda: _have(finished_runs, first), what="the running one's result")
+            await wait_for_async(
+                lambda: _have(finished_runs, first.execution.id), what="the first run's result"
+            )
+        assert first.execution.id in finished_runs
+        assert waiting.execution.id not in finished_runs
+        # The node's next process takes it from the queue.
+        again = _agent(solo, store)
+        async with anyio.create_task_group() as tg:
+            await tg.start(again.run)
+            await wait_for_async(
+                lambda: _have(finished_runs, waiting.execution.id), what="the waiting run ran"
+            )
+            again.stop()
     await results.unsubscribe()
-    queued = finished_runs[waiting]
-    assert not queued.success
-    assert "shutting down" in queued.output
-    assert queued.started_at is None
-    assert not marker.exists(), "a run still waiting for a slot at the stop must not start"
-    # The running one had its grace and finished on its own.
-    assert finished_runs[first].success, finished_runs[first].output
+    assert finished_runs[first.execution.id].success, finished_runs[first.execution.id].output
+    second = finished_runs[waiting.execution.id]
+    assert second.success, second.output
+    assert second.output == "second\n"
+
+
+async def _claimed(store: ExecutionStore, request: RunRequest) -> bool:
+    return await store.get(request.execution.job_name, request.execution.id) is not None
+
+
+async def _waiting_in_queue(solo: Solo, count: int) -> bool:
+    info = await solo.nc.jetstream().consumer_info(RUNS_STREAM, run_consumer(NODE))
+    return bool(info.num_pending == count)
 
 
 async def _have(found: dict[str, Execution], *ids: str) -> bool:

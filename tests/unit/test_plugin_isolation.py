@@ -37,7 +37,14 @@ class Exploding:
 
 def _agent(executors: PluginRegistry[Any]) -> Agent:
     unused = cast(Any, None)  # the executor boundary touches no NATS
-    return Agent(unused, unused, "n1", unused, executors)
+    return Agent(cast(Any, FakeClient()), unused, "n1", unused, executors)
+
+
+class FakeClient:
+    """Only what building an Agent asks of its connection."""
+
+    def new_inbox(self) -> str:
+        return "_INBOX.test"
 
 
 async def test_an_executor_that_raises_fails_its_execution_only() -> None:

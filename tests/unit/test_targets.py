@@ -1,4 +1,4 @@
-"""Target-node selection: Dkron's tag rules, and a stable `value:N` choice for one launch."""
+"""Target-node selection (Dkron's tag rules, `value:N` as lanes) and the subjects run requests travel on."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 
 from dkron_nats.leader.targets import select_targets
 from dkron_nats.models import JobSpec, Member
+from dkron_nats.subjects import agent_run_filters, tags_subject
 
 
 def _member(name: str, **tags: str) -> Member:
@@ -35,16 +36,38 @@ def test_no_match_says_which_tags_nobody_has() -> None:
     assert "no alive node in region global has tags role=cache" in reason
 
 
-def test_a_launch_sent_again_reaches_the_same_nodes() -> None:
+def test_a_count_below_the_matching_nodes_gives_that_many_lanes_for_any_of_them_to_take() -> None:
     job = JobSpec(name="child", tags={"role": "web:2"})
-    first = select_targets(job, FLEET, "global", group=1_700_000_000_000_000_000)
-    for _ in range(20):
-        # The member list may come back in another order from a new leader's registry.
-        again = select_targets(job, list(reversed(FLEET)), "global", group=1_700_000_000_000_000_000)
-        assert again == first
+    assert select_targets(job, FLEET, "global") == ["_1", "_2"]
+    # The same for any member order (a new leader's registry may list them differently).
+    assert select_targets(job, list(reversed(FLEET)), "global") == ["_1", "_2"]
 
 
-def test_different_launches_still_spread_over_the_nodes() -> None:
-    job = JobSpec(name="child", tags={"role": "web:1"})
-    chosen = {tuple(select_targets(job, FLEET, "global", group=g)) for g in range(200)}
-    assert len(chosen) == 5, f"only {chosen} were ever chosen"
+def test_a_count_of_at_least_the_matching_nodes_is_every_one_of_them() -> None:
+    job = JobSpec(name="child", tags={"role": "web:5"})
+    assert select_targets(job, FLEET, "global") == [f"web{i}" for i in range(1, 6)]
+
+
+def test_tag_subjects_are_canonical_and_an_agent_takes_every_subset_of_its_tags() -> None:
+    assert tags_subject("global", {}) == "dkron.run.tags.global"
+    assert tags_subject("eu", {"role": "web", "dc": "dc1"}) == "dkron.run.tags.eu.dc.dc1.role.web"
+    assert tags_subject("eu", {"region": "eu", "role": "web"}) == "dkron.run.tags.eu.role.web"
+    filters = agent_run_filters("web1", "eu", {"role": "web", "dc": "dc1", "version": "0.2.0.dev0"})
+    # `version` cannot be a job's tag (not a token), so it is in no subject.
+    assert sorted(filters) == sorted(
+        [
+            "dkron.run.node.web1",
+            "dkron.run.tags.eu",
+            "dkron.run.tags.eu.dc.dc1",
+            "dkron.run.tags.eu.role.web",
+            "dkron.run.tags.eu.dc.dc1.role.web",
+        ]
+    )
+    # Every job this node matches is published on one of its filters.
+    for tags in ({}, {"dc": "dc1"}, {"role": "web"}, {"role": "web", "dc": "dc1"}):
+        assert tags_subject("eu", tags) in filters
+
+
+def test_an_agent_with_very_many_tags_takes_every_tag_subject_of_its_region() -> None:
+    tags = {f"t{i}": "x" for i in range(9)}
+    assert agent_run_filters("n1", "global", tags) == ["dkron.run.node.n1", "dkron.run.tags.global.>"]

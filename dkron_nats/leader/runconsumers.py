@@ -1,0 +1,95 @@
+"""Every agent's durable consumer of DKRON_RUNS, made by the leader from the agent's member record.
+
+An agent takes run requests from its own node subject and from the tag subject of every subset of its
+tags (`subjects.agent_run_filters`). Servers create these consumers, not agents: a consumer's filters are
+in the body of the API request, which no NATS permission can restrict, so an agent allowed to create its own
+could read every run request (job definitions and their environments included). An agent may only pull
+from and acknowledge on its own consumer (`natsroles.agent`).
+
+A node is a dispatch target only once its consumer has the filters of its current tags (`ready`): a run
+request published before would reach no consumer and, the stream keeping messages only for interested
+consumers, be dropped.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import anyio
+from anyio.abc import TaskStatus
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+from dkron_nats.kv.buckets import RUNS_STREAM
+from dkron_nats.kv.typed import TRANSIENT
+from dkron_nats.members import Registry
+from dkron_nats.models import Member
+from dkron_nats.subjects import agent_run_filters, run_consumer
+
+logger = logging.getLogger(__name__)
+
+ACK_WAIT = 30.0
+"""An agent acknowledges a request as soon as its claim is decided; one it took and never acknowledged (it
+died first) goes to its next process after this long."""
+MAX_ACK_PENDING = 4096
+INACTIVE_THRESHOLD = 3600.0
+"""A consumer nobody pulled from for an hour is deleted by NATS (its node is gone); it is made again
+when the node comes back."""
+RETRY_INTERVAL = 1.0
+
+
+class RunConsumers:
+    def __init__(self, js: JetStreamContext, registry: Registry, region: str) -> None:
+        self.js = js
+        self.registry = registry
+        self.region = region
+        self._made: dict[str, tuple[tuple[str, ...], object]] = {}
+        """Node -> the filters its consumer was made with, and the node's start time then."""
+        self._changed = anyio.Event()
+
+    def filters(self, member: Member) -> tuple[str, ...]:
+        region = member.tags.get("region", self.region)
+        tags = {k: v for k, v in member.tags.items() if k != "region"}
+        return tuple(agent_run_filters(member.name, region, tags))
+
+    def ready(self, member: Member) -> bool:
+        """True when run requests published now reach this node's consumer."""
+        return self._made.get(member.name) == (self.filters(member), member.started_at)
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Make the consumers of every alive node, then follow the registry: new nodes, new tags."""
+        unlisten = self.registry.cache.listen(lambda key, member: self._changed.set())
+        try:
+            await self._make_missing()
+            task_status.started()
+            while True:
+                with anyio.move_on_after(RETRY_INTERVAL):
+                    await self._changed.wait()
+                self._changed = anyio.Event()
+                await self._make_missing()
+        finally:
+            unlisten()
+
+    async def _make_missing(self) -> None:
+        for member in self.registry.alive():
+            if not self.ready(member):
+                try:
+                    await self.make(member)
+                except TRANSIENT as exc:
+                    logger.warning("could not make the run consumer of %s (retrying): %s", member.name, exc)
+
+    async def make(self, member: Member) -> None:
+        """Create the node's consumer, or update its filters to the node's tags of now."""
+        filters = self.filters(member)
+        config = ConsumerConfig(
+            durable_name=run_consumer(member.name),
+            filter_subjects=list(filters),
+            ack_policy=AckPolicy.EXPLICIT,
+            deliver_policy=DeliverPolicy.NEW,
+            ack_wait=ACK_WAIT,
+            max_ack_pending=MAX_ACK_PENDING,
+            inactive_threshold=INACTIVE_THRESHOLD,
+        )
+        await self.js.add_consumer(RUNS_STREAM, config)
+        self._made[member.name] = (filters, member.started_at)
+        logger.debug("run consumer of %s takes %s", member.name, ", ".join(filters))
