@@ -2,10 +2,12 @@
 
 Pull requests are sent by hand, each with a reply subject of its own under one inbox subscription, rather
 than with nats-py's `fetch()`, which makes a task, an inbox and a timeout per message. The credit (messages
-asked for and not yet delivered) is tracked per pull request: a status message (408: expired) ends one and
-gives back what it did not deliver, and one whose answer never came (the connection dropped) is written off
-a little after it expired. So the agent never asks for more than `room()`: with execution slots, the
-requests it has no slot for stay in the stream, where any other matching agent can take them.
+asked for and not yet delivered) goes down by one per delivered request (delivered requests carry their
+stream subject, so they cannot be told apart by pull), and a status message on a pull's reply subject (408:
+expired) gives back what that pull did not deliver (`Nats-Pending-Messages`). A pull whose end never came
+was filled (a full pull has no status), unless the connection dropped: then every pull is gone. So the
+agent never asks for more than `room()`: with execution slots, the requests it has no slot for stay in the
+stream, where any other matching agent can take them.
 """
 
 from __future__ import annotations
@@ -16,7 +18,6 @@ import time
 from collections.abc import Awaitable, Callable
 
 import anyio
-import msgspec
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
@@ -29,18 +30,13 @@ from dkron_nats.subjects import run_consumer
 logger = logging.getLogger(__name__)
 
 PULL_EXPIRES = 5.0
-LOST_AFTER = PULL_EXPIRES + 2.0
-"""A pull request with no end after this long was lost with a connection: its credit is written off."""
+LOST_AFTER = 2.0
+"""A pull with no end this long after its expiry was filled: it is forgotten."""
 CONSUMER_POLL = 0.2
 """How often an agent looks for its consumer until a server has made it."""
 TOP_UP_INTERVAL = 0.5
 MIN_BATCH = 16
 """Ask for at least this many at once when there is room (fewer only when that is all the room)."""
-
-
-class _Pull(msgspec.Struct):
-    expires_at: float
-    remaining: int
 
 
 class RunPuller:
@@ -53,8 +49,12 @@ class RunPuller:
         self._next_subject = f"$JS.API.CONSUMER.MSG.NEXT.{RUNS_STREAM}.{self.consumer}"
         self._prefix = nc.new_inbox()
         self._ids = itertools.count()
-        self._open: dict[str, _Pull] = {}
+        self._open: dict[str, tuple[float, int]] = {}
+        """Reply subject of each pull request not known to have ended -> (its expiry, its batch)."""
+        self.credit = 0
+        """Requests asked for and not delivered yet."""
         self._consumer_gone = False
+        self._connection = nc.stats["reconnects"]
 
     async def wait_for_consumer(self) -> None:
         """Until a server has made this node's consumer (right after the node's first heartbeat)."""
@@ -71,20 +71,22 @@ class RunPuller:
                 pass
             await anyio.sleep(CONSUMER_POLL)
 
-    @property
-    def credit(self) -> int:
-        return sum(pull.remaining for pull in self._open.values())
-
     async def top_up(self) -> None:
         """Ask for what there is room for and is not asked for already."""
         now = time.monotonic()
-        for subject in [s for s, pull in self._open.items() if now > pull.expires_at + LOST_AFTER]:
-            del self._open[subject]
+        if self.nc.stats["reconnects"] != self._connection:
+            # The pulls of the connection before are gone with it (the server ends them at their expiry).
+            self._connection = self.nc.stats["reconnects"]
+            self._open.clear()
+            self.credit = 0
+        for reply in [r for r, (expires_at, _) in self._open.items() if now > expires_at + LOST_AFTER]:
+            del self._open[reply]  # no end came while connected: it was filled (a full pull has no status)
         want = self.room() - self.credit
         if want <= 0 or (want < MIN_BATCH and self.credit >= MIN_BATCH):  # enough asked for: batch up
             return
         reply = f"{self._prefix}.{next(self._ids)}"
-        self._open[reply] = _Pull(now + PULL_EXPIRES, want)
+        self._open[reply] = (now + PULL_EXPIRES, want)
+        self.credit += want
         body = b'{"batch":%d,"expires":%d}' % (want, int(PULL_EXPIRES * 1e9))
         await self.nc.publish(self._next_subject, body, reply=reply)
 
@@ -113,17 +115,17 @@ class RunPuller:
             await self.top_up()
 
     def _delivered(self, msg: Msg) -> bool:
-        """Account for one message on a pull's reply subject: a run request (True) or the pull's end."""
-        pull = self._open.get(msg.subject)
-        status = (msg.headers or {}).get("Status")
+        """Account for one message of a pull: a run request (True) or the end of a pull."""
+        headers = msg.headers or {}
+        status = headers.get("Status")
         if status is None:
-            if pull is not None:
-                pull.remaining -= 1
-                if pull.remaining <= 0:
-                    del self._open[msg.subject]
+            self.credit = max(0, self.credit - 1)
             return True
-        self._open.pop(msg.subject, None)
-        description = (msg.headers or {}).get("Description", "")
+        pull = self._open.pop(msg.subject, None)
+        if pull is not None:
+            undelivered = int(headers.get("Nats-Pending-Messages", pull[1]))
+            self.credit = max(0, self.credit - undelivered)
+        description = headers.get("Description", "")
         if status == "409" and "deleted" in description.lower():
             self._consumer_gone = True
         if status not in ("408", "404"):

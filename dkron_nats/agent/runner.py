@@ -41,6 +41,7 @@ from dkron_nats.agent.processor import Processor
 from dkron_nats.agent.registry import ExecutorRegistry, ProcessorRegistry
 from dkron_nats.agent.slots import SlotGate
 from dkron_nats.events import execution_event
+from dkron_nats.failpoints import crash_point
 from dkron_nats.http.render import execution_json
 from dkron_nats.kv.executions import ExecutionStore, execution_id, is_lane
 from dkron_nats.kv.locks import LOCKED, JobLocks
@@ -407,6 +408,8 @@ class Agent:
         finally:
             if holds_slot and claimed is None:
                 self.slots.release()  # nothing runs here for a duplicate (or a claim that failed)
+        if claimed is not None:
+            crash_point("run-claimed")  # claimed, not acknowledged: the request comes back to the next one
         await _acknowledge(msg)
         if claimed is None:
             return None

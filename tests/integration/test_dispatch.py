@@ -80,3 +80,38 @@ def test_every_matching_node_runs_a_launch_once_and_no_other_node_sees_it(
 def _running_on(server: Node, name: str) -> str | None:
     runs = server.get(f"/v1/jobs/{name}/executions").json()
     return next((r["node_name"] for r in runs if r["status"] == "running" and r["started_at"]), None)
+
+
+def test_an_agent_killed_between_its_claim_and_its_ack_runs_nothing_twice(tmp_path: Path) -> None:
+    """The agent dies (kill -9 at the failpoint `run-claimed`) after claiming a run and before acknowledging
+    its request. Its next process gets the request again and finds the claim: it must not run it; the
+    execution it never ran ends as failed ("agent lost", the node restarted) and is counted once."""
+    failpoints = tmp_path / "failpoints"
+    failpoints.mkdir()
+    with running(Node(tmp_path / "s1", name="s1")) as server:
+        extra = ["--nats-url", server.nats_url, "--tag", "role=web"]
+        env = {"DKRON_NATS_FAILPOINTS_DIR": str(failpoints)}
+        agent = Node(
+            tmp_path / "web1", name="web1", server=False, extra=extra, env=env, nats_creds_from=server
+        )
+        marker = tmp_path / "ran"
+        try:
+            agent.start()
+            wait_for(lambda: len(server.get("/v1/members").json()) == 2, timeout=30, what="the agent")
+            spec = job("once", tags={"role": "web"}, executor_config={"command": f"touch {marker}"})
+            server.post("/v1/jobs", json=spec).raise_for_status()
+            (failpoints / "run-claimed").touch()
+            assert server.post("/v1/jobs/once/run").status_code == 200
+            assert agent.proc is not None
+            wait_for(lambda: agent.proc is not None and agent.proc.poll() is not None, 30, "the agent killed")
+            agent.proc = None
+            agent.start()  # the same node, a new process, the same consumer
+            runs = wait_for(lambda: finished(server, "once", 1), timeout=30, what="the execution concluded")
+        finally:
+            agent.stop()
+        state = server.get("/v1/jobs/once").json()
+    assert not marker.exists(), "the claimed run was run by the next process"
+    assert len(runs) == 1, runs
+    assert runs[0]["success"] is False
+    assert "agent lost" in runs[0]["output"], runs[0]["output"]
+    assert (state["success_count"], state["error_count"]) == (0, 1)

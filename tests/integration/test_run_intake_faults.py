@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 
 import anyio
@@ -12,6 +12,7 @@ from nats.errors import ConnectionClosedError
 from nats.js import JetStreamContext
 from nats.js.api import ConsumerInfo
 
+from dkron_nats.agent.executor import ExecutionContext, ExecutorResult, OutputSink
 from dkron_nats.agent.registry import PluginRegistry
 from dkron_nats.agent.runner import Agent
 from dkron_nats.agent.shell import ShellExecutor
@@ -119,3 +120,70 @@ async def _all_acknowledged(js: JetStreamContext, node: str) -> ConsumerInfo | N
 
 async def _have(finished: list[Execution], *ids: str) -> bool:
     return all(any(ex.id == i for ex in finished) for i in ids)
+
+
+class Instant:
+    """An executor that succeeds at once: what is measured is the intake, not the runs."""
+
+    name = "instant"
+
+    def validate(self, config: Mapping[str, str]) -> None:
+        pass
+
+    async def execute(
+        self, config: Mapping[str, str], ctx: ExecutionContext, output: OutputSink
+    ) -> ExecutorResult:
+        return ExecutorResult(success=True)
+
+
+async def test_an_agent_takes_many_more_requests_than_one_pull_asks_for_without_pausing(
+    cluster: Solo,
+) -> None:
+    """A thousand requests in the queue: the agent asks for more as it takes them. (It once counted the
+    credit of a pull by the subject of what it delivered, which is the request's stream subject, so after the
+    first 256 it waited about ten seconds per batch.)"""
+    await cluster.make_run_consumer(NODE)
+    js = cluster.nc.jetstream()
+    agent = Agent(
+        cluster.nc,
+        js,
+        NODE,
+        ExecutionStore(cluster.buckets.executions, js),
+        PluginRegistry({"instant": Instant()}),
+        shutdown_grace=5,
+        lease_kv=cluster.buckets.leader,
+    )
+    finished: set[str] = set()
+
+    async def on_result(msg: Msg) -> None:
+        finished.add(decode(msg.data, ExecutionResult).execution.id)
+
+    group = to_ns(utcnow())
+    requests = [
+        RunRequest(
+            execution=Execution(
+                id=execution_id(group + i, NODE),
+                job_name="many",
+                group=group + i,
+                node_name=NODE,
+                fence=cluster.lease.fence,
+            ),
+            job=JobSpec(name="many", executor="instant"),
+        )
+        for i in range(1000)
+    ]
+    results = await cluster.nc.subscribe(result_subject(NODE), cb=on_result)
+    for request in requests:
+        await cluster.send_run(request)
+    async with anyio.create_task_group() as tg:
+        await tg.start(agent.run)
+        started = anyio.current_time()
+        await wait_for_async(lambda: _all_in(finished, 1000), deadline=60, what="a thousand results")
+        took = anyio.current_time() - started
+        agent.stop()
+    await results.unsubscribe()
+    assert took < 8, f"the agent took {took:.1f}s for a thousand instant runs: it waited between pulls"
+
+
+async def _all_in(finished: set[str], count: int) -> bool:
+    return len(finished) >= count

@@ -43,6 +43,8 @@ def _agent(executors: PluginRegistry[Any]) -> Agent:
 class FakeClient:
     """Only what building an Agent asks of its connection."""
 
+    stats = {"reconnects": 0}
+
     def new_inbox(self) -> str:
         return "_INBOX.test"
 
