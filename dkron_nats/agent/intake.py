@@ -79,8 +79,10 @@ class RunPuller:
             self._connection = self.nc.stats["reconnects"]
             self._open.clear()
             self.credit = 0
-        for reply in [r for r, (expires_at, _) in self._open.items() if now > expires_at + LOST_AFTER]:
-            del self._open[reply]  # no end came while connected: it was filled (a full pull has no status)
+        # Oldest first (they expire in the order they were sent): no end came while connected, so it was
+        # filled (a full pull has no status).
+        while self._open and now > next(iter(self._open.values()))[0] + LOST_AFTER:
+            del self._open[next(iter(self._open))]
         want = self.room() - self.credit
         if want <= 0 or (want < MIN_BATCH and self.credit >= MIN_BATCH):  # enough asked for: batch up
             return

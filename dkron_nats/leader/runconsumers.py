@@ -43,8 +43,8 @@ class RunConsumers:
         self.js = js
         self.registry = registry
         self.region = region
-        self._made: dict[str, tuple[tuple[str, ...], object]] = {}
-        """Node -> the filters its consumer was made with, and the node's start time then."""
+        self._made: dict[str, tuple[dict[str, str], object]] = {}
+        """Node -> the tags its consumer was made for, and the node's start time then."""
         self._changed = anyio.Event()
 
     def filters(self, member: Member) -> tuple[str, ...]:
@@ -54,7 +54,7 @@ class RunConsumers:
 
     def ready(self, member: Member) -> bool:
         """True when run requests published now reach this node's consumer."""
-        return self._made.get(member.name) == (self.filters(member), member.started_at)
+        return self._made.get(member.name) == (member.tags, member.started_at)
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Make the consumers of every alive node, then follow the registry: new nodes, new tags."""
@@ -91,5 +91,5 @@ class RunConsumers:
             inactive_threshold=INACTIVE_THRESHOLD,
         )
         await self.js.add_consumer(RUNS_STREAM, config)
-        self._made[member.name] = (filters, member.started_at)
+        self._made[member.name] = (member.tags, member.started_at)
         logger.debug("run consumer of %s takes %s", member.name, ", ".join(filters))
