@@ -24,6 +24,7 @@ from nats.js import JetStreamContext
 from opentelemetry.trace import SpanKind
 
 from dkron_nats.errors import LeadershipLostError
+from dkron_nats.kv.buckets import RUNS_STREAM
 from dkron_nats.kv.executions import ExecutionStore, execution_id, is_lane
 from dkron_nats.kv.locks import LOCKED, JobLocks
 from dkron_nats.kv.publisher import MSG_ID, publish_call
@@ -285,6 +286,10 @@ class Launcher:
             await with_retry(send, what="run request")
             DISPATCH_SECONDS.observe(time.monotonic() - sent)
 
+    async def runs_waiting(self) -> int:
+        """Run requests in DKRON_RUNS that not every agent they reach has taken yet."""
+        return int((await self.js.stream_info(RUNS_STREAM)).state.messages)
+
     async def watch_dispatches(self) -> None:
         """Fail the run requests no agent took and none will: their node (for a lane, every matching node)
         is gone. A node that is alive takes its requests when it has room (they wait in the stream, however
@@ -300,17 +305,17 @@ class Launcher:
 
     async def _check_untaken(self, key: str, untaken: Untaken) -> None:
         job = untaken.request.job
+        if not is_lane(untaken.target) and self._can_take(job, untaken.target):
+            # Claimed or still queued for its node: nothing to do while the node lives (no read per run).
+            await self._wait_longer(key, untaken)
+            return
         found = await self.executions.get(job.name, untaken.exec_id)
         if found is not None:
             del self._untaken[key]
             self.dispatched[key] = found.node_name  # a lane: the node that took it (for the agent watchdog)
             return
         if self._can_take(job, untaken.target):
-            # It waits in the queue (its node has no free slot): a `forbid` job stays busy meanwhile.
-            later = time.monotonic() + DISPATCH_TIMEOUT
-            self._untaken[key] = msgspec.structs.replace(untaken, deadline=later)
-            if job.concurrency in LOCKED:
-                await self.locks.renew(job_key(job.name), job.name, untaken.request.execution.group)
+            await self._wait_longer(key, untaken)
             return
         del self._untaken[key]
         if is_lane(untaken.target):
@@ -318,6 +323,13 @@ class Launcher:
         else:
             reason = f"node {untaken.target} is gone (no heartbeat) and did not take the run request"
         await self._record_failed_dispatch(untaken, reason)
+
+    async def _wait_longer(self, key: str, untaken: Untaken) -> None:
+        """Look again later; a `forbid` job stays busy meanwhile (its request may wait for a free slot)."""
+        self._untaken[key] = msgspec.structs.replace(untaken, deadline=time.monotonic() + DISPATCH_TIMEOUT)
+        job = untaken.request.job
+        if job.concurrency in LOCKED:
+            await self.locks.renew(job_key(job.name), job.name, untaken.request.execution.group)
 
     def _can_take(self, job: JobSpec, target: str) -> bool:
         if not is_lane(target):

@@ -19,6 +19,7 @@ import anyio
 from anyio.abc import TaskStatus
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.errors import NotFoundError
 
 from dkron_nats.kv.buckets import RUNS_STREAM
 from dkron_nats.kv.typed import TRANSIENT
@@ -46,6 +47,8 @@ class RunConsumers:
         self._made: dict[str, tuple[dict[str, str], object]] = {}
         """Node -> the tags its consumer was made for, and the node's start time then."""
         self._changed = anyio.Event()
+        self._removed: set[str] = set()
+        """Gone nodes whose consumer this server has removed (made again when they come back)."""
 
     def filters(self, member: Member) -> tuple[str, ...]:
         region = member.tags.get("region", self.region)
@@ -77,6 +80,24 @@ class RunConsumers:
                     await self.make(member)
                 except TRANSIENT as exc:
                     logger.warning("could not make the run consumer of %s (retrying): %s", member.name, exc)
+        for member in self.registry.failed():
+            if member.name not in self._removed:
+                await self._remove(member.name)
+
+    async def _remove(self, node: str) -> None:
+        """A node that is gone (no heartbeat for the member TTL) loses its consumer: requests on the tag
+        subjects it matches would otherwise pile up in the stream for it. The leader targets only alive
+        nodes, and one that comes back gets a new consumer before it is a target again."""
+        try:
+            await self.js.delete_consumer(RUNS_STREAM, run_consumer(node))
+        except NotFoundError:
+            pass
+        except TRANSIENT as exc:
+            logger.warning("could not remove the run consumer of %s (retrying): %s", node, exc)
+            return
+        self._removed.add(node)
+        if self._made.pop(node, None) is not None:
+            logger.info("node %s is gone: its consumer of run requests is removed", node)
 
     async def make(self, member: Member) -> None:
         """Create the node's consumer, or update its filters to the node's tags of now."""
@@ -91,5 +112,6 @@ class RunConsumers:
             inactive_threshold=INACTIVE_THRESHOLD,
         )
         await self.js.add_consumer(RUNS_STREAM, config)
+        self._removed.discard(member.name)
         self._made[member.name] = (member.tags, member.started_at)
         logger.debug("run consumer of %s takes %s", member.name, ", ".join(filters))

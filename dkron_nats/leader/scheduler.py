@@ -25,6 +25,7 @@ from dkron_nats.errors import LeadershipLostError
 from dkron_nats.kv.cache import KVCache
 from dkron_nats.kv.executions import execution_id
 from dkron_nats.kv.locks import LOCKED
+from dkron_nats.kv.typed import TRANSIENT
 from dkron_nats.leader.decisions import DecisionLog
 from dkron_nats.leader.launcher import Launcher, attempt_id
 from dkron_nats.misfire import MisfireRule
@@ -41,6 +42,11 @@ RECENT_LAUNCH_WINDOW = timedelta(minutes=10)
 BLOCKED_RECHECK = timedelta(seconds=1)
 """How often a `forbid` job blocked by its previous launch looks again whether it has ended."""
 MISSED_RECORD_LIMIT = 100
+MAX_WAITING_RUNS = 1024
+"""Run requests waiting in DKRON_RUNS for their agents beyond which nothing more is decided: an overloaded
+cluster's due slots stay in the timer heap and the misfire policy settles them, instead of a queue (and
+lateness) that grows without bound."""
+RUN_QUEUE_POLL = 0.1
 """Missed slots recorded one by one per catch-up; earlier ones are summarised in one record."""
 
 
@@ -84,6 +90,8 @@ class Scheduler:
         self._limiter = anyio.CapacityLimiter(settings.max_parallel)
         """Resolutions and takeover conclusions under way. A due job leaves the heap only with a token, so
         an overloaded leader keeps its backlog in the heap (one entry per job), not as one task per job."""
+        self._queue_full = False
+        """MAX_WAITING_RUNS run requests wait for agents: decide nothing until they drop."""
 
     # -- planning ---------------------------------------------------------------------------
 
@@ -154,6 +162,8 @@ class Scheduler:
         try:
             # Resolutions run concurrently (bounded by the limiter): a slow dispatch must not make the
             # next due job late. A job's next slot is queued only once its current one is resolved.
+            with anyio.move_on_after(1):  # not longer: right after a NATS node loss, due slots come first
+                await self._look_at_run_queue()
             async with anyio.create_task_group() as resolving:
                 await resolving.start(self.log.run)
                 task_status.started()
@@ -161,6 +171,7 @@ class Scheduler:
                 # to elect its leader, and the slots falling due now must not wait for that. Conclusions
                 # touch only the old cursors' slots, which the loop below never decides again.
                 resolving.start_soon(self._conclude_interrupted_launches, interrupted)
+                resolving.start_soon(self._follow_run_queue)
                 while True:
                     if self.paused():  # due slots wait; on resume the misfire policy decides
                         await self._sleep_until_next(paused=True)
@@ -213,8 +224,25 @@ class Scheduler:
             await self.launcher.dispatch(spec, cursor.group, from_ns(cursor.slot_ns), missing)
 
     def _room(self) -> int:
-        """Free tokens not promised to a waiting conclusion."""
-        return 0 if self._limiter.statistics().tasks_waiting else int(self._limiter.available_tokens)
+        """Free tokens not promised to a waiting conclusion; none while the agents' queue is full."""
+        if self._queue_full or self._limiter.statistics().tasks_waiting:
+            return 0
+        return int(self._limiter.available_tokens)
+
+    async def _follow_run_queue(self) -> None:
+        """Hold decisions back while MAX_WAITING_RUNS run requests wait for agents; go on when they drop."""
+        while True:
+            await anyio.sleep(RUN_QUEUE_POLL)
+            await self._look_at_run_queue()
+
+    async def _look_at_run_queue(self) -> None:
+        try:
+            waiting = await self.launcher.runs_waiting()
+        except TRANSIENT:
+            return
+        was_full, self._queue_full = self._queue_full, waiting >= MAX_WAITING_RUNS
+        if was_full and not self._queue_full:
+            self._wake.set()
 
     def _admit_due(self, resolving: TaskGroup) -> None:
         """Start resolving the earliest due jobs, as many as there is room for."""
