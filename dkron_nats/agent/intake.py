@@ -53,7 +53,8 @@ class RunPuller:
         """Reply subject of each pull request not known to have ended -> (its expiry, its batch)."""
         self.credit = 0
         """Requests asked for and not delivered yet."""
-        self._consumer_gone = False
+        self._trouble = False
+        """A pull was refused (not simply expired): pause and look for the consumer before the next."""
         self._connection = nc.stats["reconnects"]
 
     async def wait_for_consumer(self) -> None:
@@ -102,8 +103,11 @@ class RunPuller:
                 async for msg in sub.messages:
                     if self._delivered(msg):
                         await deliver(msg)
-                    elif self._consumer_gone:
-                        self._consumer_gone = False
+                    elif self._trouble:
+                        # Not an expiry: the consumer is gone (409, or 503 when no consumer answers) or
+                        # refuses. Never ask again at once: an answer that comes at once makes a storm.
+                        self._trouble = False
+                        await anyio.sleep(CONSUMER_POLL)
                         await self.wait_for_consumer()
                     await self.top_up()
         finally:
@@ -127,9 +131,7 @@ class RunPuller:
         if pull is not None:
             undelivered = int(headers.get("Nats-Pending-Messages", pull[1]))
             self.credit = max(0, self.credit - undelivered)
-        description = headers.get("Description", "")
-        if status == "409" and "deleted" in description.lower():
-            self._consumer_gone = True
-        if status not in ("408", "404"):
-            logger.warning("pulling run requests: %s %s", status, description)
+        if status != "408":
+            self._trouble = True
+            logger.warning("pulling run requests: %s %s", status, headers.get("Description", ""))
         return False

@@ -187,3 +187,58 @@ async def test_an_agent_takes_many_more_requests_than_one_pull_asks_for_without_
 
 async def _all_in(finished: set[str], count: int) -> bool:
     return len(finished) >= count
+
+
+async def test_an_agent_whose_consumer_is_gone_waits_for_it_without_a_storm_of_pulls(
+    cluster: Solo, tmp_path: Path
+) -> None:
+    """The leader removes the consumer of a node it takes for gone (a restart, a pause past the member TTL)
+    while the node is in fact alive. A pull sent then is answered at once (503: no responders); pulling again
+    at once made a storm that starved the agent's own process and the NATS server (a restarted leader missed
+    its lease renewals). It must wait for its consumer, then take what it is sent."""
+    await cluster.make_run_consumer(NODE)
+    js = cluster.nc.jetstream()
+    agent = Agent(
+        cluster.nc,
+        js,
+        NODE,
+        ExecutionStore(cluster.buckets.executions, js),
+        PluginRegistry({"shell": ShellExecutor()}),
+        shutdown_grace=5,
+        lease_kv=cluster.buckets.leader,
+        max_concurrent_executions=1,
+    )
+    finished: list[Execution] = []
+
+    async def on_result(msg: Msg) -> None:
+        finished.append(decode(msg.data, ExecutionResult).execution)
+
+    go = tmp_path / "go"
+    results = await cluster.nc.subscribe(result_subject(NODE), cb=on_result)
+    try:
+        async with anyio.create_task_group() as tg:
+            await tg.start(agent.run)
+            holding = _request(cluster, f"sh -c 'while [ ! -f {go} ]; do sleep 0.05; done'")
+            await cluster.send_run(holding)
+            await wait_for_async(lambda: _running(agent), what="the slot taken")
+            # No pull is out (no room); the consumer goes; the slot frees, and the agent pulls again.
+            await js.delete_consumer(RUNS_STREAM, run_consumer(NODE))
+            before = cluster.nc.stats["out_msgs"]
+            go.touch()
+            await anyio.sleep(3)
+            sent = cluster.nc.stats["out_msgs"] - before
+            await cluster.make_run_consumer(NODE)
+            request = _request(cluster, "echo back")
+            await cluster.send_run(request)
+            await wait_for_async(
+                lambda: _have(finished, request.execution.id), what="a run on the new consumer"
+            )
+            agent.stop()
+    finally:
+        go.touch()
+    await results.unsubscribe()
+    assert sent < 100, f"{sent} messages in 3 s while the consumer was gone: a storm of pulls"
+
+
+async def _running(agent: Agent) -> bool:
+    return bool(agent.running_keys())
