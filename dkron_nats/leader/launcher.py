@@ -20,6 +20,7 @@ from datetime import datetime
 import anyio
 import msgspec
 from nats.aio.client import Client
+from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 from opentelemetry.trace import SpanKind
 
@@ -300,8 +301,12 @@ class Launcher:
             due = [key for key, untaken in self._untaken.items() if untaken.deadline <= now]
             for key in due:
                 untaken = self._untaken.get(key)
-                if untaken is not None:
+                if untaken is None:
+                    continue
+                try:
                     await self._check_untaken(key, untaken)
+                except NatsError as exc:  # looked at again in the next round
+                    logger.warning("could not check the run request %s: %s", key, exc)
 
     async def _check_untaken(self, key: str, untaken: Untaken) -> None:
         job = untaken.request.job

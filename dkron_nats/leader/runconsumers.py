@@ -17,12 +17,12 @@ import logging
 
 import anyio
 from anyio.abc import TaskStatus
+from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
 from dkron_nats.kv.buckets import RUNS_STREAM
-from dkron_nats.kv.typed import TRANSIENT
 from dkron_nats.members import Registry
 from dkron_nats.models import Member
 from dkron_nats.subjects import agent_run_filters, run_consumer
@@ -78,7 +78,7 @@ class RunConsumers:
             if not self.ready(member):
                 try:
                     await self.make(member)
-                except TRANSIENT as exc:
+                except NatsError as exc:
                     logger.warning("could not make the run consumer of %s (retrying): %s", member.name, exc)
         for member in self.registry.failed():
             if member.name not in self._removed:
@@ -92,7 +92,7 @@ class RunConsumers:
             await self.js.delete_consumer(RUNS_STREAM, run_consumer(node))
         except NotFoundError:
             pass
-        except TRANSIENT as exc:
+        except NatsError as exc:
             logger.warning("could not remove the run consumer of %s (retrying): %s", node, exc)
             return
         self._removed.add(node)

@@ -19,13 +19,13 @@ from datetime import datetime, timedelta
 import anyio
 import msgspec
 from anyio.abc import TaskGroup, TaskStatus
+from nats.errors import Error as NatsError
 
 from dkron_nats.durations import parse_duration
 from dkron_nats.errors import LeadershipLostError
 from dkron_nats.kv.cache import KVCache
 from dkron_nats.kv.executions import execution_id
 from dkron_nats.kv.locks import LOCKED
-from dkron_nats.kv.typed import TRANSIENT
 from dkron_nats.leader.decisions import DecisionLog
 from dkron_nats.leader.launcher import Launcher, attempt_id
 from dkron_nats.misfire import MisfireRule
@@ -238,7 +238,8 @@ class Scheduler:
     async def _look_at_run_queue(self) -> None:
         try:
             waiting = await self.launcher.runs_waiting()
-        except TRANSIENT:
+        except NatsError as exc:  # unavailable, or no stream (not our NATS): look again later
+            logger.debug("could not read the run queue: %s", exc)
             return
         was_full, self._queue_full = self._queue_full, waiting >= MAX_WAITING_RUNS
         if was_full and not self._queue_full:

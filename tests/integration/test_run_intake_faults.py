@@ -12,7 +12,7 @@ from nats.errors import ConnectionClosedError
 from nats.js import JetStreamContext
 from nats.js.api import ConsumerInfo
 
-from dkron_nats.agent.executor import ExecutionContext, ExecutorResult, OutputSink
+from dkron_nats.agent.executor import ExecutionContext, Executor, ExecutorResult, OutputSink
 from dkron_nats.agent.registry import PluginRegistry
 from dkron_nats.agent.runner import Agent
 from dkron_nats.agent.shell import ShellExecutor
@@ -41,6 +41,20 @@ async def cluster(tmp_path: Path) -> AsyncIterator[Solo]:
         yield solo
 
 
+def _agent(cluster: Solo, executor: Executor, max_concurrent_executions: int = 0) -> Agent:
+    js = cluster.nc.jetstream()
+    return Agent(
+        cluster.nc,
+        js,
+        NODE,
+        ExecutionStore(cluster.buckets.executions, js),
+        PluginRegistry({executor.name: executor}),
+        shutdown_grace=5,
+        lease_kv=cluster.buckets.leader,
+        max_concurrent_executions=max_concurrent_executions,
+    )
+
+
 def _request(cluster: Solo, command: str) -> RunRequest:
     """A run request of the current leader for NODE."""
     group = to_ns(utcnow())
@@ -61,15 +75,7 @@ async def test_a_claimed_run_whose_request_cannot_be_acknowledged_runs_once_and_
     monkeypatch.setattr(runconsumers, "ACK_WAIT", 1.0)
     await cluster.make_run_consumer(NODE)
     js = cluster.nc.jetstream()
-    agent = Agent(
-        cluster.nc,
-        js,
-        NODE,
-        ExecutionStore(cluster.buckets.executions, js),
-        PluginRegistry({"shell": ShellExecutor()}),
-        shutdown_grace=5,
-        lease_kv=cluster.buckets.leader,
-    )
+    agent = _agent(cluster, ShellExecutor())
     finished: list[Execution] = []
 
     async def on_result(msg: Msg) -> None:
@@ -143,16 +149,7 @@ async def test_an_agent_takes_many_more_requests_than_one_pull_asks_for_without_
     credit of a pull by the subject of what it delivered, which is the request's stream subject, so after the
     first 256 it waited about ten seconds per batch.)"""
     await cluster.make_run_consumer(NODE)
-    js = cluster.nc.jetstream()
-    agent = Agent(
-        cluster.nc,
-        js,
-        NODE,
-        ExecutionStore(cluster.buckets.executions, js),
-        PluginRegistry({"instant": Instant()}),
-        shutdown_grace=5,
-        lease_kv=cluster.buckets.leader,
-    )
+    agent = _agent(cluster, Instant())
     finished: set[str] = set()
 
     async def on_result(msg: Msg) -> None:
@@ -198,16 +195,7 @@ async def test_an_agent_whose_consumer_is_gone_waits_for_it_without_a_storm_of_p
     its lease renewals). It must wait for its consumer, then take what it is sent."""
     await cluster.make_run_consumer(NODE)
     js = cluster.nc.jetstream()
-    agent = Agent(
-        cluster.nc,
-        js,
-        NODE,
-        ExecutionStore(cluster.buckets.executions, js),
-        PluginRegistry({"shell": ShellExecutor()}),
-        shutdown_grace=5,
-        lease_kv=cluster.buckets.leader,
-        max_concurrent_executions=1,
-    )
+    agent = _agent(cluster, ShellExecutor(), max_concurrent_executions=1)
     finished: list[Execution] = []
 
     async def on_result(msg: Msg) -> None:

@@ -184,7 +184,7 @@ async def test_a_lost_server_fails_pending_publishes_at_once(server: Server, kv:
         async with anyio.create_task_group() as tg:
             publisher = JsPublisher(nc, ack_timeout=60)
             await tg.start(publisher.run)
-            os.kill(server.proc.pid, signal.SIGSTOP)  # nothing is acked from now on
+            await _stopped(server.proc.pid)  # nothing is acked from now on
 
             async def publish(i: int) -> None:
                 try:
@@ -210,7 +210,7 @@ async def test_an_unanswered_publish_times_out(server: Server, nc: Client, kv: K
     async with anyio.create_task_group() as tg:
         publisher = JsPublisher(nc, ack_timeout=0.5)
         await tg.start(publisher.run)
-        os.kill(server.proc.pid, signal.SIGSTOP)
+        await _stopped(server.proc.pid)
         try:
             with anyio.fail_after(10), pytest.raises(TRANSIENT):
                 await publisher.publish(f"$KV.{BUCKET}.k", b"x")
@@ -294,4 +294,14 @@ class AckDropper:
 async def _until(condition: Callable[[], bool], deadline: float = 10) -> None:
     with anyio.fail_after(deadline):
         while not condition():
+            await anyio.sleep(0.01)
+
+
+async def _stopped(pid: int) -> None:
+    """SIGSTOP the server and wait until it is stopped: on a loaded machine the signal takes effect later,
+    and a publish sent meanwhile was still acknowledged."""
+    os.kill(pid, signal.SIGSTOP)
+    stat = anyio.Path(f"/proc/{pid}/stat")
+    with anyio.fail_after(10):
+        while (await stat.read_text()).rsplit(")", 1)[1].split()[0] != "T":
             await anyio.sleep(0.01)
