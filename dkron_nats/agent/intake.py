@@ -4,10 +4,11 @@ Pull requests are sent by hand, each with a reply subject of its own under one i
 than with nats-py's `fetch()`, which makes a task, an inbox and a timeout per message. The credit (messages
 asked for and not yet delivered) goes down by one per delivered request (delivered requests carry their
 stream subject, so they cannot be told apart by pull), and a status message on a pull's reply subject (408:
-expired) gives back what that pull did not deliver (`Nats-Pending-Messages`). A pull whose end never came
-was filled (a full pull has no status), unless the connection dropped: then every pull is gone. So the
-agent never asks for more than `room()`: with execution slots, the requests it has no slot for stay in the
-stream, where any other matching agent can take them.
+expired) gives back what that pull did not deliver (`Nats-Pending-Messages`). A pull can also end with no
+word at all: filled (a full pull has no status), or lost with the NATS server that held it. Either way it is
+over once it has expired, so the credit is never more than what the pulls not yet expired asked for. So the
+agent never asks for more than `room()`, and never waits for a pull that will not come: with execution
+slots, the requests it has no slot for stay in the stream, where any other matching agent can take them.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ logger = logging.getLogger(__name__)
 
 PULL_EXPIRES = 5.0
 LOST_AFTER = 2.0
-"""A pull with no end this long after its expiry was filled: it is forgotten."""
+"""A pull with no end this long after its expiry is over (filled, or lost with its server): forgotten."""
 CONSUMER_POLL = 0.2
 """How often an agent looks for its consumer until a server has made it."""
 TOP_UP_INTERVAL = 0.5
@@ -53,6 +54,8 @@ class RunPuller:
         """Reply subject of each pull request not known to have ended -> (its expiry, its batch)."""
         self.credit = 0
         """Requests asked for and not delivered yet."""
+        self._asked = 0
+        """What the pulls in `_open` asked for together: the most they can still deliver."""
         self._trouble = False
         """A pull was refused (not simply expired): pause and look for the consumer before the next."""
         self._connection = nc.stats["reconnects"]
@@ -79,17 +82,18 @@ class RunPuller:
             # The pulls of the connection before are gone with it (the server ends them at their expiry).
             self._connection = self.nc.stats["reconnects"]
             self._open.clear()
-            self.credit = 0
-        # Oldest first (they expire in the order they were sent): no end came while connected, so it was
-        # filled (a full pull has no status).
+            self.credit = self._asked = 0
+        # Oldest first (they expire in the order they were sent): filled, or lost with its server.
         while self._open and now > next(iter(self._open.values()))[0] + LOST_AFTER:
-            del self._open[next(iter(self._open))]
+            self._asked -= self._open.pop(next(iter(self._open)))[1]
+        self.credit = min(self.credit, self._asked)  # only pulls not yet expired can still deliver
         want = self.room() - self.credit
         if want <= 0 or (want < MIN_BATCH and self.credit >= MIN_BATCH):  # enough asked for: batch up
             return
         reply = f"{self._prefix}.{next(self._ids)}"
         self._open[reply] = (now + PULL_EXPIRES, want)
         self.credit += want
+        self._asked += want
         body = b'{"batch":%d,"expires":%d}' % (want, int(PULL_EXPIRES * 1e9))
         await self.nc.publish(self._next_subject, body, reply=reply)
 
@@ -129,6 +133,7 @@ class RunPuller:
             return True
         pull = self._open.pop(msg.subject, None)
         if pull is not None:
+            self._asked -= pull[1]
             undelivered = int(headers.get("Nats-Pending-Messages", pull[1]))
             self.credit = max(0, self.credit - undelivered)
         if status != "408":
