@@ -59,8 +59,12 @@ def test_a_store_of_an_earlier_release_keeps_every_job_record_counter_token_and_
         problems: list[str] = []
         for name, job in expected["jobs"].items():
             problems += _kept(job, node.get(f"/v1/jobs/{name}", headers=admin).json(), f"job {name}")
-            runs = node.get(f"/v1/jobs/{name}/executions", headers=admin).json()
-            problems += _kept(expected["executions"][name], runs, f"executions of {name}")
+            # Every stored record is still there, unchanged; slots that fell due since the store was written
+            # add records of their own (a nightly job's missed slot), which are not the store's to check.
+            runs = {run["id"]: run for run in node.get(f"/v1/jobs/{name}/executions", headers=admin).json()}
+            for run in expected["executions"][name]:
+                where = f"execution {run['id']} of {name}"
+                problems += _kept(run, runs[run["id"]], where) if run["id"] in runs else [f"{where}: gone"]
         problems += _kept(expected["tokens"], node.get("/v1/tokens", headers=admin).json(), "tokens")
         audit = node.get("/v1/audit", headers=admin).json()
         problems += _kept(expected["audit"], audit[: len(expected["audit"])], "audit")
