@@ -197,7 +197,13 @@ async def counted_executions(client: httpx.AsyncClient, jobs: int) -> int:
 
 
 async def measure(
-    executor: str, rates: list[int], window: float, warmup: float, workdir: Path, layout: str
+    executor: str,
+    rates: list[int],
+    window: float,
+    warmup: float,
+    workdir: Path,
+    layout: str,
+    overload: float = 0.0,
 ) -> dict[str, Any]:
     node = Node(workdir / f"data-{executor}-{layout}", extra=[*SERVER_FLAGS])
     agent: Node | None = None
@@ -218,7 +224,8 @@ async def measure(
         await nc.subscribe(
             "dkron.events.execution.>", cb=_sync(ledger.on_event), pending_msgs_limit=1_000_000
         )
-        steps = []
+        steps: list[dict[str, Any]] = []
+        overloaded: dict[str, Any] = {}
         nats_pid = embedded_nats_pid(node) or 0
         async with (
             httpx.AsyncClient(base_url=node.url, timeout=60) as client,
@@ -231,9 +238,11 @@ async def measure(
                 jobs = rate
                 await asyncio.sleep(warmup)  # the new jobs' first fires settle before measuring
                 before = await costs(scraped, nats_pid)
+                counted = await counted_executions(client, jobs)
                 start = time.monotonic()
                 await asyncio.sleep(window)
                 step = {"offered_per_s": rate, **ledger.window(start, time.monotonic())}
+                step["counted_per_s"] = round((await counted_executions(client, jobs) - counted) / window, 1)
                 step.update(cost_per_execution(before, await costs(scraped, nats_pid), step["count"]))
                 step["server_rss_mb"] = round(rss_mb(node.proc.pid if node.proc else 0))
                 if agent is not None:
@@ -245,6 +254,25 @@ async def measure(
                 steps.append(step)
                 if not step["sustained"] and step["executions_per_s"] < 0.8 * rate:
                     break  # far past the knee: higher steps only measure the backlog
+            if overload and steps:
+                overloaded = await measure_overload(
+                    client,
+                    ledger,
+                    steps,
+                    jobs,
+                    overload,
+                    window,
+                    warmup,
+                    executor,
+                    tags,
+                    node,
+                    scraped,
+                    nats_pid,
+                )
+                jobs = overloaded["jobs"]
+                print(
+                    json.dumps({"executor": executor, "layout": layout, "overload": overloaded}), flush=True
+                )
             # Audit: stop scheduling, let every launch finish, then compare events with the counters.
             await client.post("/v1/pause", params={"scheduling": "true"})
             await settled(ledger)
@@ -259,7 +287,49 @@ async def measure(
     audit["finished_events"] = len(ledger.finished_at)
     audit["failed"] = ledger.failed
     best = max((s["executions_per_s"] for s in steps if s["sustained"]), default=0.0)
-    return {"executor": executor, "layout": layout, "sustained_per_s": best, "steps": steps, "audit": audit}
+    found = {"executor": executor, "layout": layout, "sustained_per_s": best, "steps": steps, "audit": audit}
+    return {**found, "overload": overloaded} if overload and steps else found
+
+
+async def measure_overload(
+    client: httpx.AsyncClient,
+    ledger: Ledger,
+    steps: list[dict[str, Any]],
+    jobs: int,
+    factor: float,
+    window: float,
+    warmup: float,
+    executor: str,
+    tags: dict[str, str],
+    node: Node,
+    scraped: dict[str, httpx.AsyncClient],
+    nats_pid: int,
+) -> dict[str, Any]:
+    """Offer `factor` times the capacity (the most any step achieved) and measure what is achieved, the
+    slots recorded missed, and the server's memory at the start and the end of a window twice as long."""
+    capacity = max(s["executions_per_s"] for s in steps)
+    offered = max(jobs, round(capacity * factor))
+    await add_jobs(client, jobs, offered - jobs, executor, tags)
+    await asyncio.sleep(warmup)
+    rss_start = rss_mb(node.proc.pid if node.proc else 0)
+    before = await costs(scraped, nats_pid)
+    start = time.monotonic()
+    await asyncio.sleep(2 * window)
+    found = ledger.window(start, time.monotonic())
+    spent = cost_per_execution(before, await costs(scraped, nats_pid), found["count"])
+    return {
+        "jobs": offered,
+        "capacity_per_s": capacity,
+        "offered_per_s": offered,
+        "achieved_per_s": found["executions_per_s"],
+        "achieved_vs_capacity": round(found["executions_per_s"] / capacity, 3) if capacity else None,
+        "missed_per_s": round(found["missed"] / (2 * window), 1),
+        "p50_ms": found.get("p50_ms"),
+        "p99_ms": found.get("p99_ms"),
+        "server_rss_mb_start": round(rss_start),
+        "server_rss_mb_end": round(rss_mb(node.proc.pid if node.proc else 0)),
+        **spent,
+    }
 
 
 def against_ceiling(result: dict[str, Any], ceiling: dict[str, Any]) -> dict[str, Any]:
@@ -312,6 +382,12 @@ async def main(argv: list[str]) -> dict[str, Any]:
     parser.add_argument("--window", type=float, default=20.0)
     parser.add_argument("--warmup", type=float, default=5.0)
     parser.add_argument(
+        "--overload",
+        type=float,
+        default=2.0,
+        help="after the steps, offer this many times the capacity reached (0: not)",
+    )
+    parser.add_argument(
         "--quick", action="store_true", help="noop in one process, 250 and 500/s, 8 s windows"
     )
     parser.add_argument(
@@ -329,7 +405,9 @@ async def main(argv: list[str]) -> dict[str, Any]:
         results = []
         for config in args.configs:
             executor, layout = config.split(":")
-            measured = await measure(executor, args.rates, args.window, args.warmup, Path(tmp), layout)
+            measured = await measure(
+                executor, args.rates, args.window, args.warmup, Path(tmp), layout, args.overload
+            )
             results.append(against_ceiling(measured, ceiling))
     out = {
         "machine": machine(),
