@@ -36,6 +36,8 @@ RUNS_STREAM = "DKRON_RUNS"
 """Run requests (`dkron.run.>`), kept until every agent consumer they match has acknowledged them."""
 RUNS_MAX_AGE = 3600.0
 RESULTS_STREAM = "DKRON_RESULTS"
+RESULTS_CONSUMER = "dkron-leader"
+"""The leader's durable consumer of DKRON_RESULTS (whichever server leads takes it over)."""
 RESULTS_SUBJECTS = "dkron.result.>"
 TRIGGERS_STREAM = "DKRON_TRIGGERS"
 STORED_TRIGGERS = "dkron.triggered.>"

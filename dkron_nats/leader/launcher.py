@@ -22,10 +22,11 @@ import msgspec
 from nats.aio.client import Client
 from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
+from nats.js.errors import NotFoundError
 from opentelemetry.trace import SpanKind
 
 from dkron_nats.errors import LeadershipLostError
-from dkron_nats.kv.buckets import RUNS_STREAM
+from dkron_nats.kv.buckets import RESULTS_CONSUMER, RESULTS_STREAM, RUNS_STREAM
 from dkron_nats.kv.executions import ExecutionStore, execution_id, is_lane
 from dkron_nats.kv.locks import LOCKED, JobLocks
 from dkron_nats.kv.publisher import MSG_ID, publish_call
@@ -288,8 +289,14 @@ class Launcher:
             DISPATCH_SECONDS.observe(time.monotonic() - sent)
 
     async def runs_waiting(self) -> int:
-        """Run requests in DKRON_RUNS that not every agent they reach has taken yet."""
-        return int((await self.js.stream_info(RUNS_STREAM)).state.messages)
+        """The launches under way that nothing has finished with: run requests in DKRON_RUNS that not every
+        agent they reach has taken yet, and results in DKRON_RESULTS the leader has not fetched yet."""
+        runs = int((await self.js.stream_info(RUNS_STREAM)).state.messages)
+        try:
+            results = (await self.js.consumer_info(RESULTS_STREAM, RESULTS_CONSUMER)).num_pending or 0
+        except NotFoundError:
+            results = 0  # not made yet (a leader's first instants)
+        return runs + results
 
     async def watch_dispatches(self) -> None:
         """Fail the run requests no agent took and none will: their node (for a lane, every matching node)

@@ -32,7 +32,7 @@ from dkron_nats.durations import parse_duration
 from dkron_nats.errors import LeadershipLostError
 from dkron_nats.failpoints import crash_point
 from dkron_nats.jobs import JobService
-from dkron_nats.kv.buckets import RESULTS_STREAM, RESULTS_SUBJECTS
+from dkron_nats.kv.buckets import RESULTS_CONSUMER, RESULTS_STREAM, RESULTS_SUBJECTS
 from dkron_nats.kv.executions import ExecutionStore, lane_of
 from dkron_nats.kv.locks import LOCKED
 from dkron_nats.kv.typed import TRANSIENT, with_retry
@@ -49,7 +49,7 @@ from dkron_nats.timefmt import later_of, to_ns, utcnow
 from dkron_nats.tracing import extract, tracer
 
 logger = logging.getLogger(__name__)
-DURABLE = "dkron-leader"
+DURABLE = RESULTS_CONSUMER
 FETCH_BATCH = 64
 MAX_IN_FLIGHT = 256
 """Results being applied at once (different jobs'); fetching waits while this many are."""

@@ -43,9 +43,9 @@ BLOCKED_RECHECK = timedelta(seconds=1)
 """How often a `forbid` job blocked by its previous launch looks again whether it has ended."""
 MISSED_RECORD_LIMIT = 100
 MAX_WAITING_RUNS = 1024
-"""Run requests waiting in DKRON_RUNS for their agents beyond which nothing more is decided: an overloaded
-cluster's due slots stay in the timer heap and the misfire policy settles them, instead of a queue (and
-lateness) that grows without bound."""
+"""Launches under way beyond which nothing more is decided (run requests waiting in DKRON_RUNS for their
+agents, results waiting in DKRON_RESULTS for the leader): an overloaded cluster's due slots stay in the timer
+heap and the misfire policy settles them, instead of a queue (and lateness) that grows without bound."""
 RUN_QUEUE_POLL = 0.1
 """Missed slots recorded one by one per catch-up; earlier ones are summarised in one record."""
 
@@ -91,7 +91,7 @@ class Scheduler:
         """Resolutions and takeover conclusions under way. A due job leaves the heap only with a token, so
         an overloaded leader keeps its backlog in the heap (one entry per job), not as one task per job."""
         self._queue_full = False
-        """MAX_WAITING_RUNS run requests wait for agents: decide nothing until they drop."""
+        """MAX_WAITING_RUNS launches are under way: decide nothing until they drop."""
 
     # -- planning ---------------------------------------------------------------------------
 
@@ -230,7 +230,7 @@ class Scheduler:
         return int(self._limiter.available_tokens)
 
     async def _follow_run_queue(self) -> None:
-        """Hold decisions back while MAX_WAITING_RUNS run requests wait for agents; go on when they drop."""
+        """Hold decisions back while MAX_WAITING_RUNS launches are under way; go on when they drop."""
         while True:
             await anyio.sleep(RUN_QUEUE_POLL)
             await self._look_at_run_queue()

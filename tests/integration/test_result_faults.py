@@ -47,7 +47,7 @@ from dkron_nats.models import (
 )
 from dkron_nats.names import job_key
 from dkron_nats.natsserver import EmbeddedNats
-from dkron_nats.subjects import RUNS_SUBJECTS, result_subject
+from dkron_nats.subjects import RUNS_SUBJECTS, result_subject, run_subject
 from dkron_nats.timefmt import to_ns, utcnow
 from tests.harness import free_port
 from tests.httpserver import HttpTestServer, serving
@@ -288,3 +288,28 @@ async def test_a_result_applied_again_by_a_leader_whose_cache_lags_is_counted_an
 async def _hooks_for(receiver: HttpTestServer, ex: Execution) -> int:
     body = f"{ex.job_name} {ex.group}".encode()
     return sum(1 for seen in receiver.requests if seen.body == body)
+
+
+async def test_results_not_yet_applied_count_as_launches_under_way(cluster: Cluster) -> None:
+    """The scheduler holds its decisions back on the launches under way (scheduler.MAX_WAITING_RUNS): run
+    requests no agent has taken, and results the leader has not fetched. Counting only the first let an
+    overloaded node take on more and more, its results piling up unapplied (counted executions fell to half
+    the rate offered, with no slot recorded missed)."""
+    leader = await _server(cluster, "server-1")
+    await _take_lease(cluster, leader)
+    launcher = leader.results.launcher
+    assert await launcher.runs_waiting() == 0  # no results consumer yet: nothing to count there
+    async with _leading(leader):
+        pass  # the result processor made its durable consumer, then stopped: results now wait
+    await _save(cluster, JobSpec(name="nightly", schedule="@every 1h", executor="noop"))
+    for group in range(1, 6):
+        await _agent_reports(cluster, _ended("nightly", group, True))
+    for node in AGENTS:
+        await cluster.js.publish(run_subject(node), b"a run request")
+    assert await launcher.runs_waiting() == 5 + 2
+    async with _leading(leader):
+
+        async def only_the_runs_left() -> bool:
+            return await launcher.runs_waiting() == 2
+
+        await wait_for_async(only_the_runs_left, what="the results to be applied")
