@@ -6,6 +6,7 @@ rendered from these in `dkron_nats/http/render.py`, so storage can evolve withou
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -95,6 +96,27 @@ class JobSpec(msgspec.Struct, kw_only=True, omit_defaults=True):
     anchor: datetime | None = None
     """When the schedule (or the enabled state) last changed: `@every` counts from here, and no slot
     before it is ever due."""
+
+    def wanted_tags(self) -> tuple[dict[str, str], int | None]:
+        """Dkron's target-node spec: `{"role": "web:2"}` -> the tag values a node must have, and the lowest
+        count (None = every matching node)."""
+        wanted: dict[str, str] = {}
+        count: int | None = None
+        for key, raw in (self.tags or {}).items():
+            value, sep, n = raw.partition(":")
+            wanted[key] = value
+            if sep:
+                count = int(n) if count is None else min(count, int(n))
+        return wanted, count
+
+    def runs_on(self, node_tags: Mapping[str, str]) -> bool:
+        """Whether a node with these tags is one this job may run on."""
+        return has_tags(node_tags, self.wanted_tags()[0])
+
+
+def has_tags(node_tags: Mapping[str, str], wanted: Mapping[str, str]) -> bool:
+    """Whether a node has every tag value a job wants (the one matching rule of leader and agents)."""
+    return all(node_tags.get(key) == value for key, value in wanted.items())
 
 
 class JobState(msgspec.Struct, kw_only=True, omit_defaults=True):

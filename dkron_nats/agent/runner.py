@@ -440,7 +440,7 @@ class Agent:
             if self.node not in request.targets:
                 return None  # on a tag subject this node matches, but the leader chose other nodes
             return await self._claim_id(ex, execution_id(ex.group, self.node), holds_slot)
-        if not self._matches(request.job):
+        if not request.job.runs_on(self.tags()):
             return None  # a consumer of every tag subject (a node with very many tags) sees others' lanes
         if _redelivered(msg) and await self._holds_a_lane(ex, request.targets):
             return None  # this node's previous process claimed a lane of this launch already
@@ -450,10 +450,6 @@ class Agent:
             if (found := await self._claim_id(ex, execution_id(ex.group, lane), holds_slot)) is not None:
                 return found
         return None
-
-    def _matches(self, job: JobSpec) -> bool:
-        tags = self.tags()
-        return all(tags.get(key) == value.partition(":")[0] for key, value in (job.tags or {}).items())
 
     async def _holds_a_lane(self, ex: Execution, lanes: list[str]) -> bool:
         for lane in lanes:

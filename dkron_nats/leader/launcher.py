@@ -35,7 +35,7 @@ from dkron_nats.leader.lease import SIGNATURE_HEADER, Lease
 from dkron_nats.leader.notify import Notifier
 from dkron_nats.leader.outcomes import NotRunRecorder
 from dkron_nats.leader.runconsumers import RunConsumers
-from dkron_nats.leader.targets import matching_nodes, parse_job_tags, select_targets
+from dkron_nats.leader.targets import matching_nodes, select_targets
 from dkron_nats.members import Registry
 from dkron_nats.metrics import DISPATCH_SECONDS
 from dkron_nats.models import (
@@ -249,7 +249,7 @@ class Launcher:
             request = RunRequest(
                 execution=ex, job=job, siblings=siblings or ids, env=env or {}, targets=targets
             )
-            wanted, _ = parse_job_tags(job.tags)
+            wanted, _ = job.wanted_tags()
             await self._publish(
                 tags_subject(self.region, wanted), request, dict(zip(ids, targets, strict=True))
             )
@@ -346,7 +346,7 @@ class Launcher:
     def _can_take(self, job: JobSpec, target: str) -> bool:
         if not is_lane(target):
             return any(m.name == target for m in self.registry.alive())
-        wanted, _ = parse_job_tags(job.tags)
+        wanted, _ = job.wanted_tags()
         return bool(matching_nodes(wanted, self.registry.alive(), self.region))
 
     async def _record_failed_dispatch(self, untaken: Untaken, reason: str) -> None:
