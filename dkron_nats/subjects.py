@@ -26,6 +26,12 @@ def _token(text: str) -> str:
     return text
 
 
+def presence_subject(node: str, incarnation: str) -> str:
+    """Answered by a server's NATS connection while it lives: no responders there means the process (or its
+    connection) is gone, which lets the next leader take over at once (leader/election.py)."""
+    return f"dkron.presence.{_token(node)}.{_token(incarnation)}"
+
+
 RUNS_SUBJECTS = "dkron.run.>"
 """Run requests, stored in the stream DKRON_RUNS until every agent they are for has taken them."""
 

@@ -133,13 +133,24 @@ class Lease:
         held = decode(entry.value, LeaseRecord)
         if held.node != self.node or held.incarnation == self.incarnation:
             return False
+        if not await self._take_over(record, int(entry.revision or 0), sent):
+            return False
+        logger.info("reclaimed the lease held by a previous run of %s", self.node)
+        return True
+
+    async def steal(self, held_at: int, since: datetime) -> bool:
+        """Take the lease from a holder that is gone (its NATS connection is), without waiting for the lease
+        to expire: a compare-and-set over the revision last seen, so a holder that renewed since keeps it.
+        The new term fences the old holder's writes should it come back (election.py)."""
+        return await self._take_over(self._record(since), held_at, time.monotonic())
+
+    async def _take_over(self, record: bytes, held_at: int, sent: float) -> bool:
         try:
-            self.revision = await self.kv.update(LEASE_KEY, record, last=entry.revision)
+            self.revision = await self.kv.update(LEASE_KEY, record, last=held_at)
         except (KeyWrongLastSequenceError, *TRANSIENT):
             return False
         self.term = self.revision
         self._renewed_at = sent
-        logger.info("reclaimed the lease held by a previous run of %s", self.node)
         return True
 
     async def renew(self, since: datetime) -> bool:

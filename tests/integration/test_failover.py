@@ -204,11 +204,13 @@ def test_leader_kill9_takeover_loses_and_duplicates_nothing(nodes: dict[str, Nod
     finally:
         leader.start()
     assert new_leader is not leader
-    # Loose on purpose (a loaded test machine, and a NATS node dies too); the chaos benchmark measures
-    # the distribution against the TTL + 1 s target.
-    assert takeover <= LEASE_TTL + 6.0, f"takeover took {takeover:.1f}s"
+    # Not the lease's TTL: the next server sees the killed one's NATS connection gone and takes over at
+    # once (about a second). Loose on purpose (a loaded test machine, and a NATS node dies too); the chaos
+    # benchmark measures the distribution.
+    assert takeover < LEASE_TTL / 2, f"takeover took {takeover:.1f}s (the lease TTL is {LEASE_TTL:g}s)"
     wait_for(_lists_members(new_leader, 5), timeout=60, what="the killed server to rejoin")
-    wait_for(lambda: finished(new_leader, "tick-kill", len(ledger.read_text().split()) + 2), timeout=30)
+    # A fixed target: "finished" counts missed slots too, which a takeover this fast leaves none of.
+    wait_for(_reaches(ledger, _lines(ledger) + 2), timeout=30, what="two runs after the rejoin")
     _audit(new_leader, "tick-kill", ledger)
 
 
@@ -288,6 +290,36 @@ def test_an_agent_paused_past_its_ttl_is_ruled_lost_and_its_late_result_does_not
     assert (state["success_count"], state["error_count"]) == (0, 1)
     wait_for(_lists_members(server, 5), timeout=30, what="the agent to rejoin")
     server.request("DELETE", "/v1/jobs/paused-agent")
+
+
+def test_a_leader_paused_for_a_second_and_a_half_keeps_the_lease(
+    nodes: dict[str, Node], tmp_path: Path
+) -> None:
+    """A stalled leader (SIGSTOP, a long pause) still answers for its NATS connection: nobody takes its lease
+    over before the TTL, however fast a killed one is replaced."""
+    ledger = tmp_path / "ledger.txt"
+    leader = _leader(nodes)
+    other = _any_other(nodes, leader)
+    other.post("/v1/jobs", json=_ledger_job("tick-stall", ledger))
+    wait_for(lambda: finished(other, "tick-stall", 2), timeout=30, what="two runs")
+    steals = _steals(nodes)
+    assert leader.proc is not None
+    for _ in range(2):
+        leader.proc.send_signal(signal.SIGSTOP)
+        try:
+            time.sleep(1.5)  # the pause is the fault under test, not a wait for something
+        finally:
+            leader.proc.send_signal(signal.SIGCONT)
+        before = _lines(ledger)
+        wait_for(_reaches(ledger, before + 2), timeout=20, what="runs after the pause")
+    assert _steals(nodes) == steals, "a stalled leader's lease was taken over"
+    assert _leader(nodes) is leader
+    assert len(leaders(_servers_of(nodes))) == 1
+    _audit(leader, "tick-stall", ledger)
+
+
+def _steals(nodes: dict[str, Node]) -> int:
+    return sum(s.log_path.read_text().count("took the lease over") for s in _servers_of(nodes))
 
 
 def test_paused_old_leader_dispatches_nothing(nodes: dict[str, Node], tmp_path: Path) -> None:
@@ -515,7 +547,8 @@ def test_forbid_holds_across_servers_and_an_agent_killed_mid_run_frees_the_job(
 
 def test_misfire_policy_after_a_leader_takeover(nodes: dict[str, Node], tmp_path: Path) -> None:
     """The slots that fell due while no server led follow each job's policy, as after downtime (one job
-    per policy, one leader kill for all three)."""
+    per policy, one outage for all three). The outage is a leader stalled past its lease (SIGSTOP): a killed
+    one is replaced within about a second, too soon for slots to fall due meanwhile."""
     ledgers = {policy: tmp_path / f"{policy}.txt" for policy, _, _ in POLICIES}
     names = {policy: f"takeover-{policy.replace('_', '-')}" for policy in ledgers}
     bodies = {policy: _policy_job(names[policy], ledgers[policy], policy) for policy in ledgers}
@@ -525,13 +558,17 @@ def test_misfire_policy_after_a_leader_takeover(nodes: dict[str, Node], tmp_path
         other.post("/v1/jobs", json=body)
     for name in names.values():
         wait_for(_finished_n(other, name, 2), timeout=30, what=f"two runs of {name}")
-    leader.kill()
+    assert leader.proc is not None
+    leader.proc.send_signal(signal.SIGSTOP)
     try:
         seen = {policy: _lines(ledger) for policy, ledger in ledgers.items()}
         for policy, ledger in ledgers.items():
             wait_for(_reaches(ledger, seen[policy] + 4), timeout=60, what=f"{policy} runs after the takeover")
     finally:
-        leader.start()
+        leader.proc.send_signal(signal.SIGCONT)
+    wait_for(
+        lambda: not leader.get("/health").json()["leader"], timeout=15, what="the old leader to step down"
+    )
     for policy, body in bodies.items():
         other.request("PUT", f"/v1/jobs/{names[policy]}", json={**body, "disabled": True})
     for policy, ledger in ledgers.items():

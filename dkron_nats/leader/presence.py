@@ -1,0 +1,76 @@
+"""Presence: whether a server's process is alive, known without waiting for its lease to expire.
+
+Every server answers requests on `dkron.presence.<node>.<incarnation>` from its own NATS connection. When
+that connection is gone (the process was killed, its embedded nats-server with it), NATS answers a request
+there at once with "no responders". A process that is alive but stalled (SIGSTOP, a long pause) keeps its
+subscription, so a request to it only times out, and a timeout never counts: the lease's TTL governs a
+stalled holder. "No responders" PROBES_TO_CONFIRM times in a row, over at least CONFIRM_AFTER seconds,
+confirm that the holder is gone (longer than a live holder's reconnect to another NATS server).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+
+import anyio
+from anyio.abc import TaskStatus
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.errors import Error as NatsError
+from nats.errors import NoRespondersError
+
+from dkron_nats.subjects import presence_subject
+
+PROBE_INTERVAL = 0.25
+"""How often a server asks whether the lease holder is there."""
+PROBE_TIMEOUT = 0.5
+CONFIRM_AFTER = 0.6
+PROBES_TO_CONFIRM = 3
+
+
+class Presence:
+    """This server's own presence: answered while its connection lives."""
+
+    def __init__(self, nc: Client, node: str, incarnation: str) -> None:
+        self.nc = nc
+        self.subject = presence_subject(node, incarnation)
+
+    async def serve(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        sub = await self.nc.subscribe(self.subject, cb=_answer)
+        task_status.started()
+        try:
+            await anyio.sleep_forever()
+        finally:
+            with anyio.move_on_after(2, shield=True), contextlib.suppress(NatsError):
+                await sub.unsubscribe()
+
+
+async def _answer(msg: Msg) -> None:
+    with contextlib.suppress(NatsError):
+        await msg.respond(b"")
+
+
+class Absence:
+    """Another server's presence, asked again and again: whether it is confirmed gone."""
+
+    def __init__(self, nc: Client, node: str, incarnation: str) -> None:
+        self.nc = nc
+        self.subject = presence_subject(node, incarnation)
+        self._missing = 0
+        self._missing_since = 0.0
+
+    async def confirmed(self) -> bool:
+        """Ask once; True once the holder has been missing long enough."""
+        try:
+            await self.nc.request(self.subject, b"", timeout=PROBE_TIMEOUT)
+        except NoRespondersError:
+            now = time.monotonic()
+            if not self._missing:
+                self._missing_since = now
+            self._missing += 1
+            return self._missing >= PROBES_TO_CONFIRM and now - self._missing_since >= CONFIRM_AFTER
+        except (NatsError, TimeoutError):
+            pass  # there but slow, or this server's own connection is down: no verdict either way
+        self._missing = 0
+        return False

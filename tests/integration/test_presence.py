@@ -1,0 +1,87 @@
+"""Presence on a real nats-server: a gone holder is confirmed gone, a stalled or live one never is."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import anyio
+import nats
+import pytest
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+
+from dkron_nats.leader.presence import CONFIRM_AFTER, PROBE_INTERVAL, PROBES_TO_CONFIRM, Absence, Presence
+from dkron_nats.natsserver import EmbeddedNats
+from dkron_nats.subjects import presence_subject
+from tests.harness import free_port
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+async def nc(tmp_path: Path) -> AsyncIterator[Client]:
+    async with EmbeddedNats(tmp_path, f"127.0.0.1:{free_port()}", "solo") as server:
+        client = await nats.connect(server.url)
+        try:
+            yield client
+        finally:
+            await client.close()
+
+
+async def _verdicts(absence: Absence, probes: int) -> list[bool]:
+    found = []
+    for _ in range(probes):
+        found.append(await absence.confirmed())
+        await anyio.sleep(PROBE_INTERVAL)
+    return found
+
+
+async def test_a_holder_whose_connection_is_gone_is_confirmed_gone_after_a_few_probes(nc: Client) -> None:
+    absence = Absence(nc, "s1", "gone")
+    started = time.monotonic()
+    verdicts = await _verdicts(absence, PROBES_TO_CONFIRM + 2)
+    first = verdicts.index(True)
+    assert first >= PROBES_TO_CONFIRM - 1, verdicts
+    assert first <= PROBES_TO_CONFIRM, verdicts  # within a probe of the confirmation window
+    assert time.monotonic() - started >= CONFIRM_AFTER
+
+
+async def test_a_live_holder_is_never_confirmed_gone(nc: Client) -> None:
+    async with anyio.create_task_group() as tg:
+        await tg.start(Presence(nc, "s1", "alive").serve)
+        assert not any(await _verdicts(Absence(nc, "s1", "alive"), 2 * PROBES_TO_CONFIRM))
+        tg.cancel_scope.cancel()
+
+
+async def test_a_stalled_holder_is_never_confirmed_gone(nc: Client) -> None:
+    """Its subscription is there but it answers nothing (SIGSTOP, a long pause): requests time out, and a
+    timeout is no verdict: the lease TTL governs a stalled holder."""
+    never = anyio.Event()
+
+    async def stalled(msg: Msg) -> None:
+        await never.wait()
+
+    sub = await nc.subscribe(presence_subject("s1", "stalled"), cb=stalled)
+    try:
+        assert not any(await _verdicts(Absence(nc, "s1", "stalled"), 2 * PROBES_TO_CONFIRM))
+    finally:
+        never.set()
+        await sub.unsubscribe()
+
+
+async def test_an_answer_between_misses_starts_the_count_again(nc: Client) -> None:
+    """A live holder reconnecting to another NATS server misses a probe or two, then answers again."""
+    absence = Absence(nc, "s1", "flapping")
+    assert not any(await _verdicts(absence, PROBES_TO_CONFIRM - 1))
+    async with anyio.create_task_group() as tg:
+        await tg.start(Presence(nc, "s1", "flapping").serve)
+        assert not await absence.confirmed()
+        tg.cancel_scope.cancel()
+    assert not any(await _verdicts(absence, PROBES_TO_CONFIRM - 1))
