@@ -37,6 +37,11 @@ INACTIVE_THRESHOLD = 3600.0
 """A consumer nobody pulled from for an hour is deleted by NATS (its node is gone); it is made again
 when the node comes back."""
 RETRY_INTERVAL = 1.0
+API_TIMEOUT = 1.0
+"""A consumer request with no answer by then was lost (sent as the JetStream meta leader moved, right after
+a NATS node died): it is sent again rather than waited for (the default wait is 5 s, at every takeover)."""
+FIRST_PASS_LIMIT = 5.0
+FIRST_PASS_RETRY = 0.1
 
 
 class RunConsumers:
@@ -60,10 +65,17 @@ class RunConsumers:
         return self._made.get(member.name) == (member.tags, member.started_at)
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        """Make the consumers of every alive node, then follow the registry: new nodes, new tags."""
+        """Make the consumers of every alive node, then follow the registry: new nodes, new tags.
+
+        Started once every alive node's consumer is made (a node without one is no target), or after
+        FIRST_PASS_LIMIT with those that could be made."""
         unlisten = self.registry.cache.listen(lambda key, member: self._changed.set())
         try:
-            await self._make_missing()
+            with anyio.move_on_after(FIRST_PASS_LIMIT):
+                for _ in range(int(FIRST_PASS_LIMIT / FIRST_PASS_RETRY)):
+                    if await self._make_missing():
+                        break
+                    await anyio.sleep(FIRST_PASS_RETRY)
             task_status.started()
             while True:
                 with anyio.move_on_after(RETRY_INTERVAL):
@@ -73,16 +85,23 @@ class RunConsumers:
         finally:
             unlisten()
 
-    async def _make_missing(self) -> None:
-        for member in self.registry.alive():
-            if not self.ready(member):
-                try:
-                    await self.make(member)
-                except NatsError as exc:
-                    logger.warning("could not make the run consumer of %s (retrying): %s", member.name, exc)
+    async def _make_missing(self) -> bool:
+        """Make the consumers not made yet, all at once (a request lost as a JetStream leader moves costs
+        API_TIMEOUT, not one such wait per node); whether every alive node's is made now."""
+        async with anyio.create_task_group() as tg:
+            for member in self.registry.alive():
+                if not self.ready(member):
+                    tg.start_soon(self._try_to_make, member)
         for member in self.registry.failed():
             if member.name not in self._removed:
                 await self._remove(member.name)
+        return all(self.ready(member) for member in self.registry.alive())
+
+    async def _try_to_make(self, member: Member) -> None:
+        try:
+            await self.make(member)
+        except NatsError as exc:
+            logger.warning("could not make the run consumer of %s (retrying): %s", member.name, exc)
 
     async def _remove(self, node: str) -> None:
         """A node that is gone (no heartbeat for the member TTL) loses its consumer: requests on the tag
@@ -111,7 +130,7 @@ class RunConsumers:
             max_ack_pending=MAX_ACK_PENDING,
             inactive_threshold=INACTIVE_THRESHOLD,
         )
-        await self.js.add_consumer(RUNS_STREAM, config)
+        await self.js.add_consumer(RUNS_STREAM, config, timeout=API_TIMEOUT)
         self._removed.discard(member.name)
         self._made[member.name] = (member.tags, member.started_at)
         logger.debug("run consumer of %s takes %s", member.name, ", ".join(filters))

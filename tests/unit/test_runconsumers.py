@@ -1,0 +1,78 @@
+"""A new leader makes every agent's run consumer before scheduling: a request lost as a JetStream leader
+moves (right after a NATS node died with the old leader) must cost about a second, not five per node."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, cast
+
+import anyio
+import pytest
+from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js.api import ConsumerConfig
+
+from dkron_nats.leader.runconsumers import RunConsumers
+from dkron_nats.models import Member
+from dkron_nats.timefmt import utcnow
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+class LosesFirstRequests:
+    """JetStream whose first request for each of `lost` gets no answer (it waits out its timeout)."""
+
+    def __init__(self, lost: set[str]) -> None:
+        self.lost = set(lost)
+        self.made: list[str] = []
+
+    async def add_consumer(
+        self,
+        stream: str,
+        config: ConsumerConfig,
+        timeout: float = 5.0,  # noqa: ASYNC109  (nats-py's)
+    ) -> None:
+        name = str(config.durable_name)
+        if name in self.lost:
+            self.lost.discard(name)
+            await anyio.sleep(timeout)
+            raise NatsTimeoutError
+        self.made.append(name)
+
+
+class Registry:
+    def __init__(self, names: list[str]) -> None:
+        now = utcnow()
+        self.members = [
+            Member(name=n, addr="", port=0, tags={}, server=False, version="", started_at=now) for n in names
+        ]
+        self.cache = self
+
+    def listen(self, callback: Any) -> Any:
+        return lambda: None
+
+    def alive(self) -> list[Member]:
+        return self.members
+
+    def failed(self) -> list[Member]:
+        return []
+
+
+async def test_lost_requests_are_sent_again_soon_and_together() -> None:
+    nodes = ["s1", "s2", "web1", "web2", "web3"]
+    js = LosesFirstRequests({"run-web1", "run-web2", "run-web3"})
+    registry = Registry(nodes)
+    consumers = RunConsumers(cast(Any, js), cast(Any, registry), "global")
+    started = time.monotonic()
+    async with anyio.create_task_group() as tg:
+        await tg.start(consumers.run)
+        took = time.monotonic() - started
+        tg.cancel_scope.cancel()
+    assert sorted(js.made) == [f"run-{n}" for n in sorted(nodes)]
+    assert all(consumers.ready(m) for m in registry.members), "a node is no target after the first pass"
+    # About one lost request's wait (a second), not one per node (nats-py's default: 5 s each, 15 s here).
+    assert took < 3.0, f"the first pass took {took:.1f}s"
