@@ -35,6 +35,9 @@ LOST_AFTER = 2.0
 """A pull with no end this long after its expiry is over (filled, or lost with its server): forgotten."""
 CONSUMER_POLL = 0.2
 """How often an agent looks for its consumer until a server has made it."""
+CONSUMER_INFO_TIMEOUT = 1.0
+"""A look for the consumer that gets no answer (sent as its stream's leader moved, or as this agent's NATS
+server went down) is given up this soon: meanwhile the run requests already pulled wait behind it."""
 TOP_UP_INTERVAL = 0.5
 MIN_BATCH = 16
 """Ask for at least this many at once when there is room (fewer only when that is all the room)."""
@@ -65,7 +68,7 @@ class RunPuller:
         announced = False
         while True:
             try:
-                await self.js.consumer_info(RUNS_STREAM, self.consumer)
+                await self.js.consumer_info(RUNS_STREAM, self.consumer, timeout=CONSUMER_INFO_TIMEOUT)
                 return
             except NotFoundError:
                 if not announced:
