@@ -274,6 +274,9 @@ class RunRequest(msgspec.Struct, kw_only=True, omit_defaults=True):
     env: dict[str, str] = msgspec.field(default_factory=dict)
     """Extra environment for this run only (a NATS trigger's or a run request's `env`): names among the
     job's `parameters`, checked by the server that took the run."""
+    resent: bool = False
+    """Sent again by a new leader (an earlier leader's request was still waiting when its term ended): a
+    node that holds a lane of this launch already takes no other."""
 
 
 class ExecutionResult(msgspec.Struct, kw_only=True, omit_defaults=True):

@@ -442,8 +442,8 @@ class Agent:
             return await self._claim_id(ex, execution_id(ex.group, self.node), holds_slot)
         if not request.job.runs_on(self.tags()):
             return None  # a consumer of every tag subject (a node with very many tags) sees others' lanes
-        if _redelivered(msg) and await self._holds_a_lane(ex, request.targets):
-            return None  # this node's previous process claimed a lane of this launch already
+        if (_redelivered(msg) or request.resent) and await self._holds_a_lane(ex, request.targets):
+            return None  # this node (or its previous process) claimed a lane of this launch already
         # Start at a lane of our own so that the nodes of a launch rarely try the same one.
         start = zlib.crc32(self.node.encode()) % len(request.targets)
         for lane in request.targets[start:] + request.targets[:start]:

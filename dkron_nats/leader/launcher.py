@@ -10,10 +10,11 @@ until its agent has room; one whose node is gone is recorded as failed (`watch_d
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -21,6 +22,7 @@ import anyio
 import msgspec
 from nats.aio.client import Client
 from nats.errors import Error as NatsError
+from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 from opentelemetry.trace import SpanKind
@@ -45,10 +47,18 @@ from dkron_nats.models import (
     JobSpec,
     Member,
     RunRequest,
+    decode,
     encode,
 )
 from dkron_nats.names import job_key
-from dkron_nats.subjects import AGENT_CANCEL, LEADER_RESULT_NODE, result_subject, run_subject, tags_subject
+from dkron_nats.subjects import (
+    AGENT_CANCEL,
+    LEADER_RESULT_NODE,
+    RUNS_SUBJECTS,
+    result_subject,
+    run_subject,
+    tags_subject,
+)
 from dkron_nats.timefmt import to_ns, utcnow
 from dkron_nats.tracing import inject, tracer
 
@@ -56,6 +66,8 @@ logger = logging.getLogger(__name__)
 DISPATCH_TIMEOUT = 5.0
 """After this long, a run request no agent has claimed is looked at: failed if its node is gone."""
 DISPATCH_CHECK_INTERVAL = 1.0
+QUEUE_READ_TIMEOUT = 2.0
+"""Reading the run queue at a takeover: no message this long means its end was read."""
 
 
 def attempt_id(group: int, lane: str, attempt: int) -> str:
@@ -287,6 +299,58 @@ class Launcher:
             sent = time.monotonic()
             await with_retry(send, what="run request")
             DISPATCH_SECONDS.observe(time.monotonic() - sent)
+
+    async def resend_queued_runs(self, job_of: Callable[[str], JobSpec | None]) -> int:
+        """Send again, under this leader's term, the run requests of earlier leaders still waiting in
+        DKRON_RUNS with an execution nobody claimed: agents refuse them now that their term is over, and
+        a takeover concludes only each job's last decision. Claims are create-only by execution id, so a
+        request sent twice still runs once. Returns how many were sent again."""
+        resent = 0
+        for subject, request in await self._queued_requests():
+            ex = request.execution
+            if ex.fence >= self.fence() or job_of(ex.job_name) is None:
+                continue  # this leader's own, or the job is gone
+            unclaimed = await self._unclaimed(request)
+            if not unclaimed:
+                continue
+            fresh = msgspec.structs.replace(
+                request, execution=msgspec.structs.replace(ex, fence=self.fence()), resent=True
+            )
+            logger.info(
+                "re-sending %s/%s of an earlier leader (%s)", ex.job_name, ex.group, ", ".join(unclaimed)
+            )
+            await self._publish(subject, fresh, unclaimed)
+            resent += 1
+        return resent
+
+    async def _queued_requests(self) -> list[tuple[str, RunRequest]]:
+        """Every run request waiting in DKRON_RUNS now (read with an ordered consumer)."""
+        if not (await self.js.stream_info(RUNS_STREAM)).state.messages:
+            return []
+        found: list[tuple[str, RunRequest]] = []
+        sub = await self.js.subscribe(RUNS_SUBJECTS, stream=RUNS_STREAM, ordered_consumer=True)
+        try:
+            while True:
+                msg = await sub.next_msg(timeout=QUEUE_READ_TIMEOUT)
+                with contextlib.suppress(msgspec.DecodeError):
+                    found.append((msg.subject, decode(msg.data, RunRequest)))
+                if not msg.metadata.num_pending:
+                    return found
+        except NatsTimeoutError:
+            return found  # read to the end (what came meanwhile is this leader's)
+        finally:
+            with anyio.move_on_after(2, shield=True), contextlib.suppress(NatsError):
+                await sub.unsubscribe()
+
+    async def _unclaimed(self, request: RunRequest) -> dict[str, str]:
+        """The request's execution ids nobody has claimed, and the node (or lane) of each."""
+        ex = request.execution
+        wanted = (
+            {ex.id: ex.node_name}
+            if ex.id
+            else {attempt_id(ex.group, target, ex.attempt): target for target in request.targets}
+        )
+        return {i: t for i, t in wanted.items() if await self.executions.get(ex.job_name, i) is None}
 
     async def runs_waiting(self) -> int:
         """The launches under way that nothing has finished with: run requests in DKRON_RUNS that not every

@@ -30,6 +30,7 @@ from dkron_nats.leader.decisions import DecisionLog
 from dkron_nats.leader.launcher import Launcher, attempt_id
 from dkron_nats.misfire import MisfireRule
 from dkron_nats.models import JobSpec, LaunchCursor
+from dkron_nats.names import job_key
 from dkron_nats.nextfire import job_schedule
 from dkron_nats.schedule import Schedule, ScheduleError
 from dkron_nats.timefmt import from_ns, to_ns, utcnow
@@ -171,6 +172,7 @@ class Scheduler:
                 # to elect its leader, and the slots falling due now must not wait for that. Conclusions
                 # touch only the old cursors' slots, which the loop below never decides again.
                 resolving.start_soon(self._conclude_interrupted_launches, interrupted)
+                resolving.start_soon(self._resend_queued_runs)
                 resolving.start_soon(self._follow_run_queue)
                 while True:
                     if self.paused():  # due slots wait; on resume the misfire policy decides
@@ -200,6 +202,17 @@ class Scheduler:
         async with anyio.create_task_group() as tg:
             for spec, cursor in launches:
                 tg.start_soon(self._conclude, spec, cursor)
+
+    async def _resend_queued_runs(self) -> None:
+        """Run requests an earlier leader published that are still queued, unclaimed, go out again under
+        this leader's term (agents refuse them otherwise, and the log keeps only each job's last decision)."""
+        try:
+            resent = await self.launcher.resend_queued_runs(lambda name: self.jobs.get(job_key(name)))
+        except NatsError as exc:
+            logger.warning("could not read the run queue at takeover: %s", exc)
+            return
+        if resent:
+            logger.info("re-sent %d run requests an earlier leader left queued", resent)
 
     async def _conclude(self, spec: JobSpec, cursor: LaunchCursor) -> None:
         borrower = object()

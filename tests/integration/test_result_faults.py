@@ -313,3 +313,52 @@ async def test_results_not_yet_applied_count_as_launches_under_way(cluster: Clus
             return await launcher.runs_waiting() == 2
 
         await wait_for_async(only_the_runs_left, what="the results to be applied")
+
+
+async def test_run_requests_an_earlier_leader_left_queued_are_sent_again_under_the_new_term(
+    cluster: Cluster,
+) -> None:
+    """Seen in the chaos run: a leader's run requests waited in DKRON_RUNS while the agents' consumers
+    changed leaders, the leader was replaced meanwhile, and the agents then refused them as a deposed
+    leader's; the new leader concluded only the job's last decision, so two slots neither ran nor were
+    recorded. A new leader now sends every queued request nobody claimed again, under its own term."""
+    spec = JobSpec(name="queued", schedule="@every 1s", executor="noop", tags={"role": "web"})
+    await _save(cluster, spec)
+    old = await _server(cluster, "server-1")
+    await _take_lease(cluster, old)
+    await old.results.launcher.dispatch(spec, 100, utcnow(), list(AGENTS))
+    await cluster.executions.claim(_running("queued", 100, AGENTS[0]))  # one agent took its part
+    new = await _server(cluster, "server-2")
+    await _take_lease(cluster, new)
+    assert new.lease.fence > old.lease.fence
+
+    assert await new.results.launcher.resend_queued_runs(lambda name: spec) == 1
+    queued = [decode(m.data, RunRequest) for m in await _queued(cluster)]
+    resent = [r for r in queued if r.execution.fence == new.lease.fence]
+    assert len(resent) == 1
+    assert resent[0].resent
+    assert (resent[0].execution.group, resent[0].targets) == (100, list(AGENTS))
+
+    await cluster.executions.claim(_running("queued", 100, AGENTS[1]))
+    newest = await _server(cluster, "server-3")
+    await _take_lease(cluster, newest)
+    assert await newest.results.launcher.resend_queued_runs(lambda name: spec) == 0, "every part was claimed"
+
+
+def _running(job: str, group: int, node: str) -> Execution:
+    return Execution(
+        id=execution_id(group, node), job_name=job, group=group, node_name=node, status="running"
+    )
+
+
+async def _queued(cluster: Cluster) -> list[Msg]:
+    sub = await cluster.js.subscribe(RUNS_SUBJECTS, stream=RUNS_STREAM, ordered_consumer=True)
+    found = []
+    try:
+        while True:
+            msg = await sub.next_msg(timeout=1)
+            found.append(msg)
+            if not msg.metadata.num_pending:
+                return found
+    finally:
+        await sub.unsubscribe()
