@@ -22,7 +22,6 @@ import anyio
 import msgspec
 from nats.aio.client import Client
 from nats.errors import Error as NatsError
-from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 from opentelemetry.trace import SpanKind
@@ -66,8 +65,8 @@ logger = logging.getLogger(__name__)
 DISPATCH_TIMEOUT = 5.0
 """After this long, a run request no agent has claimed is looked at: failed if its node is gone."""
 DISPATCH_CHECK_INTERVAL = 1.0
-QUEUE_READ_TIMEOUT = 2.0
-"""Reading the run queue at a takeover: no message this long means its end was read."""
+QUEUE_READ_LIMIT = 10_000
+"""Run requests read from the queue at a takeover, at most (it holds about scheduler.MAX_WAITING_RUNS)."""
 
 
 def attempt_id(group: int, lane: str, attempt: int) -> str:
@@ -306,7 +305,7 @@ class Launcher:
         a takeover concludes only each job's last decision. Claims are create-only by execution id, so a
         request sent twice still runs once. Returns how many were sent again."""
         resent = 0
-        for subject, request in await self._queued_requests():
+        for subject, request in await self.queued_requests():
             ex = request.execution
             if ex.fence >= self.fence() or job_of(ex.job_name) is None:
                 continue  # this leader's own, or the job is gone
@@ -323,24 +322,21 @@ class Launcher:
             resent += 1
         return resent
 
-    async def _queued_requests(self) -> list[tuple[str, RunRequest]]:
-        """Every run request waiting in DKRON_RUNS now (read with an ordered consumer)."""
-        if not (await self.js.stream_info(RUNS_STREAM)).state.messages:
-            return []
+    async def queued_requests(self) -> list[tuple[str, RunRequest]]:
+        """The run requests waiting in DKRON_RUNS now, oldest first: one "next message from sequence N"
+        read each (an ordered consumer is refused on an interest stream with replicas)."""
         found: list[tuple[str, RunRequest]] = []
-        sub = await self.js.subscribe(RUNS_SUBJECTS, stream=RUNS_STREAM, ordered_consumer=True)
-        try:
-            while True:
-                msg = await sub.next_msg(timeout=QUEUE_READ_TIMEOUT)
-                with contextlib.suppress(msgspec.DecodeError):
-                    found.append((msg.subject, decode(msg.data, RunRequest)))
-                if not msg.metadata.num_pending:
-                    return found
-        except NatsTimeoutError:
-            return found  # read to the end (what came meanwhile is this leader's)
-        finally:
-            with anyio.move_on_after(2, shield=True), contextlib.suppress(NatsError):
-                await sub.unsubscribe()
+        state = (await self.js.stream_info(RUNS_STREAM)).state
+        seq = state.first_seq
+        while state.messages and seq <= state.last_seq and len(found) < QUEUE_READ_LIMIT:
+            try:
+                msg = await self.js.get_msg(RUNS_STREAM, seq, subject=RUNS_SUBJECTS, next=True)
+            except NotFoundError:
+                break  # nothing from `seq` on
+            with contextlib.suppress(msgspec.DecodeError):
+                found.append((str(msg.subject), decode(msg.data or b"", RunRequest)))
+            seq = int(msg.seq or seq) + 1
+        return found
 
     async def _unclaimed(self, request: RunRequest) -> dict[str, str]:
         """The request's execution ids nobody has claimed, and the node (or lane) of each."""

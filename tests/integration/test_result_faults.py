@@ -333,7 +333,7 @@ async def test_run_requests_an_earlier_leader_left_queued_are_sent_again_under_t
     assert new.lease.fence > old.lease.fence
 
     assert await new.results.launcher.resend_queued_runs(lambda name: spec) == 1
-    queued = [decode(m.data, RunRequest) for m in await _queued(cluster)]
+    queued = [request for _, request in await new.results.launcher.queued_requests()]
     resent = [r for r in queued if r.execution.fence == new.lease.fence]
     assert len(resent) == 1
     assert resent[0].resent
@@ -349,16 +349,3 @@ def _running(job: str, group: int, node: str) -> Execution:
     return Execution(
         id=execution_id(group, node), job_name=job, group=group, node_name=node, status="running"
     )
-
-
-async def _queued(cluster: Cluster) -> list[Msg]:
-    sub = await cluster.js.subscribe(RUNS_SUBJECTS, stream=RUNS_STREAM, ordered_consumer=True)
-    found = []
-    try:
-        while True:
-            msg = await sub.next_msg(timeout=1)
-            found.append(msg)
-            if not msg.metadata.num_pending:
-                return found
-    finally:
-        await sub.unsubscribe()
