@@ -40,7 +40,9 @@ RETRY_INTERVAL = 1.0
 API_TIMEOUT = 1.0
 """A consumer request with no answer by then was lost (sent as the JetStream meta leader moved, right after
 a NATS node died): it is sent again rather than waited for (the default wait is 5 s, at every takeover)."""
-FIRST_PASS_LIMIT = 5.0
+FIRST_PASS_LIMIT = 1.5
+"""A takeover waits this long at most for the consumers (a request lost, sent again); a node whose consumer
+cannot be made by then is no target until it is, and the others are scheduled meanwhile."""
 FIRST_PASS_RETRY = 0.1
 
 
@@ -68,7 +70,7 @@ class RunConsumers:
         """Make the consumers of every alive node, then follow the registry: new nodes, new tags.
 
         Started once every alive node's consumer is made (a node without one is no target), or after
-        FIRST_PASS_LIMIT with those that could be made."""
+        FIRST_PASS_LIMIT with those that could be made by then."""
         unlisten = self.registry.cache.listen(lambda key, member: self._changed.set())
         try:
             with anyio.move_on_after(FIRST_PASS_LIMIT):
