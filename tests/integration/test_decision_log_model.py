@@ -12,18 +12,16 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterator
 from concurrent.futures import Future
-from typing import Any, cast
+from typing import Any
 
 import pytest
 from anyio.from_thread import BlockingPortal, start_blocking_portal
-from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
     invariant,
     precondition,
     rule,
-    run_state_machine_as_test,
 )
 
 from dkron_nats.errors import LeadershipLostError
@@ -31,6 +29,7 @@ from dkron_nats.kv.executions import ExecutionStore, execution_id
 from dkron_nats.leader.decisions import DecisionLog
 from dkron_nats.models import Execution, LaunchCursor
 from tests.jetstream import FlakyAcks, JetStream, jetstream
+from tests.statemachines import run_against_real_server
 
 JOBS = ("job-a", "job-b", "job-c")
 
@@ -129,12 +128,4 @@ def test_decisions_and_takeovers_keep_every_acknowledged_decision_and_fence_ever
     shared: Shared,
 ) -> None:
     DecisionsAndTakeovers.shared = shared
-    run_state_machine_as_test(
-        cast(Any, DecisionsAndTakeovers),
-        settings=settings(
-            max_examples=25,
-            stateful_step_count=20,
-            deadline=None,
-            suppress_health_check=[HealthCheck.too_slow],
-        ),
-    )
+    run_against_real_server(DecisionsAndTakeovers)

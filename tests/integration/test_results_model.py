@@ -13,12 +13,10 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, cast
 
 import msgspec
 import pytest
 from anyio.from_thread import BlockingPortal, start_blocking_portal
-from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     Bundle,
@@ -26,7 +24,6 @@ from hypothesis.stateful import (
     consumes,
     invariant,
     rule,
-    run_state_machine_as_test,
 )
 
 from dkron_nats.kv.executions import execution_id
@@ -37,6 +34,7 @@ from dkron_nats.subjects import LEADER_RESULT_NODE, result_subject
 from dkron_nats.timefmt import utcnow
 from tests.integration.test_result_faults import AGENTS, Cluster, Leader, _save, _server, _take_lease
 from tests.jetstream import jetstream
+from tests.statemachines import run_against_real_server
 
 NODES = AGENTS  # agent-1, agent-2
 
@@ -207,12 +205,4 @@ def test_every_execution_is_counted_once_whatever_the_order_of_results_verdicts_
     shared: Shared,
 ) -> None:
     ResultsAndVerdicts.shared = shared
-    run_state_machine_as_test(
-        cast(Any, ResultsAndVerdicts),
-        settings=settings(
-            max_examples=25,
-            stateful_step_count=20,
-            deadline=None,
-            suppress_health_check=[HealthCheck.too_slow],
-        ),
-    )
+    run_against_real_server(ResultsAndVerdicts)
