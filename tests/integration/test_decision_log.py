@@ -211,6 +211,9 @@ class RecordingLauncher:
     async def runs_waiting(self) -> int:
         return self.waiting
 
+    async def resend_queued_runs(self, job_of: object) -> int:
+        return 0  # no earlier leader left anything queued
+
     def ensure_leader(self) -> None:
         pass
 
