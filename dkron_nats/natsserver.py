@@ -86,6 +86,15 @@ def _alive(pid: int) -> bool:
     return stat.rpartition(")")[2].split()[0] != "Z"
 
 
+async def _gone_within(pid: int, seconds: float) -> bool:
+    """Wait until process `pid` is gone (or a zombie), for `seconds` at most; whether it is."""
+    for _ in range(int(seconds / ORPHAN_POLL)):
+        if not _alive(pid):
+            return True
+        await anyio.sleep(ORPHAN_POLL)
+    return not _alive(pid)
+
+
 def _detach_and_die_with_parent() -> None:
     """Own session: a Ctrl-C or group SIGTERM meant for dkron-nats must not stop NATS before we are done
     with it (we stop it last). Death signal: if dkron-nats is killed outright, NATS stops with it."""
@@ -374,16 +383,11 @@ class EmbeddedNats:
         if pid is None:
             return
         logger.warning("the nats-server of this node's previous process (pid %d) is still stopping", pid)
-        for _ in range(int(ORPHAN_GRACE / ORPHAN_POLL)):
-            if not _alive(pid):
-                return
-            await anyio.sleep(ORPHAN_POLL)
+        if await _gone_within(pid, ORPHAN_GRACE):
+            return
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-        for _ in range(int(ORPHAN_GRACE / ORPHAN_POLL)):
-            if not _alive(pid):
-                return
-            await anyio.sleep(ORPHAN_POLL)
+        await _gone_within(pid, ORPHAN_GRACE)
 
     async def _spawn(self) -> None:
         if self.security.keys is not None:
