@@ -25,7 +25,7 @@ from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
 from dkron_nats.kv.buckets import RUNS_STREAM
-from dkron_nats.kv.typed import TRANSIENT
+from dkron_nats.kv.typed import LOST_REQUEST_TIMEOUT, TRANSIENT
 from dkron_nats.subjects import run_consumer
 
 logger = logging.getLogger(__name__)
@@ -35,9 +35,6 @@ LOST_AFTER = 2.0
 """A pull with no end this long after its expiry is over (filled, or lost with its server): forgotten."""
 CONSUMER_POLL = 0.2
 """How often an agent looks for its consumer until a server has made it."""
-CONSUMER_INFO_TIMEOUT = 1.0
-"""A look for the consumer that gets no answer (sent as its stream's leader moved, or as this agent's NATS
-server went down) is given up this soon: meanwhile the run requests already pulled wait behind it."""
 TOP_UP_INTERVAL = 0.5
 MIN_BATCH = 16
 """Ask for at least this many at once when there is room (fewer only when that is all the room)."""
@@ -68,7 +65,8 @@ class RunPuller:
         announced = False
         while True:
             try:
-                await self.js.consumer_info(RUNS_STREAM, self.consumer, timeout=CONSUMER_INFO_TIMEOUT)
+                # A short wait: the run requests already pulled wait behind this look.
+                await self.js.consumer_info(RUNS_STREAM, self.consumer, timeout=LOST_REQUEST_TIMEOUT)
                 return
             except NotFoundError:
                 if not announced:

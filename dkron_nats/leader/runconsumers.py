@@ -23,6 +23,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
 from dkron_nats.kv.buckets import RUNS_STREAM
+from dkron_nats.kv.typed import LOST_REQUEST_TIMEOUT
 from dkron_nats.members import Registry
 from dkron_nats.models import Member
 from dkron_nats.subjects import agent_run_filters, run_consumer
@@ -37,9 +38,6 @@ INACTIVE_THRESHOLD = 3600.0
 """A consumer nobody pulled from for an hour is deleted by NATS (its node is gone); it is made again
 when the node comes back."""
 RETRY_INTERVAL = 1.0
-API_TIMEOUT = 1.0
-"""A consumer request with no answer by then was lost (sent as the JetStream meta leader moved, right after
-a NATS node died): it is sent again rather than waited for (the default wait is 5 s, at every takeover)."""
 FIRST_PASS_LIMIT = 1.5
 """A takeover waits this long at most for the consumers (a request lost, sent again); a node whose consumer
 cannot be made by then is no target until it is, and the others are scheduled meanwhile."""
@@ -89,7 +87,7 @@ class RunConsumers:
 
     async def _make_missing(self) -> bool:
         """Make the consumers not made yet, all at once (a request lost as a JetStream leader moves costs
-        API_TIMEOUT, not one such wait per node); whether every alive node's is made now."""
+        LOST_REQUEST_TIMEOUT, not one such wait per node); whether every alive node's is made now."""
         async with anyio.create_task_group() as tg:
             for member in self.registry.alive():
                 if not self.ready(member):
@@ -132,7 +130,7 @@ class RunConsumers:
             max_ack_pending=MAX_ACK_PENDING,
             inactive_threshold=INACTIVE_THRESHOLD,
         )
-        await self.js.add_consumer(RUNS_STREAM, config, timeout=API_TIMEOUT)
+        await self.js.add_consumer(RUNS_STREAM, config, timeout=LOST_REQUEST_TIMEOUT)
         self._removed.discard(member.name)
         self._made[member.name] = (member.tags, member.started_at)
         logger.debug("run consumer of %s takes %s", member.name, ", ".join(filters))
