@@ -31,6 +31,8 @@ class Registry:
         """Listening time (see `_listened`) of each node's last heartbeat."""
         self._heard_until = 0.0
         self._last_news = time.monotonic()
+        self._gone: set[str] = set()
+        """Nodes whose process was confirmed gone (`confirm_gone`) and that have not heartbeat since."""
         self.cache.listen(self._on_change)
 
     def _listened(self) -> float:
@@ -44,6 +46,7 @@ class Registry:
     def _on_change(self, key: str, member: Member | None) -> None:
         self._heard_until = self._listened()
         self._last_news = time.monotonic()
+        self._gone.discard(key)  # written since: that node's process is there (or gone gracefully)
         if member is None:
             self._seen.pop(key, None)
         else:
@@ -53,6 +56,17 @@ class Registry:
         """Nodes heard from within a TTL of listening time."""
         now = self._listened()
         return [m for key, m in self.cache.items() if key in self._seen and now - self._seen[key] < self.ttl]
+
+    def reachable(self) -> list[Member]:
+        """Alive nodes, less those whose process is known to be gone before their heartbeats run out: work
+        sent to them now would wait for a member TTL to be ruled lost."""
+        return [m for m in self.alive() if m.name not in self._gone]
+
+    def confirm_gone(self, node: str) -> None:
+        """`node`'s process is gone (its NATS connection was, over a presence probe): no target until it
+        heartbeats again. Still alive for agent-loss rulings, which keep waiting for the TTL: a process only
+        cut off from NATS for a moment must not have its running executions ruled lost."""
+        self._gone.add(node)
 
     def failed(self) -> list[Member]:
         """Nodes whose heartbeats stopped without a graceful leave (kept until the bucket reaps them)."""

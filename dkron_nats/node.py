@@ -366,7 +366,7 @@ class Node:
 
                 tg.start_soon(_serve_http, services, s)
                 await tg.start(TriggerIntake(nc, js, jobs, audit_log).run)
-                await run_elections(lease, lead, nc=nc)
+                await run_elections(lease, lead, nc=nc, on_gone=registry.confirm_gone)
 
 
 async def _publish_member(

@@ -36,21 +36,27 @@ async def run_elections(
     *,
     nc: Client | None = None,
     poll_interval: float = 1.0,
+    on_gone: Callable[[str], None] = lambda node: None,
     task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
     """Campaign for the lease and lead while holding it. With `nc`, this server answers on its presence
     subject, and while another server holds the lease it asks that holder's: a holder confirmed gone (its
-    process killed) has its lease taken over at once instead of when it expires."""
+    process killed) has its lease taken over at once instead of when it expires, and `on_gone` learns its
+    node's name before this server leads."""
     async with anyio.create_task_group() as tg:
         if nc is not None:
             await tg.start(Presence(nc, lease.node, lease.incarnation).serve)
         task_status.started()
-        await _elections(lease, lead, nc, poll_interval)
+        await _elections(lease, lead, nc, poll_interval, on_gone)
         tg.cancel_scope.cancel()
 
 
 async def _elections(
-    lease: Lease, lead: Callable[[], Awaitable[None]], nc: Client | None, poll_interval: float
+    lease: Lease,
+    lead: Callable[[], Awaitable[None]],
+    nc: Client | None,
+    poll_interval: float,
+    on_gone: Callable[[str], None],
 ) -> None:
     watcher = await with_retry(lambda: lease.kv.watch(LEASE_KEY), attempts=60, what="lease watch")
     expires = time.monotonic() + lease.ttl  # of the holder's latest write seen (at the latest)
@@ -62,7 +68,7 @@ async def _elections(
             if time.monotonic() >= campaign_at:
                 campaign_at = time.monotonic() + poll_interval
                 won = await _campaign(lease)
-            if won or await _steal(lease, holder):
+            if won or await _steal(lease, holder, on_gone):
                 holder, campaign_at = None, 0.0
                 logger.info("%s is now the leader (fence %d)", lease.node, lease.fence)
                 await _lead(lease, lead)
@@ -127,7 +133,7 @@ class Holder:
         return Holder(record, int(entry.revision or 0), Absence(nc, record.node, record.incarnation))
 
 
-async def _steal(lease: Lease, holder: Holder | None) -> bool:
+async def _steal(lease: Lease, holder: Holder | None, on_gone: Callable[[str], None]) -> bool:
     """Take the lease over from a holder confirmed gone; False while it is there (or another was faster)."""
     if holder is None or not await holder.absence.confirmed():
         return False
@@ -139,6 +145,8 @@ async def _steal(lease: Lease, holder: Holder | None) -> bool:
         gone.node,
         gone.incarnation,
     )
+    if gone.node != lease.node:  # not this node's own previous process: this one is there
+        on_gone(gone.node)
     return True
 
 

@@ -180,8 +180,8 @@ class Launcher:
         return select_targets(job, self._dispatchable(), self.region)
 
     def _dispatchable(self) -> list[Member]:
-        """Alive nodes whose consumer of run requests is ready (a request published now reaches it)."""
-        alive = self.registry.alive()
+        """Reachable nodes whose consumer of run requests is ready (a request published now reaches it)."""
+        alive = self.registry.reachable()
         return alive if self.consumers is None else [m for m in alive if self.consumers.ready(m)]
 
     def another_node(self, job: JobSpec, failed_on: str) -> str:

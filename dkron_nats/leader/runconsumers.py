@@ -87,15 +87,19 @@ class RunConsumers:
 
     async def _make_missing(self) -> bool:
         """Make the consumers not made yet, all at once (a request lost as a JetStream leader moves costs
-        LOST_REQUEST_TIMEOUT, not one such wait per node); whether every alive node's is made now."""
+        LOST_REQUEST_TIMEOUT, not one such wait per node); whether every reachable node's is made now.
+
+        Not the consumer of a node confirmed gone (the leader whose lease was just taken over): its
+        requests can wait for a JetStream election on the raft group its own nats-server led, and the
+        takeover would spend FIRST_PASS_LIMIT on a node that is no target anyway."""
         async with anyio.create_task_group() as tg:
-            for member in self.registry.alive():
+            for member in self.registry.reachable():
                 if not self.ready(member):
                     tg.start_soon(self._try_to_make, member)
         for member in self.registry.failed():
             if member.name not in self._removed:
                 await self._remove(member.name)
-        return all(self.ready(member) for member in self.registry.alive())
+        return all(self.ready(member) for member in self.registry.reachable())
 
     async def _try_to_make(self, member: Member) -> None:
         try:

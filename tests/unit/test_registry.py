@@ -84,3 +84,15 @@ def test_a_node_that_leaves_gracefully_is_gone_at_once(clock: Clock) -> None:
     registry.cache.apply("a", None, 2)
     assert _alive(registry) == set()
     assert registry.failed() == []
+
+
+def test_a_node_confirmed_gone_is_no_target_until_it_heartbeats_again(clock: Clock) -> None:
+    registry = Registry(cast(Any, None), TTL)
+    _heartbeat(registry, "a", 1)
+    _heartbeat(registry, "b", 2)
+    registry.confirm_gone("a")  # its process's NATS connection is gone (the presence probe said so)
+    assert {m.name for m in registry.reachable()} == {"b"}
+    assert _alive(registry) == {"a", "b"}, "its running executions are not ruled lost before the TTL"
+    clock.now += 2.5
+    _heartbeat(registry, "a", 3)  # it was only cut off for a moment
+    assert {m.name for m in registry.reachable()} == {"a", "b"}

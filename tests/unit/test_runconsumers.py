@@ -58,6 +58,9 @@ class Registry:
     def alive(self) -> list[Member]:
         return self.members
 
+    def reachable(self) -> list[Member]:
+        return self.members
+
     def failed(self) -> list[Member]:
         return []
 
@@ -76,3 +79,48 @@ async def test_lost_requests_are_sent_again_soon_and_together() -> None:
     assert all(consumers.ready(m) for m in registry.members), "a node is no target after the first pass"
     # About one lost request's wait (a second), not one per node (nats-py's default: 5 s each, 15 s here).
     assert took < 3.0, f"the first pass took {took:.1f}s"
+
+
+class NeverAnswers(LosesFirstRequests):
+    """JetStream that never answers a request for the consumers of `stuck` (their raft group's leader was
+    on the nats-server that died with the old leader)."""
+
+    def __init__(self, stuck: set[str]) -> None:
+        super().__init__(set())
+        self.stuck = stuck
+        self.asked: list[str] = []
+
+    async def add_consumer(
+        self,
+        stream: str,
+        config: ConsumerConfig,
+        timeout: float = 5.0,  # noqa: ASYNC109  (nats-py's)
+    ) -> None:
+        self.asked.append(str(config.durable_name))
+        if config.durable_name in self.stuck:
+            await anyio.sleep(timeout)
+            raise NatsTimeoutError
+        await super().add_consumer(stream, config, timeout)
+
+
+class GoneRegistry(Registry):
+    def __init__(self, names: list[str], gone: set[str]) -> None:
+        super().__init__(names)
+        self.gone = gone
+
+    def reachable(self) -> list[Member]:
+        return [m for m in self.members if m.name not in self.gone]
+
+
+async def test_a_takeover_does_not_wait_for_the_consumer_of_the_leader_it_replaced() -> None:
+    js = NeverAnswers({"run-s1"})
+    registry = GoneRegistry(["s1", "s2", "web1"], gone={"s1"})  # s1 led, and was killed
+    consumers = RunConsumers(cast(Any, js), cast(Any, registry), "global")
+    started = time.monotonic()
+    async with anyio.create_task_group() as tg:
+        await tg.start(consumers.run)
+        took = time.monotonic() - started
+        tg.cancel_scope.cancel()
+    assert "run-s1" not in js.asked, "the first pass waited on the gone leader's consumer"
+    assert sorted(js.made) == ["run-s2", "run-web1"]
+    assert took < 1.0, f"the first pass took {took:.1f}s"  # FIRST_PASS_LIMIT (1.5 s) before
