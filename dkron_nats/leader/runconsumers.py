@@ -42,6 +42,9 @@ FIRST_PASS_LIMIT = 1.5
 """A takeover waits this long at most for the consumers (a request lost, sent again); a node whose consumer
 cannot be made by then is no target until it is, and the others are scheduled meanwhile."""
 FIRST_PASS_RETRY = 0.1
+FIRST_PASS_REQUEST_TIMEOUT = 0.3
+"""A takeover's requests are sent again after this long: one lost as the JetStream leader of a consumer
+moves (it was on the nats-server of the leader just killed) cost the whole takeover a second."""
 
 
 class RunConsumers:
@@ -73,7 +76,7 @@ class RunConsumers:
         try:
             with anyio.move_on_after(FIRST_PASS_LIMIT):
                 for _ in range(int(FIRST_PASS_LIMIT / FIRST_PASS_RETRY)):
-                    if await self._make_missing():
+                    if await self._make_missing(FIRST_PASS_REQUEST_TIMEOUT):
                         break
                     await anyio.sleep(FIRST_PASS_RETRY)
             task_status.started()
@@ -85,7 +88,7 @@ class RunConsumers:
         finally:
             unlisten()
 
-    async def _make_missing(self) -> bool:
+    async def _make_missing(self, give_up_after: float = LOST_REQUEST_TIMEOUT) -> bool:
         """Make the consumers not made yet, all at once (a request lost as a JetStream leader moves costs
         LOST_REQUEST_TIMEOUT, not one such wait per node); whether every reachable node's is made now.
 
@@ -95,15 +98,15 @@ class RunConsumers:
         async with anyio.create_task_group() as tg:
             for member in self.registry.reachable():
                 if not self.ready(member):
-                    tg.start_soon(self._try_to_make, member)
+                    tg.start_soon(self._try_to_make, member, give_up_after)
         for member in self.registry.failed():
             if member.name not in self._removed:
                 await self._remove(member.name)
         return all(self.ready(member) for member in self.registry.reachable())
 
-    async def _try_to_make(self, member: Member) -> None:
+    async def _try_to_make(self, member: Member, give_up_after: float) -> None:
         try:
-            await self.make(member)
+            await self.make(member, give_up_after)
         except NatsError as exc:
             logger.warning("could not make the run consumer of %s (retrying): %s", member.name, exc)
 
@@ -122,7 +125,7 @@ class RunConsumers:
         if self._made.pop(node, None) is not None:
             logger.info("node %s is gone: its consumer of run requests is removed", node)
 
-    async def make(self, member: Member) -> None:
+    async def make(self, member: Member, give_up_after: float = LOST_REQUEST_TIMEOUT) -> None:
         """Create the node's consumer, or update its filters to the node's tags of now."""
         filters = self.filters(member)
         config = ConsumerConfig(
@@ -134,7 +137,7 @@ class RunConsumers:
             max_ack_pending=MAX_ACK_PENDING,
             inactive_threshold=INACTIVE_THRESHOLD,
         )
-        await self.js.add_consumer(RUNS_STREAM, config, timeout=LOST_REQUEST_TIMEOUT)
+        await self.js.add_consumer(RUNS_STREAM, config, timeout=give_up_after)
         self._removed.discard(member.name)
         self._made[member.name] = (member.tags, member.started_at)
         logger.debug("run consumer of %s takes %s", member.name, ", ".join(filters))
