@@ -24,11 +24,14 @@ def anyio_backend() -> str:
 
 
 class LosesFirstRequests:
-    """JetStream whose first request for each of `lost` gets no answer (it waits out its timeout)."""
+    """JetStream whose first request for each of `lost` gets no answer (it waits out its timeout), and that
+    never answers for `stuck` (their raft group's leader was on the nats-server that died with the leader)."""
 
-    def __init__(self, lost: set[str]) -> None:
+    def __init__(self, lost: set[str], stuck: frozenset[str] = frozenset()) -> None:
         self.lost = set(lost)
+        self.stuck = stuck
         self.made: list[str] = []
+        self.asked: list[str] = []
 
     async def add_consumer(
         self,
@@ -37,7 +40,8 @@ class LosesFirstRequests:
         timeout: float = 5.0,  # noqa: ASYNC109  (nats-py's)
     ) -> None:
         name = str(config.durable_name)
-        if name in self.lost:
+        self.asked.append(name)
+        if name in self.lost or name in self.stuck:
             self.lost.discard(name)
             await anyio.sleep(timeout)
             raise NatsTimeoutError
@@ -45,7 +49,8 @@ class LosesFirstRequests:
 
 
 class Registry:
-    def __init__(self, names: list[str]) -> None:
+    def __init__(self, names: list[str], gone: frozenset[str] | set[str] = frozenset()) -> None:
+        self.gone = gone
         now = utcnow()
         self.members = [
             Member(name=n, addr="", port=0, tags={}, server=False, version="", started_at=now) for n in names
@@ -59,10 +64,20 @@ class Registry:
         return self.members
 
     def reachable(self) -> list[Member]:
-        return self.members
+        return [m for m in self.members if m.name not in self.gone]
 
     def failed(self) -> list[Member]:
         return []
+
+
+async def _first_pass(consumers: RunConsumers) -> float:
+    """Seconds until the consumers are started: their first pass is over."""
+    started = time.monotonic()
+    async with anyio.create_task_group() as tg:
+        await tg.start(consumers.run)
+        took = time.monotonic() - started
+        tg.cancel_scope.cancel()
+    return took
 
 
 async def test_lost_requests_are_sent_again_soon_and_together() -> None:
@@ -70,57 +85,18 @@ async def test_lost_requests_are_sent_again_soon_and_together() -> None:
     js = LosesFirstRequests({"run-web1", "run-web2", "run-web3"})
     registry = Registry(nodes)
     consumers = RunConsumers(cast(Any, js), cast(Any, registry), "global")
-    started = time.monotonic()
-    async with anyio.create_task_group() as tg:
-        await tg.start(consumers.run)
-        took = time.monotonic() - started
-        tg.cancel_scope.cancel()
+    took = await _first_pass(consumers)
     assert sorted(js.made) == [f"run-{n}" for n in sorted(nodes)]
     assert all(consumers.ready(m) for m in registry.members), "a node is no target after the first pass"
     # About one lost request's wait (0.3 s; a second before), not one per node (nats-py's default: 5 s each).
     assert took < 0.9, f"the first pass took {took:.1f}s"
 
 
-class NeverAnswers(LosesFirstRequests):
-    """JetStream that never answers a request for the consumers of `stuck` (their raft group's leader was
-    on the nats-server that died with the old leader)."""
-
-    def __init__(self, stuck: set[str]) -> None:
-        super().__init__(set())
-        self.stuck = stuck
-        self.asked: list[str] = []
-
-    async def add_consumer(
-        self,
-        stream: str,
-        config: ConsumerConfig,
-        timeout: float = 5.0,  # noqa: ASYNC109  (nats-py's)
-    ) -> None:
-        self.asked.append(str(config.durable_name))
-        if config.durable_name in self.stuck:
-            await anyio.sleep(timeout)
-            raise NatsTimeoutError
-        await super().add_consumer(stream, config, timeout)
-
-
-class GoneRegistry(Registry):
-    def __init__(self, names: list[str], gone: set[str]) -> None:
-        super().__init__(names)
-        self.gone = gone
-
-    def reachable(self) -> list[Member]:
-        return [m for m in self.members if m.name not in self.gone]
-
-
 async def test_a_takeover_does_not_wait_for_the_consumer_of_the_leader_it_replaced() -> None:
-    js = NeverAnswers({"run-s1"})
-    registry = GoneRegistry(["s1", "s2", "web1"], gone={"s1"})  # s1 led, and was killed
+    js = LosesFirstRequests(set(), stuck=frozenset({"run-s1"}))
+    registry = Registry(["s1", "s2", "web1"], gone={"s1"})  # s1 led, and was killed
     consumers = RunConsumers(cast(Any, js), cast(Any, registry), "global")
-    started = time.monotonic()
-    async with anyio.create_task_group() as tg:
-        await tg.start(consumers.run)
-        took = time.monotonic() - started
-        tg.cancel_scope.cancel()
+    took = await _first_pass(consumers)
     assert "run-s1" not in js.asked, "the first pass waited on the gone leader's consumer"
     assert sorted(js.made) == ["run-s2", "run-web1"]
     assert took < 1.0, f"the first pass took {took:.1f}s"  # FIRST_PASS_LIMIT (1.5 s) before
