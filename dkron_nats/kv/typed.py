@@ -41,10 +41,10 @@ def _valid_key(key: str) -> bool:
 
 
 TRANSIENT = (NoStreamResponseError, ServiceUnavailableError, NatsTimeoutError, TimeoutError)
+"""What JetStream returns while a stream leader is being elected: retry, do not fail."""
 LOST_REQUEST_TIMEOUT = 1.0
 """For a JetStream API request worth sending again rather than waiting for: one sent as a stream or meta
 leader moved (right after a NATS node died) gets no answer at all, and nats-py waits 5 s by default."""
-"""What JetStream returns while a stream leader is being elected: retry, do not fail."""
 
 
 async def with_retry(op: Callable[[], Awaitable[R]], *, attempts: int = 8, what: str = "KV write") -> R:

@@ -181,8 +181,10 @@ class Launcher:
 
     def _dispatchable(self) -> list[Member]:
         """Reachable nodes whose consumer of run requests is ready (a request published now reaches it)."""
-        alive = self.registry.reachable()
-        return alive if self.consumers is None else [m for m in alive if self.consumers.ready(m)]
+        reachable = self.registry.reachable()
+        if self.consumers is None:
+            return reachable
+        return [m for m in reachable if self.consumers.ready(m)]
 
     def another_node(self, job: JobSpec, failed_on: str) -> str:
         """A matching alive node other than `failed_on` for a retry; `failed_on` if there is none."""

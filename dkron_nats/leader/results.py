@@ -49,7 +49,6 @@ from dkron_nats.timefmt import later_of, to_ns, utcnow
 from dkron_nats.tracing import extract, tracer
 
 logger = logging.getLogger(__name__)
-DURABLE = RESULTS_CONSUMER
 FETCH_BATCH = 64
 MAX_IN_FLIGHT = 256
 """Results being applied at once (different jobs'); fetching waits while this many are."""
@@ -102,7 +101,7 @@ class ResultProcessor:
         config = ConsumerConfig(ack_policy=AckPolicy.EXPLICIT, ack_wait=10, max_ack_pending=20_000)
         sub = await with_retry(
             lambda: self.js.pull_subscribe(
-                RESULTS_SUBJECTS, durable=DURABLE, stream=RESULTS_STREAM, config=config
+                RESULTS_SUBJECTS, durable=RESULTS_CONSUMER, stream=RESULTS_STREAM, config=config
             ),
             attempts=30,
             what="results consumer",

@@ -68,14 +68,14 @@ class RunConsumers:
         return self._made.get(member.name) == (member.tags, member.started_at)
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        """Make the consumers of every alive node, then follow the registry: new nodes, new tags.
+        """Make the consumers of every reachable node, then follow the registry: new nodes, new tags.
 
-        Started once every alive node's consumer is made (a node without one is no target), or after
+        Started once every reachable node's consumer is made (a node without one is no target), or after
         FIRST_PASS_LIMIT with those that could be made by then."""
         unlisten = self.registry.cache.listen(lambda key, member: self._changed.set())
         try:
             with anyio.move_on_after(FIRST_PASS_LIMIT):
-                for _ in range(int(FIRST_PASS_LIMIT / FIRST_PASS_RETRY)):
+                while True:  # tried again after a pause: no event says when JetStream answers again
                     if await self._make_missing(FIRST_PASS_REQUEST_TIMEOUT):
                         break
                     await anyio.sleep(FIRST_PASS_RETRY)
@@ -90,7 +90,7 @@ class RunConsumers:
 
     async def _make_missing(self, give_up_after: float = LOST_REQUEST_TIMEOUT) -> bool:
         """Make the consumers not made yet, all at once (a request lost as a JetStream leader moves costs
-        LOST_REQUEST_TIMEOUT, not one such wait per node); whether every reachable node's is made now.
+        one `give_up_after`, not one per node); whether every reachable node's is made now.
 
         Not the consumer of a node confirmed gone (the leader whose lease was just taken over): its
         requests can wait for a JetStream election on the raft group its own nats-server led, and the

@@ -21,10 +21,9 @@ from nats.aio.client import Client
 from nats.js.errors import KeyNotFoundError
 
 from dkron_nats.agent.runner import Agent
-from dkron_nats.kv.buckets import EXECUTIONS, LEADER, RESULTS_STREAM, RUNS_STREAM
+from dkron_nats.kv.buckets import EXECUTIONS, LEADER, RESULTS_CONSUMER, RESULTS_STREAM, RUNS_STREAM
 from dkron_nats.kv.executions import ExecutionStore
 from dkron_nats.leader.lease import LEASE_KEY, LeaseRecord, term_of
-from dkron_nats.leader.results import DURABLE
 from dkron_nats.models import Execution, ExecutionResult, JobSpec, RunRequest, decode, encode
 from dkron_nats.subjects import result_subject, run_consumer, run_subject
 from dkron_nats.timefmt import utcnow
@@ -164,7 +163,7 @@ async def _forge_result(nc: Client, subject_node: str, execution: Execution) -> 
     ack = await js.publish(result_subject(subject_node), encode(ExecutionResult(execution=done)))
 
     async def taken() -> bool:
-        info = await js.consumer_info(RESULTS_STREAM, DURABLE)
+        info = await js.consumer_info(RESULTS_STREAM, RESULTS_CONSUMER)
         return info.ack_floor is not None and (info.ack_floor.stream_seq or 0) >= ack.seq
 
     await wait_for_async(taken, 20, "the leader to take the forged result")

@@ -24,7 +24,14 @@ from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig
 
 from dkron_nats.jobs import JobService
-from dkron_nats.kv.buckets import RESULTS_STREAM, RUNS_STREAM, Buckets, StorageLimits, ensure_buckets
+from dkron_nats.kv.buckets import (
+    RESULTS_CONSUMER,
+    RESULTS_STREAM,
+    RUNS_STREAM,
+    Buckets,
+    StorageLimits,
+    ensure_buckets,
+)
 from dkron_nats.kv.cache import KVCache
 from dkron_nats.kv.executions import ExecutionStore, execution_id
 from dkron_nats.kv.locks import JobLocks
@@ -32,7 +39,7 @@ from dkron_nats.kv.typed import TypedKV
 from dkron_nats.leader.launcher import Launcher, attempt_id
 from dkron_nats.leader.lease import LEASE_KEY, Lease
 from dkron_nats.leader.notify import Notifier, NotifySettings, Webhook
-from dkron_nats.leader.results import DURABLE, Outcome, ResultProcessor
+from dkron_nats.leader.results import Outcome, ResultProcessor
 from dkron_nats.leader.stats import DayStats, Stats
 from dkron_nats.members import Registry
 from dkron_nats.models import (
@@ -180,7 +187,7 @@ def _ended(job: str, group: int, success: bool, node: str = "agent-1") -> Execut
 
 async def _nothing_in_flight(js: JetStreamContext) -> bool:
     """The leader holds no result un-acked: it acked it or handed it back."""
-    info = await js.consumer_info(RESULTS_STREAM, DURABLE)
+    info = await js.consumer_info(RESULTS_STREAM, RESULTS_CONSUMER)
     return (info.num_ack_pending or 0) == 0
 
 
