@@ -9,6 +9,12 @@ word at all: filled (a full pull has no status), or lost with the NATS server th
 over once it has expired, so the credit is never more than what the pulls not yet expired asked for. So the
 agent never asks for more than `room()`, and never waits for a pull that will not come: with execution
 slots, the requests it has no slot for stay in the stream, where any other matching agent can take them.
+
+A pull refused (409 when the consumer goes, 503 when no server serves it) holds new pulls back for a moment,
+while the agent looks for its consumer: pulling again at once makes a storm. One hold covers every refusal
+of the pulls sent before it, and the requests that arrive meanwhile are taken as they come. When the
+consumer's leader moves, the new leader ends every pull still out (409 Leadership Change): that is no
+refusal, and the agent asks the new leader at once.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import itertools
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from typing import NamedTuple
 
 import anyio
 from nats.aio.client import Client
@@ -36,8 +43,17 @@ LOST_AFTER = 2.0
 CONSUMER_POLL = 0.2
 """How often an agent looks for its consumer until a server has made it."""
 TOP_UP_INTERVAL = 0.5
+LEADER_MOVED = "Leadership Change"
+"""The 409 that ends every pull still out when the consumer's leader moves (its NATS server stopped)."""
 MIN_BATCH = 16
 """Ask for at least this many at once when there is room (fewer only when that is all the room)."""
+
+
+class Pull(NamedTuple):
+    expires: float
+    batch: int
+    era: int
+    """How many holds had ended when it was sent: a refusal of a pull sent before a hold is old news."""
 
 
 class RunPuller:
@@ -50,14 +66,15 @@ class RunPuller:
         self._next_subject = f"$JS.API.CONSUMER.MSG.NEXT.{RUNS_STREAM}.{self.consumer}"
         self._prefix = nc.new_inbox()
         self._ids = itertools.count()
-        self._open: dict[str, tuple[float, int]] = {}
-        """Reply subject of each pull request not known to have ended -> (its expiry, its batch)."""
+        self._open: dict[str, Pull] = {}
+        """Reply subject of each pull request not known to have ended -> that pull."""
         self.credit = 0
         """Requests asked for and not delivered yet."""
         self._asked = 0
         """What the pulls in `_open` asked for together: the most they can still deliver."""
-        self._trouble = False
-        """A pull was refused (not simply expired): pause and look for the consumer before the next."""
+        self._era = 0
+        self._refused = anyio.Event()
+        """A pull sent since the last hold was refused (not simply expired): hold new pulls back."""
         self._connection = nc.stats["reconnects"]
 
     async def wait_for_consumer(self) -> None:
@@ -78,6 +95,8 @@ class RunPuller:
 
     async def top_up(self) -> None:
         """Ask for what there is room for and is not asked for already."""
+        if self._refused.is_set():
+            return  # held back until the consumer is found again
         now = time.monotonic()
         if self.nc.stats["reconnects"] != self._connection:
             # The pulls of the connection before are gone with it (the server ends them at their expiry).
@@ -85,14 +104,14 @@ class RunPuller:
             self._open.clear()
             self.credit = self._asked = 0
         # Oldest first (they expire in the order they were sent): filled, or lost with its server.
-        while self._open and now > next(iter(self._open.values()))[0] + LOST_AFTER:
-            self._asked -= self._open.pop(next(iter(self._open)))[1]
+        while self._open and now > next(iter(self._open.values())).expires + LOST_AFTER:
+            self._asked -= self._open.pop(next(iter(self._open))).batch
         self.credit = min(self.credit, self._asked)  # only pulls not yet expired can still deliver
         want = self.room() - self.credit
         if want <= 0 or (want < MIN_BATCH and self.credit >= MIN_BATCH):  # enough asked for: batch up
             return
         reply = f"{self._prefix}.{next(self._ids)}"
-        self._open[reply] = (now + PULL_EXPIRES, want)
+        self._open[reply] = Pull(now + PULL_EXPIRES, want, self._era)
         self.credit += want
         self._asked += want
         body = b'{"batch":%d,"expires":%d}' % (want, int(PULL_EXPIRES * 1e9))
@@ -108,21 +127,22 @@ class RunPuller:
                 async for msg in sub.messages:
                     if self._delivered(msg):
                         await deliver(msg)
-                    elif self._trouble:
-                        # Not an expiry: the consumer is gone (409, or 503 when no consumer answers) or
-                        # refuses. Never ask again at once: an answer that comes at once makes a storm.
-                        self._trouble = False
-                        await anyio.sleep(CONSUMER_POLL)
-                        await self.wait_for_consumer()
                     await self.top_up()
         finally:
             with anyio.CancelScope(shield=True):
                 await sub.unsubscribe()
 
     async def _keep_asking(self) -> None:
-        """Pulls end (expire, get lost) while nothing is delivered: ask again for the room there is."""
+        """Pulls end (expire, get lost) while nothing is delivered: ask again for the room there is. After a
+        refusal, hold new pulls back for a moment and until the consumer is found."""
         while True:
-            await anyio.sleep(TOP_UP_INTERVAL)
+            with anyio.move_on_after(TOP_UP_INTERVAL):
+                await self._refused.wait()
+            if self._refused.is_set():
+                await anyio.sleep(CONSUMER_POLL)  # an answer that comes at once would make a storm
+                await self.wait_for_consumer()
+                self._era += 1
+                self._refused = anyio.Event()
             await self.top_up()
 
     def _delivered(self, msg: Msg) -> bool:
@@ -133,11 +153,14 @@ class RunPuller:
             self.credit = max(0, self.credit - 1)
             return True
         pull = self._open.pop(msg.subject, None)
-        if pull is not None:
-            self._asked -= pull[1]
-            undelivered = int(headers.get("Nats-Pending-Messages", pull[1]))
-            self.credit = max(0, self.credit - undelivered)
-        if status != "408":
-            self._trouble = True
+        if pull is None:
+            return False  # the end of a pull already written off
+        self._asked -= pull.batch
+        undelivered = int(headers.get("Nats-Pending-Messages", pull.batch))
+        self.credit = max(0, self.credit - undelivered)
+        if status == "408" or headers.get("Description") == LEADER_MOVED:
+            return False  # an end, not a refusal: the next pull goes to the consumer's new leader
+        if pull.era == self._era and not self._refused.is_set():
             logger.warning("pulling run requests: %s %s", status, headers.get("Description", ""))
+            self._refused.set()
         return False
