@@ -4,8 +4,9 @@ Timing alone cannot put a leader's death between two writes that are microsecond
 point by creating a file named after it in the directory `DKRON_NATS_FAILPOINTS_DIR` names. The first
 process that reaches the point removes the file (only one can) and kills itself with SIGKILL, which skips
 every `finally` and shutdown step exactly as a crash would; a stall point stops the process (SIGSTOP) until
-the test continues it, as a long GC pause or a frozen VM would. Without the variable, a point costs one check
-of a module constant.
+the test continues it, as a long GC pause or a frozen VM would; an outage point fails the step as a JetStream
+stream without a leader would once every retry is spent. Without the variable, a point costs one check of a
+module constant.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from __future__ import annotations
 import os
 import signal
 from pathlib import Path
+
+from nats.js.errors import NoStreamResponseError
 
 _ARMED_IN = os.environ.get("DKRON_NATS_FAILPOINTS_DIR")
 
@@ -27,6 +30,12 @@ def stall_point(name: str) -> None:
     """SIGSTOP this process here if a test armed `name` (the test sends SIGCONT)."""
     if _armed(name):
         os.kill(os.getpid(), signal.SIGSTOP)
+
+
+def outage_point(name: str) -> None:
+    """Fail this step here, as an unavailable stream does after every retry, if a test armed `name`."""
+    if _armed(name):
+        raise NoStreamResponseError
 
 
 def _armed(name: str) -> bool:

@@ -27,6 +27,7 @@ from nats.js.errors import NotFoundError
 from opentelemetry.trace import SpanKind
 
 from dkron_nats.errors import LeadershipLostError
+from dkron_nats.failpoints import outage_point
 from dkron_nats.kv.buckets import RESULTS_CONSUMER, RESULTS_STREAM, RUNS_STREAM
 from dkron_nats.kv.executions import ExecutionStore, execution_id, is_lane
 from dkron_nats.kv.locks import LOCKED, JobLocks
@@ -298,6 +299,7 @@ class Launcher:
             )
             send = publish_call(self.executions.typed.publisher, self.js, subject, payload, headers)
             sent = time.monotonic()
+            outage_point("run-request-unavailable")  # the stream stays leaderless longer than the retries
             await with_retry(send, what="run request")
             DISPATCH_SECONDS.observe(time.monotonic() - sent)
 

@@ -23,6 +23,7 @@ from nats.errors import Error as NatsError
 
 from dkron_nats.durations import parse_duration
 from dkron_nats.errors import LeadershipLostError
+from dkron_nats.failpoints import outage_point
 from dkron_nats.kv.cache import KVCache
 from dkron_nats.kv.executions import execution_id
 from dkron_nats.kv.locks import LOCKED
@@ -142,9 +143,12 @@ class Scheduler:
             fire = plan.schedule.next_after(self._base(key, plan))
         if fire is None or (plan.spec.expires_at is not None and fire > plan.spec.expires_at):
             return
-        heapq.heappush(self._heap, (to_ns(fire), next(self._seq), key, plan.generation))
+        self._push_at(to_ns(fire), key, plan)
+
+    def _push_at(self, fire_ns: int, key: str, plan: _Plan) -> None:
+        heapq.heappush(self._heap, (fire_ns, next(self._seq), key, plan.generation))
         if self._heap[0][2] == key:
-            self._wake.set()
+            self._wake.set()  # the loop may be asleep until a later fire, or for an hour
 
     def _on_job_change(self, key: str, spec: JobSpec | None) -> None:
         self._plan(key, spec)
@@ -305,9 +309,7 @@ class Scheduler:
                     logger.info("%s: not deciding its due slots, %s", plan.spec.name, exc)
                 else:
                     logger.exception("resolving the due slots of %s failed; retrying in 1s", plan.spec.name)
-                heapq.heappush(
-                    self._heap, (to_ns(self.clock()) + 1_000_000_000, next(self._seq), key, plan.generation)
-                )
+                self._push_at(to_ns(self.clock()) + 1_000_000_000, key, plan)
                 return
             if self._plans.get(key) is plan:
                 self._push(key, plan)
@@ -320,6 +322,7 @@ class Scheduler:
         cursor = self._decide(key, plan)
         if cursor is None:
             return
+        outage_point("decision-unrecorded")  # as a lock read or the decision log failing past its retries
         held = await self._held_by_another(key, plan.spec, cursor)
         if held is not None and plan.spec.concurrency == "forbid":
             plan.blocked = True  # decided once the previous launch ends, by the misfire policy
@@ -332,7 +335,25 @@ class Scheduler:
             with tracer().start_as_current_span("launch record"):
                 await self.log.record(key, cursor)  # shared with the other decisions of this instant
             plan.blocked = False
-            await self._act_on(plan.spec, cursor)
+            await self._carry_out(plan.spec, cursor)
+
+    async def _carry_out(self, spec: JobSpec, cursor: LaunchCursor) -> None:
+        """Act on a recorded decision until it is done, however long NATS stays unavailable. Deciding the
+        job again instead would move its cursor past this launch, the only trace a successor could conclude
+        it from, and the slot would be neither run nor recorded. Only a lost lease ends the tries: the
+        cursor is then the job's last, and the next leader concludes it."""
+        only_missing = False
+        while True:
+            try:
+                await self._act_on(spec, cursor, only_missing)
+                return
+            except LeadershipLostError:
+                raise
+            except Exception:
+                logger.exception("carrying out the decision on %s failed; trying again in 1s", spec.name)
+            await anyio.sleep(1.0)
+            self.launcher.ensure_leader()
+            only_missing = True  # what went out already is not sent or recorded twice
 
     def _decide(self, key: str, plan: _Plan) -> LaunchCursor | None:
         """The cursor that resolves every slot due since the current one; None if nothing is due."""

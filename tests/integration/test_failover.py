@@ -751,3 +751,30 @@ def test_a_leader_paused_between_its_lease_check_and_its_decision_append_is_fenc
     before = _lines(ledger)
     wait_for(_reaches(ledger, before + 3), timeout=30, what="more runs")
     _audit(other, "tick-stall", ledger)
+
+
+def test_a_leader_whose_writes_fail_past_their_retries_loses_no_slot_and_goes_on(
+    nodes: dict[str, Node], tmp_path: Path, failpoints: Path
+) -> None:
+    """JetStream stays unavailable longer than the retries of one step (as seen after a graceful stop in
+    the chaos run), first before a decision is recorded, then after it, when its run request is sent.
+    Either way the leader tries again a second later: the job goes on ticking, the recorded launch runs
+    late rather than never (its next slot is not decided past it), and the audit accounts for every slot."""
+    ledger = tmp_path / "ledger.txt"
+    leader = _leader(nodes)
+    leader.post("/v1/jobs", json=_ledger_job("tick-outage", ledger))
+    wait_for(_finished_n(leader, "tick-outage", 2), timeout=30, what="two runs")
+    for point, logged in [
+        ("decision-unrecorded", "resolving the due slots of tick-outage failed"),
+        ("run-request-unavailable", "carrying out the decision on tick-outage failed"),
+    ]:
+        armed = failpoints / point
+        armed.touch()
+        try:
+            wait_for(lambda: not armed.exists(), timeout=15, what=f"the failpoint {point}")  # noqa: B023
+        finally:
+            armed.unlink(missing_ok=True)
+        assert logged in leader.log_path.read_text()
+        # Not more than a couple of seconds: the retry comes a second later, not at the next wake-up.
+        wait_for(_reaches(ledger, _lines(ledger) + 3), timeout=15, what=f"more runs after {point}")
+    _audit(leader, "tick-outage", ledger)
