@@ -8,6 +8,7 @@ every slot must have exactly one record and none may have run twice.
 
     python -m bench.chaos --kills 20      # the acceptance run (about 10 minutes)
     python -m bench.chaos --quick         # 3 kills, 2 hand-overs (about 2 minutes)
+    python -m bench.chaos --keep-logs     # keep every node's log, to read a slow takeover by its kill time
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import statistics
 import sys
 import tempfile
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +55,11 @@ def chaos(kills: int, workdir: Path, handover_rounds: int = 5) -> dict[str, Any]
                 takeovers.append(_first_fire_after(observer, "chaos", killed_at) - killed_at)
             finally:
                 leader.start()
-            print(f"kill {round_no}: {leader.name} killed, next fire after {takeovers[-1]:.2f}s", flush=True)
+            at = datetime.fromtimestamp(killed_at, UTC).strftime("%H:%M:%S.%f")[:-3]
+            print(
+                f"kill {round_no}: {leader.name} killed at {at} UTC, next fire after {takeovers[-1]:.2f}s",
+                flush=True,
+            )
             _healthy(nodes)
         handovers = [_graceful_handover(nodes) for _ in range(handover_rounds)]
         survivor = _leader(nodes)
@@ -106,6 +112,7 @@ def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--kills", type=int, default=20)
     parser.add_argument("--quick", action="store_true", help="3 kills and 2 graceful hand-overs")
+    parser.add_argument("--keep-logs", action="store_true", help="keep the nodes' logs and stores")
     args = parser.parse_args(argv)
     workdir = Path(tempfile.mkdtemp(prefix="chaos-"))
     try:
@@ -114,7 +121,10 @@ def main(argv: list[str]) -> None:
     except BaseException:
         print(f"chaos run failed; logs and stores kept in {workdir}", file=sys.stderr)
         raise
-    shutil.rmtree(workdir)
+    if args.keep_logs:
+        print(f"logs and stores kept in {workdir}", file=sys.stderr)
+    else:
+        shutil.rmtree(workdir)
     result["command"] = command_line()
     print(json.dumps(result, indent=2))
     write_results("chaos", args.quick, result)

@@ -55,9 +55,31 @@ def _healthy(nodes: dict[str, Node]) -> None:
         if len(leaders(servers)) != 1 or not all(_lists_members(s, 5)() for s in servers):
             return False
         probe = servers[0].post("/v1/jobs", json=job("health-probe", "@manually"))
-        return probe.status_code == 201 and servers[1].request("DELETE", "/v1/jobs/health-probe").is_success
+        deleted = servers[1].request("DELETE", "/v1/jobs/health-probe").is_success
+        return probe.status_code == 201 and deleted and asyncio.run(_replicas_current(servers[0]))
 
     wait_for(ok, timeout=120, what="a healthy cluster")
+
+
+async def _replicas_current(server: Node) -> bool:
+    """Every stream has a leader and its other replicas have caught up: a restarted nats-server still
+    catching up is no replica yet, and a kill now would be a second fault, not the next single one."""
+    try:
+        nc = await nats.connect(**server.nats_options(), connect_timeout=2, allow_reconnect=False)
+    except (nats.errors.Error, OSError):
+        return False
+    try:
+        for stream in await nc.jetstream().streams_info():
+            cluster = stream.cluster
+            if cluster is None or not cluster.leader:
+                return False
+            if not all(peer.current and not peer.offline for peer in cluster.replicas or []):
+                return False
+        return True
+    except nats.errors.Error:
+        return False
+    finally:
+        await nc.close()
 
 
 @pytest.fixture(autouse=True)
