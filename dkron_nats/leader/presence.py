@@ -22,11 +22,12 @@ from nats.errors import NoRespondersError
 
 from dkron_nats.subjects import presence_subject
 
-PROBE_INTERVAL = 0.25
-"""How often a server asks whether the lease holder is there."""
+PROBE_INTERVAL = 0.1
+"""How often a server asks whether the lease holder is there: often, since a verdict waits for the first
+probe after the death and then CONFIRM_AFTER more (a few requests a second per server cost nothing)."""
 PROBE_TIMEOUT = 0.5
 CONFIRM_AFTER = 0.6
-PROBES_TO_CONFIRM = 3
+PROBES_TO_CONFIRM = 6
 
 
 class Presence:
