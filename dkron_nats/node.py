@@ -61,6 +61,7 @@ from dkron_nats.leader.launcher import Launcher
 from dkron_nats.leader.lease import Lease
 from dkron_nats.leader.notify import Notifier, NotifySettings
 from dkron_nats.leader.outcomes import NotRunRecorder
+from dkron_nats.leader.placement import RaftLeadersElsewhere
 from dkron_nats.leader.results import ResultProcessor
 from dkron_nats.leader.runconsumers import RunConsumers
 from dkron_nats.leader.scheduler import Scheduler, SchedulerSettings
@@ -325,6 +326,8 @@ class Node:
                 locks = JobLocks(buckets.locks, js, ttl=s.member_ttl)
                 notifier = Notifier(NotifySettings.from_settings(s), executions)
                 self._on_reload(functools.partial(_reconfigure_server, services, notifier))
+                consumers = RunConsumers(js, registry, s.region)
+                tg.start_soon(consumers.follow)  # warm: a takeover need not make them before it schedules
                 launcher = Launcher(
                     nc,
                     js,
@@ -335,7 +338,7 @@ class Node:
                     locks,
                     notifier=notifier,
                     not_run=NotRunRecorder(nc, executions, s.max_executions),
-                    consumers=RunConsumers(js, registry, s.region),
+                    consumers=consumers,
                 )
 
                 async def lead() -> None:
@@ -356,8 +359,18 @@ class Node:
                     )
                     watchdog = AgentWatchdog(registry, launcher)
                     unlisten = settings_cache.listen(lambda key, flag: scheduler.wake())
+                    # The embedded nats-server is named after the node (natsserver.EmbeddedNats).
+                    placement = None if s.nats_urls else RaftLeadersElsewhere(nc, js, s.node_name)
                     session = LeaderSession(
-                        nc, jobs, launcher, scheduler, results, stats, watchdog, notifier=notifier
+                        nc,
+                        jobs,
+                        launcher,
+                        scheduler,
+                        results,
+                        stats,
+                        watchdog,
+                        notifier=notifier,
+                        placement=placement,
                     )
                     try:
                         await session.run()

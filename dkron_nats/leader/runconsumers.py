@@ -8,7 +8,10 @@ from and acknowledge on its own consumer (`natsroles.agent`).
 
 A node is a dispatch target only once its consumer has the filters of its current tags (`ready`): a run
 request published before would reach no consumer and, the stream keeping messages only for interested
-consumers, be dropped.
+consumers, be dropped. Every server learns in advance which consumers exist as they should (`follow`), so
+a takeover starts scheduling without making them first: right after the leader's death, a JetStream request
+can wait seconds for the election of a raft group its nats-server led. The new leader makes them again in
+the background, as it would any missing one.
 """
 
 from __future__ import annotations
@@ -41,6 +44,8 @@ RETRY_INTERVAL = 1.0
 FIRST_PASS_LIMIT = 1.5
 """A takeover waits this long at most for the consumers (a request lost, sent again); a node whose consumer
 cannot be made by then is no target until it is, and the others are scheduled meanwhile."""
+FOLLOW_INTERVAL = 1.0
+"""How often a server that does not lead looks for the consumers of nodes it does not know ready."""
 FIRST_PASS_RETRY = 0.1
 FIRST_PASS_REQUEST_TIMEOUT = 0.3
 """A takeover's requests are sent again after this long: one lost as the JetStream leader of a consumer
@@ -57,6 +62,8 @@ class RunConsumers:
         self._changed = anyio.Event()
         self._removed: set[str] = set()
         """Gone nodes whose consumer this server has removed (made again when they come back)."""
+        self._learned: set[str] = set()
+        """Nodes whose consumer was found, not made, by this server: made again once it leads."""
 
     def filters(self, member: Member) -> tuple[str, ...]:
         region = member.tags.get("region", self.region)
@@ -81,23 +88,51 @@ class RunConsumers:
                     await anyio.sleep(FIRST_PASS_RETRY)
             task_status.started()
             while True:
+                await self._make_missing(also_learned=True)
                 with anyio.move_on_after(RETRY_INTERVAL):
                     await self._changed.wait()
                 self._changed = anyio.Event()
-                await self._make_missing()
         finally:
             unlisten()
 
-    async def _make_missing(self, give_up_after: float = LOST_REQUEST_TIMEOUT) -> bool:
-        """Make the consumers not made yet, all at once (a request lost as a JetStream leader moves costs
-        one `give_up_after`, not one per node); whether every reachable node's is made now.
+    async def follow(self) -> None:
+        """Learn which reachable nodes' consumers exist with the filters of their tags of now, and forget
+        those of nodes gone (the leader removes their consumers)."""
+        while True:
+            for member in self.registry.failed():
+                self._made.pop(member.name, None)
+            async with anyio.create_task_group() as tg:
+                for member in self.registry.reachable():
+                    if not self.ready(member):
+                        tg.start_soon(self._learn, member)
+            await anyio.sleep(FOLLOW_INTERVAL)
+
+    async def _learn(self, member: Member) -> None:
+        try:
+            info = await self.js.consumer_info(
+                RUNS_STREAM, run_consumer(member.name), timeout=LOST_REQUEST_TIMEOUT
+            )
+        except NatsError:  # not made yet, or JetStream busy: asked again in the next round
+            return
+        config = info.config
+        found = config.filter_subjects or ([config.filter_subject] if config.filter_subject else [])
+        if sorted(found) == sorted(self.filters(member)):
+            self._made[member.name] = (member.tags, member.started_at)
+            self._learned.add(member.name)
+
+    async def _make_missing(
+        self, give_up_after: float = LOST_REQUEST_TIMEOUT, also_learned: bool = False
+    ) -> bool:
+        """Make the consumers not made yet (`also_learned`: and those only found by `follow`), all at once
+        (a request lost as a JetStream leader moves costs one `give_up_after`, not one per node); whether
+        every reachable node's is ready now.
 
         Not the consumer of a node confirmed gone (the leader whose lease was just taken over): its
         requests can wait for a JetStream election on the raft group its own nats-server led, and the
         takeover would spend FIRST_PASS_LIMIT on a node that is no target anyway."""
         async with anyio.create_task_group() as tg:
             for member in self.registry.reachable():
-                if not self.ready(member):
+                if not self.ready(member) or (also_learned and member.name in self._learned):
                     tg.start_soon(self._try_to_make, member, give_up_after)
         for member in self.registry.failed():
             if member.name not in self._removed:
@@ -139,5 +174,6 @@ class RunConsumers:
         )
         await self.js.add_consumer(RUNS_STREAM, config, timeout=give_up_after)
         self._removed.discard(member.name)
+        self._learned.discard(member.name)
         self._made[member.name] = (member.tags, member.started_at)
         logger.debug("run consumer of %s takes %s", member.name, ", ".join(filters))

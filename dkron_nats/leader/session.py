@@ -13,6 +13,7 @@ from nats.aio.msg import Msg
 from dkron_nats.jobs import JobService
 from dkron_nats.leader.launcher import JobBusy, Launcher
 from dkron_nats.leader.notify import Notifier
+from dkron_nats.leader.placement import RaftLeadersElsewhere
 from dkron_nats.leader.results import ResultProcessor
 from dkron_nats.leader.scheduler import Scheduler
 from dkron_nats.leader.stats import Stats
@@ -53,6 +54,8 @@ class LeaderSession:
     stats: Stats
     watchdog: AgentWatchdog
     notifier: Notifier | None = None
+    placement: RaftLeadersElsewhere | None = None
+    """With an embedded nats-server, which dies with this process: its raft leaders move to the peers."""
 
     async def run(self) -> None:
         async with anyio.create_task_group() as tg:
@@ -72,6 +75,8 @@ class LeaderSession:
             tg.start_soon(self.results.age_out_idle_jobs)
             tg.start_soon(self.watchdog.run)
             tg.start_soon(self.launcher.watch_dispatches)
+            if self.placement is not None:
+                tg.start_soon(self.placement.run)
             await self._serve_run_requests()
 
     async def _launch_trigger(self, trigger: Trigger) -> None:

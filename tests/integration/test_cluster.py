@@ -22,6 +22,7 @@ from dkron_nats.kv.buckets import (
     TRIGGERS_STREAM,
 )
 from dkron_nats.kv.output import OUTPUT_STREAM
+from dkron_nats.leader.placement import FIRST_CHECK_AFTER, HOT_CONSUMERS_OF
 from tests.harness import Node, finished, free_port, job, shared_secret, wait_for
 from tests.sse import Event, events, output_of
 
@@ -151,6 +152,42 @@ def test_every_bucket_and_stream_is_replicated_on_three_nats_servers(cluster: di
     found = asyncio.run(replicas())
     assert found == dict.fromkeys(found, (3, 3)), found
     assert len(found) == len(BUCKET_NAMES) + len(STREAMS)
+
+
+def test_no_raft_group_is_led_by_the_leaders_own_nats_server(cluster: dict[str, Node]) -> None:
+    """The leader's embedded nats-server dies with it: a stream or consumer it led would hold the takeover
+    up while it elects a leader elsewhere. So the leader moves them off (leader/placement.py)."""
+    leader = leaders(_servers_of(cluster))[0]
+
+    async def led_by_leader() -> list[str]:
+        nc = await nats.connect(**cluster["s2"].nats_options())
+        try:
+            js = nc.jetstream()
+            led = []
+            for stream in await js.streams_info():
+                name = stream.config.name
+                if stream.cluster and stream.cluster.leader == leader:
+                    led.append(f"stream {name}")
+                if name in HOT_CONSUMERS_OF:
+                    led += [
+                        f"consumer {c.name}"
+                        for c in await js.consumers_info(name or "")
+                        if c.cluster and c.cluster.leader == leader
+                    ]
+            return led
+        finally:
+            await nc.close()
+
+    still: list[str] = []
+
+    def moved_off() -> bool:
+        still[:] = asyncio.run(led_by_leader())
+        return not still
+
+    try:
+        wait_for(moved_off, timeout=FIRST_CHECK_AFTER + 15, what=f"{leader}'s nats-server to lead nothing")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; it still leads {still}") from None
 
 
 def _run_and_collect(server: Node, name: str, tags: dict[str, str], expect: int) -> list[dict[str, Any]]:

@@ -9,7 +9,8 @@ from typing import Any, cast
 import anyio
 import pytest
 from nats.errors import TimeoutError as NatsTimeoutError
-from nats.js.api import ConsumerConfig
+from nats.js.api import ConsumerConfig, ConsumerInfo
+from nats.js.errors import NotFoundError
 
 from dkron_nats.leader.runconsumers import RunConsumers
 from dkron_nats.models import Member
@@ -100,3 +101,71 @@ async def test_a_takeover_does_not_wait_for_the_consumer_of_the_leader_it_replac
     assert "run-s1" not in js.asked, "the first pass waited on the gone leader's consumer"
     assert sorted(js.made) == ["run-s2", "run-web1"]
     assert took < 1.0, f"the first pass took {took:.1f}s"  # FIRST_PASS_LIMIT (1.5 s) before
+
+
+class KnowsConsumers(LosesFirstRequests):
+    """JetStream holding consumers already (a previous leader made them): their filters by name."""
+
+    def __init__(self, existing: dict[str, list[str]], stuck: frozenset[str] = frozenset()) -> None:
+        super().__init__(set(), stuck)
+        self.existing = existing
+        self.looked: list[str] = []
+
+    async def consumer_info(
+        self,
+        stream: str,
+        consumer: str,
+        timeout: float = 5.0,  # noqa: ASYNC109  (nats-py's)
+    ) -> Any:
+        self.looked.append(consumer)
+        if consumer not in self.existing:
+            raise NotFoundError
+        return ConsumerInfo(
+            name=consumer,
+            stream_name=stream,
+            config=ConsumerConfig(filter_subjects=self.existing[consumer]),
+            created=utcnow(),
+        )
+
+
+async def test_a_follower_knows_the_consumers_that_exist_so_a_takeover_does_not_wait_to_make_them() -> None:
+    """The consumers of web1 and web2 exist as they should; web3's has the filters of tags it no longer
+    has. After following, the takeover's first pass makes only web3's: it does not wait on the others
+    (whose JetStream leader was on the nats-server that died with the old leader), and makes them again
+    only once scheduling has started."""
+    registry = Registry(["web1", "web2", "web3"])
+    consumers = RunConsumers(cast(Any, None), cast(Any, registry), "global")
+    existing = {f"run-{m.name}": list(consumers.filters(m)) for m in registry.members}
+    existing["run-web3"] = ["dkron.run.node.web3", "dkron.run.tags.global.role.db"]
+    js = KnowsConsumers(existing, stuck=frozenset({"run-web1", "run-web2"}))
+    consumers.js = cast(Any, js)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(consumers.follow)
+        with anyio.fail_after(5):
+            while len(js.looked) < 3:
+                await anyio.sleep(0.01)
+        tg.cancel_scope.cancel()
+    assert [consumers.ready(m) for m in registry.members] == [True, True, False]
+    took = await _first_pass(consumers)
+    assert took < 0.5, f"the takeover waited {took:.1f}s for consumers that exist"
+    assert js.made == ["run-web3"]
+    assert all(consumers.ready(m) for m in registry.members)
+
+
+async def test_a_follower_forgets_the_consumer_of_a_node_gone() -> None:
+    """The leader removes a gone node's consumer: a follower must not take it for ready when it leads."""
+    registry = Registry(["web1"])
+    consumers = RunConsumers(cast(Any, None), cast(Any, registry), "global")
+    js = KnowsConsumers({"run-web1": list(consumers.filters(registry.members[0]))})
+    consumers.js = cast(Any, js)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(consumers.follow)
+        with anyio.fail_after(5):
+            while not consumers.ready(registry.members[0]):
+                await anyio.sleep(0.01)
+        registry.failed = lambda: registry.members  # type: ignore[method-assign]
+        registry.gone = {"web1"}
+        with anyio.fail_after(5):
+            while consumers.ready(registry.members[0]):
+                await anyio.sleep(0.01)
+        tg.cancel_scope.cancel()
