@@ -386,6 +386,8 @@ class Launcher:
             await self._wait_longer(key, untaken)
             return
         found = await self.executions.get(job.name, untaken.exec_id)
+        if self._untaken.get(key) is not untaken:
+            return  # settled while it was read: its result came (`finished`)
         if found is not None:
             del self._untaken[key]
             self.dispatched[key] = found.node_name  # a lane: the node that took it (for the agent watchdog)
