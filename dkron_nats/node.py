@@ -54,8 +54,8 @@ from dkron_nats.kv.cache import KVCache
 from dkron_nats.kv.executions import ExecutionStore
 from dkron_nats.kv.locks import JobLocks
 from dkron_nats.kv.publisher import JsPublisher
-from dkron_nats.kv.typed import TRANSIENT, TypedKV
-from dkron_nats.leader.decisions import DecisionLog
+from dkron_nats.kv.typed import LOST_REQUEST_TIMEOUT, TRANSIENT, TypedKV
+from dkron_nats.leader.decisions import DecisionLog, LogTail
 from dkron_nats.leader.election import run_elections
 from dkron_nats.leader.launcher import Launcher
 from dkron_nats.leader.lease import Lease
@@ -328,6 +328,8 @@ class Node:
                 self._on_reload(functools.partial(_reconfigure_server, services, notifier))
                 consumers = RunConsumers(js, registry, s.region)
                 tg.start_soon(consumers.follow)  # warm: a takeover need not make them before it schedules
+                log_tail = LogTail(nc.jetstream(timeout=LOST_REQUEST_TIMEOUT))
+                tg.start_soon(log_tail.follow)  # warm: a takeover reads only the last appends
                 launcher = Launcher(
                     nc,
                     js,
@@ -349,6 +351,7 @@ class Node:
                             publisher,
                             ensure_leader=launcher.ensure_leader,
                             is_live=lambda key: jobs_cache.get(key) is not None,
+                            tail=log_tail,
                         ),
                         launcher,
                         SchedulerSettings(starting_deadline=s.starting_deadline),

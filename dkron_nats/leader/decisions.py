@@ -12,8 +12,11 @@ had its own cursor key, which fenced a job only once the new leader had written 
 leader that woke up could still land decisions for the others.)
 
 Every few thousand decisions the log restates every live cursor (`checkpoint`) and purges what came before,
-so a takeover reads about two cursors per job at most. The cursors of 0.1.x (KV `dkron-cursors`) are merged
-in at a takeover, newest slot wins, and their bucket is then deleted.
+so a takeover reads about two cursors per job at most. Every server keeps reading the log while another one
+leads (`LogTail`), so a takeover reads only the last moment's appends, by direct message gets: right after
+the leader's death, creating a consumer waits for the JetStream meta leader's election, a get does not.
+The cursors of 0.1.x (KV `dkron-cursors`) are merged in at a takeover, newest slot wins, and their bucket
+is then deleted.
 """
 
 from __future__ import annotations
@@ -48,7 +51,58 @@ BATCH_BYTES = 256 * 1024
 is ~150 bytes, but one that records 100 missed slots of a job with many targets is a few KB)."""
 CHECKPOINT_AFTER = 4096
 """Cursors appended since the last checkpoint before the next one (at least twice the live cursors)."""
+FOLLOW_INTERVAL = 1.0
+"""How often a server that does not lead reads what was appended to the log since it last looked."""
 _writers = itertools.count()
+
+
+class LogTail:
+    """A server's own copy of one partition's log (each job's last cursor, the last sequence), kept current
+    while another server leads and handed to this server's `DecisionLog` when it takes over."""
+
+    def __init__(self, js: JetStreamContext, partition: int = 0) -> None:
+        self.js = js
+        self.subject = decisions_subject(partition)
+        self.cursors: dict[str, LaunchCursor] = {}
+        self.last_seq = 0
+        self.warm = False
+        """Read to the end at least once: a takeover needs only the appends since."""
+        self.no_legacy = False
+        """The cursors of 0.1.x are known to be gone: a takeover need not look for them."""
+        self.leading = False
+        """This server's leader session writes the log: nothing to follow meanwhile."""
+
+    async def follow(self) -> None:
+        while True:
+            if not self.leading:
+                try:
+                    await self.catch_up()
+                    self.warm = True
+                    # Looked at every round: a 0.1.x leader of a rolling upgrade may make the bucket.
+                    self.no_legacy = not await _has_legacy_cursors(self.js)
+                except NatsError as exc:  # JetStream busy: read again in the next round
+                    self.no_legacy = False
+                    logger.debug("could not follow the decision log %s: %s", self.subject, exc)
+            await anyio.sleep(FOLLOW_INTERVAL)
+
+    async def catch_up(self) -> None:
+        """Read every batch appended after `last_seq` (after a purge, the checkpoint that restates all)."""
+        while True:
+            try:
+                msg = await self.js.get_msg(
+                    DECISIONS_STREAM, seq=self.last_seq + 1, subject=self.subject, next=True
+                )
+            except NotFoundError:
+                return
+            seq = int(msg.seq or 0)
+            if seq <= self.last_seq:  # a stale answer from a replica: never read backwards
+                return
+            self.cursors.update(decode(msg.data or b"", DecisionBatch).cursors)
+            self.last_seq = seq
+
+    def hand_back(self, cursors: dict[str, LaunchCursor], last_seq: int) -> None:
+        """The log as a leader session of this server left it: followed from there on."""
+        self.cursors, self.last_seq, self.leading = dict(cursors), last_seq, False
 
 
 @dataclass(slots=True)
@@ -71,6 +125,7 @@ class DecisionLog:
         is_live: Callable[[str], bool] = lambda key: True,
         partition: int = 0,
         checkpoint_after: int = CHECKPOINT_AFTER,
+        tail: LogTail | None = None,
     ) -> None:
         self.js = js
         self.publisher = publisher
@@ -80,6 +135,8 @@ class DecisionLog:
         """Whether a job key still names a job: a checkpoint leaves the cursors of deleted jobs out."""
         self.subject = decisions_subject(partition)
         self.checkpoint_after = checkpoint_after
+        self.tail = tail
+        """This server's copy of the log, read while another server led (None: read it all at takeover)."""
         self.cursors: dict[str, LaunchCursor] = {}
         self.fence = 0
         self.last_seq = 0
@@ -99,8 +156,14 @@ class DecisionLog:
         """Read the log, merge 0.1.x's cursors if any, and append the takeover batch that fences every
         earlier leader. Decisions an earlier leader appended before it are in `cursors` when this returns."""
         self.fence = fence
-        await self._read_from(1)
-        legacy = await _legacy_cursors(self.js)
+        tail = self.tail
+        if tail is not None and tail.warm:
+            tail.leading = True
+            await with_retry(tail.catch_up, attempts=30, what="decision log read")
+            self.cursors, self.last_seq = dict(tail.cursors), tail.last_seq
+        else:
+            await self._read_from(1)
+        legacy = None if tail is not None and tail.no_legacy else await _legacy_cursors(self.js)
         newer = (
             {}
             if legacy is None
@@ -134,6 +197,11 @@ class DecisionLog:
         ):
             self.cursors.update(decode(msg.data, DecisionBatch).cursors)
             self.last_seq = msg.metadata.sequence.stream
+
+    def close(self) -> None:
+        """This leader session is over: this server follows the log again from where it left it."""
+        if self.tail is not None:
+            self.tail.hand_back(self.cursors, self.last_seq)
 
     # -- appending -----------------------------------------------------------------------------
 
@@ -289,6 +357,14 @@ async def _legacy_cursors(js: JetStreamContext) -> dict[str, LaunchCursor] | Non
     except (BucketNotFoundError, NotFoundError):
         return None
     return {key: cursor async for key, cursor, _ in TypedKV(kv, LaunchCursor).scan()}
+
+
+async def _has_legacy_cursors(js: JetStreamContext) -> bool:
+    try:
+        await js.stream_info(f"KV_{LEGACY_CURSORS}")
+    except NotFoundError:
+        return False
+    return True
 
 
 async def _delete_legacy_cursors(js: JetStreamContext) -> None:

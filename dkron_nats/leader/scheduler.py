@@ -157,6 +157,12 @@ class Scheduler:
     # -- the loop ---------------------------------------------------------------------------
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        try:
+            await self._run(task_status)
+        finally:
+            self.log.close()
+
+    async def _run(self, task_status: TaskStatus[None]) -> None:
         # Reads every decision an earlier leader made and fences it off: none of its appends lands after this.
         await self.log.open(self.launcher.fence())
         interrupted = self._recent_launches()

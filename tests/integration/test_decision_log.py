@@ -25,7 +25,7 @@ from dkron_nats.kv.buckets import DECISIONS_STREAM, LEGACY_CURSORS
 from dkron_nats.kv.cache import KVCache
 from dkron_nats.kv.publisher import JsPublisher
 from dkron_nats.kv.typed import TypedKV
-from dkron_nats.leader.decisions import DecisionLog
+from dkron_nats.leader.decisions import DecisionLog, LogTail
 from dkron_nats.leader.launcher import Launcher
 from dkron_nats.leader.scheduler import MAX_WAITING_RUNS, Scheduler, SchedulerSettings
 from dkron_nats.models import JobSpec, LaunchCursor
@@ -356,3 +356,33 @@ async def test_while_the_agents_queue_is_full_nothing_more_is_decided(cluster: N
         with anyio.fail_after(10):
             await _wait_until(lambda: bool(launcher.dispatched))
         tg.cancel_scope.cancel()
+
+
+async def test_a_server_that_followed_the_log_takes_it_over_with_every_decision_and_fences_the_old_leader(
+    cluster: Nats, lead: Lead
+) -> None:
+    """A follower reads the log as it grows; at its takeover it reads only what came since (by message
+    gets: no consumer, which right after a leader's death waits for the meta leader's election). It must
+    find exactly what a full read finds, across a checkpoint's purge, and fence the old leader as well."""
+    old = await lead(1, checkpoint_after=20)
+    tail = LogTail(cluster.js)
+    for slot in range(1, 6):
+        await old.record(f"job-{slot}", _cursor(slot))
+    await tail.catch_up()  # a follow round
+    assert {k: c.slot_ns for k, c in tail.cursors.items()} == {f"job-{s}": s for s in range(1, 6)}
+    tail.warm = tail.no_legacy = True
+    for slot in range(6, 60):  # after the follow round: past a checkpoint and its purge
+        await old.record(f"job-{slot % 7}", _cursor(slot))
+
+    new = await lead(2, tail=tail)
+    cold = DecisionLog(cluster.js, cluster.publisher, ensure_leader=lambda: None)
+    await cold._read_from(1)
+    assert new.cursors == cold.cursors, "the follower's takeover missed what a full read finds"
+    assert new.last_seq == cold.last_seq  # its takeover marker the last message
+    with pytest.raises(LeadershipLostError):
+        await old.record("job-1", _cursor(99))
+    await new.record("job-1", _cursor(100, fence=2))
+
+    new.close()  # its leadership ends: the server follows the log from where it left it
+    assert not tail.leading
+    assert tail.cursors["job-1"].slot_ns == 100
