@@ -29,6 +29,8 @@ logger = logging.getLogger(__name__)
 
 FIRST_CHECK_AFTER = 3.0
 CHECK_INTERVAL = 30.0
+STEP_DOWN_SPACING = 0.1
+"""Between two step-downs: one group at a time without a leader, not all of them at once."""
 HOT_CONSUMERS_OF = (RUNS_STREAM, RESULTS_STREAM)
 """Streams whose consumers the takeover path uses (the agents' pulls, the leader's results)."""
 
@@ -86,4 +88,5 @@ class RaftLeadersElsewhere:
             logger.debug("the leader of %s stays: %s", what, reply.error)
             return 0
         logger.info("%s: its raft leader moves off this leader's nats-server", what)
+        await anyio.sleep(STEP_DOWN_SPACING)
         return 1
