@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import AsyncIterator
 from typing import Any, cast
 
 import anyio
 import pytest
+from anyio.abc import TaskGroup
 from nats.aio.msg import Msg
 
 from dkron_nats.agent.intake import CONSUMER_POLL, LOST_AFTER, PULL_EXPIRES, RunPuller
@@ -85,11 +88,9 @@ async def _pulls_out(nc: Connection, puller: RunPuller, room: list[int], count: 
     assert len(nc.pulls) == count
 
 
-async def test_when_the_consumers_leader_moves_the_agent_asks_the_new_leader_at_once() -> None:
-    """The NATS server of a killed node stops, and its consumers' leaders move: the new leader ends every pull
-    still out with 409 Leadership Change, at once. The agent took each for a refusal and paused 0.2 s, one
-    after the other, taking nothing meanwhile: a chaos run's takeover waited two seconds behind ten of them.
-    It is no refusal: the agent asks the new leader again at once, for all the room there is."""
+@contextlib.asynccontextmanager
+async def _five_pulls_out() -> AsyncIterator[tuple[Connection, JetStream, RunPuller, list[float], TaskGroup]]:
+    """A puller that has looked for its consumer once and has five pulls out; the times it took requests."""
     nc, js = Connection(), JetStream()
     room = [0]
     puller = RunPuller(cast(Any, nc), cast(Any, js), "n1", room=lambda: room[0])
@@ -102,6 +103,15 @@ async def test_when_the_consumers_leader_moves_the_agent_asks_the_new_leader_at_
         tg.start_soon(puller.run, take)
         await wait_for_async(lambda: _looked(js, 1), what="the first look for the consumer")
         await _pulls_out(nc, puller, room, 5)
+        yield nc, js, puller, taken, tg
+
+
+async def test_when_the_consumers_leader_moves_the_agent_asks_the_new_leader_at_once() -> None:
+    """The NATS server of a killed node stops, and its consumers' leaders move: the new leader ends every pull
+    still out with 409 Leadership Change, at once. The agent took each for a refusal and paused 0.2 s, one
+    after the other, taking nothing meanwhile: a chaos run's takeover waited two seconds behind ten of them.
+    It is no refusal: the agent asks the new leader again at once, for all the room there is."""
+    async with _five_pulls_out() as (nc, js, puller, taken, tg):
         moved_at = time.monotonic()
         for reply in list(nc.replies):
             await nc.answer(reply, {"Status": "409", "Description": "Leadership Change"})
@@ -119,18 +129,7 @@ async def test_a_burst_of_refusals_costs_one_pause_not_one_each() -> None:
     """The consumer is gone (a leader took the node for gone) and every pull still out is refused. The agent
     holds new pulls back once, looks for its consumer once, and takes at once what arrives meanwhile from a
     pull that still works."""
-    nc, js = Connection(), JetStream()
-    room = [0]
-    puller = RunPuller(cast(Any, nc), cast(Any, js), "n1", room=lambda: room[0])
-    taken: list[float] = []
-
-    async def take(msg: Msg) -> None:
-        taken.append(time.monotonic())
-
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(puller.run, take)
-        await wait_for_async(lambda: _looked(js, 1), what="the first look for the consumer")
-        await _pulls_out(nc, puller, room, 5)
+    async with _five_pulls_out() as (nc, js, _puller, taken, tg):
         refused_at = time.monotonic()
         for reply in list(nc.replies[:4]):
             await nc.answer(reply, {"Status": "409", "Description": "Consumer Deleted"})
