@@ -35,6 +35,7 @@ from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 from nats.js.api import DeliverPolicy
 from nats.js.errors import BucketNotFoundError, KeyWrongLastSequenceError, NotFoundError
+from nats.js.kv import KeyValue
 
 from dkron_nats.errors import LeadershipLostError
 from dkron_nats.failpoints import stall_point
@@ -57,8 +58,8 @@ _writers = itertools.count()
 
 
 class LogTail:
-    """A server's own copy of one partition's log (each job's last cursor, the last sequence), kept current
-    while another server leads and handed to this server's `DecisionLog` when it takes over."""
+    """A server's own copy of one partition's log (each job's last cursor, the last sequence), read as the
+    log grows while another server leads and handed to this server's `DecisionLog` when it takes over."""
 
     def __init__(self, js: JetStreamContext, partition: int = 0) -> None:
         self.js = js
@@ -66,7 +67,7 @@ class LogTail:
         self.cursors: dict[str, LaunchCursor] = {}
         self.last_seq = 0
         self.warm = False
-        """Read to the end at least once: a takeover needs only the appends since."""
+        """Read to the end at least once: a takeover needs only the appends since, by message gets."""
         self.no_legacy = False
         """The cursors of 0.1.x are known to be gone: a takeover need not look for them."""
         self.leading = False
@@ -97,8 +98,19 @@ class LogTail:
             seq = int(msg.seq or 0)
             if seq <= self.last_seq:  # a stale answer from a replica: never read backwards
                 return
-            self.cursors.update(decode(msg.data or b"", DecisionBatch).cursors)
-            self.last_seq = seq
+            self._apply(seq, msg.data or b"")
+
+    async def read_rest(self) -> None:
+        """Read every batch after `last_seq` through one consumer: fast for a whole log read cold."""
+        async for msg in read_to_end(
+            self.js, DECISIONS_STREAM, self.subject, DeliverPolicy.BY_START_SEQUENCE, self.last_seq + 1
+        ):
+            self._apply(msg.metadata.sequence.stream, msg.data)
+        self.warm = True
+
+    def _apply(self, seq: int, data: bytes) -> None:
+        self.cursors.update(decode(data, DecisionBatch).cursors)
+        self.last_seq = seq
 
     def hand_back(self, cursors: dict[str, LaunchCursor], last_seq: int) -> None:
         """The log as a leader session of this server left it: followed from there on."""
@@ -135,8 +147,8 @@ class DecisionLog:
         """Whether a job key still names a job: a checkpoint leaves the cursors of deleted jobs out."""
         self.subject = decisions_subject(partition)
         self.checkpoint_after = checkpoint_after
-        self.tail = tail
-        """This server's copy of the log, read while another server led (None: read it all at takeover)."""
+        self.tail = tail or LogTail(js, partition)
+        """This server's copy of the log, read while another server led (if it was: else at takeover)."""
         self.cursors: dict[str, LaunchCursor] = {}
         self.fence = 0
         self.last_seq = 0
@@ -157,13 +169,13 @@ class DecisionLog:
         earlier leader. Decisions an earlier leader appended before it are in `cursors` when this returns."""
         self.fence = fence
         tail = self.tail
-        if tail is not None and tail.warm:
-            tail.leading = True
+        tail.leading = True
+        if tail.warm:
             await with_retry(tail.catch_up, attempts=30, what="decision log read")
-            self.cursors, self.last_seq = dict(tail.cursors), tail.last_seq
         else:
-            await self._read_from(1)
-        legacy = None if tail is not None and tail.no_legacy else await _legacy_cursors(self.js)
+            await tail.read_rest()
+        self.cursors, self.last_seq = dict(tail.cursors), tail.last_seq
+        legacy = None if tail.no_legacy else await _legacy_cursors(self.js)
         newer = (
             {}
             if legacy is None
@@ -177,8 +189,9 @@ class DecisionLog:
             try:
                 await self._append(DecisionBatch(fence=fence, kind="takeover"))
                 break
-            except KeyWrongLastSequenceError:
-                await self._read_from(self.last_seq + 1)  # another leader appended meanwhile: read it too
+            except KeyWrongLastSequenceError:  # another leader appended meanwhile: read it too
+                await tail.read_rest()
+                self.cursors, self.last_seq = dict(tail.cursors), tail.last_seq
         if newer:
             logger.info("moving %d launch cursors of an earlier version into the decision log", len(newer))
             await self._append_all(newer, "checkpoint")
@@ -191,17 +204,9 @@ class DecisionLog:
             len(self.cursors),
         )
 
-    async def _read_from(self, seq: int) -> None:
-        async for msg in read_to_end(
-            self.js, DECISIONS_STREAM, self.subject, DeliverPolicy.BY_START_SEQUENCE, seq
-        ):
-            self.cursors.update(decode(msg.data, DecisionBatch).cursors)
-            self.last_seq = msg.metadata.sequence.stream
-
     def close(self) -> None:
         """This leader session is over: this server follows the log again from where it left it."""
-        if self.tail is not None:
-            self.tail.hand_back(self.cursors, self.last_seq)
+        self.tail.hand_back(self.cursors, self.last_seq)
 
     # -- appending -----------------------------------------------------------------------------
 
@@ -350,21 +355,23 @@ def _settle(waiting: list[_Pending], error: BaseException | None) -> None:
             pending.done.set_exception(error)
 
 
-async def _legacy_cursors(js: JetStreamContext) -> dict[str, LaunchCursor] | None:
-    """The per-job cursors 0.1.x kept (KV `dkron-cursors`); None if that bucket is gone."""
+async def _legacy_bucket(js: JetStreamContext) -> KeyValue | None:
+    """The bucket of the per-job cursors 0.1.x kept (KV `dkron-cursors`); None if it is gone."""
     try:
-        kv = await js.key_value(LEGACY_CURSORS)
+        return await js.key_value(LEGACY_CURSORS)
     except (BucketNotFoundError, NotFoundError):
         return None
-    return {key: cursor async for key, cursor, _ in TypedKV(kv, LaunchCursor).scan()}
 
 
 async def _has_legacy_cursors(js: JetStreamContext) -> bool:
-    try:
-        await js.stream_info(f"KV_{LEGACY_CURSORS}")
-    except NotFoundError:
-        return False
-    return True
+    return await _legacy_bucket(js) is not None
+
+
+async def _legacy_cursors(js: JetStreamContext) -> dict[str, LaunchCursor] | None:
+    kv = await _legacy_bucket(js)
+    if kv is None:
+        return None
+    return {key: cursor async for key, cursor, _ in TypedKV(kv, LaunchCursor).scan()}
 
 
 async def _delete_legacy_cursors(js: JetStreamContext) -> None:

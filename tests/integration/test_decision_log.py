@@ -375,8 +375,8 @@ async def test_a_server_that_followed_the_log_takes_it_over_with_every_decision_
         await old.record(f"job-{slot % 7}", _cursor(slot))
 
     new = await lead(2, tail=tail)
-    cold = DecisionLog(cluster.js, cluster.publisher, ensure_leader=lambda: None)
-    await cold._read_from(1)
+    cold = LogTail(cluster.js)
+    await cold.read_rest()
     assert new.cursors == cold.cursors, "the follower's takeover missed what a full read finds"
     assert new.last_seq == cold.last_seq  # its takeover marker the last message
     with pytest.raises(LeadershipLostError):

@@ -26,7 +26,7 @@ from hypothesis.stateful import (
 
 from dkron_nats.errors import LeadershipLostError
 from dkron_nats.kv.executions import ExecutionStore, execution_id
-from dkron_nats.leader.decisions import DecisionLog
+from dkron_nats.leader.decisions import DecisionLog, LogTail
 from dkron_nats.models import Execution, LaunchCursor
 from tests.jetstream import FlakyAcks, JetStream, jetstream
 from tests.statemachines import run_against_real_server
@@ -114,9 +114,9 @@ class DecisionsAndTakeovers(RuleBasedStateMachine):
 
     @invariant()
     def the_log_holds_each_jobs_last_acknowledged_decision(self) -> None:
-        reader = self._new_log(self.shared.publisher)
+        reader = LogTail(self.shared.js, self.partition)
         # As a takeover reads it, without appending (no fence moves: this is an observer).
-        self.shared.portal.call(reader._read_from, 1)
+        self.shared.portal.call(reader.read_rest)
         assert {k: c.slot_ns for k, c in reader.cursors.items()} == self.acked
 
     def teardown(self) -> None:
