@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import command_line, exit_on_sigterm, write_results
-from tests.harness import Node, executions, finished, job, wait_for
+from tests.harness import Node, finished, job, wait_for
 from tests.integration.test_cluster import leaders, three_servers_two_agents
 from tests.integration.test_failover import (
     LEASE_TTL,
@@ -105,22 +105,7 @@ def _spread(seconds: list[float]) -> dict[str, Any]:
 
 def _latest_first_fire(server: Node, names: list[str], moment: float) -> float:
     """Seconds from `moment` until every job of `names` had started a run after it (the latest first fire)."""
-    first: dict[str, float] = {}
-
-    def all_fired() -> bool:
-        for name in [n for n in names if n not in first]:
-            starts = [
-                datetime.fromisoformat(e["started_at"]).timestamp()
-                for e in executions(server, name)
-                if e.get("started_at") and e["status"] in ("success", "failed", "running")
-            ]
-            later = [t for t in starts if t > moment]
-            if later:
-                first[name] = min(later)
-        return len(first) == len(names)
-
-    wait_for(all_fired, timeout=60, what="every job to fire after the kill")
-    return max(first.values()) - moment
+    return max(_first_fire_after(server, name, moment) for name in names) - moment
 
 
 def _graceful_handover(nodes: dict[str, Node]) -> float:
