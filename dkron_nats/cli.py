@@ -410,6 +410,15 @@ def main() -> None:
     help="How long running executions may finish on a graceful stop.",
 )
 @click.option(
+    "--partitions",
+    type=click.IntRange(1, 1024),
+    default=1,
+    envvar=_env("partitions"),
+    show_default=True,
+    help="Partitions of the job space, each scheduled by one server, spread over the live servers. Read "
+    "when the cluster is created (its first server); a cluster keeps the count it was created with.",
+)
+@click.option(
     "--max-concurrent-executions",
     type=click.IntRange(0, 100_000),
     default=0,
@@ -628,6 +637,7 @@ def _settings(opts: dict[str, Any]) -> Settings:
         rate_limit_burst=opts["rate_limit_burst"],
         shutdown_grace=opts["shutdown_grace"],
         max_concurrent_executions=opts["max_concurrent_executions"],
+        partitions=opts["partitions"],
         otel_endpoint=opts["otel_endpoint"],
         job_env_passthrough=_job_env_passthrough(opts["job_env_passthrough"]),
         **_notification_settings(opts),

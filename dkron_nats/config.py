@@ -87,6 +87,8 @@ class Settings:
     rate_limit_burst: int = 100
     """How many of them may come at once before the rate applies."""
     shutdown_grace: timedelta = timedelta(seconds=30)
+    partitions: int = 1
+    """Partitions of the job space (`--partitions`), fixed when the cluster is created."""
     max_concurrent_executions: int = 0
     """Executions this node's agent runs at once; the others wait on it for a free slot. 0: no limit."""
     otel_endpoint: str = ""

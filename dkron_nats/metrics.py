@@ -109,7 +109,12 @@ DECISION_APPENDS = Counter(
     "is the group commit's batch size).",
     registry=REGISTRY,
 )
-LEADER = Gauge("dkron_leader", "1 while this server is the scheduler leader.", registry=REGISTRY)
+LEADER = Gauge(
+    "dkron_leader", "1 while this server is the leader (the owner of partition 0).", registry=REGISTRY
+)
+PARTITIONS_OWNED = Gauge(
+    "dkron_partitions_owned", "Partitions of the job space this server schedules now.", registry=REGISTRY
+)
 LEASE_RENEWALS = Counter("dkron_lease_renewals", "Leader lease renewals that succeeded.", registry=REGISTRY)
 LEASE_FAILURES = Counter(
     "dkron_lease_renewal_failures",

@@ -162,6 +162,9 @@ class Execution(msgspec.Struct, kw_only=True, omit_defaults=True):
     """The slot this execution belongs to; None for manual runs."""
     fence: int = 0
     """The leader lease revision that launched it."""
+    partition: int | None = None
+    """In a cluster of several partitions, the one whose owner launched it: the fence is of that
+    partition's lease, and the result goes to that owner (None: the cluster has one partition)."""
 
     @property
     def finished(self) -> bool:

@@ -57,6 +57,7 @@ def agent(node: str) -> Permissions:
     return Permissions(
         publish=(
             f"dkron.result.{node}",
+            f"dkron.result.{node}.*",  # of one partition's owner
             "dkron.output.>",
             "dkron.events.execution.started",
             "$KV.dkron-executions.>",

@@ -48,6 +48,7 @@ from dkron_nats.kv.buckets import (
     MEMBERS,
     Buckets,
     StorageLimits,
+    cluster_partitions,
     ensure_buckets,
 )
 from dkron_nats.kv.cache import KVCache
@@ -61,7 +62,9 @@ from dkron_nats.leader.launcher import Launcher
 from dkron_nats.leader.lease import Lease
 from dkron_nats.leader.notify import Notifier, NotifySettings
 from dkron_nats.leader.outcomes import NotRunRecorder
+from dkron_nats.leader.partitions import Ownership, Spread
 from dkron_nats.leader.placement import RaftLeadersElsewhere
+from dkron_nats.leader.presence import Presence
 from dkron_nats.leader.results import ResultProcessor
 from dkron_nats.leader.runconsumers import RunConsumers
 from dkron_nats.leader.scheduler import Scheduler, SchedulerSettings
@@ -76,6 +79,7 @@ from dkron_nats.natsjwt import ClusterKeys
 from dkron_nats.natsserver import EmbeddedNats, NatsServerError, StoreEncryption, split_host_port
 from dkron_nats.nextfire import NextFireCache
 from dkron_nats.reload import MEMBER_SETTINGS, NOTIFICATION_SETTINGS, PROCESSOR_SETTINGS
+from dkron_nats.subjects import Partition, partitions
 from dkron_nats.timefmt import utcnow
 from dkron_nats.triggers import TriggerIntake
 from dkron_nats.version import VERSION
@@ -152,7 +156,7 @@ class Node:
             js = nc.jetstream(timeout=5)
             servers = max(servers, len(nc.servers))
             replicas = s.replicas or (3 if servers >= 3 else 1)
-            limits = StorageLimits(replicas=replicas, lease_ttl=s.lease_ttl)
+            limits = StorageLimits(replicas=replicas, lease_ttl=s.lease_ttl, partitions=s.partitions)
             creates = s.server or not s.nats_urls  # with its own NATS a node has every right, as before
             buckets = await self._unless_stopped(_when_jetstream_ready(js, limits, creates))
             if buckets is None:
@@ -278,7 +282,17 @@ class Node:
         jobs_cache = KVCache(TypedKV(buckets.jobs, JobSpec))
         states_cache = KVCache(TypedKV(buckets.job_state, JobState, publisher))
         settings_cache = KVCache(TypedKV(buckets.settings, Flag))
-        lease = Lease(buckets.leader, s.node_name, self.incarnation, s.lease_ttl)
+        parts = partitions(await cluster_partitions(js))
+        if len(parts) != s.partitions and s.partitions != 1:
+            logger.warning(
+                "--partitions %d is ignored: this cluster was created with %d partitions",
+                s.partitions,
+                len(parts),
+            )
+        leases = [
+            Lease(buckets.leader, s.node_name, self.incarnation, s.lease_ttl, key=part.lease_key)
+            for part in parts
+        ]
         stats = Stats(TypedKV(buckets.stats, DayStats))
         tokens_cache = KVCache(TypedKV(buckets.tokens, StoredToken))
         auth = Authenticator(tokens_cache, enabled=s.auth, bootstrap=bootstrap_token_from_env())
@@ -312,7 +326,8 @@ class Node:
                     nexts=nexts,
                     executions=executions,
                     registry=registry,
-                    lease=lease,
+                    lease=leases[0],
+                    partitions=len(parts),
                     settings=settings_cache,
                     stats=stats,
                     executors=agent.executors,
@@ -328,22 +343,32 @@ class Node:
                 self._on_reload(functools.partial(_reconfigure_server, services, notifier))
                 consumers = RunConsumers(js, registry, s.region)
                 tg.start_soon(consumers.follow)  # warm: a takeover need not make them before it schedules
-                log_tail = LogTail(nc.jetstream(timeout=LOST_REQUEST_TIMEOUT))
-                tg.start_soon(log_tail.follow)  # warm: a takeover reads only the last appends
-                launcher = Launcher(
-                    nc,
-                    js,
-                    registry,
-                    executions,
-                    lease,
-                    s.region,
-                    locks,
-                    notifier=notifier,
-                    not_run=NotRunRecorder(nc, executions, s.max_executions),
-                    consumers=consumers,
-                )
+                lost_js = nc.jetstream(timeout=LOST_REQUEST_TIMEOUT)
+                tails = [LogTail(lost_js, part.index) for part in parts]
+                for tail in tails:
+                    tg.start_soon(tail.follow)  # warm: a takeover reads only the last appends
+                await tg.start(notifier.run)  # sends what this server's partitions report
+                tg.start_soon(stats.run)
+                not_run = NotRunRecorder(nc, executions, s.max_executions)
+                launchers = [
+                    Launcher(
+                        nc,
+                        js,
+                        registry,
+                        executions,
+                        lease,
+                        s.region,
+                        locks,
+                        notifier=notifier,
+                        not_run=not_run,
+                        consumers=consumers,
+                        partition=part,
+                    )
+                    for part, lease in zip(parts, leases, strict=True)
+                ]
 
-                async def lead() -> None:
+                async def lead(part: Partition) -> None:
+                    launcher = launchers[part.index]
                     scheduler = Scheduler(
                         jobs_cache,
                         DecisionLog(
@@ -351,7 +376,8 @@ class Node:
                             publisher,
                             ensure_leader=launcher.ensure_leader,
                             is_live=lambda key: jobs_cache.get(key) is not None,
-                            tail=log_tail,
+                            partition=part.index,
+                            tail=tails[part.index],
                         ),
                         launcher,
                         SchedulerSettings(starting_deadline=s.starting_deadline),
@@ -362,27 +388,37 @@ class Node:
                     )
                     watchdog = AgentWatchdog(registry, launcher)
                     unlisten = settings_cache.listen(lambda key, flag: scheduler.wake())
+                    chores = part.index == 0  # the cluster-wide ones, done by "the leader"
                     # The embedded nats-server is named after the node (natsserver.EmbeddedNats).
-                    placement = None if s.nats_urls else RaftLeadersElsewhere(nc, js, s.node_name)
+                    placement = (
+                        RaftLeadersElsewhere(nc, js, s.node_name) if chores and not s.nats_urls else None
+                    )
                     session = LeaderSession(
-                        nc,
-                        jobs,
-                        launcher,
-                        scheduler,
-                        results,
-                        stats,
-                        watchdog,
-                        notifier=notifier,
-                        placement=placement,
+                        nc, jobs, launcher, scheduler, results, watchdog, placement=placement, chores=chores
                     )
                     try:
                         await session.run()
                     finally:
                         unlisten()
 
+                def ownership(part: Partition) -> Ownership:
+                    return Spread(part, s.node_name, registry) if part.split else Ownership()
+
                 tg.start_soon(_serve_http, services, s)
-                await tg.start(TriggerIntake(nc, js, jobs, audit_log).run)
-                await run_elections(lease, lead, nc=nc, on_gone=registry.confirm_gone)
+                await tg.start(TriggerIntake(nc, js, jobs, audit_log, len(parts)).run)
+                await tg.start(Presence(nc, s.node_name, self.incarnation).serve)
+                async with anyio.create_task_group() as campaigns:
+                    for part, lease in zip(parts, leases, strict=True):
+                        campaigns.start_soon(
+                            functools.partial(
+                                run_elections,
+                                lease,
+                                functools.partial(lead, part),
+                                nc=nc,
+                                on_gone=registry.confirm_gone,
+                                ownership=ownership(part),
+                            )
+                        )
 
 
 async def _publish_member(

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import zlib
+from dataclasses import dataclass
+
 from dkron_nats.names import is_token
 
 LEADER_RUN = "dkron.leader.run"
@@ -74,8 +77,93 @@ def run_consumer(node: str) -> str:
     return f"run-{_token(node)}"
 
 
-def result_subject(node: str) -> str:
-    return f"dkron.result.{_token(node)}"
+def result_subject(node: str, partition: int | None = None) -> str:
+    """Where `node` publishes finished executions: of one partition's owner (`partition`), or of the only
+    leader of a cluster with one partition (None)."""
+    if partition is None:
+        return f"dkron.result.{_token(node)}"
+    return f"dkron.result.{_token(node)}.{partition}"
+
+
+def result_node(subject: str) -> str:
+    """The node a result subject belongs to (NATS permissions let only that node's user publish there)."""
+    return subject.split(".")[2]
+
+
+def partition_of(job_key: str, count: int) -> int:
+    """The partition a job belongs to: a stable hash of its key (the same on every server and version)."""
+    return zlib.crc32(job_key.encode()) % count
+
+
+@dataclass(frozen=True, slots=True)
+class Partition:
+    """One partition of the job space, and the names its owner uses.
+
+    With one partition (a cluster created with `--partitions 1`, or by a version before partitions) every
+    name is the unpartitioned one of before, so such a cluster's stored data and consumers stay as they are.
+    """
+
+    index: int = 0
+    count: int = 1
+
+    @property
+    def split(self) -> bool:
+        return self.count > 1
+
+    @property
+    def tag(self) -> int | None:
+        """What a run request names as its partition (None: the cluster has only one)."""
+        return self.index if self.split else None
+
+    def owns(self, job_key: str) -> bool:
+        return not self.split or partition_of(job_key, self.count) == self.index
+
+    @property
+    def lease_key(self) -> str:
+        return lease_key(self.tag)
+
+    def result_subject(self, node: str) -> str:
+        return result_subject(node, self.tag)
+
+    @property
+    def results_filter(self) -> str:
+        return f"dkron.result.*.{self.index}" if self.split else "dkron.result.>"
+
+    def durable(self, name: str) -> str:
+        """This owner's name for a durable consumer (`name` itself with one partition)."""
+        return f"{name}-{self.index}" if self.split else name
+
+    def trigger_subject(self, job_key: str) -> str:
+        """Where a NATS trigger waits for this partition's owner to launch it."""
+        if self.split:
+            return f"dkron.triggered.{self.index}.{_token(job_key)}"
+        return f"dkron.triggered.{_token(job_key)}"
+
+    @property
+    def triggers_filter(self) -> str:
+        return f"dkron.triggered.{self.index}.*" if self.split else "dkron.triggered.>"
+
+    @property
+    def manual_runs(self) -> str:
+        """Manual runs of this partition's jobs, served by its owner only (request/reply)."""
+        return f"{LEADER_RUN}.{self.index}" if self.split else LEADER_RUN
+
+
+ONLY_PARTITION = Partition()
+"""The partition of a cluster that has one: every name as it was before partitions."""
+
+
+def lease_key(partition: int | None) -> str:
+    """The KV key of a partition's lease in the leader bucket (`scheduler` with one partition)."""
+    return "scheduler" if partition is None else f"scheduler.{partition}"
+
+
+def partitions(count: int) -> list[Partition]:
+    return [Partition(index, count) for index in range(count)]
+
+
+def partition_for(job_key: str, count: int) -> Partition:
+    return Partition(partition_of(job_key, count), count)
 
 
 def decisions_subject(partition: int) -> str:

@@ -30,10 +30,11 @@ from dkron_nats import audit
 from dkron_nats.auth import Principal
 from dkron_nats.errors import LeadershipLostError
 from dkron_nats.jobs import JobService
-from dkron_nats.kv.buckets import STORED_TRIGGERS, TRIGGERS_STREAM
+from dkron_nats.kv.buckets import TRIGGERS_STREAM
 from dkron_nats.kv.typed import TRANSIENT, with_retry
 from dkron_nats.names import is_token, job_key, job_name_error
 from dkron_nats.parameters import masked_env, run_env_error
+from dkron_nats.subjects import ONLY_PARTITION, Partition, partition_for
 
 logger = logging.getLogger(__name__)
 TRIGGER_SUBJECTS = "dkron.trigger.*"
@@ -104,10 +105,17 @@ class TriggerIntake:
     """Runs on every server: check, store, answer."""
 
     def __init__(
-        self, nc: Client, js: JetStreamContext, jobs: JobService, audit_log: audit.AuditLog | None = None
+        self,
+        nc: Client,
+        js: JetStreamContext,
+        jobs: JobService,
+        audit_log: audit.AuditLog | None = None,
+        partitions: int = 1,
     ) -> None:
         self.nc = nc
         self.js = js
+        self.partitions = partitions
+        """The cluster's partition count: a trigger waits for the owner of its job's partition."""
         self.jobs = jobs
         self.audit_log = audit_log
         self._last_launch = 0
@@ -156,7 +164,8 @@ class TriggerIntake:
 
     async def _store(self, trigger: Trigger, msg_id: str) -> TriggerReply:
         headers = {"Nats-Msg-Id": msg_id or f"trigger-{trigger.launch}"}
-        subject = f"dkron.triggered.{job_key(trigger.job)}"
+        key = job_key(trigger.job)
+        subject = partition_for(key, self.partitions).trigger_subject(key)
         ack = await with_retry(
             lambda: self.js.publish(subject, msgspec.json.encode(trigger), headers=headers), what="trigger"
         )
@@ -169,12 +178,20 @@ Launch = Callable[[Trigger], Awaitable[None]]
 
 
 async def consume_triggers(
-    js: JetStreamContext, launch: Launch, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    js: JetStreamContext,
+    launch: Launch,
+    partition: Partition = ONLY_PARTITION,
+    *,
+    task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
-    """The leader's side: launch every stored trigger, acknowledging it only once it is launched."""
+    """A partition owner's side: launch every stored trigger of its jobs, acknowledging it only once it is
+    launched."""
     config = ConsumerConfig(ack_policy=AckPolicy.EXPLICIT, ack_wait=10, max_ack_pending=1000)
+    durable = partition.durable(DURABLE)
     sub = await with_retry(
-        lambda: js.pull_subscribe(STORED_TRIGGERS, durable=DURABLE, stream=TRIGGERS_STREAM, config=config),
+        lambda: js.pull_subscribe(
+            partition.triggers_filter, durable=durable, stream=TRIGGERS_STREAM, config=config
+        ),
         attempts=30,
         what="triggers consumer",
     )

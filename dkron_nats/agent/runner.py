@@ -50,7 +50,7 @@ from dkron_nats.kv.publisher import JsPublisher, publish_call
 from dkron_nats.kv.typed import TRANSIENT, with_retry
 from dkron_nats.kv.watch import next_entry
 from dkron_nats.kv.watch import stop as stop_watch
-from dkron_nats.leader.lease import LEASE_KEY, SIGNATURE_HEADER, LeaseRecord, signature_refusal, term_of
+from dkron_nats.leader.lease import SIGNATURE_HEADER, LeaseRecord, signature_refusal, term_of
 from dkron_nats.logformat import about
 from dkron_nats.metrics import EXECUTION_SECONDS, EXECUTION_SLOTS, EXECUTIONS_QUEUED, RUNNING
 from dkron_nats.models import (
@@ -64,7 +64,7 @@ from dkron_nats.models import (
 )
 from dkron_nats.names import job_key
 from dkron_nats.secrets import StreamRedactor, job_secrets, node_secrets
-from dkron_nats.subjects import AGENT_BUSY, AGENT_CANCEL, result_subject
+from dkron_nats.subjects import AGENT_BUSY, AGENT_CANCEL, lease_key, result_subject
 from dkron_nats.timefmt import utcnow
 from dkron_nats.tracing import extract, inject, traceparent, tracer
 
@@ -124,6 +124,7 @@ async def _apply_processor(
         attempt=execution.attempt,
         node_name=execution.node_name,
         fence=execution.fence,
+        partition=execution.partition,
         success=execution.success,
         status=execution.status,
     )
@@ -134,6 +135,20 @@ def _with_note(execution: Execution, note: str) -> Execution:
     if output and not output.endswith("\n"):
         output += "\n"
     return msgspec.structs.replace(execution, output=f"{output}{note}\n")
+
+
+@dataclass(frozen=True, slots=True)
+class LeaderTerm:
+    """A partition owner's term, as the lease this agent follows says."""
+
+    term: int
+    key: str
+    """The owner's public key: its run requests carry its signature."""
+    revision: int
+    """The lease revision the term was read at: an older entry (a lagging watch) never moves it back."""
+
+
+NO_TERM = LeaderTerm(0, "", 0)
 
 
 @dataclass(slots=True)
@@ -215,12 +230,8 @@ class Agent:
         """Names of this process's environment that jobs also get (`--job-env-passthrough`)."""
         self._own_secrets = node_secrets(os.environ)
         """This node's credentials: a job that reads them (from /proc) must not show them."""
-        self.term = 0
-        """The current leader's term, from the lease this agent follows (0: no leader seen yet)."""
-        self._leader_key = ""
-        """The current leader's public key, from the same lease record as `term`."""
-        self._term_revision = 0
-        """The lease revision `term` was read at: an older entry (a lagging watch) never moves it back."""
+        self.terms: dict[str, LeaderTerm] = {}
+        """Each partition's current owner, by lease key, from the leases this agent follows."""
         self._lease_read = anyio.Lock()
         self.running: dict[str, Running] = {}
         self._intake = anyio.CancelScope()
@@ -248,8 +259,8 @@ class Agent:
         return list(self.running)
 
     async def _follow_lease(self, kv: KeyValue) -> None:
-        """Learn each new leader's term as soon as it is elected, so a deposed leader is refused at once."""
-        watcher = await with_retry(lambda: kv.watch(LEASE_KEY), attempts=60, what="lease watch")
+        """Learn each partition owner's term as soon as it is elected, so a deposed one is refused at once."""
+        watcher = await with_retry(kv.watchall, attempts=60, what="lease watch")
         try:
             while True:
                 entry = await next_entry(watcher, None)
@@ -260,32 +271,34 @@ class Agent:
                 await stop_watch(watcher)
 
     def _learn_lease(self, entry: KeyValue.Entry) -> None:
-        # A deleted or expired lease keeps the last term: only a new lease names a new leader.
+        # A deleted or expired lease keeps the last term: only a new lease names a new owner.
         revision = int(entry.revision or 0)
-        if entry.operation is None and entry.value and revision > self._term_revision:
+        known = self.terms.get(entry.key)
+        if entry.operation is None and entry.value and (known is None or revision > known.revision):
             record = decode(entry.value, LeaseRecord)
-            self.term, self._leader_key = term_of(record, revision), record.key
-            self._term_revision = revision
+            self.terms[entry.key] = LeaderTerm(term_of(record, revision), record.key, revision)
 
-    async def _read_lease(self, kv: KeyValue) -> None:
+    async def _read_lease(self, kv: KeyValue, key: str) -> None:
         try:
-            entry = await with_retry(lambda: kv.get(LEASE_KEY), attempts=3, what="lease read")
+            entry = await with_retry(lambda: kv.get(key), attempts=3, what="lease read")
         except (KeyNotFoundError, *TRANSIENT):
             return  # no lease (or no answer): the request is judged on the term known so far
         self._learn_lease(entry)
 
-    async def _term_refusal(self, fence: int) -> str:
-        """Why a request with this fence is not the current leader's ("" if it is)."""
-        if fence > self.term and self.lease_kv is not None:
-            # A new leader's request may outrun the watch: read the lease once before refusing it.
+    async def _term_refusal(self, ex: Execution) -> tuple[str, LeaderTerm]:
+        """Why a request of `ex` is not from its partition's current owner ("" if it is), and that owner."""
+        key, fence = lease_key(ex.partition), ex.fence
+        if fence > self.terms.get(key, NO_TERM).term and self.lease_kv is not None:
+            # A new owner's request may outrun the watch: read the lease once before refusing it.
             async with self._lease_read:
-                if fence > self.term:
-                    await self._read_lease(self.lease_kv)
-        if fence == self.term:
-            return ""
-        if fence < self.term:
-            return f"stale leader: fence {fence} is older than the current term {self.term}"
-        return f"fence {fence} is not the current leader's term ({self.term})"
+                if fence > self.terms.get(key, NO_TERM).term:
+                    await self._read_lease(self.lease_kv, key)
+        owner = self.terms.get(key, NO_TERM)
+        if fence == owner.term:
+            return "", owner
+        if fence < owner.term:
+            return f"stale leader: fence {fence} is older than the current term {owner.term}", owner
+        return f"fence {fence} is not the current leader's term ({owner.term})", owner
 
     def stop(self) -> None:
         """Stop taking run requests; `run` then drains the running executions and returns."""
@@ -392,10 +405,10 @@ class Agent:
             logger.warning("dropped an undecodable run request: %s", exc)
             await msg.term()
             return None
-        error = await self._term_refusal(request.execution.fence)
+        error, owner = await self._term_refusal(request.execution)
         if not error:
             signature = (msg.headers or {}).get(SIGNATURE_HEADER)
-            error = signature_refusal(self._leader_key, msg.data, signature)
+            error = signature_refusal(owner.key, msg.data, signature)
         if error:
             ex = request.execution
             logger.warning("refused a run request for %s/%s: %s", ex.job_name, ex.id or ex.group, error)
@@ -607,7 +620,8 @@ class Agent:
     async def _publish(self, result: ExecutionResult) -> None:
         payload = encode(result)
         headers = {**inject({}), "Nats-Msg-Id": result.msg_id}  # the leader records it in the same trace
-        send = publish_call(self.publisher, self.js, result_subject(self.node), payload, headers)
+        subject = result_subject(self.node, result.execution.partition)  # to the owner that launched it
+        send = publish_call(self.publisher, self.js, subject, payload, headers)
         await with_retry(send, attempts=30, what="result publish")
 
     async def conclude_previous_process(self, keys: list[str]) -> None:

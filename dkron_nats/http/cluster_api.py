@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+import msgspec
 from litestar import Request, Response, get, post
 
 from dkron_nats import audit
@@ -64,6 +65,12 @@ async def is_leader(request: AnyRequest, services: Services) -> Response[bytes]:
     if services.is_leader():
         return json_response(request, "I am a leader")
     return json_response(request, "I am a follower", status=404)
+
+
+@get("/v1/partitions")
+async def partition_table(request: AnyRequest, services: Services) -> Response[bytes]:
+    table = [msgspec.to_builtins(row) for row in await services.partition_table()]
+    return list_response(request, table, len(table))
 
 
 @post("/v1/leave", status_code=200)
@@ -159,4 +166,18 @@ async def root(request: AnyRequest) -> Response[bytes]:
     return text_response("404 page not found", 404)
 
 
-ROUTES = [index, members, leader, is_leader, leave, busy, pause_status, pause, unpause, stats, health, root]
+ROUTES = [
+    index,
+    members,
+    leader,
+    is_leader,
+    partition_table,
+    leave,
+    busy,
+    pause_status,
+    pause,
+    unpause,
+    stats,
+    health,
+    root,
+]

@@ -273,6 +273,9 @@ def _components() -> Schema:
             }
         ),
         "Pause": _object({"paused": BOOLEAN, "scheduling_paused": BOOLEAN}),
+        "Partition": _object(
+            {"partition": INTEGER, "owner": STRING, "term": INTEGER, "jobs": INTEGER, "lag_ms": INTEGER}
+        ),
         "Stats": _object(
             {
                 "stats": {
@@ -581,6 +584,9 @@ def _cluster_operations() -> dict[tuple[str, str], Schema]:
             "Whether this node leads",
             "cluster",
             {200: _json('"I am a leader"', STRING), 404: _json('"I am a follower"', STRING)},
+        ),
+        ("GET", "/v1/partitions"): _op(
+            "The partitions of the job space and their owners", "cluster", {200: _list("Partition")}
         ),
         ("POST", "/v1/leave"): _op(
             "Stop this node", "cluster", {200: _json("The servers: name to address", STRING_MAP)}

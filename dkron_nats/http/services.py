@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -11,6 +13,7 @@ import msgspec
 from nats.aio.client import Client
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js.errors import KeyNotFoundError, NotFoundError
 
 from dkron_nats.agent.registry import ExecutorRegistry, ProcessorRegistry
 from dkron_nats.audit import AuditLog
@@ -18,15 +21,18 @@ from dkron_nats.auth import Authenticator
 from dkron_nats.errors import ConflictError, NoLeaderError, RunError
 from dkron_nats.joblist import JobLister
 from dkron_nats.jobs import JobService
+from dkron_nats.kv.buckets import DECISIONS_STREAM
 from dkron_nats.kv.cache import KVCache
 from dkron_nats.kv.executions import ExecutionStore
-from dkron_nats.leader.lease import Lease
+from dkron_nats.leader.lease import Lease, LeaseRecord, term_of
 from dkron_nats.leader.session import RunNow, RunNowReply
 from dkron_nats.leader.stats import Stats
 from dkron_nats.members import Registry
-from dkron_nats.models import Execution, Member
+from dkron_nats.models import DecisionBatch, Execution, Member, decode
+from dkron_nats.names import job_key
 from dkron_nats.nextfire import NextFireCache
-from dkron_nats.subjects import AGENT_BUSY, LEADER_RUN
+from dkron_nats.subjects import AGENT_BUSY, decisions_subject, partition_for, partition_of
+from dkron_nats.subjects import partitions as all_partitions
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +45,19 @@ PAUSED_KEY = "paused"
 """New and changed jobs are refused (Dkron's pause)."""
 SCHEDULING_PAUSED_KEY = "scheduling_paused"
 """The leader launches no scheduled slot; on resume each job's misfire policy decides what runs."""
+
+
+class PartitionStatus(msgspec.Struct):
+    """One row of `GET /v1/partitions`."""
+
+    partition: int
+    owner: str
+    """The server holding the partition's lease ("" while nobody does)."""
+    term: int
+    """The fencing token of the owner's term."""
+    jobs: int
+    lag_ms: int
+    """How late after its slot the partition's latest decision was taken."""
 
 
 @dataclass(slots=True)
@@ -60,6 +79,8 @@ class Services:
     request_shutdown: Callable[[], None]
     auth: Authenticator
     audit: AuditLog
+    partitions: int = 1
+    """The cluster's partition count: a manual run goes to the owner of its job's partition."""
     max_body_bytes: int = 1_048_576
     max_executions: int = 100
     """Execution records kept per job (`--max-executions`), unless the job sets `history_limit`."""
@@ -83,16 +104,44 @@ class Services:
             return None
         return self.registry.get(holder.node)
 
+    async def partition_table(self) -> list[PartitionStatus]:
+        """Every partition: its owner and term (from its lease), its jobs, and how late its latest decision
+        was taken after its slot."""
+        counts = Counter(partition_of(key, self.partitions) for key, _ in self.jobs.jobs.items())
+        table = []
+        for part in all_partitions(self.partitions):
+            owner, term = "", 0
+            if self.lease is not None:
+                with contextlib.suppress(KeyNotFoundError):
+                    entry = await self.lease.kv.get(part.lease_key)
+                    if entry.value and not entry.operation:
+                        record = decode(entry.value, LeaseRecord)
+                        owner, term = record.node, term_of(record, int(entry.revision or 0))
+            lag = await self._decision_lag_ms(part.index)
+            table.append(PartitionStatus(part.index, owner, term, counts[part.index], lag))
+        return table
+
+    async def _decision_lag_ms(self, partition: int) -> int:
+        try:
+            msg = await self.nc.jetstream().get_last_msg(DECISIONS_STREAM, decisions_subject(partition))
+        except NotFoundError:
+            return 0  # nothing decided yet
+        batch = decode(msg.data or b"", DecisionBatch)
+        if batch.kind != "decisions" or not batch.cursors:
+            return 0  # a takeover or a checkpoint: nothing late
+        return max((c.decided_ns - c.slot_ns) // 1_000_000 for c in batch.cursors.values())
+
     async def run_now(
         self, job: str, force: bool = False, deadline: float = 10.0, env: dict[str, str] | None = None
     ) -> RunNowReply:
         """Ask the leader to launch a job now (`env`: the run's parameters); waits through a leader
         election up to `deadline`."""
         request = msgspec.json.encode(RunNow(job=job, force=force, env=env or {}))
+        owner = partition_for(job_key(job), self.partitions).manual_runs
         with anyio.move_on_after(deadline):
             while True:
                 try:
-                    msg = await self.nc.request(LEADER_RUN, request, timeout=5)
+                    msg = await self.nc.request(owner, request, timeout=5)
                 except (NoRespondersError, NatsTimeoutError):
                     await anyio.sleep(0.25)
                     continue

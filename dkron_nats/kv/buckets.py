@@ -32,6 +32,7 @@ BUCKET_NAMES = (JOBS, JOB_STATE, EXECUTIONS, LEADER, MEMBERS, SETTINGS, STATS, L
 
 DECISIONS_STREAM = "DKRON_DECISIONS"
 """The leader's decision logs (`dkron.decisions.<partition>`): what each job's last decided slot is."""
+PARTITIONS_METADATA = "dkron-partitions"
 RUNS_STREAM = "DKRON_RUNS"
 """Run requests (`dkron.run.>`), kept until every agent consumer they match has acknowledged them."""
 RUNS_MAX_AGE = 3600.0
@@ -59,6 +60,8 @@ class StorageLimits:
     """Live output of all executions together; the oldest is dropped first."""
     audit_max_age: float = 365 * 86_400.0
     audit_max_bytes: int = 1024**3
+    partitions: int = 1
+    """Written into the decision stream's metadata when it is created: the cluster's partition count."""
 
 
 @dataclass(slots=True)
@@ -116,6 +119,7 @@ async def ensure_buckets(js: JetStreamContext, limits: StorageLimits) -> Buckets
             storage=file,
             num_replicas=r,
             duplicate_window=120,
+            metadata={PARTITIONS_METADATA: str(limits.partitions)},
         ),
     )
     await _ensure_stream(
@@ -182,6 +186,12 @@ async def ensure_buckets(js: JetStreamContext, limits: StorageLimits) -> Buckets
         ),
     )
     return buckets
+
+
+async def cluster_partitions(js: JetStreamContext) -> int:
+    """The partition count the cluster was created with (1: created before partitions existed)."""
+    info = await with_retry(lambda: js.stream_info(DECISIONS_STREAM), what="decision stream")
+    return int((info.config.metadata or {}).get(PARTITIONS_METADATA, "1"))
 
 
 async def _ensure_stream(js: JetStreamContext, config: StreamConfig) -> None:

@@ -14,20 +14,24 @@ from dataclasses import dataclass
 
 import anyio
 import msgspec
-from anyio.abc import TaskStatus
 from nats.aio.client import Client
 from nats.js.kv import KeyValue
 
 from dkron_nats.kv.typed import TRANSIENT, with_retry
 from dkron_nats.kv.watch import next_entry
 from dkron_nats.kv.watch import stop as stop_watch
-from dkron_nats.leader.lease import LEASE_KEY, Lease, LeaseRecord
-from dkron_nats.leader.presence import PROBE_INTERVAL, Absence, Presence
-from dkron_nats.metrics import LEADER, LEASE_FAILURES, LEASE_RENEWALS
+from dkron_nats.leader.lease import Lease, LeaseRecord
+from dkron_nats.leader.partitions import Ownership
+from dkron_nats.leader.presence import PROBE_INTERVAL, Absence
+from dkron_nats.metrics import LEADER, LEASE_FAILURES, LEASE_RENEWALS, PARTITIONS_OWNED
 from dkron_nats.models import decode
+from dkron_nats.subjects import lease_key
 from dkron_nats.timefmt import utcnow
 
 logger = logging.getLogger(__name__)
+HAND_OVER_CHECK = 0.5
+FIRST_PARTITION_KEYS = (lease_key(None), lease_key(0))
+"""Its holder is "the leader" of Dkron's API (`/v1/leader`), and runs the cluster-wide chores."""
 
 
 async def run_elections(
@@ -37,41 +41,32 @@ async def run_elections(
     nc: Client | None = None,
     poll_interval: float = 1.0,
     on_gone: Callable[[str], None] = lambda node: None,
-    task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+    ownership: Ownership | None = None,
 ) -> None:
-    """Campaign for the lease and lead while holding it. With `nc`, this server answers on its presence
-    subject, and while another server holds the lease it asks that holder's: a holder confirmed gone (its
-    process killed) has its lease taken over at once instead of when it expires, and `on_gone` learns its
-    node's name before this server leads."""
-    async with anyio.create_task_group() as tg:
-        if nc is not None:
-            await tg.start(Presence(nc, lease.node, lease.incarnation).serve)
-        task_status.started()
-        await _elections(lease, lead, nc, poll_interval, on_gone)
-        tg.cancel_scope.cancel()
+    """Campaign for the lease and lead while holding it, as `ownership` allows (by default: always).
 
-
-async def _elections(
-    lease: Lease,
-    lead: Callable[[], Awaitable[None]],
-    nc: Client | None,
-    poll_interval: float,
-    on_gone: Callable[[str], None],
-) -> None:
-    watcher = await with_retry(lambda: lease.kv.watch(LEASE_KEY), attempts=60, what="lease watch")
+    With `nc`, while another server holds the lease this one asks that holder's presence subject (served
+    by `Presence`): a holder confirmed gone (its process killed) has its lease taken over at once instead
+    of when it expires, and `on_gone` learns its node's name before this server leads."""
+    own = ownership or Ownership()
+    watcher = await with_retry(lambda: lease.kv.watch(lease.key), attempts=60, what="lease watch")
     expires = time.monotonic() + lease.ttl  # of the holder's latest write seen (at the latest)
     holder: Holder | None = None
+    free_since: float | None = time.monotonic()  # not known yet: as good as just freed
     campaign_at = 0.0  # now
     try:
         while True:
             won = False
-            if time.monotonic() >= campaign_at:
+            delay = own.campaign_delay()
+            if time.monotonic() >= campaign_at and _free_for(free_since) >= delay:
                 campaign_at = time.monotonic() + poll_interval
                 won = await _campaign(lease)
-            if won or await _steal(lease, holder, on_gone):
+            if won or await _steal(lease, holder, on_gone, own):
                 holder, campaign_at = None, 0.0
-                logger.info("%s is now the leader (fence %d)", lease.node, lease.fence)
-                await _lead(lease, lead)
+                logger.info("%s now holds %s (fence %d)", lease.node, lease.key, lease.fence)
+                own.took()
+                await _lead(lease, lead, own)
+                free_since = time.monotonic()
                 continue
             # Wake early when the holder releases the lease (graceful stop), and try again right when
             # its latest renewal runs out (a dead holder): then every 0.1 s until the server expires it.
@@ -80,26 +75,37 @@ async def _elections(
             wait = min(poll_interval, until_expiry if until_expiry > 0 else 0.1)
             if holder is not None:
                 wait = min(wait, PROBE_INTERVAL)
+            if free_since is not None and delay > 0:
+                wait = max(0.01, min(wait, free_since + delay - time.monotonic()))
             with anyio.move_on_after(wait):
                 while True:
                     entry = await next_entry(watcher, None)
                     if entry is not None and entry.operation in ("DEL", "PURGE"):
-                        holder, campaign_at = None, 0.0
+                        holder, campaign_at, free_since = None, 0.0, time.monotonic()
                         break
                     if entry is not None:
                         expires = time.monotonic() + lease.ttl
-                        holder = Holder.of(entry, lease, nc)
+                        holder, free_since = Holder.of(entry, lease, nc), None
             if time.monotonic() >= expires:
                 campaign_at = 0.0
+                free_since = expires if free_since is None else free_since
     finally:
         with anyio.move_on_after(2, shield=True):
             await stop_watch(watcher)
 
 
-async def _lead(lease: Lease, lead: Callable[[], Awaitable[None]]) -> None:
-    LEADER.set(1)
+def _free_for(free_since: float | None) -> float:
+    """How long the lease has been free as far as this server knows (0 while it is held)."""
+    return 0.0 if free_since is None else time.monotonic() - free_since
+
+
+async def _lead(lease: Lease, lead: Callable[[], Awaitable[None]], own: Ownership) -> None:
+    first = lease.key in FIRST_PARTITION_KEYS
+    if first:
+        LEADER.set(1)
+    PARTITIONS_OWNED.inc()
     try:
-        await _hold(lease, lead)
+        await _hold(lease, lead, own)
     except Exception:
         # The supervisor boundary: a failing leader session demotes this server, it does not
         # stop it. Another server (or this one, after a pause) takes over.
@@ -108,7 +114,9 @@ async def _lead(lease: Lease, lead: Callable[[], Awaitable[None]]) -> None:
     finally:
         with anyio.move_on_after(2, shield=True):
             await lease.release()
-        LEADER.set(0)
+        if first:
+            LEADER.set(0)
+        PARTITIONS_OWNED.dec()
         logger.info("%s is no longer the leader", lease.node)
 
 
@@ -133,9 +141,10 @@ class Holder:
         return Holder(record, int(entry.revision or 0), Absence(nc, record.node, record.incarnation))
 
 
-async def _steal(lease: Lease, holder: Holder | None, on_gone: Callable[[str], None]) -> bool:
-    """Take the lease over from a holder confirmed gone; False while it is there (or another was faster)."""
-    if holder is None or not await holder.absence.confirmed():
+async def _steal(lease: Lease, holder: Holder | None, on_gone: Callable[[str], None], own: Ownership) -> bool:
+    """Take the lease over from a holder confirmed gone; False while it is there (or another was faster,
+    or another server is the one to take it over)."""
+    if holder is None or not own.may_steal(holder.record.node) or not await holder.absence.confirmed():
         return False
     gone = holder.record
     if not await lease.steal(holder.revision, utcnow()):
@@ -160,11 +169,22 @@ async def _campaign(lease: Lease) -> bool:
         return False
 
 
-async def _hold(lease: Lease, lead: Callable[[], Awaitable[None]]) -> None:
+async def _hold(lease: Lease, lead: Callable[[], Awaitable[None]], own: Ownership) -> None:
     async with anyio.create_task_group() as tg:
         tg.start_soon(_keep_renewed, lease, tg.cancel_scope)
+        tg.start_soon(_hand_over_when_asked, lease, own, tg.cancel_scope)
         await lead()
         tg.cancel_scope.cancel()
+
+
+async def _hand_over_when_asked(lease: Lease, own: Ownership, scope: anyio.CancelScope) -> None:
+    """End this term (stop, then release: `_lead`) once the lease is better held by another server."""
+    while True:  # a registry change can make it so: looked at on a timer, not on an event
+        await anyio.sleep(HAND_OVER_CHECK)
+        if own.hand_over():
+            break
+    logger.info("%s hands %s over to its assignee", lease.node, lease.key)
+    scope.cancel()
 
 
 async def _keep_renewed(lease: Lease, scope: anyio.CancelScope) -> None:

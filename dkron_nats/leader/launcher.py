@@ -54,8 +54,9 @@ from dkron_nats.names import job_key
 from dkron_nats.subjects import (
     AGENT_CANCEL,
     LEADER_RESULT_NODE,
+    ONLY_PARTITION,
     RUNS_SUBJECTS,
-    result_subject,
+    Partition,
     run_subject,
     tags_subject,
 )
@@ -147,8 +148,11 @@ class Launcher:
         notifier: Notifier | None = None,
         not_run: NotRunRecorder | None = None,
         consumers: RunConsumers | None = None,
+        partition: Partition = ONLY_PARTITION,
     ) -> None:
         self.nc = nc
+        self.partition = partition
+        """The partition whose jobs this launcher launches, under the term of that partition's lease."""
         self.consumers = consumers
         """The agents' consumers of run requests: only a node whose consumer is ready is a target."""
         self.notifier = notifier
@@ -203,7 +207,7 @@ class Launcher:
     async def publish_result(self, result: ExecutionResult) -> None:
         self.ensure_leader()
         headers = {"Nats-Msg-Id": result.msg_id}
-        subject, payload = result_subject(LEADER_RESULT_NODE), encode(result)
+        subject, payload = self.partition.result_subject(LEADER_RESULT_NODE), encode(result)
         send = publish_call(self.executions.typed.publisher, self.js, subject, payload, headers)
         await with_retry(send, what="result publish")
 
@@ -225,6 +229,7 @@ class Launcher:
             status=status,
             scheduled_at=scheduled_at,
             fence=self.fence(),
+            partition=self.partition.tag,
         )
         if self.not_run is not None and self.not_run.takes(job, ex):
             self.ensure_leader()
@@ -257,11 +262,16 @@ class Launcher:
             attempt=attempt,
             scheduled_at=scheduled_at,
             fence=self.fence(),
+            partition=self.partition.tag,
         )
         ids = [attempt_id(group, lane, attempt) for lane in (lanes or targets)]
         if attempt == 1 and lanes is None:
             request = RunRequest(
-                execution=ex, job=job, siblings=siblings or ids, env=env or {}, targets=targets
+                execution=ex,
+                job=job,
+                siblings=siblings or ids,
+                env=env or {},
+                targets=targets,
             )
             wanted, _ = job.wanted_tags()
             await self._publish(
@@ -311,6 +321,8 @@ class Launcher:
         resent = 0
         for subject, request in await self.queued_requests():
             ex = request.execution
+            if ex.partition != self.partition.tag:
+                continue  # another partition's owner sent it, under its own term
             if ex.fence >= self.fence() or job_of(ex.job_name) is None:
                 continue  # this leader's own, or the job is gone
             unclaimed = await self._unclaimed(request)
@@ -357,7 +369,9 @@ class Launcher:
         agent they reach has taken yet, and results in DKRON_RESULTS the leader has not fetched yet."""
         runs = int((await self.js.stream_info(RUNS_STREAM)).state.messages)
         try:
-            results = (await self.js.consumer_info(RESULTS_STREAM, RESULTS_CONSUMER)).num_pending or 0
+            results = (
+                await self.js.consumer_info(RESULTS_STREAM, self.partition.durable(RESULTS_CONSUMER))
+            ).num_pending or 0
         except NotFoundError:
             results = 0  # not made yet (a leader's first instants)
         return runs + results

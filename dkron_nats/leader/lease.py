@@ -26,9 +26,11 @@ from nats.js.kv import KeyValue
 
 from dkron_nats.kv.typed import TRANSIENT, delete_at
 from dkron_nats.models import decode, encode
+from dkron_nats.subjects import lease_key
 
 logger = logging.getLogger(__name__)
-LEASE_KEY = "scheduler"
+LEASE_KEY = lease_key(None)
+"""The lease of the only partition; a cluster of several has one per partition (`subjects.lease_key`)."""
 
 
 class LeaseRecord(msgspec.Struct, kw_only=True):
@@ -64,8 +66,17 @@ def signature_refusal(key: str, body: bytes, signature: str | None) -> str:
 
 
 class Lease:
-    def __init__(self, kv: KeyValue, node: str, incarnation: str, ttl: float, margin: float = 1.0) -> None:
+    def __init__(
+        self,
+        kv: KeyValue,
+        node: str,
+        incarnation: str,
+        ttl: float,
+        margin: float = 1.0,
+        key: str = LEASE_KEY,
+    ) -> None:
         self.kv = kv
+        self.key = key
         self.node = node
         self.incarnation = incarnation
         self.ttl = ttl
@@ -99,7 +110,7 @@ class Lease:
 
     async def holder(self) -> LeaseRecord | None:
         try:
-            entry = await self.kv.get(LEASE_KEY)
+            entry = await self.kv.get(self.key)
         except KeyNotFoundError:
             return None
         if not entry.value or entry.operation:
@@ -111,7 +122,7 @@ class Lease:
         record = self._record(since)
         sent = time.monotonic()
         try:
-            self.revision = await self.kv.create(LEASE_KEY, record)
+            self.revision = await self.kv.create(self.key, record)
         except KeyWrongLastSequenceError:
             return await self._reclaim_own(record, sent)
         except (KeyNotFoundError, *TRANSIENT):
@@ -125,7 +136,7 @@ class Lease:
     async def _reclaim_own(self, record: bytes, sent: float) -> bool:
         """A restarted server (same node name, new process) need not wait for its old lease to expire."""
         try:
-            entry = await self.kv.get(LEASE_KEY)
+            entry = await self.kv.get(self.key)
         except (KeyNotFoundError, *TRANSIENT):
             return False
         if not entry.value:
@@ -146,7 +157,7 @@ class Lease:
 
     async def _take_over(self, record: bytes, held_at: int, sent: float) -> bool:
         try:
-            self.revision = await self.kv.update(LEASE_KEY, record, last=held_at)
+            self.revision = await self.kv.update(self.key, record, last=held_at)
         except (KeyWrongLastSequenceError, *TRANSIENT):
             return False
         self.term = self.revision
@@ -158,7 +169,7 @@ class Lease:
         sent = time.monotonic()
         try:
             record = self._record(since, self.term)
-            self.revision = await self.kv.update(LEASE_KEY, record, last=self.revision)
+            self.revision = await self.kv.update(self.key, record, last=self.revision)
         except KeyWrongLastSequenceError:
             logger.warning("lease lost: another server holds it now")
             self.revision = self.term = 0
@@ -170,5 +181,5 @@ class Lease:
         """Give the lease up so another server takes over at once."""
         if self.revision:
             with contextlib.suppress(*TRANSIENT):  # the lease then simply expires
-                await delete_at(self.kv, LEASE_KEY, self.revision)
+                await delete_at(self.kv, self.key, self.revision)
         self.revision = self.term = 0

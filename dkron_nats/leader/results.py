@@ -32,7 +32,7 @@ from dkron_nats.durations import parse_duration
 from dkron_nats.errors import LeadershipLostError
 from dkron_nats.failpoints import crash_point
 from dkron_nats.jobs import JobService
-from dkron_nats.kv.buckets import RESULTS_CONSUMER, RESULTS_STREAM, RESULTS_SUBJECTS
+from dkron_nats.kv.buckets import RESULTS_CONSUMER, RESULTS_STREAM
 from dkron_nats.kv.executions import ExecutionStore, lane_of
 from dkron_nats.kv.locks import LOCKED
 from dkron_nats.kv.typed import TRANSIENT, with_retry
@@ -44,7 +44,7 @@ from dkron_nats.logformat import about
 from dkron_nats.models import Execution, ExecutionResult, JobSpec, JobState, decode
 from dkron_nats.names import job_key
 from dkron_nats.retry import retry_delay
-from dkron_nats.subjects import LEADER_RESULT_NODE, result_subject
+from dkron_nats.subjects import LEADER_RESULT_NODE, result_node
 from dkron_nats.timefmt import later_of, to_ns, utcnow
 from dkron_nats.tracing import extract, tracer
 
@@ -99,9 +99,13 @@ class ResultProcessor:
         # Results fetched by a leader that then dies are redelivered after ack_wait: keep it short, so a
         # new leader is not kept waiting (a redelivered result is applied idempotently).
         config = ConsumerConfig(ack_policy=AckPolicy.EXPLICIT, ack_wait=10, max_ack_pending=20_000)
+        part = self.launcher.partition
         sub = await with_retry(
             lambda: self.js.pull_subscribe(
-                RESULTS_SUBJECTS, durable=RESULTS_CONSUMER, stream=RESULTS_STREAM, config=config
+                part.results_filter,
+                durable=part.durable(RESULTS_CONSUMER),
+                stream=RESULTS_STREAM,
+                config=config,
             ),
             attempts=30,
             what="results consumer",
@@ -210,7 +214,7 @@ class ResultProcessor:
             try:
                 if refusal := await self._origin_refusal(subject, result.execution):
                     ex = result.execution
-                    node = subject.rpartition(".")[2]
+                    node = result_node(subject)
                     msg = "refused result %d for %s/%s published as node %s: %s"
                     logger.warning(msg, seq, ex.job_name, ex.id, node, refusal)
                     return 0.0
@@ -235,8 +239,8 @@ class ResultProcessor:
 
     async def _origin_refusal(self, subject: str, ex: Execution) -> str:
         """Why this result cannot come from the node that ran `ex` ("" if it can)."""
-        node = subject.rpartition(".")[2]
-        if subject == result_subject(LEADER_RESULT_NODE):
+        node = result_node(subject)
+        if subject == self.launcher.partition.result_subject(LEADER_RESULT_NODE):
             return ""  # the leader's own records: no agent may publish there
         if self.jobs.jobs.get(job_key(ex.job_name)) is None:
             return ""  # applying it changes nothing: the job is gone (with its claims)
@@ -380,6 +384,8 @@ class ResultProcessor:
                 continue
             last = time.monotonic()
             for spec in list(self.jobs.jobs.values()):
+                if not self.launcher.partition.owns(job_key(spec.name)):
+                    continue  # another partition's owner ages it out
                 state = self.jobs.states.get(job_key(spec.name))
                 if spec.history_max_age and state is not None and state.age_marks:
                     try:

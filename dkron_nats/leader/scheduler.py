@@ -119,6 +119,8 @@ class Scheduler:
         self._plans.pop(key, None)
         if spec is None or spec.disabled or spec.parent_job or not spec.schedule:
             return
+        if not self.launcher.partition.owns(key):
+            return  # another partition's owner schedules it
         try:
             schedule = job_schedule(spec, self.clock())
         except (ScheduleError, ValueError):

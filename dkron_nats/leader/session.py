@@ -1,4 +1,7 @@
-"""Everything a server does while it is the leader, started and stopped as one unit."""
+"""Everything a server does while it owns one partition of the job space, started and stopped as one unit.
+
+The owner of partition 0 is "the leader" of Dkron's API and also does the cluster-wide chores: it makes
+the agents' consumers of run requests and moves raft leaders off its own embedded nats-server."""
 
 from __future__ import annotations
 
@@ -12,15 +15,12 @@ from nats.aio.msg import Msg
 
 from dkron_nats.jobs import JobService
 from dkron_nats.leader.launcher import JobBusy, Launcher
-from dkron_nats.leader.notify import Notifier
 from dkron_nats.leader.placement import RaftLeadersElsewhere
 from dkron_nats.leader.results import ResultProcessor
 from dkron_nats.leader.scheduler import Scheduler
-from dkron_nats.leader.stats import Stats
 from dkron_nats.leader.watchdog import AgentWatchdog
 from dkron_nats.names import job_key
 from dkron_nats.parameters import run_env_error
-from dkron_nats.subjects import LEADER_RUN
 from dkron_nats.triggers import Trigger, consume_triggers
 
 logger = logging.getLogger(__name__)
@@ -51,18 +51,15 @@ class LeaderSession:
     launcher: Launcher
     scheduler: Scheduler
     results: ResultProcessor
-    stats: Stats
     watchdog: AgentWatchdog
-    notifier: Notifier | None = None
     placement: RaftLeadersElsewhere | None = None
     """With an embedded nats-server, which dies with this process: its raft leaders move to the peers."""
+    chores: bool = True
+    """The cluster-wide chores are this session's (partition 0's)."""
 
     async def run(self) -> None:
         async with anyio.create_task_group() as tg:
-            if self.notifier is not None:
-                # First: launches and results report to it from the start; it sends only while we lead.
-                await tg.start(self.notifier.run)
-            if self.launcher.consumers is not None:
+            if self.chores and self.launcher.consumers is not None:
                 # Before the scheduler: a node is a target only once its consumer of run requests is ready.
                 await tg.start(self.launcher.consumers.run)
             # Side by side: right after a NATS node loss, creating the results consumer can wait for its
@@ -70,8 +67,7 @@ class LeaderSession:
             async with anyio.create_task_group() as starting:
                 starting.start_soon(tg.start, self.results.run)
                 starting.start_soon(tg.start, self.scheduler.run)
-            await tg.start(consume_triggers, self.launcher.js, self._launch_trigger)
-            tg.start_soon(self.stats.run)
+            await tg.start(consume_triggers, self.launcher.js, self._launch_trigger, self.launcher.partition)
             tg.start_soon(self.results.age_out_idle_jobs)
             tg.start_soon(self.watchdog.run)
             tg.start_soon(self.launcher.watch_dispatches)
@@ -102,7 +98,7 @@ class LeaderSession:
             await self.launcher.record_outcome(spec, trigger.launch, None, "skipped", reason)
 
     async def _serve_run_requests(self) -> None:
-        sub = await self.nc.subscribe(LEADER_RUN, queue="leader")
+        sub = await self.nc.subscribe(self.launcher.partition.manual_runs, queue="leader")
         try:
             async with anyio.create_task_group() as tg:
                 async for msg in sub.messages:

@@ -48,6 +48,8 @@ class AgentWatchdog:
 
     async def _rule_lost(self, node: str, keys: frozenset[str], why: str) -> None:
         for key in keys:
+            if not self.launcher.partition.owns(key.partition(".")[0]):
+                continue  # the owner of the job's partition rules on it
             found = await self.launcher.executions.typed.get(key)
             if found is not None and not found[0].finished:
                 logger.warning("node %s %s: execution %s is lost", node, why, key)

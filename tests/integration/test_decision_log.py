@@ -30,7 +30,7 @@ from dkron_nats.leader.launcher import Launcher
 from dkron_nats.leader.scheduler import MAX_WAITING_RUNS, Scheduler, SchedulerSettings
 from dkron_nats.models import JobSpec, LaunchCursor
 from dkron_nats.names import job_key
-from dkron_nats.subjects import decisions_subject
+from dkron_nats.subjects import ONLY_PARTITION, decisions_subject
 from dkron_nats.timefmt import to_ns
 from tests.jetstream import FlakyAcks, jetstream
 
@@ -201,6 +201,8 @@ async def test_a_resent_append_whose_ack_was_lost_is_recognised_not_taken_for_a_
 
 class RecordingLauncher:
     """Stands in for the launcher: the scheduler's decisions are what these tests look at."""
+
+    partition = ONLY_PARTITION
 
     def __init__(self) -> None:
         self.recorded: list[tuple[datetime | None, str]] = []

@@ -254,8 +254,17 @@ def test_an_agent_that_has_not_seen_the_new_lease_reads_it_before_refusing(node:
             unused = cast(Any, None)
             agent = Agent(nc, nc.jetstream(), "probe", unused, unused, lease_kv=kv)  # its watch never runs
             term = await _term(nc)
-            verdicts = [await agent._term_refusal(term), await agent._term_refusal(term + 10**6)]
-            return [*verdicts, await agent._term_refusal(term), await agent._term_refusal(term - 1)]
+
+            async def verdict(fence: int) -> str:
+                request = Execution(id="1-probe", job_name="job", group=1, fence=fence)
+                return (await agent._term_refusal(request))[0]
+
+            return [
+                await verdict(term),
+                await verdict(term + 10**6),
+                await verdict(term),
+                await verdict(term - 1),
+            ]
         finally:
             await nc.close()
 

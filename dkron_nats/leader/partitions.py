@@ -1,0 +1,120 @@
+"""Which server owns which partition of the job space.
+
+Every server computes the same assignment from the registry's live servers: each partition ranks the servers
+by a hash of (partition, server) (rendezvous hashing), and goes to the best-ranked one that still has room,
+so that every server owns ⌊P/n⌋ or ⌈P/n⌉ partitions. A change of the live servers moves few partitions.
+
+The assignment only says who should hold a partition's lease; the lease itself (a compare-and-set on a KV
+key) says who does, so servers that briefly disagree (one has seen a join the other has not) cost a delay,
+never a second owner:
+- a free lease is taken at once by its assignee, and by the others one after another (`STAGGER` apart, in
+  the partition's ranking), so a partition whose assignee is not there yet still gets an owner;
+- a holder hands a partition over (stop, record, release) once its assignee has been up for `WARM_UP`
+  (its caches and decision logs are followed by then) and it has held the partition that long itself;
+- a holder that is gone (presence.py) is replaced by the assignee of the servers that remain, at once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from dkron_nats.members import Registry
+from dkron_nats.subjects import Partition
+from dkron_nats.timefmt import utcnow
+
+WARM_UP = 10.0
+"""Seconds a joining server is up before partitions move to it, and a holder keeps a partition it took."""
+STAGGER = 0.3
+"""Seconds between the campaigns of successive servers of a partition's ranking for its free lease."""
+
+
+def _score(partition: int, node: str) -> bytes:
+    return hashlib.blake2b(f"{partition}/{node}".encode(), digest_size=8).digest()
+
+
+def ranking(partition: int, servers: Sequence[str]) -> list[str]:
+    """The servers in the order this partition prefers them."""
+    return sorted(servers, key=lambda node: (_score(partition, node), node), reverse=True)
+
+
+def assign(count: int, servers: Sequence[str]) -> dict[int, str]:
+    """Each partition's owner: its best-ranked server among those with room (⌊P/n⌋, and ⌈P/n⌉ for the
+    first P mod n servers to reach it), so the load differs by at most one partition between servers."""
+    if not servers:
+        return {}
+    fair, spare = divmod(count, len(servers))
+    load: Counter[str] = Counter()
+    owners: dict[int, str] = {}
+    for partition in range(count):
+        for node in ranking(partition, servers):
+            room = load[node] < fair or (load[node] == fair and spare > 0)
+            if room:
+                if load[node] == fair:
+                    spare -= 1
+                load[node] += 1
+                owners[partition] = node
+                break
+    return owners
+
+
+class Ownership:
+    """What one server may do about one partition's lease (the protocol election.py asks)."""
+
+    def campaign_delay(self) -> float:
+        """How long the lease must have been free before this server tries to take it."""
+        return 0.0
+
+    def may_steal(self, gone: str) -> bool:
+        """Whether this server takes the lease over from `gone`, a holder confirmed gone."""
+        return True
+
+    def hand_over(self) -> bool:
+        """Whether this server, holding the lease, should give it to the partition's assignee now."""
+        return False
+
+    def took(self) -> None:
+        """This server has just taken the lease."""
+
+
+@dataclass
+class Spread(Ownership):
+    """A partition of a cluster of several, owned as the assignment over the live servers says."""
+
+    partition: Partition
+    me: str
+    registry: Registry
+    clock: Callable[[], float] = time.monotonic
+    _taken_at: float = field(default=0.0, init=False)
+
+    def _servers(self, without: str = "") -> list[str]:
+        live = {m.name for m in self.registry.alive() if m.server and m.name != without}
+        return sorted(live | ({self.me} if self.me != without else set()))
+
+    def assignee(self, without: str = "") -> str:
+        return assign(self.partition.count, self._servers(without)).get(self.partition.index, "")
+
+    def campaign_delay(self) -> float:
+        servers = self._servers()
+        if assign(self.partition.count, servers).get(self.partition.index) == self.me:
+            return 0.0
+        return STAGGER * (1 + ranking(self.partition.index, servers).index(self.me))
+
+    def may_steal(self, gone: str) -> bool:
+        return self.assignee(without=gone) == self.me
+
+    def hand_over(self) -> bool:
+        if self.clock() - self._taken_at < WARM_UP:
+            return False
+        owner = self.assignee()
+        if owner in ("", self.me):
+            return False
+        member = self.registry.get(owner)
+        return member is not None and utcnow() - member.started_at >= timedelta(seconds=WARM_UP)
+
+    def took(self) -> None:
+        self._taken_at = self.clock()

@@ -1,0 +1,140 @@
+"""Partitioned scheduling (`--partitions N`): every partition has one owner, its jobs run, and a killed
+owner's partitions are taken over by the servers that remain, with no slot run twice."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import itertools
+import json
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import nats
+import pytest
+
+from dkron_nats.kv.buckets import LEADER
+from dkron_nats.leader.lease import LeaseRecord
+from dkron_nats.models import decode
+from dkron_nats.subjects import Partition, partition_of
+from tests.harness import Node, executions, finished, job, running, wait_for
+from tests.integration.test_cluster import _servers, leaders
+
+
+def _named_in(partition: int, count: int, prefix: str) -> str:
+    """The first `<prefix><i>` job name that falls into `partition`."""
+    return next(f"{prefix}{i}" for i in itertools.count() if partition_of(f"{prefix}{i}", count) == partition)
+
+
+def _owners(node: Node, count: int) -> dict[int, str]:
+    """Each held partition's owner, from its lease."""
+
+    async def read() -> dict[int, str]:
+        nc = await nats.connect(**node.nats_options())
+        try:
+            kv = await nc.jetstream().key_value(LEADER)
+            found = {}
+            for index in range(count):
+                try:
+                    entry = await kv.get(Partition(index, count).lease_key)
+                except nats.js.errors.KeyNotFoundError:
+                    continue
+                if entry.value:
+                    found[index] = decode(entry.value, LeaseRecord).node
+            return found
+        finally:
+            await nc.close()
+
+    return asyncio.run(read())
+
+
+def _trigger(node: Node, name: str) -> dict[str, str]:
+    async def send() -> dict[str, str]:
+        nc = await nats.connect(**node.nats_options())
+        try:
+            reply = await nc.request(f"dkron.trigger.{name}", b"", timeout=10)
+            answer: dict[str, str] = json.loads(reply.data)
+            return answer
+        finally:
+            await nc.close()
+
+    return asyncio.run(send())
+
+
+def test_one_server_owns_every_partition_and_runs_each_ones_jobs(tmp_path: Path) -> None:
+    with running(Node(tmp_path / "n1", extra=["--partitions", "4"])) as node:
+        wait_for(lambda: _owners(node, 4) == dict.fromkeys(range(4), "n1"), 20, "n1 to own all 4")
+        ticking = [_named_in(p, 4, "tick") for p in range(4)]
+        manual = [_named_in(p, 4, "manual") for p in range(4)]
+        triggered = [_named_in(p, 4, "triggered") for p in range(4)]
+        for name in ticking:
+            assert node.post("/v1/jobs", json=job(name, "@every 1s")).status_code == 201
+        for name in manual + triggered:
+            assert node.post("/v1/jobs", json=job(name)).status_code == 201
+        for name in manual:
+            assert node.post(f"/v1/jobs/{name}/run").status_code == 200, name
+        for name in triggered:
+            assert _trigger(node, name)["status"] == "accepted", name
+        for name in ticking:
+            wait_for(functools.partial(finished, node, name, 2), 20, f"two runs of {name}")
+        for name in manual + triggered:
+            runs = wait_for(functools.partial(finished, node, name, 1), 20, f"the run of {name}")
+            assert runs[0]["success"] is True
+        rows = node.get("/v1/partitions").json()
+        assert [(r["partition"], r["owner"], r["jobs"]) for r in rows] == [(p, "n1", 3) for p in range(4)]
+        assert all(r["term"] > 0 and r["lag_ms"] >= 0 for r in rows), rows
+        metrics = node.get("/metrics").text
+        assert "dkron_partitions_owned 4.0" in metrics
+        assert node.get("/v1/leader").json()["Name"] == "n1"
+
+
+@pytest.fixture
+def three_servers(tmp_path: Path) -> Iterator[list[Node]]:
+    servers = _servers(tmp_path, ["--partitions", "6"], {})
+    try:
+        for server in servers:
+            server.start()
+        wait_for(lambda: len(leaders(servers)) == 1, 60, "an owner of partition 0")
+        yield servers
+    finally:
+        for server in servers:
+            server.stop()
+
+
+def test_three_servers_share_the_partitions_and_take_over_a_killed_ones(three_servers: list[Node]) -> None:
+    s1, s2, _ = three_servers
+    spread: dict[int, str] = {}
+
+    def two_each() -> bool:
+        spread.update(_owners(s1, 6))
+        return len(spread) == 6 and sorted(Counter(spread.values()).values()) == [2, 2, 2]
+
+    wait_for(two_each, 60, "two partitions on each server (a joining server waits 10 s to take its own)")
+    listed = {row["partition"]: row["owner"] for row in s2.get("/v1/partitions").json()}
+    assert listed == spread
+    ticking = [_named_in(p, 6, "tick") for p in range(6)]
+    for name in ticking:
+        body = job(name, "@every 1s", tags={"server": "true:1"})  # one run per slot, on any server
+        assert s2.post("/v1/jobs", json=body).status_code == 201
+    for name in ticking:
+        wait_for(functools.partial(finished, s1, name, 2), 30, f"two runs of {name}")
+
+    victim = next(s for s in three_servers if s.name == spread[0])  # "the leader" too
+    lost = [p for p, owner in spread.items() if owner == victim.name]
+    rest = [s for s in three_servers if s is not victim]
+    counts = {name: len(executions(rest[0], name)) for name in ticking}
+    victim.kill()
+
+    def taken_over() -> bool:
+        owners = _owners(rest[0], 6)
+        return len(owners) == 6 and victim.name not in owners.values()
+
+    wait_for(taken_over, 15, f"the partitions {lost} of {victim.name} taken over")
+    for name in ticking:
+        wait_for(functools.partial(finished, rest[0], name, counts[name] + 3), 30, f"{name} to go on")
+    for name in ticking:
+        groups = Counter(e["group"] for e in executions(rest[0], name) if e["node_name"] != "missed")
+        twice = [group for group, seen in groups.items() if seen > 1]
+        assert not twice, f"{name}: slots {twice} ran twice"
+    assert len(leaders(rest)) == 1
