@@ -49,12 +49,17 @@ class TriggerPayload(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
 
 class Trigger(msgspec.Struct, kw_only=True, omit_defaults=True):
-    """A checked trigger, as stored for the leader."""
+    """A checked trigger, as stored for the owner of the job's partition; or, with `parent`, a parent's
+    ended launch handed by the parent's owner to the child's (leader/results.py)."""
 
     job: str
     launch: int
     force: bool = False
     env: dict[str, str] = msgspec.field(default_factory=dict)
+    parent: str = ""
+    """The parent job whose launch `launch` ended (then `job` is its dependent, and no NATS trigger)."""
+    status: str = ""
+    """How the parent's launch ended: success, failed or partially_failed."""
 
 
 class TriggerReply(msgspec.Struct, kw_only=True, omit_defaults=True):

@@ -41,12 +41,13 @@ from dkron_nats.leader.notify import Notifier
 from dkron_nats.leader.outcomes import announce, trim_every
 from dkron_nats.leader.stats import Stats
 from dkron_nats.logformat import about
-from dkron_nats.models import Execution, ExecutionResult, JobSpec, JobState, decode
+from dkron_nats.models import Execution, ExecutionResult, JobSpec, JobState, decode, encode
 from dkron_nats.names import job_key
 from dkron_nats.retry import retry_delay
-from dkron_nats.subjects import LEADER_RESULT_NODE, result_node
+from dkron_nats.subjects import LEADER_RESULT_NODE, partition_for, result_node
 from dkron_nats.timefmt import later_of, to_ns, utcnow
 from dkron_nats.tracing import extract, tracer
+from dkron_nats.triggers import Trigger
 
 logger = logging.getLogger(__name__)
 FETCH_BATCH = 64
@@ -305,11 +306,48 @@ class ResultProcessor:
         if ended:
             if spec.concurrency in LOCKED:
                 await self.launcher.locks.release(key, ex.group)
-            for child in self.jobs.dependents.waiting_on(spec.name):
-                await self._fan_in(child, spec.name, ex.group, status or "failed")
-        if status == "success":
-            await self._after_success(spec.name, spec.ephemeral, ex.group)
+            for child in self._children(spec.name, status):
+                await self._to_child(child, spec.name, ex.group, status or "failed")
+        if status == "success" and spec.ephemeral and not self.jobs.dependents.children(spec.name):
+            await self.jobs.delete_ephemeral(spec.name, ex.group)
+            await self.executions.purge_job(spec.name)
         return 0.0
+
+    def _children(self, parent: str, status: str | None) -> list[str]:
+        """The jobs a parent's ended launch concerns: `depends_on` children count every end (each says on
+        which), `parent_job` children run after a success only."""
+        children = list(self.jobs.dependents.waiting_on(parent))
+        if status == "success":
+            children += [c for c in self.jobs.dependents.children(parent) if c not in children]
+        return children
+
+    async def _to_child(self, child: str, parent: str, group: int, status: str) -> None:
+        """What follows a parent's launch is decided by the owner of the child's partition: here, or handed
+        to it durably before the parent's result is acknowledged (a redelivery hands it over again; its
+        message id, and the child's own bookkeeping, make that count once)."""
+        key = job_key(child)
+        if self.launcher.partition.owns(key):
+            await self.parent_finished(child, parent, group, status)
+            return
+        owner = partition_for(key, self.launcher.partition.count)
+        handed = Trigger(job=child, launch=group, parent=parent, status=status)
+        headers = {"Nats-Msg-Id": f"dependency-{job_key(parent)}-{group}-{key}"}
+        self.launcher.ensure_leader()
+        await with_retry(
+            lambda: self.js.publish(owner.trigger_subject(key), encode(handed), headers=headers),
+            what="dependency hand-over",
+        )
+
+    async def parent_finished(self, child: str, parent: str, group: int, status: str) -> None:
+        """A parent's launch `group` ended as `status`: count it for a `depends_on` child, or run a
+        `parent_job` child (as the parent's group, so a redelivery cannot run it twice)."""
+        spec = self.jobs.jobs.get(job_key(child))
+        if spec is None:
+            return
+        if any(d.job == parent for d in spec.depends_on or []):
+            await self._fan_in(child, parent, group, status)
+        elif spec.parent_job == parent and status == "success" and not spec.disabled:
+            await self._launch_dependent(spec, group, f"its parent {parent} succeeded")
 
     async def _store(self, outcome: Outcome) -> int | None:
         """Store the final record; its revision, or None if another outcome of the execution was stored over
@@ -463,16 +501,6 @@ class ResultProcessor:
                 "is forbid"
             )
             await self.launcher.record_outcome(spec, group, None, "skipped", reason)
-
-    async def _after_success(self, name: str, ephemeral: bool, group: int) -> None:
-        # Children reuse the parent's group, so a redelivered result cannot launch them twice.
-        for child in self.jobs.dependents.children(name):
-            child_spec = self.jobs.jobs.get(job_key(child))
-            if child_spec is not None and not child_spec.disabled:
-                await self._launch_dependent(child_spec, group, f"its parent {name} succeeded")
-        if ephemeral and not self.jobs.dependents.children(name):
-            await self.jobs.delete_ephemeral(name, group)
-            await self.executions.purge_job(name)
 
 
 def _trim_due(recorded: int, keep: int) -> bool:

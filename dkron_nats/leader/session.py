@@ -76,7 +76,11 @@ class LeaderSession:
             await self._serve_run_requests()
 
     async def _launch_trigger(self, trigger: Trigger) -> None:
-        """A NATS trigger, as a manual run with its launch id (sent again after a crash: same nodes)."""
+        """A NATS trigger, as a manual run with its launch id (sent again after a crash: same nodes); or a
+        parent's ended launch, handed over by the owner of the parent's partition."""
+        if trigger.parent:
+            await self.results.parent_finished(trigger.job, trigger.parent, trigger.launch, trigger.status)
+            return
         spec = self.jobs.jobs.get(job_key(trigger.job))
         if spec is None or spec.disabled:
             logger.warning(

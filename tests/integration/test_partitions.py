@@ -89,6 +89,29 @@ def test_one_server_owns_every_partition_and_runs_each_ones_jobs(tmp_path: Path)
         assert node.get("/v1/leader").json()["Name"] == "n1"
 
 
+def test_a_parent_hands_its_ended_launch_to_the_owner_of_each_childs_partition(tmp_path: Path) -> None:
+    """The children are in other partitions than their parents: each still runs once per parent launch
+    (a `parent_job` child after a success; a `depends_on` child once both parents in two partitions ended)."""
+    with running(Node(tmp_path / "n1", extra=["--partitions", "4"])) as node:
+        first, second = _named_in(0, 4, "parent"), _named_in(1, 4, "parent")
+        child = _named_in(2, 4, "child")
+        fan_in = _named_in(3, 4, "fanin")
+        for name in (first, second):
+            assert node.post("/v1/jobs", json=job(name)).status_code == 201
+        assert node.post("/v1/jobs", json=job(child, "", parent_job=first)).status_code == 201
+        deps = [{"job": first, "on": "success"}, {"job": second, "on": "always"}]
+        assert node.post("/v1/jobs", json=job(fan_in, "", depends_on=deps)).status_code == 201
+        assert node.post(f"/v1/jobs/{first}/run").status_code == 200
+        wait_for(functools.partial(finished, node, child, 1), 20, f"{child} after {first}")
+        assert node.post(f"/v1/jobs/{second}/run").status_code == 200
+        wait_for(functools.partial(finished, node, fan_in, 1), 20, f"{fan_in} after both parents")
+        assert node.post(f"/v1/jobs/{first}/run").status_code == 200
+        wait_for(functools.partial(finished, node, child, 2), 20, f"{child} after the second {first}")
+        wait_for(functools.partial(finished, node, first, 2), 20, f"the second run of {first}")
+        assert len(executions(node, fan_in)) == 1, "the fan-in child ran with one parent only"
+        assert [len(executions(node, name)) for name in (child, first)] == [2, 2]
+
+
 @pytest.fixture
 def three_servers(tmp_path: Path) -> Iterator[list[Node]]:
     servers = _servers(tmp_path, ["--partitions", "6"], {})
