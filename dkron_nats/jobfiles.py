@@ -36,6 +36,7 @@ READ_ONLY_FIELDS = (
     "next",
     "dependent_jobs",
     "depended_on_by",
+    "partition",
 )
 """Computed by the server: never written by apply or import, never compared."""
 JOB_FIELDS = frozenset(JobInput.__struct_fields__)

@@ -28,6 +28,7 @@ from dkron_nats.kv.cache import KVCache
 from dkron_nats.kv.typed import TypedKV
 from dkron_nats.models import JobSpec, JobState
 from dkron_nats.names import job_key, job_name_from_key
+from dkron_nats.subjects import partition_of
 from dkron_nats.timefmt import later_of, utcnow
 
 logger = logging.getLogger(__name__)
@@ -57,6 +58,8 @@ class JobView:
     dependents: list[str]
     waiting: list[str]
     """Jobs whose `depends_on` names this one (its fan-in children)."""
+    partition: int = 0
+    """The partition whose owner schedules it."""
 
 
 class DependentsIndex:
@@ -107,7 +110,10 @@ class JobService:
         is_paused: Callable[[], bool],
         announce: Callable[[str, JobSpec], Awaitable[None]] | None = None,
         audit_log: audit.AuditLog | None = None,
+        partitions: int = 1,
     ) -> None:
+        self.partitions = partitions
+        """The cluster's partition count (a job's view says which one is its)."""
         self.jobs = jobs
         self.audit_log = audit_log
         self.states = states
@@ -128,7 +134,8 @@ class JobService:
     def view(self, spec: JobSpec) -> JobView:
         key = job_key(spec.name)
         children, waiting = self.dependents.children(spec.name), self.dependents.waiting_on(spec.name)
-        return JobView(spec, self.states.get(key) or JobState(), children, waiting)
+        state = self.states.get(key) or JobState()
+        return JobView(spec, state, children, waiting, partition_of(key, self.partitions))
 
     def get(self, name: str) -> JobView:
         spec = self.jobs.get(job_key(name))

@@ -258,6 +258,8 @@ class Member(msgspec.Struct, kw_only=True, omit_defaults=True):
     """Slots in use at the last heartbeat."""
     executions_queued: int = 0
     """Executions waiting on the node for a free slot at the last heartbeat."""
+    partitions: int = 0
+    """Partitions of the job space this server owned at the last heartbeat."""
 
 
 class RunRequest(msgspec.Struct, kw_only=True, omit_defaults=True):

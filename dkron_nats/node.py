@@ -107,6 +107,8 @@ class Node:
     settings: Settings
     stop: anyio.Event
     incarnation: str = ""
+    owned_partitions: Callable[[], int] = lambda: 0
+    """How many partitions this server holds now (set once its leases exist)."""
     _reload_hooks: list[ReloadHook] = field(default_factory=list)
 
     async def apply_settings(self, settings: Settings, changed: frozenset[str]) -> None:
@@ -228,6 +230,7 @@ class Node:
                     running=agent.running_keys(),
                     executions_running=agent.slots.used,
                     executions_queued=agent.slots.queued,
+                    partitions=self.owned_partitions(),
                 )
 
             # The agent follows the lease and waits for its consumer of run requests before its member
@@ -293,6 +296,7 @@ class Node:
             Lease(buckets.leader, s.node_name, self.incarnation, s.lease_ttl, key=part.lease_key)
             for part in parts
         ]
+        self.owned_partitions = lambda: sum(lease.valid() for lease in leases)
         stats = Stats(TypedKV(buckets.stats, DayStats))
         tokens_cache = KVCache(TypedKV(buckets.tokens, StoredToken))
         auth = Authenticator(tokens_cache, enabled=s.auth, bootstrap=bootstrap_token_from_env())
@@ -313,7 +317,7 @@ class Node:
                     await nc.publish(*job_event(event, spec.name, data))
 
                 audit_log = AuditLog(js)
-                jobs = JobService(jobs_cache, states_cache, paused, announce, audit_log)
+                jobs = JobService(jobs_cache, states_cache, paused, announce, audit_log, len(parts))
                 tg.start_soon(_follow_job_notices, nc, jobs_cache)
                 nexts = NextFireCache()
                 services = Services(

@@ -175,9 +175,13 @@ def _job() -> Schema:
         "dst_policy": _ref("DstPolicy"),
         "notify_on": {"type": "string", "enum": list(NOTIFY_ON)},
         "parameters": {"type": "array", "items": _ref("Parameter"), "description": "Variables a run may set"},
+        "partition": {
+            **INTEGER,
+            "description": "The partition whose owner schedules it (GET /v1/partitions)",
+        },
     }
-    # The create/update echo has no derived links to other jobs: depended_on_by is in stored jobs only.
-    required = [name for name in fields if name != "depended_on_by"]
+    # The create/update echo has no derived fields: depended_on_by and partition are in stored jobs only.
+    required = [name for name in fields if name not in ("depended_on_by", "partition")]
     return {**_object(fields, required), "description": _job.__doc__}
 
 
@@ -216,6 +220,7 @@ def _member(with_ids: bool) -> Schema:
         "MaxConcurrentExecutions": {**INTEGER, "description": "--max-concurrent-executions; 0: no limit"},
         "ExecutionsRunning": {**INTEGER, "description": "Execution slots in use (at the last heartbeat)"},
         "ExecutionsQueued": {**INTEGER, "description": "Executions waiting on the node for a free slot"},
+        "Partitions": {**INTEGER, "description": "Partitions a server schedules (at its last heartbeat)"},
     }
     if with_ids:
         fields |= {"id": {"type": "string", "format": "uuid"}, "statusText": STRING}

@@ -58,6 +58,7 @@ def job_json(view: JobView, next_fire: datetime | None) -> dict[str, Any]:
         "dst_policy": _dst_json(spec.dst_policy),
         "notify_on": spec.notify_on,
         "parameters": parameters_json(spec.parameters),
+        "partition": view.partition,
     }
 
 
@@ -169,6 +170,7 @@ def member_json(member: Member, *, with_ids: bool = True, status: str = "alive")
         "MaxConcurrentExecutions": member.max_concurrent_executions,
         "ExecutionsRunning": member.executions_running,
         "ExecutionsQueued": member.executions_queued,
+        "Partitions": member.partitions,
     }
     if with_ids:
         out["id"] = str(uuid.uuid4())

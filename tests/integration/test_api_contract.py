@@ -72,9 +72,11 @@ JOB_KEYS = [
     "dst_policy",
     "notify_on",
     "parameters",
+    "partition",
 ]
-ECHO_KEYS = [key for key in JOB_KEYS if key != "depended_on_by"]
-"""A save answers the job as parsed: links derived from other jobs are in stored jobs only."""
+ECHO_KEYS = [key for key in JOB_KEYS if key not in ("depended_on_by", "partition")]
+"""A save answers the job as parsed: links derived from other jobs, and the partition, are in stored jobs
+only."""
 MEMBER_KEYS = [
     "Name",
     "Addr",
@@ -90,6 +92,7 @@ MEMBER_KEYS = [
     "MaxConcurrentExecutions",
     "ExecutionsRunning",
     "ExecutionsQueued",
+    "Partitions",
 ]
 SERF_KEYS = {
     "members",

@@ -136,6 +136,13 @@ def test_three_servers_share_the_partitions_and_take_over_a_killed_ones(three_se
     wait_for(two_each, 60, "two partitions on each server (a joining server waits 10 s to take its own)")
     listed = {row["partition"]: row["owner"] for row in s2.get("/v1/partitions").json()}
     assert listed == spread
+
+    def members_show_two_each() -> bool:
+        return {m["Name"]: m["Partitions"] for m in s3.get("/v1/members").json()} == dict.fromkeys(
+            ("s1", "s2", "s3"), 2
+        )
+
+    wait_for(members_show_two_each, 15, "/v1/members to show two partitions on each server")
     ticking = [_named_in(p, 6, "tick") for p in range(6)]
     for name in ticking:
         body = job(name, "@every 1s", tags={"server": "true:1"})  # one run per slot, on any server

@@ -53,6 +53,8 @@ export interface Job {
   notify_on?: string;
   /** The variables a run (a NATS trigger, POST /v1/jobs/{job}/run) may set; nothing else. */
   parameters?: Parameter[] | null;
+  /** The partition whose owner schedules it (GET /v1/partitions). */
+  partition?: number;
 }
 
 export interface Parameter {
@@ -95,6 +97,8 @@ export interface Member {
   MaxConcurrentExecutions?: number;
   ExecutionsRunning?: number;
   ExecutionsQueued?: number;
+  /** Partitions of the job space a server schedules, at its last heartbeat. */
+  Partitions?: number;
 }
 
 export interface Stats {

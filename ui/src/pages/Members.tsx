@@ -33,6 +33,7 @@ export function Members() {
               <th scope="col">Role</th>
               <th scope="col">Status</th>
               <th scope="col">Running</th>
+              <th scope="col">Partitions</th>
               <th scope="col">Tags</th>
             </tr>
           </thead>
@@ -55,6 +56,7 @@ export function Members() {
                     <span class={`badge badge-${m.statusText ?? "none"}`}>{m.statusText ?? String(m.Status)}</span>
                   </td>
                   <td data-testid="member-running">{slots(m)}</td>
+                  <td data-testid="member-partitions">{role === "server" ? (m.Partitions ?? 0) : ""}</td>
                   <td>
                     <Tags tags={m.Tags} />
                   </td>
