@@ -100,13 +100,15 @@ EXECUTIONS_QUEUED = Gauge(
 )
 DECISIONS = Counter(
     "dkron_decisions",
-    "Scheduling decisions (a job's new launch cursor) the leader appended to its decision log.",
+    "Scheduling decisions (a job's new launch cursor) this server appended to a partition's decision log.",
+    ["partition"],
     registry=REGISTRY,
 )
 DECISION_APPENDS = Counter(
     "dkron_decision_appends",
     "Appends to the decision log; decisions made while one is in flight share the next (decisions / appends "
     "is the group commit's batch size).",
+    ["partition"],
     registry=REGISTRY,
 )
 LEADER = Gauge(
@@ -114,6 +116,9 @@ LEADER = Gauge(
 )
 PARTITIONS_OWNED = Gauge(
     "dkron_partitions_owned", "Partitions of the job space this server schedules now.", registry=REGISTRY
+)
+PARTITION_OWNED = Gauge(
+    "dkron_partition_owned", "1 while this server owns the partition.", ["partition"], registry=REGISTRY
 )
 LEASE_RENEWALS = Counter("dkron_lease_renewals", "Leader lease renewals that succeeded.", registry=REGISTRY)
 LEASE_FAILURES = Counter(

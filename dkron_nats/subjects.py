@@ -158,6 +158,11 @@ def lease_key(partition: int | None) -> str:
     return "scheduler" if partition is None else f"scheduler.{partition}"
 
 
+def lease_partition(key: str) -> int:
+    """The partition a lease key is of (`lease_key`'s inverse)."""
+    return int(key.rpartition(".")[2]) if "." in key else 0
+
+
 def partitions(count: int) -> list[Partition]:
     return [Partition(index, count) for index in range(count)]
 

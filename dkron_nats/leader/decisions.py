@@ -146,6 +146,8 @@ class DecisionLog:
         self.is_live = is_live
         """Whether a job key still names a job: a checkpoint leaves the cursors of deleted jobs out."""
         self.subject = decisions_subject(partition)
+        self._decided = DECISIONS.labels(str(partition))
+        self._appended = DECISION_APPENDS.labels(str(partition))
         self.checkpoint_after = checkpoint_after
         self.tail = tail or LogTail(js, partition)
         """This server's copy of the log, read while another server led (if it was: else at takeover)."""
@@ -258,7 +260,7 @@ class DecisionLog:
                 _settle(waiting, exc)
                 continue
             self._since_checkpoint += len(waiting)
-            DECISIONS.inc(len(waiting))
+            self._decided.inc(len(waiting))
             _settle(waiting, None)
 
     async def _append(self, batch: DecisionBatch, payload: bytes | None = None) -> None:
@@ -281,7 +283,7 @@ class DecisionLog:
                 delay = min(delay * 2, 2.0)
                 continue
             self.appends += 1
-            DECISION_APPENDS.inc()
+            self._appended.inc()
             self.cursors.update(batch.cursors)
             return
 

@@ -23,15 +23,13 @@ from dkron_nats.kv.watch import stop as stop_watch
 from dkron_nats.leader.lease import Lease, LeaseRecord
 from dkron_nats.leader.partitions import Ownership
 from dkron_nats.leader.presence import PROBE_INTERVAL, Absence
-from dkron_nats.metrics import LEADER, LEASE_FAILURES, LEASE_RENEWALS, PARTITIONS_OWNED
+from dkron_nats.metrics import LEADER, LEASE_FAILURES, LEASE_RENEWALS, PARTITION_OWNED, PARTITIONS_OWNED
 from dkron_nats.models import decode
-from dkron_nats.subjects import lease_key
+from dkron_nats.subjects import lease_partition
 from dkron_nats.timefmt import utcnow
 
 logger = logging.getLogger(__name__)
 HAND_OVER_CHECK = 0.5
-FIRST_PARTITION_KEYS = (lease_key(None), lease_key(0))
-"""Its holder is "the leader" of Dkron's API (`/v1/leader`), and runs the cluster-wide chores."""
 
 
 async def run_elections(
@@ -100,10 +98,13 @@ def _free_for(free_since: float | None) -> float:
 
 
 async def _lead(lease: Lease, lead: Callable[[], Awaitable[None]], own: Ownership) -> None:
-    first = lease.key in FIRST_PARTITION_KEYS
+    partition = lease_partition(lease.key)
+    first = partition == 0  # "the leader" of Dkron's API
     if first:
         LEADER.set(1)
     PARTITIONS_OWNED.inc()
+    owned = PARTITION_OWNED.labels(str(partition))
+    owned.set(1)
     try:
         await _hold(lease, lead, own)
     except Exception:
@@ -117,6 +118,7 @@ async def _lead(lease: Lease, lead: Callable[[], Awaitable[None]], own: Ownershi
         if first:
             LEADER.set(0)
         PARTITIONS_OWNED.dec()
+        owned.set(0)
         logger.info("%s is no longer the leader", lease.node)
 
 

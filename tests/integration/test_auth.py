@@ -52,6 +52,7 @@ ROUTES: dict[tuple[str, str], Route] = {
     ("GET", "/v1/members"): Route("read", "/v1/members"),
     ("GET", "/v1/leader"): Route("read", "/v1/leader"),
     ("GET", "/v1/isleader"): Route("read", "/v1/isleader"),
+    ("GET", "/v1/partitions"): Route("read", "/v1/partitions"),
     ("GET", "/v1/busy"): Route("read", "/v1/busy"),
     ("GET", "/v1/stats"): Route("read", "/v1/stats"),
     ("GET", "/v1/pause"): Route("read", "/v1/pause"),

@@ -86,6 +86,9 @@ def test_one_server_owns_every_partition_and_runs_each_ones_jobs(tmp_path: Path)
         assert all(r["term"] > 0 and r["lag_ms"] >= 0 for r in rows), rows
         metrics = node.get("/metrics").text
         assert "dkron_partitions_owned 4.0" in metrics
+        for index in range(4):
+            assert f'dkron_partition_owned{{partition="{index}"}} 1.0' in metrics
+            assert f'dkron_decisions_total{{partition="{index}"}}' in metrics
         assert node.get("/v1/leader").json()["Name"] == "n1"
 
 
@@ -126,7 +129,7 @@ def three_servers(tmp_path: Path) -> Iterator[list[Node]]:
 
 
 def test_three_servers_share_the_partitions_and_take_over_a_killed_ones(three_servers: list[Node]) -> None:
-    s1, s2, _ = three_servers
+    s1, s2, s3 = three_servers
     spread: dict[int, str] = {}
 
     def two_each() -> bool:
