@@ -27,14 +27,14 @@ from tests.harness import Node, finished, free_port, job, shared_secret, wait_fo
 from tests.sse import Event, events, output_of
 
 
-def _servers(base: Path, extra_args: list[str], env: dict[str, str]) -> list[Node]:
-    """Three servers whose embedded NATS cluster: with one cluster secret, unless `extra_args` give
-    their own NATS credentials."""
-    route_ports = [free_port() for _ in range(3)]
+def _servers(base: Path, extra_args: list[str], env: dict[str, str], count: int = 3) -> list[Node]:
+    """Three (or `count`) servers whose embedded NATS cluster: with one cluster secret, unless `extra_args`
+    give their own NATS credentials."""
+    route_ports = [free_port() for _ in range(count)]
     if not {"--nats-user", "--nats-token", "--nats-secret-file"} & set(extra_args):
         extra_args = ["--nats-secret-file", str(shared_secret(base)), *extra_args]
     nodes = []
-    for i in range(3):
+    for i in range(count):
         routes = [f"nats-route://127.0.0.1:{p}" for j, p in enumerate(route_ports) if j != i]
         extra = ["--nats-cluster-listen", f"127.0.0.1:{route_ports[i]}"]
         for route in routes:
