@@ -10,11 +10,17 @@ every slot must have exactly one record and none may have run twice.
     python -m bench.chaos --quick         # 3 kills, 2 hand-overs (about 2 minutes)
     python -m bench.chaos --keep-logs     # keep every node's log, to read a slow takeover by its kill time
     python -m bench.chaos --jobs 200      # 200 more jobs due every second: a takeover waits for all to fire
+    python -m bench.chaos --partitions 6  # a ledger job in each partition; each round kills one owner
+
+With `--partitions N` each round kills the owner of the next partition in turn, and its takeover is the
+latest first fire of the ledger jobs of every partition that server owned; before the next round the
+partitions must be spread again as the assignment says (a restarted server gets its share back after 10 s).
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import shutil
 import signal
@@ -27,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import command_line, exit_on_sigterm, write_results
+from dkron_nats.leader.partitions import assign
 from tests.harness import Node, finished, job, wait_for
 from tests.integration.test_cluster import leaders, three_servers_two_agents
 from tests.integration.test_failover import (
@@ -37,30 +44,36 @@ from tests.integration.test_failover import (
     _leader,
     _ledger_job,
 )
+from tests.integration.test_partitions import _named_in
 
 
-def chaos(kills: int, workdir: Path, handover_rounds: int = 5, jobs: int = 0) -> dict[str, Any]:
+def chaos(
+    kills: int, workdir: Path, handover_rounds: int = 5, jobs: int = 0, partitions: int = 1
+) -> dict[str, Any]:
     """`jobs`: as many more jobs due every second (noop), each of which must fire again after a kill: the
     takeover of a kill is then the latest of their first fires."""
-    ledger = workdir / "ledger.txt"
+    ledgers = {name: workdir / f"{name}.txt" for name in _ledger_names(partitions)}
     takeovers: list[float] = []
     every_job: list[float] = []
     load = [f"load-{i}" for i in range(jobs)]
     # Keep every record: the audit needs the whole history, and the default keeps the newest 100.
-    with three_servers_two_agents(workdir / "cluster", ("--max-executions", "100000")) as nodes:
+    args = ("--max-executions", "100000", "--partitions", str(partitions))
+    with three_servers_two_agents(workdir / "cluster", args) as nodes:
         first = _leader(nodes)
-        first.post("/v1/jobs", json=_ledger_job("chaos", ledger))
+        for name, ledger in ledgers.items():
+            first.post("/v1/jobs", json=_ledger_job(name, ledger)).raise_for_status()
         for name in load:
             body = job(name, "@every 1s", executor="noop", executor_config={}, tags={"role": "web:1"})
             first.post("/v1/jobs", json=body).raise_for_status()
-        _wait_runs(first, 3)
+        _spread_as_assigned(nodes, partitions)
+        _wait_runs(first, list(ledgers), 3)
         for round_no in range(1, kills + 1):
-            leader = _leader(nodes)
+            leader, watched = _victim(nodes, partitions, round_no)
             killed_at = time.time()
             leader.kill()
             try:
                 observer = next(s for s in nodes.values() if s.server and s is not leader)
-                takeovers.append(_first_fire_after(observer, "chaos", killed_at) - killed_at)
+                takeovers.append(_latest_first_fire(observer, watched, killed_at))
                 if load:
                     every_job.append(max(takeovers[-1], _latest_first_fire(observer, load, killed_at)))
             finally:
@@ -68,17 +81,20 @@ def chaos(kills: int, workdir: Path, handover_rounds: int = 5, jobs: int = 0) ->
             at = datetime.fromtimestamp(killed_at, UTC).strftime("%H:%M:%S.%f")[:-3]
             all_fired = f", every job's after {every_job[-1]:.2f}s" if load else ""
             print(
-                f"kill {round_no}: {leader.name} killed at {at} UTC, "
+                f"kill {round_no}: {leader.name} (owner of {', '.join(watched)}) killed at {at} UTC, "
                 f"next fire after {takeovers[-1]:.2f}s{all_fired}",
                 flush=True,
             )
             _healthy(nodes)
-        handovers = [_graceful_handover(nodes) for _ in range(handover_rounds)]
+            _spread_as_assigned(nodes, partitions)
+        handovers = [_graceful_handover(nodes, partitions) for _ in range(handover_rounds)]
         survivor = _leader(nodes)
-        slots = len(ledger.read_text().split())
-        _audit(survivor, "chaos", ledger)
+        slots = sum(len(ledger.read_text().split()) for ledger in ledgers.values())
+        for name, ledger in ledgers.items():
+            _audit(survivor, name, ledger)
     return {
         "kills": kills,
+        "partitions": partitions,
         "lease_ttl_s": LEASE_TTL,
         "slots_run": slots,
         "audit": "passed: every slot exactly one record, none ran twice",
@@ -108,7 +124,42 @@ def _latest_first_fire(server: Node, names: list[str], moment: float) -> float:
     return max(_first_fire_after(server, name, moment) for name in names) - moment
 
 
-def _graceful_handover(nodes: dict[str, Node]) -> float:
+def _ledger_names(partitions: int) -> list[str]:
+    """One ledger job (`chaos`), or one in each partition."""
+    if partitions == 1:
+        return ["chaos"]
+    return [_named_in(p, partitions, "chaos") for p in range(partitions)]
+
+
+def _owners(server: Node) -> dict[int, str]:
+    """Who owns each partition ({} while the API answers 503: JetStream re-electing after a kill)."""
+    response = server.get("/v1/partitions")
+    if response.status_code != 200:
+        return {}
+    return {row["partition"]: row["owner"] for row in response.json()}
+
+
+def _victim(nodes: dict[str, Node], partitions: int, round_no: int) -> tuple[Node, list[str]]:
+    """Whom this round kills (the leader; or the owner of partition `round_no` mod N), and the ledger
+    jobs whose first fires measure its takeover (those of every partition it owns)."""
+    if partitions == 1:
+        return _leader(nodes), ["chaos"]
+    names = _ledger_names(partitions)
+    owners = _owners(_leader(nodes))
+    victim = owners[round_no % partitions]
+    return nodes[victim], [names[p] for p, owner in owners.items() if owner == victim]
+
+
+def _spread_as_assigned(nodes: dict[str, Node], partitions: int) -> None:
+    """Every partition owned by its assignee among the servers (hand-overs done): no kill lands mid-way."""
+    if partitions == 1:
+        return
+    servers = [s for s in nodes.values() if s.server]
+    wanted = assign(partitions, [s.name for s in servers])
+    wait_for(lambda: _owners(servers[0]) == wanted, timeout=60, what="the partitions spread as assigned")
+
+
+def _graceful_handover(nodes: dict[str, Node], partitions: int = 1) -> float:
     """SIGTERM the leader; seconds until another server says it leads (the stop itself included)."""
     leader = _leader(nodes)
     others = [s for s in nodes.values() if s.server and s is not leader]
@@ -123,11 +174,13 @@ def _graceful_handover(nodes: dict[str, Node]) -> float:
         leader.start()
     print(f"graceful stop of {leader.name}: a new leader after {took:.3f}s", flush=True)
     _healthy(nodes)
+    _spread_as_assigned(nodes, partitions)
     return took
 
 
-def _wait_runs(node: Node, count: int) -> None:
-    wait_for(lambda: finished(node, "chaos", count), timeout=60, what=f"{count} runs")
+def _wait_runs(node: Node, names: list[str], count: int) -> None:
+    for name in names:
+        wait_for(functools.partial(finished, node, name, count), timeout=60, what=f"{count} runs of {name}")
 
 
 def main(argv: list[str]) -> None:
@@ -138,11 +191,14 @@ def main(argv: list[str]) -> None:
     parser.add_argument(
         "--jobs", type=int, default=0, help="more jobs due every second; a takeover waits for all to fire"
     )
+    parser.add_argument(
+        "--partitions", type=int, default=1, help="partitions; each round kills one partition's owner"
+    )
     args = parser.parse_args(argv)
     workdir = Path(tempfile.mkdtemp(prefix="chaos-"))
     try:
         kills, rounds = (3, 2) if args.quick else (args.kills, 5)
-        result = chaos(kills, workdir, handover_rounds=rounds, jobs=args.jobs)
+        result = chaos(kills, workdir, handover_rounds=rounds, jobs=args.jobs, partitions=args.partitions)
     except BaseException:
         print(f"chaos run failed; logs and stores kept in {workdir}", file=sys.stderr)
         raise
@@ -153,7 +209,8 @@ def main(argv: list[str]) -> None:
     result["command"] = command_line()
     print(json.dumps(result, indent=2))
     # With more jobs it is another measure: its own results file, the plain run's figures stay.
-    write_results("chaos-jobs" if args.jobs else "chaos", args.quick, result)
+    name = "chaos-partitions" if args.partitions > 1 else "chaos-jobs" if args.jobs else "chaos"
+    write_results(name, args.quick, result)
 
 
 if __name__ == "__main__":

@@ -47,6 +47,7 @@ from dkron_nats.http.responses import TEXT, text_response
 from dkron_nats.http.services import Services
 from dkron_nats.jobinput import error_field
 from dkron_nats.joblist import BadSortError
+from dkron_nats.kv.typed import TRANSIENT
 
 logger = logging.getLogger(__name__)
 
@@ -97,6 +98,9 @@ def _http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes
 
 
 def _unexpected(_: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
+    if isinstance(exc, TRANSIENT):  # a stream electing its leader (a NATS node was lost): soon over
+        logger.warning("an API request met JetStream unavailable: %s", exc)
+        return text_response(f"JetStream is unavailable right now ({exc}); try again in a few seconds", 503)
     logger.exception("unhandled error in the API", exc_info=exc)
     return text_response(f"internal error: {exc}", HTTP_500_INTERNAL_SERVER_ERROR)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections import Counter
 from collections.abc import Callable
@@ -24,6 +23,7 @@ from dkron_nats.jobs import JobService
 from dkron_nats.kv.buckets import DECISIONS_STREAM
 from dkron_nats.kv.cache import KVCache
 from dkron_nats.kv.executions import ExecutionStore
+from dkron_nats.kv.typed import with_retry
 from dkron_nats.leader.lease import Lease, LeaseRecord, term_of
 from dkron_nats.leader.session import RunNow, RunNowReply
 from dkron_nats.leader.stats import Stats
@@ -110,20 +110,32 @@ class Services:
         counts = Counter(partition_of(key, self.partitions) for key, _ in self.jobs.jobs.items())
         table = []
         for part in all_partitions(self.partitions):
-            owner, term = "", 0
-            if self.lease is not None:
-                with contextlib.suppress(KeyNotFoundError):
-                    entry = await self.lease.kv.get(part.lease_key)
-                    if entry.value and not entry.operation:
-                        record = decode(entry.value, LeaseRecord)
-                        owner, term = record.node, term_of(record, int(entry.revision or 0))
+            owner, term = await self._owner_of(part.lease_key)
             lag = await self._decision_lag_ms(part.index)
             table.append(PartitionStatus(part.index, owner, term, counts[part.index], lag))
         return table
 
-    async def _decision_lag_ms(self, partition: int) -> int:
+    async def _owner_of(self, lease_key: str) -> tuple[str, int]:
+        """The node holding a partition's lease and its term ("", 0: nobody)."""
+        if self.lease is None:
+            return "", 0
+        kv = self.lease.kv
         try:
-            msg = await self.nc.jetstream().get_last_msg(DECISIONS_STREAM, decisions_subject(partition))
+            entry = await with_retry(lambda: kv.get(lease_key), attempts=3, what="lease read")
+        except KeyNotFoundError:
+            return "", 0
+        if not entry.value or entry.operation:
+            return "", 0
+        record = decode(entry.value, LeaseRecord)
+        return record.node, term_of(record, int(entry.revision or 0))
+
+    async def _decision_lag_ms(self, partition: int) -> int:
+        js = self.nc.jetstream()
+        subject = decisions_subject(partition)
+        try:
+            msg = await with_retry(
+                lambda: js.get_last_msg(DECISIONS_STREAM, subject), attempts=3, what="decision log read"
+            )
         except NotFoundError:
             return 0  # nothing decided yet
         batch = decode(msg.data or b"", DecisionBatch)
