@@ -260,6 +260,8 @@ class Member(msgspec.Struct, kw_only=True, omit_defaults=True):
     """Executions waiting on the node for a free slot at the last heartbeat."""
     partitions: int = 0
     """Partitions of the job space this server owned at the last heartbeat."""
+    leaving: bool = False
+    """The server is stopping: the others take its partitions at once as it releases them."""
 
 
 class RunRequest(msgspec.Struct, kw_only=True, omit_defaults=True):

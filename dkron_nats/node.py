@@ -231,6 +231,7 @@ class Node:
                     executions_running=agent.slots.used,
                     executions_queued=agent.slots.queued,
                     partitions=self.owned_partitions(),
+                    leaving=self.stop.is_set() and s.server,
                 )
 
             # The agent follows the lease and waits for its consumer of run requests before its member
@@ -250,6 +251,8 @@ class Node:
             logger.info("node %s started (%s)", s.node_name, "server" if s.server else "agent")
             await self.stop.wait()
             logger.info("node %s stopping", s.node_name)
+            if s.server:  # first say so: the partitions it is about to release go elsewhere at once
+                await _say_leaving(members_kv, beat())
             server_scope.cancel()
             agent.stop()
             await agent_done.wait()
@@ -439,6 +442,12 @@ async def _publish_member(
         except TRANSIENT:
             pass
     logger.warning("the new tags could not be published now (NATS unavailable); the next heartbeat will")
+
+
+async def _say_leaving(store: TypedKV[Member], record: Member) -> None:
+    """Mark this server's member record as leaving; not for long if NATS does not answer (it is stopping)."""
+    with anyio.move_on_after(1), contextlib.suppress(*TRANSIENT):
+        await store.put(record.name, record)
 
 
 async def _reconfigure_processors(

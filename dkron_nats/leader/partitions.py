@@ -92,7 +92,7 @@ class Spread(Ownership):
     _taken_at: float = field(default=0.0, init=False)
 
     def _servers(self, without: str = "") -> list[str]:
-        live = {m.name for m in self.registry.alive() if m.server and m.name != without}
+        live = {m.name for m in self.registry.alive() if m.server and not m.leaving and m.name != without}
         return sorted(live | ({self.me} if self.me != without else set()))
 
     def assignee(self, without: str = "") -> str:

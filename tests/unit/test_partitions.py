@@ -6,6 +6,7 @@ from collections import Counter
 from datetime import timedelta
 from typing import cast
 
+import msgspec
 import pytest
 
 from dkron_nats.leader.partitions import STAGGER, WARM_UP, Spread, assign, ranking
@@ -144,3 +145,12 @@ def test_a_holder_hands_over_only_to_a_warm_assignee_and_after_holding_a_while()
     young = _Registry({other: 60, owner: 1})
     assert not _spread(0, other, young, now).hand_over(), "handed over to a server still warming up"
     assert not _spread(0, owner, registry, now).hand_over(), "the assignee handed over to itself"
+
+
+def test_a_leaving_server_is_nobodys_assignee_so_its_partitions_are_taken_at_once() -> None:
+    registry = _Registry({"s1": 60, "s2": 60, "s3": 60})
+    owners = assign(8, ["s1", "s2", "s3"])
+    leaving = owners[0]
+    registry.members[leaving] = msgspec.structs.replace(registry.members[leaving], leaving=True)
+    heir = assign(8, [n for n in ("s1", "s2", "s3") if n != leaving])[0]
+    assert _spread(0, heir, registry, [0.0]).campaign_delay() == 0
