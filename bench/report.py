@@ -179,7 +179,12 @@ def apscheduler(data: dict[str, Any]) -> str:
 def failover(data: dict[str, Any]) -> str:
     take, hand = data["takeover_s"], data["graceful_handover_s"]
     rows = [
-        ["Leader kills", data["kills"]],
+        [
+            "Leader kills"
+            if data.get("partitions", 1) == 1
+            else f"Kills of a partition's owner ({data['partitions']} partitions)",
+            data["kills"],
+        ],
         [
             "Takeover, kill to the next fire",
             f"min {take['min']} s, median {take['p50']} s, max {take['max']} s",
@@ -231,6 +236,7 @@ SECTIONS = {
     "lateness": lateness,
     "apscheduler": apscheduler,
     "chaos": failover,
+    "chaos-partitions": failover,
     "api": api,
     "memory": memory,
 }
