@@ -12,6 +12,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -49,6 +50,12 @@ MAX_WAITING_RUNS = 1024
 agents, results waiting in DKRON_RESULTS for the leader): an overloaded cluster's due slots stay in the timer
 heap and the misfire policy settles them, instead of a queue (and lateness) that grows without bound."""
 RUN_QUEUE_POLL = 0.1
+"""How often a scheduler that is launching looks at the launches under way."""
+IDLE_RUN_QUEUE_POLL = 1.0
+"""How often one that launched nothing for a while does (a server may schedule 16 partitions: each poll is two
+JetStream requests)."""
+BUSY_FOR = 2.0
+"""A scheduler that launched within this many seconds polls at RUN_QUEUE_POLL."""
 """Missed slots recorded one by one per catch-up; earlier ones are summarised in one record."""
 
 
@@ -93,6 +100,8 @@ class Scheduler:
         """Resolutions and takeover conclusions under way. A due job leaves the heap only with a token, so
         an overloaded leader keeps its backlog in the heap (one entry per job), not as one task per job."""
         self._queue_full = False
+        self._admitted_at = 0.0
+        """When a due job was last admitted (monotonic): the run queue is watched closely while launching."""
         """MAX_WAITING_RUNS launches are under way: decide nothing until they drop."""
 
     # -- planning ---------------------------------------------------------------------------
@@ -257,7 +266,8 @@ class Scheduler:
     async def _follow_run_queue(self) -> None:
         """Hold decisions back while MAX_WAITING_RUNS launches are under way; go on when they drop."""
         while True:
-            await anyio.sleep(RUN_QUEUE_POLL)
+            busy = self._queue_full or time.monotonic() - self._admitted_at < BUSY_FOR
+            await anyio.sleep(RUN_QUEUE_POLL if busy else IDLE_RUN_QUEUE_POLL)
             await self._look_at_run_queue()
 
     async def _look_at_run_queue(self) -> None:
@@ -273,6 +283,7 @@ class Scheduler:
     def _admit_due(self, resolving: TaskGroup) -> None:
         """Start resolving the earliest due jobs, as many as there is room for."""
         for key in self._pop_due(self._room()):
+            self._admitted_at = time.monotonic()
             borrower = object()
             self._limiter.acquire_on_behalf_of_nowait(borrower)
             resolving.start_soon(self._resolve_guarded, key, borrower)
