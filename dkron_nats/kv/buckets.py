@@ -93,6 +93,9 @@ async def _bucket(js: JetStreamContext, config: KeyValueConfig) -> KeyValue:
 
 
 async def ensure_buckets(js: JetStreamContext, limits: StorageLimits) -> Buckets:
+    # A cluster made before the decision log (0.1.x: it has the cursors bucket) has one partition, and keeps
+    # it. (Not "the jobs bucket exists": servers starting together create it for each other.)
+    partitions = 1 if await _stream_exists(js, f"KV_{LEGACY_CURSORS}") else limits.partitions
     r = limits.replicas
     file = StorageType.FILE
 
@@ -119,7 +122,7 @@ async def ensure_buckets(js: JetStreamContext, limits: StorageLimits) -> Buckets
             storage=file,
             num_replicas=r,
             duplicate_window=120,
-            metadata={PARTITIONS_METADATA: str(limits.partitions)},
+            metadata={PARTITIONS_METADATA: str(partitions)},
         ),
     )
     await _ensure_stream(
@@ -192,6 +195,14 @@ async def cluster_partitions(js: JetStreamContext) -> int:
     """The partition count the cluster was created with (1: created before partitions existed)."""
     info = await with_retry(lambda: js.stream_info(DECISIONS_STREAM), what="decision stream")
     return int((info.config.metadata or {}).get(PARTITIONS_METADATA, "1"))
+
+
+async def _stream_exists(js: JetStreamContext, name: str) -> bool:
+    try:
+        await js.stream_info(name)
+    except NotFoundError:
+        return False
+    return True
 
 
 async def _ensure_stream(js: JetStreamContext, config: StreamConfig) -> None:

@@ -53,7 +53,9 @@ def test_a_store_of_an_earlier_release_keeps_every_job_record_counter_token_and_
     with tarfile.open(store) as tar:
         tar.extractall(tmp_path, filter="data")
     expected = json.loads(store.with_name(store.name.removesuffix(".tar.gz") + ".json").read_text())
-    node = Node(tmp_path / "data", name=NODE, extra=["--auth"], env={"DKRON_NATS_BOOTSTRAP_TOKEN": BOOTSTRAP})
+    # Asked for partitions, a store of an earlier release keeps the one partition it was made with.
+    extra = ["--auth", "--partitions", "4"]
+    node = Node(tmp_path / "data", name=NODE, extra=extra, env={"DKRON_NATS_BOOTSTRAP_TOKEN": BOOTSTRAP})
     admin = {"Authorization": f"Bearer {BOOTSTRAP}"}
     with running(node):
         problems: list[str] = []
@@ -69,6 +71,8 @@ def test_a_store_of_an_earlier_release_keeps_every_job_record_counter_token_and_
         audit = node.get("/v1/audit", headers=admin).json()
         problems += _kept(expected["audit"], audit[: len(expected["audit"])], "audit")
         assert not problems, "\n".join(problems)
+
+        assert [row["partition"] for row in node.get("/v1/partitions", headers=admin).json()] == [0]
 
         reader = {"Authorization": f"Bearer {expected['reader_token']}"}
         assert node.get("/v1/jobs", headers=reader).status_code == 200
