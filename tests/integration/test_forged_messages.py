@@ -21,11 +21,19 @@ from nats.aio.client import Client
 from nats.js.errors import KeyNotFoundError
 
 from dkron_nats.agent.runner import Agent
-from dkron_nats.kv.buckets import EXECUTIONS, LEADER, RESULTS_CONSUMER, RESULTS_STREAM, RUNS_STREAM
+from dkron_nats.kv.buckets import (
+    EXECUTIONS,
+    LEADER,
+    RESULTS_CONSUMER,
+    RESULTS_STREAM,
+    RUNS_STREAM,
+    cluster_partitions,
+)
 from dkron_nats.kv.executions import ExecutionStore
-from dkron_nats.leader.lease import LEASE_KEY, LeaseRecord, term_of
+from dkron_nats.leader.lease import LeaseRecord, term_of
 from dkron_nats.models import Execution, ExecutionResult, JobSpec, RunRequest, decode, encode
-from dkron_nats.subjects import result_subject, run_consumer, run_subject
+from dkron_nats.names import job_key
+from dkron_nats.subjects import ONLY_PARTITION, Partition, partition_for, run_consumer, run_subject
 from dkron_nats.timefmt import utcnow
 from tests.cluster import wait_for_async
 from tests.harness import Node, executions, finished, job, running, wait_for
@@ -45,9 +53,16 @@ async def _connect(node: Node) -> Client:
     return await nats.connect(f"nats://127.0.0.1:{node.nats_port}", user=USER, password=PASSWORD)
 
 
-async def _term(nc: Client) -> int:
-    """The current leader's term, read from the lease as any client holding credentials can."""
-    entry = await (await nc.jetstream().key_value(LEADER)).get(LEASE_KEY)
+async def _partition(nc: Client, job_name: str) -> Partition:
+    """The partition of a job, which names the lease and the results consumer (one: the leader's)."""
+    return partition_for(job_key(job_name), await cluster_partitions(nc.jetstream()))
+
+
+async def _term(nc: Client, job_name: str) -> int:
+    """The current term of the leader (the owner of the job's partition), read from its lease as any client
+    holding credentials can."""
+    part = await _partition(nc, job_name)
+    entry = await (await nc.jetstream().key_value(LEADER)).get(part.lease_key)
     assert entry.value is not None
     return term_of(decode(entry.value, LeaseRecord), int(entry.revision or 0))
 
@@ -80,10 +95,22 @@ async def _publish_and_wait_until_taken(nc: Client, request: RunRequest) -> None
 
 
 def _forged_request(
-    name: str, command: str, fence: int, group: int = 1, job_spec: JobSpec | None = None
+    name: str,
+    command: str,
+    fence: int,
+    group: int = 1,
+    job_spec: JobSpec | None = None,
+    partition: Partition = ONLY_PARTITION,
 ) -> RunRequest:
     spec = job_spec or JobSpec(name=name, executor="shell", executor_config={"command": command})
-    ex = Execution(id=f"{group}-n1", job_name=spec.name, group=group, node_name="n1", fence=fence)
+    ex = Execution(
+        id=f"{group}-n1",
+        job_name=spec.name,
+        group=group,
+        node_name="n1",
+        fence=fence,
+        partition=partition.tag,
+    )
     return RunRequest(execution=ex, job=spec)
 
 
@@ -115,7 +142,8 @@ def test_a_forged_inline_job_with_the_current_term_does_not_run(node: Node, tmp_
     async def attack() -> Execution | None:
         nc = await _connect(node)
         try:
-            request = _forged_request("forged-inline", f"touch {marker}", fence=await _term(nc))
+            fence, part = await _term(nc, "forged-inline"), await _partition(nc, "forged-inline")
+            request = _forged_request("forged-inline", f"touch {marker}", fence=fence, partition=part)
             await _publish_and_wait_until_taken(nc, request)
             return await _record(nc, "forged-inline", request.execution.id)
         finally:
@@ -142,7 +170,8 @@ def test_a_forged_run_of_an_existing_job_is_refused(node: Node, tmp_path: Path) 
         nc = await _connect(node)
         try:
             spec = JobSpec(name="existing", executor="shell", executor_config={"command": f"touch {marker}"})
-            request = _forged_request("existing", "", fence=await _term(nc), group=7, job_spec=spec)
+            fence, part = await _term(nc, "existing"), await _partition(nc, "existing")
+            request = _forged_request("existing", "", fence=fence, group=7, job_spec=spec, partition=part)
             await _publish_and_wait_until_taken(nc, request)
         finally:
             await nc.close()
@@ -160,10 +189,12 @@ async def _forge_result(nc: Client, subject_node: str, execution: Execution) -> 
     done = msgspec.structs.replace(
         execution, started_at=now, finished_at=now, success=True, status="success", output="forged\n"
     )
-    ack = await js.publish(result_subject(subject_node), encode(ExecutionResult(execution=done)))
+    part = await _partition(nc, execution.job_name)  # the owner of the job's partition takes its results
+    done = msgspec.structs.replace(done, partition=part.tag)
+    ack = await js.publish(part.result_subject(subject_node), encode(ExecutionResult(execution=done)))
 
     async def taken() -> bool:
-        info = await js.consumer_info(RESULTS_STREAM, RESULTS_CONSUMER)
+        info = await js.consumer_info(RESULTS_STREAM, part.durable(RESULTS_CONSUMER))
         return info.ack_floor is not None and (info.ack_floor.stream_seq or 0) >= ack.seq
 
     await wait_for_async(taken, 20, "the leader to take the forged result")
@@ -253,10 +284,11 @@ def test_an_agent_that_has_not_seen_the_new_lease_reads_it_before_refusing(node:
             kv = await nc.jetstream().key_value(LEADER)
             unused = cast(Any, None)
             agent = Agent(nc, nc.jetstream(), "probe", unused, unused, lease_kv=kv)  # its watch never runs
-            term = await _term(nc)
+            term = await _term(nc, "job")
 
             async def verdict(fence: int) -> str:
-                request = Execution(id="1-probe", job_name="job", group=1, fence=fence)
+                part = await _partition(nc, "job")
+                request = Execution(id="1-probe", job_name="job", group=1, fence=fence, partition=part.tag)
                 return (await agent._term_refusal(request))[0]
 
             return [

@@ -27,15 +27,14 @@ from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 
 from dkron_nats.auth import BOOTSTRAP_ENV, StoredToken, token_hash
-from dkron_nats.kv.buckets import AUDIT_STREAM, JOBS, LEADER, MEMBERS, RUNS_STREAM, TOKENS
+from dkron_nats.kv.buckets import AUDIT_STREAM, JOBS, LEADER, MEMBERS, RUNS_STREAM, TOKENS, cluster_partitions
 from dkron_nats.kv.typed import TypedKV
-from dkron_nats.leader.lease import LEASE_KEY
 from dkron_nats.leader.runconsumers import RunConsumers
 from dkron_nats.members import Registry
 from dkron_nats.models import Member, encode
 from dkron_nats.natsroles import TRIGGER_INBOX, agent_inbox
 from dkron_nats.natsserver import EmbeddedNats
-from dkron_nats.subjects import decisions_subject, run_consumer, run_subject
+from dkron_nats.subjects import Partition, decisions_subject, run_consumer, run_subject
 from dkron_nats.timefmt import utcnow
 from tests.cluster import wait_for_async
 from tests.harness import (
@@ -174,12 +173,13 @@ async def test_agent_credentials_reach_only_the_agents_own_subjects(server: Node
     creds = mint(server, tmp_path / "web1.creds", "agent", "web1")
     async with as_server(server) as admin, client(server, creds, agent_inbox("web1")) as (agent, errors):
         sjs, ajs = admin.jetstream(), agent.jetstream(timeout=1)
-        lease_before = await (await sjs.key_value(LEADER)).get(LEASE_KEY)
+        lease_key = Partition(0, await cluster_partitions(sjs)).lease_key  # the leader's ("scheduler")
+        lease_before = await (await sjs.key_value(LEADER)).get(lease_key)
         audit_before = (await sjs.stream_info(AUDIT_STREAM)).state.messages
         assert audit_before > 0
 
         # Allowed, so the credentials do work: the leader lease can be read (agents follow the term).
-        seen_lease = await (await ajs.key_value(LEADER)).get(LEASE_KEY)
+        seen_lease = await (await ajs.key_value(LEADER)).get(lease_key)
         assert (seen_lease.revision or 0) >= (lease_before.revision or 0)  # renewals may come in between
         assert json.loads(seen_lease.value or b"{}")["node"] == "n1"
 
@@ -199,7 +199,7 @@ async def test_agent_credentials_reach_only_the_agents_own_subjects(server: Node
         await agent.subscribe("$KV.dkron-jobs.>")
 
         # Writing the lease, a token, another node's result; taking another node's runs.
-        await agent.publish(f"$KV.{LEADER}.{LEASE_KEY}", b'{"holder":"web1"}')
+        await agent.publish(f"$KV.{LEADER}.{lease_key}", b'{"holder":"web1"}')
         await agent.publish(f"$KV.{TOKENS}.forged", b"{}")
         await agent.publish(
             decisions_subject(0), b'{"fence":99,"cursors":{}}'
@@ -246,7 +246,7 @@ async def test_agent_credentials_reach_only_the_agents_own_subjects(server: Node
         await wait_for_async(
             violated(
                 errors,
-                f"$KV.{LEADER}.{LEASE_KEY}",
+                f"$KV.{LEADER}.{lease_key}",
                 f"$KV.{TOKENS}.forged",
                 decisions_subject(0),
                 "dkron.result.web2",
@@ -259,7 +259,7 @@ async def test_agent_credentials_reach_only_the_agents_own_subjects(server: Node
             10,
             "the server to refuse each attempt",
         )
-        lease_after = await (await sjs.key_value(LEADER)).get(LEASE_KEY)
+        lease_after = await (await sjs.key_value(LEADER)).get(lease_key)
         held_before, held_after = (json.loads(e.value or b"{}") for e in (lease_before, lease_after))
         assert held_after["node"] == held_before["node"] == "n1"  # renewed by its holder only
         assert b"web1" not in (lease_after.value or b"")
