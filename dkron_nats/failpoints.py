@@ -18,6 +18,14 @@ from pathlib import Path
 from nats.js.errors import NoStreamResponseError
 
 _ARMED_IN = os.environ.get("DKRON_NATS_FAILPOINTS_DIR")
+_node = ""
+
+
+def scope(node: str) -> None:
+    """This process is node `node`: a point armed as `<name>@<node>` fires here only (in a cluster of
+    several partition owners, the test names the owner it means)."""
+    global _node  # set once at start-up, before any point is reached
+    _node = node
 
 
 def crash_point(name: str) -> None:
@@ -42,8 +50,10 @@ def _armed(name: str) -> bool:
     """True for the one process that disarms the point."""
     if _ARMED_IN is None:
         return False
-    try:
-        (Path(_ARMED_IN) / name).unlink()
-    except FileNotFoundError:
-        return False
-    return True
+    for armed in (f"{name}@{_node}", name) if _node else (name,):
+        try:
+            (Path(_ARMED_IN) / armed).unlink()
+        except FileNotFoundError:
+            continue
+        return True
+    return False

@@ -30,6 +30,7 @@ from dkron_nats.audit import AuditLog
 from dkron_nats.auth import BOOTSTRAP_ENV, Authenticator, StoredToken, bootstrap_token_from_env
 from dkron_nats.config import ConfigError, Settings, is_loopback_host, node_tags, redact_url
 from dkron_nats.events import JOB_EVENTS, changed_job_key, job_event
+from dkron_nats.failpoints import scope as scope_failpoints
 from dkron_nats.failpoints import stall_point
 from dkron_nats.http.agent_app import create_agent_app
 from dkron_nats.http.app import create_app
@@ -124,6 +125,7 @@ class Node:
 
     async def run(self) -> None:
         self.incarnation = uuid.uuid4().hex
+        scope_failpoints(self.settings.node_name)
         use_pidfd_child_watcher()
         async with AsyncExitStack() as stack:
             s = self.settings

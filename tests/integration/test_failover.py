@@ -20,6 +20,7 @@ from typing import Any
 import nats
 import pytest
 
+from dkron_nats.subjects import decisions_subject
 from tests.harness import Node, embedded_nats_pid, executions, finished, job, pid_alive, wait_for
 from tests.integration.test_cluster import _lists_members, leaders, three_servers_two_agents
 from tests.integration.test_misfire import _at, _missed, _ran, _runs_by_slot
@@ -91,6 +92,18 @@ def _leader(nodes: dict[str, Node]) -> Node:
     names = wait_for(lambda: leaders(_servers_of(nodes)) or None, timeout=40, what="a leader")
     assert len(names) == 1, names
     return nodes[names[0]]
+
+
+def _owner(nodes: dict[str, Node], name: str) -> Node:
+    """The server that schedules job `name`: the owner of its partition (the leader, with one partition)."""
+    server = _leader(nodes)
+
+    def found() -> str | None:
+        partition = server.get(f"/v1/jobs/{name}").json()["partition"]
+        owners = {row["partition"]: row["owner"] for row in server.get("/v1/partitions").json()}
+        return owners.get(partition) or None
+
+    return nodes[wait_for(found, timeout=40, what=f"the owner of {name}'s partition")]
 
 
 def _any_other(nodes: dict[str, Node], not_this: Node) -> Node:
@@ -643,24 +656,26 @@ def test_a_leader_killed_between_parent_completion_and_child_launch_launches_the
     ledger = tmp_path / "child.txt"
     a, b, child = f"{point}-a", f"{point}-b", f"{point}-child"
     command = f"echo $DKRON_EXECUTION_ID >> {ledger}"
-    leader = _leader(nodes)
-    other = _any_other(nodes, leader)
+    first = _leader(nodes)
     for parent in (a, b):
-        other.post("/v1/jobs", json=job(parent, "@manually", "true", tags={"role": "web:1"}))
+        first.post("/v1/jobs", json=job(parent, "@manually", "true", tags={"role": "web:1"}))
     deps = [{"job": a, "on": "success"}, {"job": b, "on": "success"}]
     body = job(child, "", command, tags={"role": "web:1"}, depends_on=deps)
     body["executor_config"]["shell"] = "true"
-    assert other.post("/v1/jobs", json=body).status_code == 201
+    assert first.post("/v1/jobs", json=body).status_code == 201
+    leader = _owner(nodes, child)  # the fan-in is decided by the owner of the child's partition
+    other = _any_other(nodes, leader)
     assert other.post(f"/v1/jobs/{a}/run").status_code == 200
     wait_for(_finished_n(other, a, 1), timeout=30, what="the first parent")
-    (failpoints / point).touch()  # the leader, applying the second parent's result, dies there
+    armed = failpoints / f"{point}@{leader.name}"
+    armed.touch()  # the leader, applying the second parent's result, dies there
     try:
         assert other.post(f"/v1/jobs/{b}/run").status_code == 200
         assert leader.wait_exit(timeout=30) == -signal.SIGKILL, "the leader did not crash at the point"
-        assert not (failpoints / point).exists()
+        assert not armed.exists()
         wait_for(_reaches(ledger, 1), timeout=60, what="the child, launched by the new leader")
     finally:
-        (failpoints / point).unlink(missing_ok=True)
+        armed.unlink(missing_ok=True)
         leader.stop()
         leader.start()
     # A second pair proves the redelivered result was applied (results are processed in order once the
@@ -703,11 +718,11 @@ def test_a_trigger_sent_while_the_leader_is_killed_runs_exactly_once(
 ) -> None:
     ledger = tmp_path / "triggered.txt"
     command = f"echo $DKRON_EXECUTION_ID >> {ledger}"
-    leader = _leader(nodes)
-    other = _any_other(nodes, leader)
     body = job("trigger-kill", "@manually", command, tags={"role": "web:1"})
     body["executor_config"]["shell"] = "true"
-    other.post("/v1/jobs", json=body)
+    _leader(nodes).post("/v1/jobs", json=body)
+    leader = _owner(nodes, "trigger-kill")
+    other = _any_other(nodes, leader)
     leader.kill()
     try:
         answer = asyncio.run(
@@ -742,25 +757,29 @@ def test_a_leader_paused_between_its_lease_check_and_its_decision_append_is_fenc
     Scheduling is paused while the old leader is stopped, so the only run that could come while paused is
     the stale decision's, and none may."""
     ledger = tmp_path / "ledger.txt"
-    leader = _leader(nodes)
+    _leader(nodes).post("/v1/jobs", json=_ledger_job("tick-stall", ledger))
+    leader = _owner(nodes, "tick-stall")
     other = _any_other(nodes, leader)
-    other.post("/v1/jobs", json=_ledger_job("tick-stall", ledger))
     wait_for(_finished_n(other, "tick-stall", 2), timeout=30, what="two runs")
     assert leader.proc is not None
     pid = leader.proc.pid
 
-    def takeovers() -> int:
-        return sum(s.log_path.read_text().count("taken over at sequence") for s in _servers_of(nodes))
+    partition = other.get("/v1/jobs/tick-stall").json()["partition"]
+    taken = f"decision log {decisions_subject(partition)} taken over at sequence"
+
+    def takeovers() -> int:  # of the job's partition's log
+        return sum(s.log_path.read_text().count(taken) for s in _servers_of(nodes))
 
     taken_before = takeovers()
-    (failpoints / "before-decision-append").touch()
+    stall = failpoints / f"before-decision-append@{leader.name}"
+    stall.touch()
     try:
         wait_for(lambda: _stopped(pid), timeout=10, what="the leader to stall")
         other.post("/v1/pause", params={"scheduling": "true"})
         # The new leader has appended its takeover: from now on the old leader's append can only be refused.
         wait_for(lambda: takeovers() > taken_before, timeout=30, what="a new leader to take over the log")
     finally:
-        (failpoints / "before-decision-append").unlink(missing_ok=True)
+        stall.unlink(missing_ok=True)
         ran_while_stalled = _lines(ledger)
         os.kill(pid, signal.SIGCONT)  # it appends its stale decision now
     try:
@@ -783,14 +802,14 @@ def test_a_leader_whose_writes_fail_past_their_retries_loses_no_slot_and_goes_on
     Either way the leader tries again a second later: the job goes on ticking, the recorded launch runs
     late rather than never (its next slot is not decided past it), and the audit accounts for every slot."""
     ledger = tmp_path / "ledger.txt"
-    leader = _leader(nodes)
-    leader.post("/v1/jobs", json=_ledger_job("tick-outage", ledger))
+    _leader(nodes).post("/v1/jobs", json=_ledger_job("tick-outage", ledger))
+    leader = _owner(nodes, "tick-outage")
     wait_for(_finished_n(leader, "tick-outage", 2), timeout=30, what="two runs")
     for point, logged in [
         ("decision-unrecorded", "resolving the due slots of tick-outage failed"),
         ("run-request-unavailable", "carrying out the decision on tick-outage failed"),
     ]:
-        armed = failpoints / point
+        armed = failpoints / f"{point}@{leader.name}"
         armed.touch()
         try:
             wait_for(lambda: not armed.exists(), timeout=15, what=f"the failpoint {point}")  # noqa: B023
