@@ -17,7 +17,8 @@ from nats.js import JetStreamContext
 from nats.js.errors import APIError, KeyNotFoundError
 from nats.js.kv import KeyValue
 
-from dkron_nats.kv.typed import WRONG_LAST_SEQUENCE, delete_at, with_retry
+from dkron_nats.kv.publisher import WRONG_LAST_SEQUENCE_CODES
+from dkron_nats.kv.typed import delete_at, with_retry
 from dkron_nats.models import decode, encode
 
 logger = logging.getLogger(__name__)
@@ -85,7 +86,7 @@ class JobLocks:
                 what="lock write",
             )
         except APIError as exc:
-            if exc.err_code == WRONG_LAST_SEQUENCE:
+            if exc.err_code in WRONG_LAST_SEQUENCE_CODES:
                 return False
             raise
         return True

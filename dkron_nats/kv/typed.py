@@ -25,7 +25,7 @@ from nats.js.errors import (
 )
 from nats.js.kv import KeyValue
 
-from dkron_nats.kv.publisher import MSG_ID, JsPublisher
+from dkron_nats.kv.publisher import MSG_ID, WRONG_LAST_SEQUENCE_CODES, JsPublisher
 from dkron_nats.models import decode, encode
 
 T = TypeVar("T", bound=msgspec.Struct)
@@ -241,22 +241,18 @@ def decode_entry(kind: type[T], value: bytes | None) -> T | None:
 Listener = Callable[[str, Any], None]
 
 
-WRONG_LAST_SEQUENCE = 10071
-"""JetStream's error code when a compare-and-set finds another revision."""
-
-
 async def delete_at(kv: KeyValue, key: str, revision: int) -> bool:
     """Delete `key` if its last revision is still `revision`; False if it has moved on.
 
-    nats-py maps this conflict to KeyWrongLastSequenceError for updates but to a plain APIError (10071)
-    for deletes, so both are checked.
+    nats-py maps this conflict to KeyWrongLastSequenceError for updates but to a plain APIError for deletes
+    (10071, or 10164 from newer servers), so all are checked.
     """
     try:
         await kv.delete(key, last=revision)
     except KeyWrongLastSequenceError:
         return False
     except APIError as exc:
-        if exc.err_code == WRONG_LAST_SEQUENCE:
+        if exc.err_code in WRONG_LAST_SEQUENCE_CODES:
             return False
         raise
     return True

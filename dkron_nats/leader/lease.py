@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import contextlib
 import logging
 import time
 from datetime import datetime
@@ -21,6 +20,7 @@ from datetime import datetime
 import msgspec
 from nacl.exceptions import BadSignatureError
 from nacl.signing import SigningKey, VerifyKey
+from nats.errors import Error as NatsError
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
@@ -180,6 +180,8 @@ class Lease:
     async def release(self) -> None:
         """Give the lease up so another server takes over at once."""
         if self.revision:
-            with contextlib.suppress(*TRANSIENT):  # the lease then simply expires
+            try:
                 await delete_at(self.kv, self.key, self.revision)
+            except (NatsError, TimeoutError) as exc:  # it then expires; a failed release must end nothing
+                logger.warning("could not release %s (it expires on its own): %s", self.key, exc)
         self.revision = self.term = 0

@@ -19,7 +19,7 @@ import nats.errors
 import pytest
 from nats.js.api import KeyValueConfig
 
-from dkron_nats.kv.typed import with_retry
+from dkron_nats.kv.typed import delete_at, with_retry
 from tests.cluster import NatsCluster, NatsNode, nats_cluster, wait_for_async
 
 pytestmark = [pytest.mark.anyio, pytest.mark.nats]
@@ -224,3 +224,16 @@ async def test_kill_stream_leader_loses_no_acked_write_and_node_rejoins(nats_clu
         assert {key: (await kv.get(key)).value for key in expected} == expected
         await kv.put("after-rejoin", b"ok")
         assert (await kv.get("after-rejoin")).value == b"ok"
+
+
+async def test_a_delete_at_a_revision_that_moved_on_is_refused_quietly_on_a_replicated_bucket(
+    nats_cluster: NatsCluster,
+) -> None:
+    """A replicated stream refuses it with another code (10164) than a single server (10071): a partition
+    owner releasing a lease taken over from it got that error, unhandled, and the server ended."""
+    async with connected(*nats_cluster.urls) as nc:
+        kv = await nc.jetstream(timeout=5).create_key_value(KeyValueConfig(bucket="leases", replicas=3))
+        first = await with_retry(lambda: kv.create("scheduler.3", b"s1"))
+        await kv.update("scheduler.3", b"s2", last=first)
+        assert await delete_at(kv, "scheduler.3", first) is False
+        assert (await kv.get("scheduler.3")).value == b"s2"
