@@ -16,6 +16,7 @@ never a second owner:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import time
 from collections import Counter
@@ -45,8 +46,15 @@ def ranking(partition: int, servers: Sequence[str]) -> list[str]:
 def assign(count: int, servers: Sequence[str]) -> dict[int, str]:
     """Each partition's owner: its best-ranked server among those with room (⌊P/n⌋, and ⌈P/n⌉ for the
     first P mod n servers to reach it), so the load differs by at most one partition between servers."""
+    return dict(_assignment(count, tuple(sorted(servers))))
+
+
+@functools.lru_cache(maxsize=32)
+def _assignment(count: int, servers: tuple[str, ...]) -> tuple[tuple[int, str], ...]:
+    """`assign` for one set of servers, computed once: every partition's election loop asks for it several
+    times a second, and the live servers seldom change."""
     if not servers:
-        return {}
+        return ()
     fair, spare = divmod(count, len(servers))
     load: Counter[str] = Counter()
     owners: dict[int, str] = {}
@@ -59,7 +67,7 @@ def assign(count: int, servers: Sequence[str]) -> dict[int, str]:
                 load[node] += 1
                 owners[partition] = node
                 break
-    return owners
+    return tuple(owners.items())
 
 
 class Ownership:

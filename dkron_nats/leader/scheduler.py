@@ -282,8 +282,10 @@ class Scheduler:
 
     def _admit_due(self, resolving: TaskGroup) -> None:
         """Start resolving the earliest due jobs, as many as there is room for."""
-        for key in self._pop_due(self._room()):
+        due = self._pop_due(self._room())
+        if due:
             self._admitted_at = time.monotonic()
+        for key in due:
             borrower = object()
             self._limiter.acquire_on_behalf_of_nowait(borrower)
             resolving.start_soon(self._resolve_guarded, key, borrower)
