@@ -247,7 +247,7 @@ def test_three_servers_share_the_partitions_and_take_over_a_killed_ones(three_se
     for name in ticking:
         wait_for(functools.partial(finished, rest[0], name, counts[name] + 3), 30, f"{name} to go on")
     for name in ticking:
-        groups = Counter(e["group"] for e in executions(rest[0], name) if e["node_name"] != "missed")
+        groups = Counter(e["group"] for e in executions(rest[0], name) if e["status"] != "missed")
         twice = [group for group, seen in groups.items() if seen > 1]
         assert not twice, f"{name}: slots {twice} ran twice"
     assert len(leaders(rest)) == 1
