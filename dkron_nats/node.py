@@ -57,7 +57,7 @@ from dkron_nats.kv.executions import ExecutionStore
 from dkron_nats.kv.locks import JobLocks
 from dkron_nats.kv.publisher import JsPublisher
 from dkron_nats.kv.typed import LOST_REQUEST_TIMEOUT, TRANSIENT, TypedKV
-from dkron_nats.leader.decisions import DecisionLog, LogTail
+from dkron_nats.leader.decisions import DecisionLog, LogTails
 from dkron_nats.leader.election import run_elections
 from dkron_nats.leader.launcher import Launcher
 from dkron_nats.leader.lease import Lease
@@ -65,7 +65,7 @@ from dkron_nats.leader.notify import Notifier, NotifySettings
 from dkron_nats.leader.outcomes import NotRunRecorder
 from dkron_nats.leader.partitions import Ownership, Spread
 from dkron_nats.leader.placement import RaftLeadersElsewhere
-from dkron_nats.leader.presence import Presence
+from dkron_nats.leader.presence import Absences, Presence
 from dkron_nats.leader.results import ResultProcessor
 from dkron_nats.leader.runconsumers import RunConsumers
 from dkron_nats.leader.scheduler import Scheduler, SchedulerSettings
@@ -353,9 +353,8 @@ class Node:
                 consumers = RunConsumers(js, registry, s.region)
                 tg.start_soon(consumers.follow)  # warm: a takeover need not make them before it schedules
                 lost_js = nc.jetstream(timeout=LOST_REQUEST_TIMEOUT)
-                tails = [LogTail(lost_js, part.index) for part in parts]
-                for tail in tails:
-                    tg.start_soon(tail.follow)  # warm: a takeover reads only the last appends
+                tails = LogTails(lost_js, len(parts))
+                tg.start_soon(tails.follow)  # warm: a takeover reads only the last appends
                 await tg.start(notifier.run)  # sends what this server's partitions report
                 tg.start_soon(stats.run)
                 not_run = NotRunRecorder(nc, executions, s.max_executions)
@@ -416,6 +415,7 @@ class Node:
                 tg.start_soon(_serve_http, services, s)
                 await tg.start(TriggerIntake(nc, js, jobs, audit_log, len(parts)).run)
                 await tg.start(Presence(nc, s.node_name, self.incarnation).serve)
+                absences = Absences(nc)
                 async with anyio.create_task_group() as campaigns:
                     for part, lease in zip(parts, leases, strict=True):
                         campaigns.start_soon(
@@ -423,7 +423,7 @@ class Node:
                                 run_elections,
                                 lease,
                                 functools.partial(lead, part),
-                                nc=nc,
+                                absences=absences,
                                 on_gone=registry.confirm_gone,
                                 ownership=ownership(part),
                             )

@@ -171,5 +171,8 @@ def partition_for(job_key: str, count: int) -> Partition:
     return Partition(partition_of(job_key, count), count)
 
 
+ALL_DECISIONS = "dkron.decisions.*"
+
+
 def decisions_subject(partition: int) -> str:
     return f"dkron.decisions.{partition}"

@@ -44,7 +44,7 @@ from dkron_nats.kv.publisher import MSG_ID, JsPublisher
 from dkron_nats.kv.typed import TRANSIENT, TypedKV, read_to_end, with_retry
 from dkron_nats.metrics import DECISION_APPENDS, DECISIONS
 from dkron_nats.models import DecisionBatch, LaunchCursor, decode, encode
-from dkron_nats.subjects import decisions_subject
+from dkron_nats.subjects import ALL_DECISIONS, decisions_subject
 
 logger = logging.getLogger(__name__)
 BATCH_BYTES = 256 * 1024
@@ -72,19 +72,8 @@ class LogTail:
         """The cursors of 0.1.x are known to be gone: a takeover need not look for them."""
         self.leading = False
         """This server's leader session writes the log: nothing to follow meanwhile."""
-
-    async def follow(self) -> None:
-        while True:
-            if not self.leading:
-                try:
-                    await self.catch_up()
-                    self.warm = True
-                    # Looked at every round: a 0.1.x leader of a rolling upgrade may make the bucket.
-                    self.no_legacy = not await _has_legacy_cursors(self.js)
-                except NatsError as exc:  # JetStream busy: read again in the next round
-                    self.no_legacy = False
-                    logger.debug("could not follow the decision log %s: %s", self.subject, exc)
-            await anyio.sleep(FOLLOW_INTERVAL)
+        self.behind = False
+        """Handed back by a leader session: appends another leader made meanwhile may not be read yet."""
 
     async def catch_up(self) -> None:
         """Read every batch appended after `last_seq` (after a purge, the checkpoint that restates all)."""
@@ -98,23 +87,81 @@ class LogTail:
             seq = int(msg.seq or 0)
             if seq <= self.last_seq:  # a stale answer from a replica: never read backwards
                 return
-            self._apply(seq, msg.data or b"")
+            self.apply(seq, msg.data or b"")
 
     async def read_rest(self) -> None:
         """Read every batch after `last_seq` through one consumer: fast for a whole log read cold."""
         async for msg in read_to_end(
             self.js, DECISIONS_STREAM, self.subject, DeliverPolicy.BY_START_SEQUENCE, self.last_seq + 1
         ):
-            self._apply(msg.metadata.sequence.stream, msg.data)
+            self.apply(msg.metadata.sequence.stream, msg.data)
         self.warm = True
 
-    def _apply(self, seq: int, data: bytes) -> None:
+    def apply(self, seq: int, data: bytes) -> None:
         self.cursors.update(decode(data, DecisionBatch).cursors)
         self.last_seq = seq
 
     def hand_back(self, cursors: dict[str, LaunchCursor], last_seq: int) -> None:
         """The log as a leader session of this server left it: followed from there on."""
-        self.cursors, self.last_seq, self.leading = dict(cursors), last_seq, False
+        self.cursors, self.last_seq, self.leading, self.behind = dict(cursors), last_seq, False, True
+
+
+class LogTails:
+    """Every partition's `LogTail`, followed by one reader: each round a server asks once for what was
+    appended to any partition's log (and once whether 0.1.x's cursors are there), not once per partition."""
+
+    def __init__(self, js: JetStreamContext, partitions: int) -> None:
+        self.js = js
+        self.tails = [LogTail(js, partition) for partition in range(partitions)]
+        self._by_subject = {tail.subject: tail for tail in self.tails}
+        self.read_seq = 0
+        """Every append up to here was read by `follow` (and given to its tail unless that tail led)."""
+
+    def __getitem__(self, partition: int) -> LogTail:
+        return self.tails[partition]
+
+    async def follow(self) -> None:
+        while True:
+            await self.read_round()
+            await anyio.sleep(FOLLOW_INTERVAL)
+
+    async def read_round(self) -> None:
+        """Give each partition's tail what was appended since the last round (unless this server leads it)."""
+        following = [tail for tail in self.tails if not tail.leading]
+        if not following:
+            return
+        try:
+            await self._catch_up(following)
+            no_legacy = not await _has_legacy_cursors(self.js)
+        except NatsError as exc:  # JetStream busy: read again in the next round
+            no_legacy = False
+            logger.debug("could not follow the decision logs: %s", exc)
+        else:
+            for tail in following:
+                tail.warm = True
+        for tail in following:
+            # Looked at every round: a 0.1.x leader of a rolling upgrade may make the bucket.
+            tail.no_legacy = no_legacy
+
+    async def _catch_up(self, following: list[LogTail]) -> None:
+        for tail in following:
+            if tail.behind:  # its own subject, from where its leader session left it
+                tail.behind = False
+                await tail.catch_up()
+        while True:
+            try:
+                msg = await self.js.get_msg(
+                    DECISIONS_STREAM, seq=self.read_seq + 1, subject=ALL_DECISIONS, next=True
+                )
+            except NotFoundError:
+                return
+            seq = int(msg.seq or 0)
+            if seq <= self.read_seq:  # a stale answer from a replica: never read backwards
+                return
+            self.read_seq = seq
+            owner = self._by_subject.get(msg.subject or "")
+            if owner is not None and not owner.leading and seq > owner.last_seq:
+                owner.apply(seq, msg.data or b"")
 
 
 @dataclass(slots=True)

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 
 import anyio
 import msgspec
-from nats.aio.client import Client
 from nats.js.kv import KeyValue
 
 from dkron_nats.kv.typed import TRANSIENT, with_retry
@@ -22,7 +21,7 @@ from dkron_nats.kv.watch import next_entry
 from dkron_nats.kv.watch import stop as stop_watch
 from dkron_nats.leader.lease import Lease, LeaseRecord
 from dkron_nats.leader.partitions import Ownership
-from dkron_nats.leader.presence import PROBE_INTERVAL, Absence
+from dkron_nats.leader.presence import PROBE_INTERVAL, Absence, Absences
 from dkron_nats.metrics import LEADER, LEASE_FAILURES, LEASE_RENEWALS, PARTITION_OWNED, PARTITIONS_OWNED
 from dkron_nats.models import decode
 from dkron_nats.subjects import lease_partition
@@ -36,14 +35,14 @@ async def run_elections(
     lease: Lease,
     lead: Callable[[], Awaitable[None]],
     *,
-    nc: Client | None = None,
+    absences: Absences | None = None,
     poll_interval: float = 1.0,
     on_gone: Callable[[str], None] = lambda node: None,
     ownership: Ownership | None = None,
 ) -> None:
     """Campaign for the lease and lead while holding it, as `ownership` allows (by default: always).
 
-    With `nc`, while another server holds the lease this one asks that holder's presence subject (served
+    With `absences`, while another server holds the lease this one asks that holder's presence subject (served
     by `Presence`): a holder confirmed gone (its process killed) has its lease taken over at once instead
     of when it expires, and `on_gone` learns its node's name before this server leads."""
     own = ownership or Ownership()
@@ -83,7 +82,7 @@ async def run_elections(
                         break
                     if entry is not None:
                         expires = time.monotonic() + lease.ttl
-                        holder, free_since = Holder.of(entry, lease, nc), None
+                        holder, free_since = Holder.of(entry, lease, absences), None
             if time.monotonic() >= expires:
                 campaign_at = 0.0
                 free_since = expires if free_since is None else free_since
@@ -131,8 +130,8 @@ class Holder:
     absence: Absence
 
     @staticmethod
-    def of(entry: KeyValue.Entry, lease: Lease, nc: Client | None) -> Holder | None:
-        if nc is None or not entry.value:
+    def of(entry: KeyValue.Entry, lease: Lease, absences: Absences | None) -> Holder | None:
+        if absences is None or not entry.value:
             return None
         try:
             record = decode(entry.value, LeaseRecord)
@@ -140,7 +139,9 @@ class Holder:
             return None
         if record.node == lease.node and record.incarnation == lease.incarnation:
             return None  # this very process (a lease it just lost): nothing to ask
-        return Holder(record, int(entry.revision or 0), Absence(nc, record.node, record.incarnation))
+        absence = absences.of(record.node, record.incarnation)
+        absence.heard_from()
+        return Holder(record, int(entry.revision or 0), absence)
 
 
 async def _steal(lease: Lease, holder: Holder | None, on_gone: Callable[[str], None], own: Ownership) -> bool:

@@ -28,6 +28,10 @@ probe after the death and then CONFIRM_AFTER more (a few requests a second per s
 PROBE_TIMEOUT = 0.5
 CONFIRM_AFTER = 0.6
 PROBES_TO_CONFIRM = 6
+FRESH_FOR = PROBE_INTERVAL / 2
+"""A verdict this recent is given again without asking: the campaigns of all partitions a holder holds share
+one probe."""
+KNOWN_HOLDERS = 64
 
 
 class Presence:
@@ -60,9 +64,23 @@ class Absence:
         self.subject = presence_subject(node, incarnation)
         self._missing = 0
         self._missing_since = 0.0
+        self._lock = anyio.Lock()
+        self._asked_at = -FRESH_FOR
+        self._verdict = False
 
     async def confirmed(self) -> bool:
-        """Ask once; True once the holder has been missing long enough."""
+        """True once the holder has been missing long enough: asks once, unless it was just asked."""
+        async with self._lock:
+            if time.monotonic() - self._asked_at >= FRESH_FOR:
+                self._verdict = await self._ask()
+                self._asked_at = time.monotonic()
+            return self._verdict
+
+    def heard_from(self) -> None:
+        """The holder wrote (renewed a lease): it is there, whatever the probes said so far."""
+        self._missing = 0
+
+    async def _ask(self) -> bool:
         try:
             await self.nc.request(self.subject, b"", timeout=PROBE_TIMEOUT)
         except NoRespondersError:
@@ -75,3 +93,21 @@ class Absence:
             pass  # there but slow, or this server's own connection is down: no verdict either way
         self._missing = 0
         return False
+
+
+class Absences:
+    """One `Absence` per holder process, shared by the campaigns of every partition: a server asks a holder
+    once per probe however many partitions that holder has."""
+
+    def __init__(self, nc: Client) -> None:
+        self.nc = nc
+        self._known: dict[str, Absence] = {}
+
+    def of(self, node: str, incarnation: str) -> Absence:
+        subject = presence_subject(node, incarnation)
+        absence = self._known.get(subject)
+        if absence is None:
+            if len(self._known) >= KNOWN_HOLDERS:  # processes long gone: forget them all, cheaply
+                self._known.clear()
+            absence = self._known[subject] = Absence(self.nc, node, incarnation)
+        return absence

@@ -25,7 +25,7 @@ from dkron_nats.kv.buckets import DECISIONS_STREAM, LEGACY_CURSORS
 from dkron_nats.kv.cache import KVCache
 from dkron_nats.kv.publisher import JsPublisher
 from dkron_nats.kv.typed import TypedKV
-from dkron_nats.leader.decisions import DecisionLog, LogTail
+from dkron_nats.leader.decisions import DecisionLog, LogTail, LogTails
 from dkron_nats.leader.launcher import Launcher
 from dkron_nats.leader.scheduler import MAX_WAITING_RUNS, Scheduler, SchedulerSettings
 from dkron_nats.models import JobSpec, LaunchCursor
@@ -388,3 +388,39 @@ async def test_a_server_that_followed_the_log_takes_it_over_with_every_decision_
     new.close()  # its leadership ends: the server follows the log from where it left it
     assert not tail.leading
     assert tail.cursors["job-1"].slot_ns == 100
+
+
+async def test_one_reader_follows_every_partition_log_even_appends_made_while_this_server_led_one(
+    cluster: Nats, lead: Lead
+) -> None:
+    """A server follows all partitions' logs with one read per round, not one per partition. A partition
+    this server led meanwhile is read again from where its leader session left it: a newer leader may have
+    appended while the old session was still winding down."""
+    tails = LogTails(cluster.js, 2)
+    first = await lead(1, partition=0)
+    second = await lead(1, partition=1)
+    for slot in range(1, 6):
+        await first.record(f"job-{slot}", _cursor(slot))
+        await second.record(f"other-{slot}", _cursor(slot))
+    await tails.read_round()
+    assert await _everything_in(cluster, 0) == tails[0].cursors
+    assert await _everything_in(cluster, 1) == tails[1].cursors
+    assert all(tail.warm for tail in tails.tails)
+
+    mine = await lead(2, partition=1, tail=tails[1])  # this server leads partition 1 for a while
+    await first.record("job-6", _cursor(6))
+    await tails.read_round()
+    assert tails[0].cursors["job-6"].slot_ns == 6
+    newer = await lead(3, partition=1)  # and is deposed: the newer leader appends before it hands back
+    await newer.record("other-7", _cursor(7, fence=3))
+    await tails.read_round()  # read past the newer leader's append while this server still "leads"
+    mine.close()
+    await tails.read_round()
+    assert await _everything_in(cluster, 1) == tails[1].cursors
+    assert tails[1].cursors["other-7"].fence == 3
+
+
+async def _everything_in(cluster: Nats, partition: int) -> dict[str, LaunchCursor]:
+    cold = LogTail(cluster.js, partition)
+    await cold.read_rest()
+    return cold.cursors

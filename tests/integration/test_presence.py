@@ -12,7 +12,14 @@ import pytest
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
-from dkron_nats.leader.presence import CONFIRM_AFTER, PROBE_INTERVAL, PROBES_TO_CONFIRM, Absence, Presence
+from dkron_nats.leader.presence import (
+    CONFIRM_AFTER,
+    PROBE_INTERVAL,
+    PROBES_TO_CONFIRM,
+    Absence,
+    Absences,
+    Presence,
+)
 from dkron_nats.natsserver import EmbeddedNats
 from dkron_nats.subjects import presence_subject
 from tests.harness import free_port
@@ -85,3 +92,32 @@ async def test_an_answer_between_misses_starts_the_count_again(nc: Client) -> No
         assert not await absence.confirmed()
         tg.cancel_scope.cancel()
     assert not any(await _verdicts(absence, PROBES_TO_CONFIRM - 1))
+
+
+async def test_the_campaigns_of_many_partitions_ask_a_holder_once_per_probe(nc: Client) -> None:
+    """A holder of 16 partitions is asked once per probe by each server, not 16 times."""
+    asked = 0
+
+    async def answer(msg: Msg) -> None:
+        nonlocal asked
+        asked += 1
+        await msg.respond(b"")
+
+    sub = await nc.subscribe(presence_subject("s1", "busy"), cb=answer)
+    absences = Absences(nc)
+    try:
+        for _ in range(3):
+            async with anyio.create_task_group() as tg:
+                for _ in range(16):  # one campaign per partition, all asking at once
+                    tg.start_soon(absences.of("s1", "busy").confirmed)
+            await anyio.sleep(PROBE_INTERVAL)
+        assert asked == 3
+    finally:
+        await sub.unsubscribe()
+
+
+async def test_partitions_of_a_gone_holder_are_all_confirmed_gone_together(nc: Client) -> None:
+    absences = Absences(nc)
+    verdicts = await _verdicts(absences.of("s1", "gone"), PROBES_TO_CONFIRM + 2)
+    assert verdicts[-1]
+    assert await absences.of("s1", "gone").confirmed()  # another partition's campaign: at once
