@@ -101,20 +101,53 @@ class Registry:
                 logger.warning("re-reading the members bucket took over %.0fs; trying again", self.ttl)
 
 
+EARLY_BEAT = 0.2
+"""The least time between two records sent early: executions claimed in a burst share one record."""
+
+
+class Pulse:
+    """A request for an early heartbeat. An agent's record lists what it runs, and a server that did not send
+    a run learns of it only from there: a partition's new owner must find it listed if the agent dies."""
+
+    def __init__(self) -> None:
+        self._event = anyio.Event()
+
+    def now(self) -> None:
+        self._event.set()
+
+    async def wait(self) -> None:
+        await self._event.wait()
+
+    def clear(self) -> None:
+        if self._event.is_set():
+            self._event = anyio.Event()
+
+
 async def heartbeat(
     store: TypedKV[Member],
     member: Callable[[], Member],
     interval: float,
     *,
+    early: Pulse | None = None,
     task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Publish this node's record every `interval` seconds; remove it on a graceful stop."""
+    """Publish this node's record every `interval` seconds, and soon after `early` asks; remove it on a
+    graceful stop."""
     name = member().name
     await store.put(name, member())
     task_status.started()
+    sent = time.monotonic()
     try:
         while True:
-            await anyio.sleep(interval)
+            with anyio.move_on_after(max(0.0, sent + interval - time.monotonic())):
+                if early is None:
+                    await anyio.sleep_forever()
+                else:
+                    await early.wait()
+                    await anyio.sleep(max(0.0, sent + EARLY_BEAT - time.monotonic()))
+            if early is not None:
+                early.clear()
+            sent = time.monotonic()
             try:
                 await store.put(name, member())
             except TRANSIENT:

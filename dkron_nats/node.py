@@ -240,7 +240,9 @@ class Node:
             # record appears; the leader makes the consumer from that record, then targets the node.
             agent_done = anyio.Event()
             await tg.start(_run_then_set, agent, agent_done)
-            await tg.start(heartbeat, members_kv, beat, s.member_ttl / 4)
+            await tg.start(
+                functools.partial(heartbeat, members_kv, beat, s.member_ttl / 4, early=agent.listed)
+            )
             stall_point("after-first-heartbeat")  # a test checks that a visible node is listening
             self._on_reload(functools.partial(_publish_member, members_kv, beat))
             server_scope = anyio.CancelScope()

@@ -52,6 +52,7 @@ from dkron_nats.kv.watch import next_entry
 from dkron_nats.kv.watch import stop as stop_watch
 from dkron_nats.leader.lease import SIGNATURE_HEADER, LeaseRecord, signature_refusal, term_of
 from dkron_nats.logformat import about
+from dkron_nats.members import Pulse
 from dkron_nats.metrics import EXECUTION_SECONDS, EXECUTION_SLOTS, EXECUTIONS_QUEUED, RUNNING
 from dkron_nats.models import (
     CancelLaunch,
@@ -234,6 +235,8 @@ class Agent:
         """Each partition's current owner, by lease key, from the leases this agent follows."""
         self._lease_read = anyio.Lock()
         self.running: dict[str, Running] = {}
+        self.listed = Pulse()
+        """Set when `running` grows: the heartbeat lists the new execution soon, not in a few seconds."""
         self._intake = anyio.CancelScope()
         self._claims = anyio.Semaphore(CLAIMS_AT_ONCE, fast_acquire=True)
         """Taken by the intake for each request, given back by its task once the claim is decided."""
@@ -441,6 +444,7 @@ class Agent:
         )
         # Registered with no await before this task runs it: every entry of `running` has its task.
         self.running[ExecutionStore.key(execution.job_name, execution.id)] = running
+        self.listed.now()
         return request, running
 
     async def _claim(self, request: RunRequest, msg: Msg, holds_slot: bool) -> tuple[Execution, int] | None:
