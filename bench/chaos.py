@@ -10,11 +10,12 @@ every slot must have exactly one record and none may have run twice.
     python -m bench.chaos --quick         # 3 kills, 2 hand-overs (about 2 minutes)
     python -m bench.chaos --keep-logs     # keep every node's log, to read a slow takeover by its kill time
     python -m bench.chaos --jobs 200      # 200 more jobs due every second: a takeover waits for all to fire
-    python -m bench.chaos --partitions 6  # a ledger job in each partition; each round kills one owner
+    python -m bench.chaos --partitions 1  # one partition: a cluster made before partitions existed
 
-With `--partitions N` each round kills the owner of the next partition in turn, and its takeover is the
-latest first fire of the ledger jobs of every partition that server owned; before the next round the
-partitions must be spread again as the assignment says (a restarted server gets its share back after 10 s).
+The cluster has the product's 16 partitions unless told otherwise, and a ledger job in each. Each round kills
+the owner of the next partition in turn; its takeover is the latest first fire of the ledger jobs of every
+partition that server owned. Before the next round the partitions must be spread again as the assignment says
+(a restarted server gets its share back after 10 s).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import command_line, exit_on_sigterm, write_results
-from dkron_nats.leader.partitions import assign
+from dkron_nats.kv.buckets import DEFAULT_PARTITIONS
 from tests.harness import Node, finished, job, wait_for
 from tests.integration.test_cluster import leaders, three_servers_two_agents
 from tests.integration.test_failover import (
@@ -44,7 +45,7 @@ from tests.integration.test_failover import (
     _leader,
     _ledger_job,
 )
-from tests.integration.test_partitions import _named_in
+from tests.integration.test_partitions import _named_in, spread_as_assigned
 
 
 def chaos(
@@ -65,7 +66,7 @@ def chaos(
         for name in load:
             body = job(name, "@every 1s", executor="noop", executor_config={}, tags={"role": "web:1"})
             first.post("/v1/jobs", json=body).raise_for_status()
-        _spread_as_assigned(nodes, partitions)
+        _spread_as_assigned(nodes)
         _wait_runs(first, list(ledgers), 3)
         for round_no in range(1, kills + 1):
             leader, watched = _victim(nodes, partitions, round_no)
@@ -86,7 +87,7 @@ def chaos(
                 flush=True,
             )
             _healthy(nodes)
-            _spread_as_assigned(nodes, partitions)
+            _spread_as_assigned(nodes)
         handovers = [_graceful_handover(nodes, partitions) for _ in range(handover_rounds)]
         survivor = _leader(nodes)
         slots = sum(len(ledger.read_text().split()) for ledger in ledgers.values())
@@ -150,13 +151,9 @@ def _victim(nodes: dict[str, Node], partitions: int, round_no: int) -> tuple[Nod
     return nodes[victim], [names[p] for p, owner in owners.items() if owner == victim]
 
 
-def _spread_as_assigned(nodes: dict[str, Node], partitions: int) -> None:
+def _spread_as_assigned(nodes: dict[str, Node]) -> None:
     """Every partition owned by its assignee among the servers (hand-overs done): no kill lands mid-way."""
-    if partitions == 1:
-        return
-    servers = [s for s in nodes.values() if s.server]
-    wanted = assign(partitions, [s.name for s in servers])
-    wait_for(lambda: _owners(servers[0]) == wanted, timeout=60, what="the partitions spread as assigned")
+    spread_as_assigned([s for s in nodes.values() if s.server])
 
 
 def _graceful_handover(nodes: dict[str, Node], partitions: int = 1) -> float:
@@ -174,7 +171,7 @@ def _graceful_handover(nodes: dict[str, Node], partitions: int = 1) -> float:
         leader.start()
     print(f"graceful stop of {leader.name}: a new leader after {took:.3f}s", flush=True)
     _healthy(nodes)
-    _spread_as_assigned(nodes, partitions)
+    _spread_as_assigned(nodes)
     return took
 
 
@@ -192,7 +189,10 @@ def main(argv: list[str]) -> None:
         "--jobs", type=int, default=0, help="more jobs due every second; a takeover waits for all to fire"
     )
     parser.add_argument(
-        "--partitions", type=int, default=1, help="partitions; each round kills one partition's owner"
+        "--partitions",
+        type=int,
+        default=DEFAULT_PARTITIONS,
+        help="the cluster's partitions (the product's default); each round kills one partition's owner",
     )
     args = parser.parse_args(argv)
     workdir = Path(tempfile.mkdtemp(prefix="chaos-"))
@@ -209,7 +209,13 @@ def main(argv: list[str]) -> None:
     result["command"] = command_line()
     print(json.dumps(result, indent=2))
     # With more jobs it is another measure: its own results file, the plain run's figures stay.
-    name = "chaos-partitions" if args.partitions > 1 else "chaos-jobs" if args.jobs else "chaos"
+    name = (
+        "chaos-jobs"
+        if args.jobs
+        else "chaos"
+        if args.partitions == DEFAULT_PARTITIONS
+        else "chaos-partitions"
+    )
     write_results(name, args.quick, result)
 
 

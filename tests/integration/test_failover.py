@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import os
 import signal
@@ -20,10 +21,12 @@ from typing import Any
 import nats
 import pytest
 
-from dkron_nats.subjects import decisions_subject
+from dkron_nats.names import job_key
+from dkron_nats.subjects import decisions_subject, partition_of
 from tests.harness import Node, embedded_nats_pid, executions, finished, job, pid_alive, wait_for
 from tests.integration.test_cluster import _lists_members, leaders, three_servers_two_agents
 from tests.integration.test_misfire import _at, _missed, _ran, _runs_by_slot
+from tests.integration.test_partitions import spread_as_assigned
 
 LEASE_TTL = 10.0
 
@@ -46,8 +49,9 @@ def _servers_of(nodes: dict[str, Node]) -> list[Node]:
 
 
 def _healthy(nodes: dict[str, Node]) -> None:
-    """Every process up, exactly one leader, every server lists all five members, and JetStream takes
-    writes again (after a kill its streams may still be re-electing or catching up)."""
+    """Every process up, exactly one leader, every server lists all five members, JetStream takes writes
+    again (after a kill its streams may still be re-electing or catching up), and each partition is with
+    its assignee (a restarted server takes its share back 10 s after it started)."""
 
     def ok() -> bool:
         if any(n.proc is None or n.proc.poll() is not None for n in nodes.values()):
@@ -60,6 +64,7 @@ def _healthy(nodes: dict[str, Node]) -> None:
         return probe.status_code == 201 and deleted and asyncio.run(_replicas_current(servers[0]))
 
     wait_for(ok, timeout=120, what="a healthy cluster")
+    spread_as_assigned(_servers_of(nodes))  # no hand-over under way: a test's leader stays the leader
 
 
 async def _replicas_current(server: Node) -> bool:
@@ -104,6 +109,41 @@ def _owner(nodes: dict[str, Node], name: str) -> Node:
         return owners.get(partition) or None
 
     return nodes[wait_for(found, timeout=40, what=f"the owner of {name}'s partition")]
+
+
+def _named_for(server: Node, stems: list[str]) -> list[str]:
+    """A job name for each stem (the stem, else the stem and a number) in a partition `server` owns now: jobs
+    that one server's outage stops all together."""
+    rows = server.get("/v1/partitions").json()
+    owned = {row["partition"] for row in rows if row["owner"] == server.name}
+    assert owned, rows
+
+    def candidates(stem: str) -> Iterator[str]:
+        yield stem
+        yield from (f"{stem}-{n}" for n in itertools.count(1))
+
+    return [
+        next(c for c in candidates(stem) if partition_of(job_key(c), len(rows)) in owned) for stem in stems
+    ]
+
+
+def _fire_on_owner(nodes: dict[str, Node], name: str, failpoints: Path, point: str) -> Node:
+    """Arm `point` on the server that schedules job `name` until it fires there; return that server. Armed
+    again on the new owner if the job's partition moves meanwhile (a server that rejoined takes its share)."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        owner = _owner(nodes, name)
+        armed = failpoints / f"{point}@{owner.name}"
+        armed.touch()
+        try:
+            fired_by = time.monotonic() + 5
+            while time.monotonic() < fired_by:
+                if not armed.exists():
+                    return owner
+                time.sleep(0.05)
+        finally:
+            armed.unlink(missing_ok=True)
+    raise AssertionError(f"the failpoint {point} never fired on the owner of {name}")
 
 
 def _any_other(nodes: dict[str, Node], not_this: Node) -> Node:
@@ -585,9 +625,10 @@ def test_misfire_policy_after_a_leader_takeover(nodes: dict[str, Node], tmp_path
     per policy, one outage for all three). The outage is a leader stalled past its lease (SIGSTOP): a killed
     one is replaced within about a second, too soon for slots to fall due meanwhile."""
     ledgers = {policy: tmp_path / f"{policy}.txt" for policy, _, _ in POLICIES}
-    names = {policy: f"takeover-{policy.replace('_', '-')}" for policy in ledgers}
-    bodies = {policy: _policy_job(names[policy], ledgers[policy], policy) for policy in ledgers}
     leader = _leader(nodes)
+    stems = [f"takeover-{policy.replace('_', '-')}" for policy in ledgers]
+    names = dict(zip(ledgers, _named_for(leader, stems), strict=True))  # all scheduled by the leader
+    bodies = {policy: _policy_job(names[policy], ledgers[policy], policy) for policy in ledgers}
     other = _any_other(nodes, leader)
     for body in bodies.values():
         other.post("/v1/jobs", json=body)
@@ -802,20 +843,18 @@ def test_a_leader_whose_writes_fail_past_their_retries_loses_no_slot_and_goes_on
     Either way the leader tries again a second later: the job goes on ticking, the recorded launch runs
     late rather than never (its next slot is not decided past it), and the audit accounts for every slot."""
     ledger = tmp_path / "ledger.txt"
-    _leader(nodes).post("/v1/jobs", json=_ledger_job("tick-outage", ledger))
+    server = _leader(nodes)
+    for left in server.get("/v1/jobs").json():  # the failpoints fire on the first job that passes them
+        server.request("DELETE", f"/v1/jobs/{left['name']}")
+    server.post("/v1/jobs", json=_ledger_job("tick-outage", ledger))
     leader = _owner(nodes, "tick-outage")
     wait_for(_finished_n(leader, "tick-outage", 2), timeout=30, what="two runs")
     for point, logged in [
         ("decision-unrecorded", "resolving the due slots of tick-outage failed"),
         ("run-request-unavailable", "carrying out the decision on tick-outage failed"),
     ]:
-        armed = failpoints / f"{point}@{leader.name}"
-        armed.touch()
-        try:
-            wait_for(lambda: not armed.exists(), timeout=15, what=f"the failpoint {point}")  # noqa: B023
-        finally:
-            armed.unlink(missing_ok=True)
-        assert logged in leader.log_path.read_text()
+        owner = _fire_on_owner(nodes, "tick-outage", failpoints, point)
+        assert logged in owner.log_path.read_text()
         # Not more than a couple of seconds: the retry comes a second later, not at the next wake-up.
         wait_for(_reaches(ledger, _lines(ledger) + 3), timeout=15, what=f"more runs after {point}")
     _audit(leader, "tick-outage", ledger)
