@@ -39,6 +39,7 @@ from dkron_nats.config import (
 )
 from dkron_nats.durations import parse_go_duration
 from dkron_nats.egress import parse_networks
+from dkron_nats.kv.buckets import DEFAULT_PARTITIONS
 from dkron_nats.kv.executions import LANE_PREFIX
 from dkron_nats.names import is_token
 from dkron_nats.natsauth import NatsAccessError, NatsCredentials, check_agent_creds, check_embedded_options
@@ -412,11 +413,11 @@ def main() -> None:
 @click.option(
     "--partitions",
     type=click.IntRange(1, 1024),
-    default=1,
+    default=None,
     envvar=_env("partitions"),
-    show_default=True,
-    help="Partitions of the job space, each scheduled by one server, spread over the live servers. Read "
-    "when the cluster is created (its first server); a cluster keeps the count it was created with.",
+    help=f"Partitions of the job space, each scheduled by one server, spread over the live servers. Read "
+    f"when the cluster is created (its first server; default {DEFAULT_PARTITIONS}); a cluster keeps the "
+    "count it was created with, and one created before partitions existed has 1.",
 )
 @click.option(
     "--max-concurrent-executions",

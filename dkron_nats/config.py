@@ -87,8 +87,9 @@ class Settings:
     rate_limit_burst: int = 100
     """How many of them may come at once before the rate applies."""
     shutdown_grace: timedelta = timedelta(seconds=30)
-    partitions: int = 1
-    """Partitions of the job space (`--partitions`), fixed when the cluster is created."""
+    partitions: int | None = None
+    """Partitions of the job space (`--partitions`), fixed when the cluster is created; None: the cluster's
+    count, `DEFAULT_PARTITIONS` for a new one."""
     max_concurrent_executions: int = 0
     """Executions this node's agent runs at once; the others wait on it for a free slot. 0: no limit."""
     otel_endpoint: str = ""

@@ -43,6 +43,7 @@ from dkron_nats.joblist import JobLister
 from dkron_nats.jobs import JobService
 from dkron_nats.kv.buckets import (
     BUCKET_NAMES,
+    DEFAULT_PARTITIONS,
     EXECUTIONS,
     LEADER,
     LOCKS,
@@ -160,7 +161,9 @@ class Node:
             js = nc.jetstream(timeout=5)
             servers = max(servers, len(nc.servers))
             replicas = s.replicas or (3 if servers >= 3 else 1)
-            limits = StorageLimits(replicas=replicas, lease_ttl=s.lease_ttl, partitions=s.partitions)
+            limits = StorageLimits(
+                replicas=replicas, lease_ttl=s.lease_ttl, partitions=s.partitions or DEFAULT_PARTITIONS
+            )
             creates = s.server or not s.nats_urls  # with its own NATS a node has every right, as before
             buckets = await self._unless_stopped(_when_jetstream_ready(js, limits, creates))
             if buckets is None:
@@ -293,7 +296,7 @@ class Node:
         states_cache = KVCache(TypedKV(buckets.job_state, JobState, publisher))
         settings_cache = KVCache(TypedKV(buckets.settings, Flag))
         parts = partitions(await cluster_partitions(js))
-        if len(parts) != s.partitions and s.partitions != 1:
+        if s.partitions is not None and len(parts) != s.partitions:
             logger.warning(
                 "--partitions %d is ignored: this cluster was created with %d partitions",
                 s.partitions,

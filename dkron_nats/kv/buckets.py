@@ -33,6 +33,9 @@ BUCKET_NAMES = (JOBS, JOB_STATE, EXECUTIONS, LEADER, MEMBERS, SETTINGS, STATS, L
 DECISIONS_STREAM = "DKRON_DECISIONS"
 """The leader's decision logs (`dkron.decisions.<partition>`): what each job's last decided slot is."""
 PARTITIONS_METADATA = "dkron-partitions"
+DEFAULT_PARTITIONS = 16
+"""A new cluster's partition count: up to 16 servers share its scheduling, and a lone server's 16 leases
+cost little (one renewal each every 2 s)."""
 RUNS_STREAM = "DKRON_RUNS"
 """Run requests (`dkron.run.>`), kept until every agent consumer they match has acknowledged them."""
 RUNS_MAX_AGE = 3600.0
@@ -60,7 +63,7 @@ class StorageLimits:
     """Live output of all executions together; the oldest is dropped first."""
     audit_max_age: float = 365 * 86_400.0
     audit_max_bytes: int = 1024**3
-    partitions: int = 1
+    partitions: int = DEFAULT_PARTITIONS
     """Written into the decision stream's metadata when it is created: the cluster's partition count."""
 
 
