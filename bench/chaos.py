@@ -35,7 +35,7 @@ from typing import Any
 
 from bench.common import command_line, exit_on_sigterm, write_results
 from dkron_nats.kv.buckets import DEFAULT_PARTITIONS
-from tests.harness import Node, finished, job, wait_for
+from tests.harness import Node, finished, job, spread_as_assigned, wait_for
 from tests.integration.test_cluster import leaders, three_servers_two_agents
 from tests.integration.test_failover import (
     LEASE_TTL,
@@ -45,7 +45,7 @@ from tests.integration.test_failover import (
     _leader,
     _ledger_job,
 )
-from tests.integration.test_partitions import _named_in, spread_as_assigned
+from tests.integration.test_partitions import _named_in
 
 
 def chaos(

@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 import httpx
 
 from dkron_nats import natsroles
+from dkron_nats.leader.partitions import assign
 from dkron_nats.natsjwt import (
     SECRET_FILE_NAME,
     ClusterKeys,
@@ -292,3 +293,18 @@ def finished(node: Node, name: str, count: int) -> list[dict[str, Any]] | None:
     """The job's executions once at least `count` have finished, else None."""
     done = [e for e in executions(node, name) if e["finished_at"] != "0001-01-01T00:00:00Z"]
     return done if len(done) >= count else None
+
+
+def spread_as_assigned(servers: list[Node]) -> None:
+    """Wait until every partition is owned by its assignee among `servers` (hand-overs done), as the API says.
+    One partition has no assignee: any server may hold it."""
+    names = [server.name for server in servers]
+
+    def settled() -> bool:
+        response = servers[0].get("/v1/partitions")
+        if response.status_code != 200:  # 503: JetStream re-electing after a kill
+            return False
+        rows = response.json()
+        return len(rows) == 1 or {row["partition"]: row["owner"] for row in rows} == assign(len(rows), names)
+
+    wait_for(settled, timeout=60, what="the partitions spread as assigned")

@@ -28,7 +28,8 @@ from dkron_nats.kv.typed import LOST_REQUEST_TIMEOUT
 logger = logging.getLogger(__name__)
 
 FIRST_CHECK_AFTER = 3.0
-CHECK_INTERVAL = 30.0
+CHECK_INTERVAL = 10.0
+"""Often enough to catch the consumers of partitions that move here; a round is a few API requests."""
 STEP_DOWN_SPACING = 0.1
 """Between two step-downs: one group at a time without a leader, not all of them at once."""
 HOT_CONSUMERS_OF = (RUNS_STREAM, RESULTS_STREAM)

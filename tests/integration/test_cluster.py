@@ -22,8 +22,8 @@ from dkron_nats.kv.buckets import (
     TRIGGERS_STREAM,
 )
 from dkron_nats.kv.output import OUTPUT_STREAM
-from dkron_nats.leader.placement import FIRST_CHECK_AFTER, HOT_CONSUMERS_OF
-from tests.harness import Node, finished, free_port, job, shared_secret, wait_for
+from dkron_nats.leader.placement import CHECK_INTERVAL, FIRST_CHECK_AFTER, HOT_CONSUMERS_OF
+from tests.harness import Node, finished, free_port, job, shared_secret, spread_as_assigned, wait_for
 from tests.sse import Event, events, output_of
 
 
@@ -156,7 +156,9 @@ def test_every_bucket_and_stream_is_replicated_on_three_nats_servers(cluster: di
 
 def test_no_raft_group_is_led_by_the_leaders_own_nats_server(cluster: dict[str, Node]) -> None:
     """The leader's embedded nats-server dies with it: a stream or consumer it led would hold the takeover
-    up while it elects a leader elsewhere. So the leader moves them off (leader/placement.py)."""
+    up while it elects a leader elsewhere. So the leader moves them off (leader/placement.py), again every
+    CHECK_INTERVAL (partitions moving to it make consumers there)."""
+    spread_as_assigned(_servers_of(cluster))  # the leader of now stays the leader
     leader = leaders(_servers_of(cluster))[0]
 
     async def led_by_leader() -> list[str]:
@@ -185,7 +187,11 @@ def test_no_raft_group_is_led_by_the_leaders_own_nats_server(cluster: dict[str, 
         return not still
 
     try:
-        wait_for(moved_off, timeout=FIRST_CHECK_AFTER + 15, what=f"{leader}'s nats-server to lead nothing")
+        wait_for(
+            moved_off,
+            timeout=FIRST_CHECK_AFTER + CHECK_INTERVAL + 10,
+            what=f"{leader}'s nats-server to lead nothing",
+        )
     except AssertionError as exc:
         raise AssertionError(f"{exc}; it still leads {still}") from None
 

@@ -23,10 +23,18 @@ import pytest
 
 from dkron_nats.names import job_key
 from dkron_nats.subjects import decisions_subject, partition_of
-from tests.harness import Node, embedded_nats_pid, executions, finished, job, pid_alive, wait_for
+from tests.harness import (
+    Node,
+    embedded_nats_pid,
+    executions,
+    finished,
+    job,
+    pid_alive,
+    spread_as_assigned,
+    wait_for,
+)
 from tests.integration.test_cluster import _lists_members, leaders, three_servers_two_agents
 from tests.integration.test_misfire import _at, _missed, _ran, _runs_by_slot
-from tests.integration.test_partitions import spread_as_assigned
 
 LEASE_TTL = 10.0
 

@@ -63,21 +63,6 @@ def _owners(node: Node, count: int) -> dict[int, str]:
         return {}
 
 
-def spread_as_assigned(servers: list[Node]) -> None:
-    """Wait until every partition is owned by its assignee among `servers` (hand-overs done), as the API says.
-    One partition has no assignee: any server may hold it."""
-    names = [server.name for server in servers]
-
-    def settled() -> bool:
-        response = servers[0].get("/v1/partitions")
-        if response.status_code != 200:  # 503: JetStream re-electing after a kill
-            return False
-        rows = response.json()
-        return len(rows) == 1 or {row["partition"]: row["owner"] for row in rows} == assign(len(rows), names)
-
-    wait_for(settled, timeout=60, what="the partitions spread as assigned")
-
-
 def _trigger(node: Node, name: str) -> dict[str, str]:
     async def send() -> dict[str, str]:
         nc = await nats.connect(**node.nats_options())
