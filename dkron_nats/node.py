@@ -69,6 +69,7 @@ from dkron_nats.leader.placement import RaftLeadersElsewhere
 from dkron_nats.leader.presence import Absences, Presence
 from dkron_nats.leader.results import ResultProcessor
 from dkron_nats.leader.runconsumers import RunConsumers
+from dkron_nats.leader.runqueue import RunQueueGauge
 from dkron_nats.leader.scheduler import Scheduler, SchedulerSettings
 from dkron_nats.leader.session import LeaderSession
 from dkron_nats.leader.stats import DayStats, Stats
@@ -363,6 +364,7 @@ class Node:
                 await tg.start(notifier.run)  # sends what this server's partitions report
                 tg.start_soon(stats.run)
                 not_run = NotRunRecorder(nc, executions, s.max_executions)
+                run_queue = RunQueueGauge(js)
                 launchers = [
                     Launcher(
                         nc,
@@ -376,6 +378,7 @@ class Node:
                         not_run=not_run,
                         consumers=consumers,
                         partition=part,
+                        run_queue=run_queue,
                     )
                     for part, lease in zip(parts, leases, strict=True)
                 ]

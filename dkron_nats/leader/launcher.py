@@ -28,7 +28,7 @@ from opentelemetry.trace import SpanKind
 
 from dkron_nats.errors import LeadershipLostError
 from dkron_nats.failpoints import outage_point
-from dkron_nats.kv.buckets import RESULTS_CONSUMER, RESULTS_STREAM, RUNS_STREAM
+from dkron_nats.kv.buckets import RESULTS_CONSUMER, RUNS_STREAM
 from dkron_nats.kv.executions import ExecutionStore, execution_id, is_lane
 from dkron_nats.kv.locks import LOCKED, JobLocks
 from dkron_nats.kv.publisher import MSG_ID, publish_call
@@ -37,6 +37,7 @@ from dkron_nats.leader.lease import SIGNATURE_HEADER, Lease
 from dkron_nats.leader.notify import Notifier
 from dkron_nats.leader.outcomes import NotRunRecorder
 from dkron_nats.leader.runconsumers import RunConsumers
+from dkron_nats.leader.runqueue import RunQueueGauge
 from dkron_nats.leader.targets import matching_nodes, select_targets
 from dkron_nats.members import Registry
 from dkron_nats.metrics import DISPATCH_SECONDS
@@ -149,8 +150,11 @@ class Launcher:
         not_run: NotRunRecorder | None = None,
         consumers: RunConsumers | None = None,
         partition: Partition = ONLY_PARTITION,
+        run_queue: RunQueueGauge | None = None,
     ) -> None:
         self.nc = nc
+        self.run_queue = run_queue or RunQueueGauge(js, fresh_for=0.0)
+        """Shared by the launchers of a server's partitions; a launcher alone looks every time it asks."""
         self.partition = partition
         """The partition whose jobs this launcher launches, under the term of that partition's lease."""
         self.consumers = consumers
@@ -366,15 +370,8 @@ class Launcher:
 
     async def runs_waiting(self) -> int:
         """The launches under way that nothing has finished with: run requests in DKRON_RUNS that not every
-        agent they reach has taken yet, and results in DKRON_RESULTS the leader has not fetched yet."""
-        runs = int((await self.js.stream_info(RUNS_STREAM)).state.messages)
-        try:
-            results = (
-                await self.js.consumer_info(RESULTS_STREAM, self.partition.durable(RESULTS_CONSUMER))
-            ).num_pending or 0
-        except NotFoundError:
-            results = 0  # not made yet (a leader's first instants)
-        return runs + results
+        agent they reach has taken yet, and results in DKRON_RESULTS this partition's owner has not read."""
+        return await self.run_queue.waiting(self.partition.durable(RESULTS_CONSUMER))
 
     async def watch_dispatches(self) -> None:
         """Fail the run requests no agent took and none will: their node (for a lane, every matching node)

@@ -25,6 +25,7 @@ from dkron_nats.kv.buckets import DECISIONS_STREAM, LEGACY_CURSORS
 from dkron_nats.kv.cache import KVCache
 from dkron_nats.kv.publisher import JsPublisher
 from dkron_nats.kv.typed import TypedKV
+from dkron_nats.leader import decisions
 from dkron_nats.leader.decisions import DecisionLog, LogTail, LogTails
 from dkron_nats.leader.launcher import Launcher
 from dkron_nats.leader.scheduler import MAX_WAITING_RUNS, Scheduler, SchedulerSettings
@@ -424,3 +425,26 @@ async def _everything_in(cluster: Nats, partition: int) -> dict[str, LaunchCurso
     cold = LogTail(cluster.js, partition)
     await cold.read_rest()
     return cold.cursors
+
+
+async def test_a_follower_gets_each_append_pushed_as_it_lands(
+    cluster: Nats, lead: Lead, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Between two rounds (here: never again) the ordered consumer delivers every append of every
+    partition: a get per append cost the follower more than a third of its scheduling work."""
+    monkeypatch.setattr(decisions, "FOLLOW_INTERVAL", 3600.0)
+    tails = LogTails(cluster.js, 2)
+    first = await lead(1, partition=0)
+    second = await lead(1, partition=1)
+    await first.record("job-0", _cursor(1))
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(tails.follow)
+        await _wait_until(lambda: "job-0" in tails[0].cursors)  # the first round
+        for slot in range(2, 12):
+            await first.record(f"job-{slot}", _cursor(slot))
+            await second.record(f"other-{slot}", _cursor(slot))
+        with anyio.fail_after(10):
+            await _wait_until(lambda: "job-11" in tails[0].cursors and "other-11" in tails[1].cursors)
+        tg.cancel_scope.cancel()
+    assert await _everything_in(cluster, 0) == tails[0].cursors
+    assert await _everything_in(cluster, 1) == tails[1].cursors

@@ -40,6 +40,7 @@ from dkron_nats.leader.launcher import Launcher, attempt_id
 from dkron_nats.leader.lease import LEASE_KEY, Lease
 from dkron_nats.leader.notify import Notifier, NotifySettings, Webhook
 from dkron_nats.leader.results import Outcome, ResultProcessor
+from dkron_nats.leader.runqueue import RunQueueGauge
 from dkron_nats.leader.stats import DayStats, Stats
 from dkron_nats.members import Registry
 from dkron_nats.models import (
@@ -320,6 +321,34 @@ async def test_results_not_yet_applied_count_as_launches_under_way(cluster: Clus
             return await launcher.runs_waiting() == 2
 
         await wait_for_async(only_the_runs_left, what="the results to be applied")
+
+
+async def test_the_partitions_of_a_server_share_one_look_at_the_run_queue(cluster: Cluster) -> None:
+    """Sixteen busy partitions ask ten times a second how many launches are under way: one look answers
+    all that ask together, and each gets its own results consumer's backlog."""
+    looks = 0
+
+    async def count(msg: Msg) -> None:
+        nonlocal looks
+        looks += 1
+
+    sub = await cluster.nc.subscribe(f"$JS.API.STREAM.INFO.{RUNS_STREAM}", cb=count)
+    await cluster.js.publish(run_subject(AGENTS[0]), b"a run request")
+    gauge = RunQueueGauge(cluster.js)
+    try:
+        found: list[int] = []
+
+        async def ask(partition: int) -> None:
+            found.append(await gauge.waiting(f"dkron-leader-{partition}"))
+
+        async with anyio.create_task_group() as tg:
+            for partition in range(16):
+                tg.start_soon(ask, partition)
+        await cluster.nc.flush()
+        assert found == [1] * 16
+        assert looks == 1
+    finally:
+        await sub.unsubscribe()
 
 
 async def test_run_requests_an_earlier_leader_left_queued_are_sent_again_under_the_new_term(
