@@ -229,6 +229,31 @@ def memory(data: dict[str, Any]) -> str:
     return head + table(["Process", "RSS at 10% (MB)", "at 50%", "at the end", "Growth MB", "Flat"], rows)
 
 
+def scaling(data: dict[str, Any]) -> str:
+    """Each layout's capacity and ratio, then each server's share of the decisions at every step."""
+    ratios = data["ratio_to_one_server"]
+    rows = [
+        [
+            layout["servers"],
+            layout["capacity_per_s"],
+            f"{ratios[str(layout['servers'])]}x",
+            f"{layout['audit']['lost']} lost, {layout['audit']['duplicated']} duplicated",
+        ]
+        for layout in data["layouts"]
+    ]
+    head = table(["Servers", "Capacity (executions/s)", "Against one", "Audit"], rows)
+    shares = []
+    for layout in data["layouts"]:
+        for step in layout["steps"]:
+            if layout["servers"] > 1 and step["sustained"]:
+                split = ", ".join(
+                    f"{name} {s['of_even_share']:.2f} ({s['cpu_cores']:.2f} cores)"
+                    for name, s in sorted(step["servers"].items())
+                )
+                shares.append([layout["servers"], step["offered_per_s"], split])
+    return head + "\n\n" + table(["Servers", "Offered/s", "Decisions against an even share (CPU)"], shares)
+
+
 SECTIONS = {
     "summary": summary,
     "ceilings": ceilings,
@@ -237,6 +262,7 @@ SECTIONS = {
     "apscheduler": apscheduler,
     "chaos": failover,
     "chaos-partitions": failover,
+    "scaling": scaling,
     "api": api,
     "memory": memory,
 }
