@@ -18,6 +18,7 @@ import pytest
 from nats.js.api import KeyValueConfig
 
 from dkron_nats.kv.typed import TypedKV
+from dkron_nats.kv.watch import ORDERED_HEARTBEAT, stop
 from dkron_nats.members import EARLY_BEAT, Pulse, heartbeat
 from dkron_nats.models import Member
 from dkron_nats.natsserver import EmbeddedNats
@@ -91,3 +92,17 @@ async def test_a_claimed_execution_is_listed_at_once_and_a_burst_shares_a_record
         pulse.now()
         assert await _listed(members, "job.late", within=1.0) < 0.5
         tg.cancel_scope.cancel()
+
+
+async def test_a_kv_watch_notices_a_lost_consumer_within_two_seconds(members: TypedKV[Member]) -> None:
+    """A watch's consumer lives on one nats-server; when that server leaves, nats-py remakes it only after
+    two missed idle heartbeats. Asked for one a second (nats-py's watch asks for 5 s: 10 s deaf)."""
+    watcher = await members.kv.watchall()
+    try:
+        sub = watcher._sub
+        assert sub is not None
+        info = await sub.consumer_info()
+        assert info.config.idle_heartbeat == ORDERED_HEARTBEAT
+        assert ORDERED_HEARTBEAT <= 1.0
+    finally:
+        await stop(watcher)
