@@ -181,7 +181,23 @@ class Lease:
         """Give the lease up so another server takes over at once."""
         if self.revision:
             try:
-                await delete_at(self.kv, self.key, self.revision)
+                if not await delete_at(self.kv, self.key, self.revision):
+                    await self._release_latest()
             except (NatsError, TimeoutError) as exc:  # it then expires; a failed release must end nothing
                 logger.warning("could not release %s (it expires on its own): %s", self.key, exc)
         self.revision = self.term = 0
+
+    async def _release_latest(self) -> None:
+        """The stored lease moved past the revision this holder knows: a renewal whose answer was lost
+        landed. If it is still this holder's term, delete it at its real revision; left there, it would keep
+        the partition without an owner until the TTL (seen: 10 s of missed slots after a hand-over)."""
+        try:
+            entry = await self.kv.get(self.key)
+        except KeyNotFoundError:
+            return
+        if not entry.value or entry.revision is None:
+            return
+        record = decode(entry.value, LeaseRecord)
+        mine = record.node == self.node and record.incarnation == self.incarnation
+        if mine and term_of(record, int(entry.revision)) == self.term:
+            await delete_at(self.kv, self.key, int(entry.revision))
