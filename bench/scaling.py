@@ -37,8 +37,7 @@ import nats
 
 from bench.common import SERVER_FLAGS, command_line, cpu_seconds, machine, write_results
 from bench.throughput import Ledger, _sync, add_jobs, settled
-from dkron_nats.leader.partitions import assign
-from tests.harness import Node, embedded_nats_pid, wait_for
+from tests.harness import Node, embedded_nats_pid, metric, spread_as_assigned, wait_for
 
 CGROUP_CPU = Path("/sys/fs/cgroup/cpu")
 """cgroup v1's cpu controller (this machine's); the quota is `cpu.cfs_quota_us` per `cpu.cfs_period_us`."""
@@ -74,21 +73,12 @@ class CpuBudget:
             self.path.rmdir()
 
 
-def _metric(text: str, name: str) -> float:
-    total = 0.0
-    for line in text.splitlines():
-        series, _, value = line.rpartition(" ")
-        if series.split("{")[0] == name:
-            total += float(value)
-    return total
-
-
 async def _totals(clients: dict[str, httpx.AsyncClient], pids: dict[str, int]) -> dict[str, dict[str, float]]:
     """Each server's decisions so far and CPU seconds so far."""
     found = {}
     for name, client in clients.items():
         text = (await client.get("/metrics")).text
-        found[name] = {"decisions": _metric(text, "dkron_decisions_total"), "cpu": cpu_seconds(pids[name])}
+        found[name] = {"decisions": metric(text, "dkron_decisions_total"), "cpu": cpu_seconds(pids[name])}
     return found
 
 
@@ -145,12 +135,7 @@ def _cluster(workdir: Path, servers: int, budget: float) -> Iterator[tuple[list[
             for node, cgroup in zip([first, *others], budgets, strict=True):
                 assert node.proc is not None
                 cgroup.admit(node.proc.pid)  # the Python process only: s1's nats-server is already running
-            wanted = assign(PARTITIONS, [s.name for s in [first, *others]])
-            wait_for(
-                lambda: {r["partition"]: r["owner"] for r in first.get("/v1/partitions").json()} == wanted,
-                timeout=90,
-                what="the partitions spread over the servers",
-            )
+            spread_as_assigned([first, *others])
             wait_for(lambda: len(first.get("/v1/members").json()) == servers + 2, timeout=30, what="members")
             yield [first, *others], agents
     finally:

@@ -308,3 +308,17 @@ def spread_as_assigned(servers: list[Node]) -> None:
         return len(rows) == 1 or {row["partition"]: row["owner"] for row in rows} == assign(len(rows), names)
 
     wait_for(settled, timeout=60, what="the partitions spread as assigned")
+
+
+def metric(text: str, name: str, **labels: str) -> float:
+    """The sum of a Prometheus metric's series in `text` that carry all `labels`."""
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith("#") or not line.startswith(name):
+            continue
+        series, _, value = line.rpartition(" ")
+        if series.split("{")[0] != name:
+            continue
+        if all(f'{k}="{v}"' in series for k, v in labels.items()):
+            total += float(value)
+    return total

@@ -20,6 +20,7 @@ from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
 from nats.errors import NoRespondersError
 
+from dkron_nats.leader.recent import Recent
 from dkron_nats.subjects import presence_subject
 
 PROBE_INTERVAL = 0.1
@@ -64,17 +65,11 @@ class Absence:
         self.subject = presence_subject(node, incarnation)
         self._missing = 0
         self._missing_since = 0.0
-        self._lock = anyio.Lock()
-        self._asked_at = -FRESH_FOR
-        self._verdict = False
+        self._verdict = Recent(self._ask, FRESH_FOR)
 
     async def confirmed(self) -> bool:
         """True once the holder has been missing long enough: asks once, unless it was just asked."""
-        async with self._lock:
-            if time.monotonic() - self._asked_at >= FRESH_FOR:
-                self._verdict = await self._ask()
-                self._asked_at = time.monotonic()
-            return self._verdict
+        return await self._verdict.get()
 
     def heard_from(self) -> None:
         """The holder wrote (renewed a lease): it is there, whatever the probes said so far."""

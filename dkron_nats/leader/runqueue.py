@@ -9,12 +9,10 @@ one look (the run stream's size and every results consumer's backlog) at most ev
 
 from __future__ import annotations
 
-import time
-
-import anyio
 from nats.js import JetStreamContext
 
 from dkron_nats.kv.buckets import RESULTS_STREAM, RUNS_STREAM
+from dkron_nats.leader.recent import Recent
 
 FRESH_FOR = 0.05
 """A look this recent answers the next scheduler that asks (they ask every 0.1 s while busy)."""
@@ -23,23 +21,15 @@ FRESH_FOR = 0.05
 class RunQueueGauge:
     def __init__(self, js: JetStreamContext, fresh_for: float = FRESH_FOR) -> None:
         self.js = js
-        self.fresh_for = fresh_for
-        self._lock = anyio.Lock()
-        self._looked_at = -fresh_for
-        self._runs = 0
-        self._results: dict[str, int] = {}
+        self._backlogs = Recent(self._look, fresh_for)
 
     async def waiting(self, results_consumer: str) -> int:
         """Run requests not every agent they reach has taken, plus the results `results_consumer` (a
         partition owner's durable consumer) has not fetched yet."""
-        async with self._lock:
-            if time.monotonic() - self._looked_at >= self.fresh_for:
-                await self._look()
-        return self._runs + self._results.get(results_consumer, 0)
+        runs, results = await self._backlogs.get()
+        return runs + results.get(results_consumer, 0)
 
-    async def _look(self) -> None:
+    async def _look(self) -> tuple[int, dict[str, int]]:
         runs = int((await self.js.stream_info(RUNS_STREAM)).state.messages)
         consumers = await self.js.consumers_info(RESULTS_STREAM)
-        self._runs = runs
-        self._results = {str(c.name): c.num_pending or 0 for c in consumers}
-        self._looked_at = time.monotonic()
+        return runs, {str(c.name): c.num_pending or 0 for c in consumers}

@@ -138,17 +138,15 @@ def _named_for(server: Node, stems: list[str]) -> list[str]:
 def _fire_on_owner(nodes: dict[str, Node], name: str, failpoints: Path, point: str) -> Node:
     """Arm `point` on the server that schedules job `name` until it fires there; return that server. Armed
     again on the new owner if the job's partition moves meanwhile (a server that rejoined takes its share)."""
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
+    for _ in range(6):
         owner = _owner(nodes, name)
         armed = failpoints / f"{point}@{owner.name}"
         armed.touch()
         try:
-            fired_by = time.monotonic() + 5
-            while time.monotonic() < fired_by:
-                if not armed.exists():
-                    return owner
-                time.sleep(0.05)
+            wait_for(lambda: not armed.exists(), timeout=5, what=f"{point} on {owner.name}")  # noqa: B023
+            return owner
+        except AssertionError:
+            continue  # the partition moved: arm it on the new owner
         finally:
             armed.unlink(missing_ok=True)
     raise AssertionError(f"the failpoint {point} never fired on the owner of {name}")

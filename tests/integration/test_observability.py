@@ -13,6 +13,7 @@ from typing import Any
 import nats
 
 from tests.harness import Node, finished, job, running, wait_for
+from tests.harness import metric as _metric
 from tests.otlp import Span, otlp_receiver
 
 
@@ -77,19 +78,6 @@ def _metrics_when(read: Callable[[], str], ok: Callable[[str], bool]) -> Callabl
         return text if ok(text) else None
 
     return check
-
-
-def _metric(text: str, name: str, **labels: str) -> float:
-    total = 0.0
-    for line in text.splitlines():
-        if line.startswith("#") or not line.startswith(name):
-            continue
-        series, _, value = line.rpartition(" ")
-        if series.split("{")[0] != name:
-            continue
-        if all(f'{k}="{v}"' in series for k, v in labels.items()):
-            total += float(value)
-    return total
 
 
 def test_metrics_move_as_jobs_run_miss_and_fail(server: Node) -> None:
