@@ -38,6 +38,10 @@ DKRON_NATS = [sys.executable, "-m", "dkron_nats"]
 
 _HANDED_OUT: set[int] = set()
 
+STARTED: list[Node] = []
+"""Every node started in this process, newest last: a failing test's logs come from here even when
+its nodes were local variables, not fixtures (tests/conftest.py attaches them to the report)."""
+
 
 def free_port() -> int:
     """A port nothing listens on now, and never one this process handed out before: the OS may offer a
@@ -192,6 +196,7 @@ class Node:
             self.args(), stdout=log, stderr=subprocess.STDOUT, env=env, preexec_fn=_stop_with_parent
         )
         log.close()
+        STARTED.append(self)
         return self
 
     def wait_leader(self, timeout: float = 30.0) -> Node:
