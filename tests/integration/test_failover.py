@@ -860,7 +860,8 @@ def test_a_leader_whose_writes_fail_past_their_retries_loses_no_slot_and_goes_on
         ("run-request-unavailable", "carrying out the decision on tick-outage failed"),
     ]:
         owner = _fire_on_owner(nodes, "tick-outage", failpoints, point)
-        assert logged in owner.log_path.read_text()
+        # The point disarms itself before the failure it raises is logged: wait for the line.
+        wait_for(lambda: logged in owner.log_path.read_text(), timeout=5, what=f"{logged!r} in the log")  # noqa: B023
         # Not more than a couple of seconds: the retry comes a second later, not at the next wake-up.
         wait_for(_reaches(ledger, _lines(ledger) + 3), timeout=15, what=f"more runs after {point}")
     _audit(leader, "tick-outage", ledger)
