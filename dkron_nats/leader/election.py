@@ -147,7 +147,9 @@ class Holder:
 async def _steal(lease: Lease, holder: Holder | None, on_gone: Callable[[str], None], own: Ownership) -> bool:
     """Take the lease over from a holder confirmed gone; False while it is there (or another was faster,
     or another server is the one to take it over)."""
-    if holder is None or not own.may_steal(holder.record.node) or not await holder.absence.confirmed():
+    if holder is None or not await holder.absence.confirmed():
+        return False
+    if not own.may_steal(holder.record.node, holder.absence.confirmed_for()):
         return False
     gone = holder.record
     if not await lease.steal(holder.revision, utcnow()):

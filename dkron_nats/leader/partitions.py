@@ -11,7 +11,9 @@ never a second owner:
   the partition's ranking), so a partition whose assignee is not there yet still gets an owner;
 - a holder hands a partition over (stop, record, release) once its assignee has been up for `WARM_UP`
   (its caches and decision logs are followed by then) and it has held the partition that long itself;
-- a holder that is gone (presence.py) is replaced by the assignee of the servers that remain, at once.
+- a holder that is gone (presence.py) is replaced by the assignee of the servers that remain, at once, and
+  by the others one after another (`STAGGER` apart) if that assignee has not done it: a server whose view
+  of the live servers differs would otherwise leave the partition to its lease's TTL.
 """
 
 from __future__ import annotations
@@ -77,8 +79,9 @@ class Ownership:
         """How long the lease must have been free before this server tries to take it."""
         return 0.0
 
-    def may_steal(self, gone: str) -> bool:
-        """Whether this server takes the lease over from `gone`, a holder confirmed gone."""
+    def may_steal(self, gone: str, confirmed_for: float) -> bool:
+        """Whether this server takes the lease over from `gone`, a holder confirmed gone `confirmed_for`
+        seconds ago."""
         return True
 
     def hand_over(self) -> bool:
@@ -112,8 +115,13 @@ class Spread(Ownership):
             return 0.0
         return STAGGER * (1 + ranking(self.partition.index, servers).index(self.me))
 
-    def may_steal(self, gone: str) -> bool:
-        return self.assignee(without=gone) == self.me
+    def may_steal(self, gone: str, confirmed_for: float) -> bool:
+        servers = self._servers(without=gone)
+        if self.me not in servers:
+            return False  # `gone` is this node's previous process: the others take over from it
+        if assign(self.partition.count, servers).get(self.partition.index) == self.me:
+            return True
+        return confirmed_for >= STAGGER * (1 + ranking(self.partition.index, servers).index(self.me))
 
     def hand_over(self) -> bool:
         if self.clock() - self._taken_at < WARM_UP:

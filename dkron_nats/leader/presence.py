@@ -71,6 +71,12 @@ class Absence:
         """True once the holder has been missing long enough: asks once, unless it was just asked."""
         return await self._verdict.get()
 
+    def confirmed_for(self) -> float:
+        """Seconds since the holder's absence was confirmed (0 while it is not)."""
+        if self._missing < PROBES_TO_CONFIRM:
+            return 0.0
+        return max(0.0, time.monotonic() - self._missing_since - CONFIRM_AFTER)
+
     def heard_from(self) -> None:
         """The holder wrote (renewed a lease): it is there, whatever the probes said so far."""
         self._missing = 0

@@ -123,13 +123,36 @@ def test_the_assignee_campaigns_at_once_and_the_others_one_after_another() -> No
     )
 
 
-def test_only_the_assignee_of_the_servers_that_remain_takes_over_from_a_gone_holder() -> None:
-    registry = _Registry({"s1": 60, "s2": 60, "s3": 60})
-    holder = assign(8, ["s1", "s2", "s3"])[0]
+def test_the_assignee_of_the_servers_that_remain_takes_over_from_a_gone_holder_first() -> None:
+    registry = _Registry({"s1": 60, "s2": 60, "s3": 60, "s4": 60})
+    holder = assign(8, list(registry.members))[0]
     rest = [n for n in registry.members if n != holder]
     heir = assign(8, rest)[0]
-    takers = [n for n in rest if _spread(0, n, registry, [0.0]).may_steal(holder)]
-    assert takers == [heir]
+
+    def takers(confirmed_for: float) -> list[str]:
+        return [n for n in rest if _spread(0, n, registry, [0.0]).may_steal(holder, confirmed_for)]
+
+    assert takers(0.0) == [heir]
+    assert not _spread(0, holder, registry, [0.0]).may_steal(holder, 60.0), "stole from its own last process"
+
+
+def test_a_gone_holder_is_replaced_by_the_others_in_ranking_order_when_its_heir_does_not() -> None:
+    """Servers can disagree on who is alive (one has seen a join the other has not): if the heir they
+    name does not take over, the partition must not wait for its lease's TTL."""
+    registry = _Registry({"s1": 60, "s2": 60, "s3": 60, "s4": 60})
+    holder = assign(8, list(registry.members))[0]
+    rest = [n for n in registry.members if n != holder]
+    heir = assign(8, rest)[0]
+    stand_ins = [n for n in ranking(0, rest) if n != heir]  # in the order they should step in
+
+    def first_steal(node: str) -> float:
+        spread = _spread(0, node, registry, [0.0])
+        return next(t for t in (0.05 * k for k in range(100)) if spread.may_steal(holder, t))
+
+    waits = [first_steal(n) for n in stand_ins]
+    assert waits == sorted(set(waits)), waits  # one after another, never two at once
+    assert waits[0] >= STAGGER / 2, "a stand-in raced the heir"
+    assert all(_spread(0, n, registry, [0.0]).may_steal(holder, len(rest) * STAGGER) for n in stand_ins)
 
 
 def test_a_holder_hands_over_only_to_a_warm_assignee_and_after_holding_a_while() -> None:
