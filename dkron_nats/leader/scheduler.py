@@ -45,6 +45,7 @@ RECENT_LAUNCH_WINDOW = timedelta(minutes=10)
 BLOCKED_RECHECK = timedelta(seconds=1)
 """How often a `forbid` job blocked by its previous launch looks again whether it has ended."""
 MISSED_RECORD_LIMIT = 100
+"""Missed slots recorded one by one per catch-up; earlier ones are summarised in one record."""
 MAX_WAITING_RUNS = 1024
 """Launches under way beyond which nothing more is decided (run requests waiting in DKRON_RUNS for their
 agents, results waiting in DKRON_RESULTS for the leader): an overloaded cluster's due slots stay in the timer
@@ -56,7 +57,8 @@ IDLE_RUN_QUEUE_POLL = 1.0
 JetStream requests)."""
 BUSY_FOR = 2.0
 """A scheduler that launched within this many seconds polls at RUN_QUEUE_POLL."""
-"""Missed slots recorded one by one per catch-up; earlier ones are summarised in one record."""
+FIRST_LOOK = 0.1
+"""How long a new owner waits for its first look at the run queue before deciding (it looks again soon)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,7 +186,9 @@ class Scheduler:
         try:
             # Resolutions run concurrently (bounded by the limiter): a slow dispatch must not make the
             # next due job late. A job's next slot is queued only once its current one is resolved.
-            with anyio.move_on_after(1):  # not longer: right after a NATS node loss, due slots come first
+            # Not longer: right after a server's death the run queue's raft leader may be electing, and
+            # the due slots come first (a one-second wait here made the chaos run's slowest takeovers).
+            with anyio.move_on_after(FIRST_LOOK):
                 await self._look_at_run_queue()
             async with anyio.create_task_group() as resolving:
                 await resolving.start(self.log.run)

@@ -8,6 +8,7 @@ made before it; checkpoints keep the log short; the per-job cursors of 0.1.x are
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -210,8 +211,12 @@ class RecordingLauncher:
         self.dispatched: list[datetime] = []
         self.waiting = 0
         """Run requests waiting for agents, as the launcher reads them from DKRON_RUNS."""
+        self.queue_answers = anyio.Event()
+        self.queue_answers.set()
+        """Cleared: reading the run queue hangs (its raft leader died with the previous owner)."""
 
     async def runs_waiting(self) -> int:
+        await self.queue_answers.wait()
         return self.waiting
 
     async def resend_queued_runs(self, job_of: object) -> int:
@@ -358,6 +363,26 @@ async def test_while_the_agents_queue_is_full_nothing_more_is_decided(cluster: N
         launcher.waiting = MAX_WAITING_RUNS - 1
         with anyio.fail_after(10):
             await _wait_until(lambda: bool(launcher.dispatched))
+        tg.cancel_scope.cancel()
+
+
+async def test_a_new_owner_decides_a_due_slot_at_once_while_the_run_queue_does_not_answer(
+    cluster: Nats,
+) -> None:
+    """Right after a server's death the run queue's raft leader may be electing: the look at it must not
+    hold the takeover's first decisions back (it held them a second, the chaos run's slowest takeovers)."""
+    launcher = RecordingLauncher()
+    launcher.queue_answers = anyio.Event()  # never answers during this test
+    jobs: KVCache[JobSpec] = KVCache(cast(TypedKV[JobSpec], None))
+    anchor = datetime.now(UTC) - timedelta(seconds=2.2)  # a slot overdue by 0.2 s, the next in 1.8 s
+    jobs.apply(job_key("due"), JobSpec(name="due", schedule="@every 2s", anchor=anchor), 1)
+    scheduler = Scheduler(jobs, cluster.log(), cast(Launcher, launcher), SchedulerSettings())
+    async with anyio.create_task_group() as tg:
+        started = time.monotonic()
+        await tg.start(scheduler.run)
+        with anyio.fail_after(5):
+            await _wait_until(lambda: bool(launcher.dispatched))
+        assert time.monotonic() - started < 0.8, "the first decision waited for the run queue"
         tg.cancel_scope.cancel()
 
 
