@@ -149,15 +149,17 @@ async def _steal(lease: Lease, holder: Holder | None, on_gone: Callable[[str], N
     or another server is the one to take it over)."""
     if holder is None or not await holder.absence.confirmed():
         return False
-    if not own.may_steal(holder.record.node, holder.absence.confirmed_for()):
+    confirmed_for = holder.absence.confirmed_for()
+    if not own.may_steal(holder.record.node, confirmed_for):
         return False
     gone = holder.record
     if not await lease.steal(holder.revision, utcnow()):
         return False
     logger.warning(
-        "took the lease over from %s at once: its NATS connection is gone (process %s)",
+        "took the lease over from %s at once: its NATS connection is gone (process %s, confirmed %.2fs ago)",
         gone.node,
         gone.incarnation,
+        confirmed_for,
     )
     if gone.node != lease.node:  # not this node's own previous process: this one is there
         on_gone(gone.node)
