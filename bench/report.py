@@ -245,7 +245,8 @@ def scaling(data: dict[str, Any]) -> str:
     shares = []
     for layout in data["layouts"]:
         for step in layout["steps"]:
-            if layout["servers"] > 1 and step["sustained"]:
+            before_the_knee = step["offered_per_s"] <= layout["capacity_per_s"]
+            if layout["servers"] > 1 and step["sustained"] and before_the_knee:
                 split = ", ".join(
                     f"{name} {s['of_even_share']:.2f} ({s['cpu_cores']:.2f} cores)"
                     for name, s in sorted(step["servers"].items())
