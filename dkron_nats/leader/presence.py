@@ -26,7 +26,9 @@ from dkron_nats.subjects import presence_subject
 PROBE_INTERVAL = 0.1
 """How often a server asks whether the lease holder is there: often, since a verdict waits for the first
 probe after the death and then CONFIRM_AFTER more (a few requests a second per server cost nothing)."""
-PROBE_TIMEOUT = 0.5
+PROBE_TIMEOUT = 0.15
+"""A probe unanswered this long gives no verdict and the next one is sent. Short: a probe sent just as the
+holder dies can be routed to its dying nats-server and never be answered, and the verdict waits for it."""
 CONFIRM_AFTER = 0.6
 PROBES_TO_CONFIRM = 6
 FRESH_FOR = PROBE_INTERVAL / 2
