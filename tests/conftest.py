@@ -50,6 +50,6 @@ def pytest_runtest_makereport(
     report = yield
     if report.failed and call.when == "call":
         for node in _nodes_of(item, item.stash.get(_STARTED_BEFORE, len(STARTED))):
-            tail = node.logs().splitlines()[-60:]
+            tail = node.logs().splitlines()[-150:]
             report.sections.append((f"log of {node.name} (last {len(tail)} lines)", "\n".join(tail)))
     return report

@@ -135,7 +135,11 @@ def _slots_once_and_on_time(node: Node, name: str, since: datetime, until: datet
     runs = [
         e for e in executions(node, name) if e["scheduled_at"] and since <= _at(e["scheduled_at"]) <= until
     ]
-    problems = [f"{e['scheduled_at']}: {e['status']}" for e in runs if e["status"] != "success"]
+    problems = [
+        f"{e['scheduled_at']}: {e['status']} on {e.get('node_name')}: {(e.get('output') or '')[-300:]!r}"
+        for e in runs
+        if e["status"] != "success"
+    ]
     slots = sorted(_at(e["scheduled_at"]) for e in runs)
     problems += [f"{a} ran twice" for a, b in itertools.pairwise(slots) if a == b]
     problems += [f"no slot between {a} and {b}" for a, b in itertools.pairwise(slots) if b - a > SECOND]
