@@ -73,6 +73,8 @@ logger = logging.getLogger(__name__)
 BUSY_OUTPUT_TAIL = 4096
 PROCESSOR_DEADLINE = 60.0
 """Seconds one processor may take: the result is published even when a destination hangs."""
+CLAIM_GRACE = 5.0
+"""How long a stopping agent waits for its claims in progress before it cancels them."""
 CLAIMS_AT_ONCE = 256
 """Run requests being claimed at once: claims wait on NATS, so they overlap; more wait in the subscription."""
 
@@ -241,7 +243,7 @@ class Agent:
         self._claims = anyio.Semaphore(CLAIMS_AT_ONCE, fast_acquire=True)
         """Taken by the intake for each request, given back by its task once the claim is decided."""
         self._claiming: set[anyio.CancelScope] = set()
-        """The claims in progress: a stop cancels them, as it cancels the intake."""
+        """The claims in progress: a stop lets them finish, and cancels those NATS leaves unanswered."""
         self._idle = anyio.Event()
         self.slots = SlotGate(max_concurrent_executions)
         """Executors that may run at once (`--max-concurrent-executions`); claimed runs wait for one."""
@@ -306,8 +308,6 @@ class Agent:
     def stop(self) -> None:
         """Stop taking run requests; `run` then drains the running executions and returns."""
         self._intake.cancel()
-        for claim in self._claiming:
-            claim.cancel()
 
     def room(self) -> int:
         """How many more run requests this agent takes now: up to its free execution slots (less those
@@ -338,7 +338,7 @@ class Agent:
             with anyio.CancelScope(shield=True):
                 await busy.unsubscribe()
                 await cancels.unsubscribe()
-            await self._claims_decided()
+            await self._settle_claims()
             await self._drain()
             with anyio.CancelScope(shield=True):
                 await self.executors.aclose()
@@ -361,6 +361,17 @@ class Agent:
             if running.queued == queued and not running.cancel.cancel_called:
                 running.output.append(note)
                 running.cancel.cancel()
+
+    async def _settle_claims(self) -> None:
+        """Let the claims in progress finish, so that each claimed run runs (within the shutdown grace).
+        Cancelled, a claim already written stood with no run behind it, and the run was ruled lost a while
+        later: "failed" for a slot that should have run. Only claims NATS leaves unanswered are cancelled."""
+        with anyio.move_on_after(CLAIM_GRACE):
+            await self._claims_decided()
+            return
+        for claim in self._claiming:
+            claim.cancel()
+        await self._claims_decided()
 
     async def _claims_decided(self) -> None:
         """Wait until no claim is in progress (a stop cancelled them): every claimed run is in `running`."""

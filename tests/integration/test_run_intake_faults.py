@@ -230,3 +230,40 @@ async def test_an_agent_whose_consumer_is_gone_waits_for_it_without_a_storm_of_p
 
 async def _running(agent: Agent) -> bool:
     return bool(agent.running_keys())
+
+
+async def test_a_run_claimed_as_the_agent_stops_still_runs(
+    cluster: Solo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Seen in CI (a server stopped gracefully while a slot's run request reached it): the stop cancelled the
+    claim in progress after NATS had stored it, so the claim stood with no run behind it and the slot was
+    ruled lost ("failed") later. A stopping agent lets its claims finish and runs what it claimed."""
+    await cluster.make_run_consumer(NODE)
+    agent = _agent(cluster, ShellExecutor())
+    finished: list[Execution] = []
+
+    async def on_result(msg: Msg) -> None:
+        finished.append(decode(msg.data, ExecutionResult).execution)
+
+    real_claim, written = ExecutionStore.claim, anyio.Event()
+
+    async def slow_reply(store: ExecutionStore, execution: Execution) -> int | None:
+        revision = await real_claim(store, execution)
+        written.set()
+        await anyio.sleep(0.5)  # the reply still on its way when the stop comes
+        return revision
+
+    monkeypatch.setattr(ExecutionStore, "claim", slow_reply)
+    results = await cluster.nc.subscribe(result_subject(NODE), cb=on_result)
+    request = _request(cluster, "echo claimed")
+    async with anyio.create_task_group() as tg:
+        await tg.start(agent.run)
+        await cluster.send_run(request)
+        with anyio.fail_after(10):
+            await written.wait()
+        agent.stop()
+    await wait_for_async(lambda: _have(finished, request.execution.id), what="the claimed run's result")
+    await results.unsubscribe()
+    [ran] = [ex for ex in finished if ex.id == request.execution.id]
+    assert ran.success
+    assert ran.output == "claimed\n"
