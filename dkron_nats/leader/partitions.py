@@ -109,19 +109,21 @@ class Spread(Ownership):
     def assignee(self, without: str = "") -> str:
         return assign(self.partition.count, self._servers(without)).get(self.partition.index, "")
 
-    def campaign_delay(self) -> float:
-        servers = self._servers()
+    def _turn(self, servers: list[str]) -> float:
+        """How long after the lease is free (or its holder confirmed gone) this server of `servers` steps
+        in: the assignee at once, the others STAGGER apart in the partition's ranking."""
         if assign(self.partition.count, servers).get(self.partition.index) == self.me:
             return 0.0
         return STAGGER * (1 + ranking(self.partition.index, servers).index(self.me))
+
+    def campaign_delay(self) -> float:
+        return self._turn(self._servers())
 
     def may_steal(self, gone: str, confirmed_for: float) -> bool:
         servers = self._servers(without=gone)
         if self.me not in servers:
             return False  # `gone` is this node's previous process: the others take over from it
-        if assign(self.partition.count, servers).get(self.partition.index) == self.me:
-            return True
-        return confirmed_for >= STAGGER * (1 + ranking(self.partition.index, servers).index(self.me))
+        return confirmed_for >= self._turn(servers)
 
     def hand_over(self) -> bool:
         if self.clock() - self._taken_at < WARM_UP:
