@@ -157,9 +157,6 @@ class Launcher:
         """Shared by the launchers of a server's partitions; a launcher alone looks every time it asks."""
         self.partition = partition
         """The partition whose jobs this launcher launches, under the term of that partition's lease."""
-        self.results_backlog: int | None = None
-        """This partition's results not applied yet, as its result processor's latest fetch saw them (None
-        before the first: the consumer is asked then)."""
         self.consumers = consumers
         """The agents' consumers of run requests: only a node whose consumer is ready is a target."""
         self.notifier = notifier
@@ -374,7 +371,7 @@ class Launcher:
     async def runs_waiting(self) -> int:
         """The launches under way that nothing has finished with: run requests in DKRON_RUNS that not every
         agent they reach has taken yet, and results in DKRON_RESULTS this partition's owner has not read."""
-        return await self.run_queue.waiting(self.partition.durable(RESULTS_CONSUMER), self.results_backlog)
+        return await self.run_queue.waiting(self.partition.durable(RESULTS_CONSUMER))
 
     async def watch_dispatches(self) -> None:
         """Fail the run requests no agent took and none will: their node (for a lane, every matching node)

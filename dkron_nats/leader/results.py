@@ -137,17 +137,11 @@ class ResultProcessor:
             try:
                 messages = await sub.fetch(FETCH_BATCH, timeout=1)
             except (NatsTimeoutError, TimeoutError):
-                self.launcher.results_backlog = MAX_IN_FLIGHT - int(in_flight.value)  # the stream has none
                 continue
             except TRANSIENT:
                 logger.warning("results stream unavailable (JetStream election?); retrying")
                 await anyio.sleep(0.5)
                 continue
-            # What the scheduler counts as results under way (runqueue.py): no request needed to know it.
-            pending = messages[-1].metadata.num_pending if messages else 0
-            self.launcher.results_backlog = (
-                (pending or 0) + len(messages) + MAX_IN_FLIGHT - int(in_flight.value)
-            )
             for msg in messages:
                 await in_flight.acquire()
                 result = _decoded(msg.data, msg.metadata.sequence.stream)

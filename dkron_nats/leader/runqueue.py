@@ -1,13 +1,13 @@
 """How many launches are under way, read for all of a server's partitions at once.
 
 Each partition's scheduler holds its decisions back while MAX_WAITING_RUNS launches are under way (run
-requests no agent has taken, and results its owner has not applied), and looks ten times a second while it
+requests no agent has taken, and results its owner has not fetched), and looks ten times a second while it
 is busy. Asked per partition, that was two JetStream API requests per look: 320 a second on a server owning
 16 busy partitions, about a tenth of a core. The run stream's size is the same for every partition, so one
-look at it answers them all. A partition's results backlog is known without asking: its result processor
-sees it in every fetch (the messages' pending count); its consumer is asked only before the first fetch.
-Not by listing the stream's consumers in one request either: the meta leader answers that, and right after
-a server's death it is often being elected again (a takeover then waited a second more for it).
+look at it answers them all; each partition's results backlog is its own consumer's. Both are answered by
+the stream's or the consumer's raft leader: listing the stream's consumers in one request would be cheaper,
+but the meta leader answers that, and right after a server's death it is often being elected again (a
+takeover then waited a second more for it).
 """
 
 from __future__ import annotations
@@ -27,13 +27,10 @@ class RunQueueGauge:
         self.js = js
         self._runs = Recent(self._run_requests, fresh_for)
 
-    async def waiting(self, results_consumer: str, results_backlog: int | None = None) -> int:
-        """Run requests not every agent they reach has taken, plus the results of `results_consumer` (a
-        partition owner's durable consumer) not applied yet: `results_backlog` when its processor knows it,
-        else as the consumer says."""
+    async def waiting(self, results_consumer: str) -> int:
+        """Run requests not every agent they reach has taken, plus the results `results_consumer` (a
+        partition owner's durable consumer) has not fetched yet."""
         runs = await self._runs.get()
-        if results_backlog is not None:
-            return runs + results_backlog
         try:
             results = (await self.js.consumer_info(RESULTS_STREAM, results_consumer)).num_pending or 0
         except NotFoundError:

@@ -351,47 +351,6 @@ async def test_the_partitions_of_a_server_share_one_look_at_the_run_queue(cluste
         await sub.unsubscribe()
 
 
-async def test_a_partition_owner_counts_its_results_backlog_without_asking_its_consumer(
-    cluster: Cluster,
-) -> None:
-    """A busy partition looks at the launches under way ten times a second; asking its results consumer each
-    time cost a server with 16 busy partitions 160 JetStream requests a second (bench.scaling: one server's
-    capacity fell from 184 to about 110 executions/s). Its result processor's fetches tell it instead."""
-    leader = await _server(cluster, "server-1")
-    await _take_lease(cluster, leader)
-    launcher = leader.results.launcher
-    asked = 0
-
-    async def count(msg: Msg) -> None:
-        nonlocal asked
-        asked += 1
-
-    sub = await cluster.nc.subscribe("$JS.API.CONSUMER.INFO.>", cb=count)
-    try:
-        await _save(cluster, JobSpec(name="busy", schedule="@every 1h", executor="noop"))
-        async with _leading(leader):
-
-            async def fetched() -> bool:
-                return launcher.results_backlog is not None
-
-            await wait_for_async(fetched, what="the result processor's first fetch")
-            for group in range(1, 4):
-                await _agent_reports(cluster, _ended("busy", group, True))
-            await cluster.nc.flush()
-            before = asked
-
-            async def applied() -> bool:
-                return await launcher.runs_waiting() == 0
-
-            await wait_for_async(applied, what="the results to be applied")
-            for _ in range(20):
-                assert await launcher.runs_waiting() == 0
-            await cluster.nc.flush()
-            assert asked == before, "a look at the run queue asked the results consumer"
-    finally:
-        await sub.unsubscribe()
-
-
 async def test_run_requests_an_earlier_leader_left_queued_are_sent_again_under_the_new_term(
     cluster: Cluster,
 ) -> None:
