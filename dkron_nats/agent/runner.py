@@ -1,7 +1,7 @@
 """Runs the executions the leader sends to this node.
 
-Run requests come from this node's consumer of DKRON_RUNS (`agent/intake.py`): those for this node by name
-and those on the tag subjects its tags match. A request is claimed by creating its execution record
+Run requests come from this node's consumer of DKRON_RUNS (pulled by `kv/puller.py`): those for this node
+by name and those on the tag subjects its tags match. A request is claimed by creating its execution record
 (create-if-absent), then acknowledged, then executed. A repeated request for the same execution finds the
 record and is dropped as a duplicate, so no node ever runs the same launch twice; a `value:N` launch has N
 lanes, and a node claims at most one of them.
@@ -35,7 +35,6 @@ from opentelemetry.trace import SpanKind
 
 from dkron_nats.agent.beside import Beside
 from dkron_nats.agent.executor import ExecutionContext, OutputBuffer
-from dkron_nats.agent.intake import RunPuller
 from dkron_nats.agent.journal import RunJournal
 from dkron_nats.agent.processor import Processor
 from dkron_nats.agent.registry import ExecutorRegistry, ProcessorRegistry
@@ -43,10 +42,12 @@ from dkron_nats.agent.slots import SlotGate
 from dkron_nats.events import execution_event
 from dkron_nats.failpoints import crash_point
 from dkron_nats.http.render import execution_json
+from dkron_nats.kv.buckets import RUNS_STREAM
 from dkron_nats.kv.executions import ExecutionStore, execution_id, is_lane
 from dkron_nats.kv.locks import LOCKED, JobLocks
 from dkron_nats.kv.output import OutputPublisher, output_subject
 from dkron_nats.kv.publisher import JsPublisher, publish_call
+from dkron_nats.kv.puller import Puller
 from dkron_nats.kv.typed import TRANSIENT, with_retry
 from dkron_nats.kv.watch import next_entry
 from dkron_nats.kv.watch import stop as stop_watch
@@ -65,7 +66,7 @@ from dkron_nats.models import (
 )
 from dkron_nats.names import job_key
 from dkron_nats.secrets import StreamRedactor, job_secrets, node_secrets
-from dkron_nats.subjects import AGENT_BUSY, AGENT_CANCEL, lease_key, result_subject
+from dkron_nats.subjects import AGENT_BUSY, AGENT_CANCEL, lease_key, result_subject, run_consumer
 from dkron_nats.timefmt import utcnow
 from dkron_nats.tracing import extract, inject, traceparent, tracer
 
@@ -247,7 +248,7 @@ class Agent:
         self._idle = anyio.Event()
         self.slots = SlotGate(max_concurrent_executions)
         """Executors that may run at once (`--max-concurrent-executions`); claimed runs wait for one."""
-        self.puller = RunPuller(nc, js, node, self.room)
+        self.puller = Puller(nc, js, RUNS_STREAM, run_consumer(node), self.room)
         self.tags = tags
         """This node's tags of now (a reload may change them)."""
         self._export_gauges()

@@ -15,16 +15,17 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import anyio
 import msgspec
-from anyio.abc import TaskGroup, TaskStatus
+from anyio.abc import TaskStatus
+from anyio.streams.memory import MemoryObjectReceiveStream
 from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
-from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig
 
@@ -35,6 +36,7 @@ from dkron_nats.jobs import JobService
 from dkron_nats.kv.buckets import RESULTS_CONSUMER, RESULTS_STREAM
 from dkron_nats.kv.executions import ExecutionStore, lane_of
 from dkron_nats.kv.locks import LOCKED
+from dkron_nats.kv.puller import Puller
 from dkron_nats.kv.typed import TRANSIENT, with_retry
 from dkron_nats.leader.launcher import JobBusy, Launcher, attempt_id
 from dkron_nats.leader.notify import Notifier
@@ -50,9 +52,11 @@ from dkron_nats.tracing import extract, tracer
 from dkron_nats.triggers import Trigger
 
 logger = logging.getLogger(__name__)
-FETCH_BATCH = 64
 MAX_IN_FLIGHT = 256
-"""Results being applied at once (different jobs'); fetching waits while this many are."""
+"""Results pulled and not yet applied; pulling waits while this many are."""
+LANES = 64
+"""Results applied at once, each lane's in the order they came (a job's results always share a lane)."""
+_Pulled = tuple[Msg, "ExecutionResult | None"]
 
 
 def _decoded(data: bytes, seq: int) -> ExecutionResult | None:
@@ -95,85 +99,76 @@ class ResultProcessor:
         self.stats = stats
         self.on_applied = on_applied
         self.notifier = notifier
+        self._in_flight = 0
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        # Results fetched by a leader that then dies are redelivered after ack_wait: keep it short, so a
-        # new leader is not kept waiting (a redelivered result is applied idempotently).
-        config = ConsumerConfig(ack_policy=AckPolicy.EXPLICIT, ack_wait=10, max_ack_pending=20_000)
-        part = self.launcher.partition
-        sub = await with_retry(
-            lambda: self.js.pull_subscribe(
-                part.results_filter,
-                durable=part.durable(RESULTS_CONSUMER),
-                stream=RESULTS_STREAM,
-                config=config,
-            ),
-            attempts=30,
-            what="results consumer",
-        )
-        task_status.started()
-        try:
-            async with anyio.create_task_group() as lanes:
-                await self._consume(sub, lanes)
-        finally:
-            with anyio.move_on_after(2, shield=True):
-                await sub.unsubscribe()
-
-    async def _consume(self, sub: JetStreamContext.PullSubscription, lanes: TaskGroup) -> None:
-        """Fetch results and apply them: one job's in stream order, different jobs' concurrently.
+        """Pull results and apply them: one job's in stream order, different jobs' concurrently.
 
         Each result costs a few round trips to JetStream; applied one after the other they capped the
         whole cluster at a few hundred executions per second (docs/benchmarks.md). A job's counters, status
-        and retries depend on the order of its own results only, so only those wait for each other.
+        and retries depend on the order of its own results only, so only those wait for each other: a job's
+        results all go to the same one of a fixed set of lanes (no task per result).
         """
-        in_flight = anyio.Semaphore(MAX_IN_FLIGHT)
-        tails: dict[str, anyio.Event] = {}
-        while True:
-            if not self.launcher.holds_lease():
-                # Deposed and about to be stopped: pull nothing more. A result fetched now would only be
-                # handed back, or, stopped mid-fetch, wait out ack_wait before the next leader gets it.
-                await anyio.sleep(0.2)
-                continue
-            try:
-                messages = await sub.fetch(FETCH_BATCH, timeout=1)
-            except (NatsTimeoutError, TimeoutError):
-                continue
-            except TRANSIENT:
-                logger.warning("results stream unavailable (JetStream election?); retrying")
-                await anyio.sleep(0.5)
-                continue
-            for msg in messages:
-                await in_flight.acquire()
+        part = self.launcher.partition
+        durable = part.durable(RESULTS_CONSUMER)
+        # Results fetched by a leader that then dies are redelivered after ack_wait: keep it short, so a
+        # new leader is not kept waiting (a redelivered result is applied idempotently).
+        config = ConsumerConfig(
+            durable_name=durable,
+            filter_subject=part.results_filter,
+            ack_policy=AckPolicy.EXPLICIT,
+            ack_wait=10,
+            max_ack_pending=20_000,
+        )
+        await with_retry(
+            lambda: self.js.add_consumer(RESULTS_STREAM, config), attempts=30, what="results consumer"
+        )
+        puller = Puller(self.launcher.nc, self.js, RESULTS_STREAM, durable, self._room)
+        streams = [anyio.create_memory_object_stream[_Pulled](math.inf) for _ in range(LANES)]
+        task_status.started()
+        async with anyio.create_task_group() as tg:
+            for _, receive in streams:
+                tg.start_soon(self._lane, receive, puller)
+
+            async def deliver(msg: Msg) -> None:
                 result = _decoded(msg.data, msg.metadata.sequence.stream)
                 key = job_key(result.execution.job_name) if result is not None else ""
-                previous, done = tails.get(key), anyio.Event()
-                tails[key] = done
-                lanes.start_soon(self._in_order, msg, result, previous, done, tails, key, in_flight)
+                self._in_flight += 1
+                streams[hash(key) % LANES][0].send_nowait((msg, result))
 
-    async def _in_order(
-        self,
-        msg: Msg,
-        result: ExecutionResult | None,
-        previous: anyio.Event | None,
-        done: anyio.Event,
-        tails: dict[str, anyio.Event],
-        key: str,
-        in_flight: anyio.Semaphore,
-    ) -> None:
+            await puller.run(deliver)
+
+    def _room(self) -> int:
+        """How many more results to pull: none once deposed (about to be stopped: a result pulled now would
+        only be handed back), else up to MAX_IN_FLIGHT being applied."""
+        return MAX_IN_FLIGHT - self._in_flight if self.launcher.holds_lease() else 0
+
+    async def _lane(self, receive: MemoryObjectReceiveStream[_Pulled], puller: Puller) -> None:
+        """Apply the results of the jobs of one lane, in the order they were pulled."""
         try:
-            if previous is not None:
-                await previous.wait()
-            await self._handle_message(msg, result)
-        except anyio.get_cancelled_exc_class():
-            # Leadership ended with this result unapplied: hand it back now, not ack_wait later.
-            with anyio.move_on_after(1, shield=True), contextlib.suppress(*TRANSIENT, NatsError):
-                await msg.nak()
-            raise
+            async for msg, result in receive:
+                try:
+                    await self._handle_message(msg, result)
+                except anyio.get_cancelled_exc_class():
+                    await self._hand_back(msg)
+                    raise
+                finally:
+                    self._in_flight -= 1
+                with anyio.CancelScope(shield=True):
+                    await puller.top_up()  # room again: ask for more
         finally:
-            done.set()
-            if tails.get(key) is done:
-                del tails[key]
-            in_flight.release()
+            # Leadership ended with these results unapplied: hand them back now, not ack_wait later.
+            while True:
+                try:
+                    msg, _ = receive.receive_nowait()
+                except (anyio.WouldBlock, anyio.EndOfStream, anyio.ClosedResourceError):
+                    break
+                await self._hand_back(msg)
+
+    @staticmethod
+    async def _hand_back(msg: Msg) -> None:
+        with anyio.move_on_after(1, shield=True), contextlib.suppress(*TRANSIENT, NatsError):
+            await msg.nak()
 
     async def _handle_message(self, msg: Msg, result: ExecutionResult | None) -> None:
         seq = msg.metadata.sequence.stream

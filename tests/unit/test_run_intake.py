@@ -12,7 +12,8 @@ import pytest
 from anyio.abc import TaskGroup
 from nats.aio.msg import Msg
 
-from dkron_nats.agent.intake import CONSUMER_POLL, LOST_AFTER, PULL_EXPIRES, RunPuller
+from dkron_nats.kv.buckets import RUNS_STREAM
+from dkron_nats.kv.puller import CONSUMER_POLL, LOST_AFTER, PULL_EXPIRES, Puller
 from tests.natsbackend import wait_for_async
 
 pytestmark = pytest.mark.anyio
@@ -67,9 +68,9 @@ async def test_a_pull_lost_with_its_server_is_written_off_once_expired(
     has expired, its credit must come back, or the agent never asks again (in a cluster test an agent took
     nothing for five minutes after a NATS node was killed)."""
     now = [1000.0]
-    monkeypatch.setattr("dkron_nats.agent.intake.time.monotonic", lambda: now[0])
+    monkeypatch.setattr("dkron_nats.kv.puller.time.monotonic", lambda: now[0])
     nc = Connection()
-    puller = RunPuller(cast(Any, nc), cast(Any, None), "n1", room=lambda: 10)
+    puller = Puller(cast(Any, nc), cast(Any, None), RUNS_STREAM, "run-n1", room=lambda: 10)
     await puller.top_up()
     assert nc.pulls == [b'{"batch":10,"expires":5000000000}']
     await puller.top_up()
@@ -80,7 +81,7 @@ async def test_a_pull_lost_with_its_server_is_written_off_once_expired(
     assert puller.credit == 10
 
 
-async def _pulls_out(nc: Connection, puller: RunPuller, room: list[int], count: int) -> None:
+async def _pulls_out(nc: Connection, puller: Puller, room: list[int], count: int) -> None:
     """`count` pulls out, as room came free bit by bit."""
     for out in range(1, count + 1):
         room[0] = 16 * out
@@ -89,11 +90,11 @@ async def _pulls_out(nc: Connection, puller: RunPuller, room: list[int], count: 
 
 
 @contextlib.asynccontextmanager
-async def _five_pulls_out() -> AsyncIterator[tuple[Connection, JetStream, RunPuller, list[float], TaskGroup]]:
+async def _five_pulls_out() -> AsyncIterator[tuple[Connection, JetStream, Puller, list[float], TaskGroup]]:
     """A puller that has looked for its consumer once and has five pulls out; the times it took requests."""
     nc, js = Connection(), JetStream()
     room = [0]
-    puller = RunPuller(cast(Any, nc), cast(Any, js), "n1", room=lambda: room[0])
+    puller = Puller(cast(Any, nc), cast(Any, js), RUNS_STREAM, "run-n1", room=lambda: room[0])
     taken: list[float] = []
 
     async def take(msg: Msg) -> None:

@@ -1,20 +1,22 @@
-"""Pulling run requests from this agent's consumer of DKRON_RUNS, as many as it has room for.
+"""Pulling from a durable JetStream consumer, as many messages as the caller has room for.
 
-Pull requests are sent by hand, each with a reply subject of its own under one inbox subscription, rather
-than with nats-py's `fetch()`, which makes a task, an inbox and a timeout per message. The credit (messages
-asked for and not yet delivered) goes down by one per delivered request (delivered requests carry their
-stream subject, so they cannot be told apart by pull), and a status message on a pull's reply subject (408:
-expired) gives back what that pull did not deliver (`Nats-Pending-Messages`). A pull can also end with no
-word at all: filled (a full pull has no status), or lost with the NATS server that held it. Either way it is
-over once it has expired, so the credit is never more than what the pulls not yet expired asked for. So the
-agent never asks for more than `room()`, and never waits for a pull that will not come: with execution
-slots, the requests it has no slot for stay in the stream, where any other matching agent can take them.
+An agent pulls its run requests from its consumer of DKRON_RUNS this way, and a partition owner its results
+from its consumer of DKRON_RESULTS. Pull requests are sent by hand, each with a reply subject of its own under
+one inbox subscription, rather than with nats-py's `fetch()`, which makes a task, an inbox and a timeout per
+message. The credit (messages asked for and not yet delivered) goes down by one per delivered message
+(delivered messages carry their stream subject, so they cannot be told apart by pull), and a status message on
+a pull's reply subject (408: expired) gives back what that pull did not deliver (`Nats-Pending-Messages`). A
+pull can also end with no word at all: filled (a full pull has no status), or lost with the NATS server that
+held it. Either way it is over once it has expired, so the credit is never more than what the pulls not yet
+expired asked for. So the puller never asks for more than `room()`, and never waits for a pull that will not
+come: an agent with execution slots leaves the requests it has no slot for in the stream, where any other
+matching agent can take them.
 
 A pull refused (409 when the consumer goes, 503 when no server serves it) holds new pulls back for a moment,
-while the agent looks for its consumer: pulling again at once makes a storm. One hold covers every refusal
-of the pulls sent before it, and the requests that arrive meanwhile are taken as they come. When the
-consumer's leader moves, the new leader ends every pull still out (409 Leadership Change): that is no
-refusal, and the agent asks the new leader at once.
+while the puller looks for its consumer: pulling again at once makes a storm. One hold covers every refusal of
+the pulls sent before it, and the messages that arrive meanwhile are taken as they come. When the consumer's
+leader moves, the new leader ends every pull still out (409 Leadership Change): that is no refusal, and the
+puller asks the new leader at once.
 """
 
 from __future__ import annotations
@@ -31,9 +33,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
-from dkron_nats.kv.buckets import RUNS_STREAM
 from dkron_nats.kv.typed import LOST_REQUEST_TIMEOUT, TRANSIENT
-from dkron_nats.subjects import run_consumer
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ PULL_EXPIRES = 5.0
 LOST_AFTER = 2.0
 """A pull with no end this long after its expiry is over (filled, or lost with its server): forgotten."""
 CONSUMER_POLL = 0.2
-"""How often an agent looks for its consumer until a server has made it."""
+"""How often the puller looks for its consumer until a server has made it."""
 TOP_UP_INTERVAL = 0.5
 LEADER_MOVED = "Leadership Change"
 """The 409 that ends every pull still out when the consumer's leader moves (its NATS server stopped)."""
@@ -56,20 +56,23 @@ class Pull(NamedTuple):
     """How many holds had ended when it was sent: a refusal of a pull sent before a hold is old news."""
 
 
-class RunPuller:
-    def __init__(self, nc: Client, js: JetStreamContext, node: str, room: Callable[[], int]) -> None:
+class Puller:
+    def __init__(
+        self, nc: Client, js: JetStreamContext, stream: str, consumer: str, room: Callable[[], int]
+    ) -> None:
         self.nc = nc
         self.js = js
-        self.consumer = run_consumer(node)
+        self.stream = stream
+        self.consumer = consumer
         self.room = room
-        """How many more requests this agent can take now."""
-        self._next_subject = f"$JS.API.CONSUMER.MSG.NEXT.{RUNS_STREAM}.{self.consumer}"
+        """How many more messages the caller can take now."""
+        self._next_subject = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}"
         self._prefix = nc.new_inbox()
         self._ids = itertools.count()
         self._open: dict[str, Pull] = {}
         """Reply subject of each pull request not known to have ended -> that pull."""
         self.credit = 0
-        """Requests asked for and not delivered yet."""
+        """Messages asked for and not delivered yet."""
         self._asked = 0
         """What the pulls in `_open` asked for together: the most they can still deliver."""
         self._era = 0
@@ -78,16 +81,16 @@ class RunPuller:
         self._connection = nc.stats["reconnects"]
 
     async def wait_for_consumer(self) -> None:
-        """Until a server has made this node's consumer (right after the node's first heartbeat)."""
+        """Until the consumer exists (a server makes an agent's right after the node's first heartbeat)."""
         announced = False
         while True:
             try:
-                # A short wait: the run requests already pulled wait behind this look.
-                await self.js.consumer_info(RUNS_STREAM, self.consumer, timeout=LOST_REQUEST_TIMEOUT)
+                # A short wait: the messages already pulled wait behind this look.
+                await self.js.consumer_info(self.stream, self.consumer, timeout=LOST_REQUEST_TIMEOUT)
                 return
             except NotFoundError:
                 if not announced:
-                    logger.info("waiting for a server to make consumer %s of %s", self.consumer, RUNS_STREAM)
+                    logger.info("waiting for a server to make consumer %s of %s", self.consumer, self.stream)
                     announced = True
             except TRANSIENT:
                 pass
@@ -118,7 +121,7 @@ class RunPuller:
         await self.nc.publish(self._next_subject, body, reply=reply)
 
     async def run(self, deliver: Callable[[Msg], Awaitable[None]]) -> None:
-        """Hand every run request to `deliver`, one after the other, while there is room for them."""
+        """Hand every message to `deliver`, one after the other, while there is room for them."""
         await self.wait_for_consumer()
         sub = await self.nc.subscribe(f"{self._prefix}.*", pending_msgs_limit=1_000_000)
         try:
@@ -146,7 +149,7 @@ class RunPuller:
             await self.top_up()
 
     def _delivered(self, msg: Msg) -> bool:
-        """Account for one message of a pull: a run request (True) or the end of a pull."""
+        """Account for one message of a pull: a stream message (True) or the end of a pull."""
         headers = msg.headers or {}
         status = headers.get("Status")
         if status is None:
@@ -161,6 +164,6 @@ class RunPuller:
         if status == "408" or headers.get("Description") == LEADER_MOVED:
             return False  # an end, not a refusal: the next pull goes to the consumer's new leader
         if pull.era == self._era and not self._refused.is_set():
-            logger.warning("pulling run requests: %s %s", status, headers.get("Description", ""))
+            logger.warning("pulling from %s: %s %s", self.consumer, status, headers.get("Description", ""))
             self._refused.set()
         return False
