@@ -50,6 +50,34 @@ def term_of(record: LeaseRecord, revision: int) -> int:
 
 SIGNATURE_HEADER = "Dkron-Signature"
 """The header of a run request that holds the leader's signature of its body."""
+SIGNED_HERE_KEPT = 2048
+"""Signatures of run requests a process remembers for its own agent (about 2 MiB at most)."""
+
+
+class SignedHere:
+    """The run requests this process signed that its own agent has not checked yet.
+
+    An agent in the same process as the leader (`agent --server`) takes a request that matches one of them
+    (signature, key and body) as verified: this process made that signature of that body with that key, the
+    same proof an Ed25519 check gives, for a dict lookup instead of ~60 µs of the node's CPU per execution.
+    Bounded: a request the agent takes late (or never: it runs elsewhere) is checked the usual way.
+    """
+
+    def __init__(self, kept: int = SIGNED_HERE_KEPT) -> None:
+        self._kept = kept
+        self._signed: dict[str, tuple[str, bytes]] = {}
+
+    def remember(self, signature: str, key: str, body: bytes) -> None:
+        self._signed[signature] = (key, body)
+        if len(self._signed) > self._kept:
+            del self._signed[next(iter(self._signed))]  # the oldest
+
+    def vouches_for(self, signature: str, key: str, body: bytes) -> bool:
+        return self._signed.pop(signature, None) == (key, body)
+
+
+SIGNED_HERE = SignedHere()
+"""Process-wide: the node's leases sign, its agent checks."""
 
 
 def signature_refusal(key: str, body: bytes, signature: str | None) -> str:
@@ -58,6 +86,8 @@ def signature_refusal(key: str, body: bytes, signature: str | None) -> str:
         return "no launch of this leader can be checked: its lease names no signing key (an older version)"
     if not signature:
         return "not launched by the current leader: the request is not signed"
+    if SIGNED_HERE.vouches_for(signature, key, body):
+        return ""
     try:
         VerifyKey(base64.b64decode(key)).verify(body, base64.b64decode(signature))
     except (BadSignatureError, binascii.Error, ValueError):
@@ -89,7 +119,9 @@ class Lease:
 
     def sign(self, body: bytes) -> str:
         """The signature of a run request's body, for `SIGNATURE_HEADER`."""
-        return base64.b64encode(self._signer.sign(body).signature).decode()
+        signature = base64.b64encode(self._signer.sign(body).signature).decode()
+        SIGNED_HERE.remember(signature, self.public_key, body)
+        return signature
 
     def _record(self, since: datetime, term: int = 0) -> bytes:
         record = LeaseRecord(
