@@ -364,7 +364,7 @@ class Node:
                 await tg.start(notifier.run)  # sends what this server's partitions report
                 tg.start_soon(stats.run)
                 not_run = NotRunRecorder(nc, executions, s.max_executions)
-                run_queue = RunQueueGauge(js)
+                run_queue = RunQueueGauge(nc)
                 launchers = [
                     Launcher(
                         nc,

@@ -215,11 +215,11 @@ def _ack_of(msg: Msg) -> Ack:
     except msgspec.DecodeError:
         raise APIError(description=f"not a JetStream publish answer: {msg.data[:80]!r}") from None
     if reply.error is not None:
-        raise _api_error(reply.error)
+        raise api_error(reply.error)
     return Ack(reply.stream, reply.seq, reply.duplicate)
 
 
-def _api_error(error: ApiError) -> APIError:
+def api_error(error: ApiError) -> APIError:
     """The exception nats-py raises for this error: kv.create/update's for a wrong last sequence, else
     js.publish's (by HTTP-like code: ServiceUnavailableError, BadRequestError, ...)."""
     if error.err_code in WRONG_LAST_SEQUENCE_CODES:

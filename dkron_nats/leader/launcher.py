@@ -153,7 +153,7 @@ class Launcher:
         run_queue: RunQueueGauge | None = None,
     ) -> None:
         self.nc = nc
-        self.run_queue = run_queue or RunQueueGauge(js, fresh_for=0.0)
+        self.run_queue = run_queue or RunQueueGauge(nc, fresh_for=0.0)
         """Shared by the launchers of a server's partitions; a launcher alone looks every time it asks."""
         self.partition = partition
         """The partition whose jobs this launcher launches, under the term of that partition's lease."""

@@ -334,7 +334,7 @@ async def test_the_partitions_of_a_server_share_one_look_at_the_run_queue(cluste
 
     sub = await cluster.nc.subscribe(f"$JS.API.STREAM.INFO.{RUNS_STREAM}", cb=count)
     await cluster.js.publish(run_subject(AGENTS[0]), b"a run request")
-    gauge = RunQueueGauge(cluster.js)
+    gauge = RunQueueGauge(cluster.nc)
     try:
         found: list[int] = []
 
