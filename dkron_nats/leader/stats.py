@@ -25,7 +25,7 @@ class DayStats(msgspec.Struct, kw_only=True):
 
 
 def day_key(day: date) -> str:
-    return day.strftime("%Y%m%d")
+    return f"{day.year:04d}{day.month:02d}{day.day:02d}"  # strftime's cost showed in profiles
 
 
 class Stats:
