@@ -64,7 +64,7 @@ from dkron_nats.leader.launcher import Launcher
 from dkron_nats.leader.lease import Lease
 from dkron_nats.leader.notify import Notifier, NotifySettings
 from dkron_nats.leader.outcomes import NotRunRecorder
-from dkron_nats.leader.partitions import JobsPerPartition, Ownership, Spread
+from dkron_nats.leader.partitions import Ownership, Spread
 from dkron_nats.leader.placement import RaftLeadersElsewhere
 from dkron_nats.leader.presence import Absences, Presence
 from dkron_nats.leader.results import ResultProcessor
@@ -417,13 +417,8 @@ class Node:
                     finally:
                         unlisten()
 
-                jobs_per_partition = JobsPerPartition(len(parts))
-                jobs_per_partition.follow(jobs_cache)  # for as long as this server runs
-
                 def ownership(part: Partition) -> Ownership:
-                    if not part.split:
-                        return Ownership()
-                    return Spread(part, s.node_name, registry, jobs=jobs_per_partition)
+                    return Spread(part, s.node_name, registry) if part.split else Ownership()
 
                 tg.start_soon(_serve_http, services, s)
                 await tg.start(TriggerIntake(nc, js, jobs, audit_log, len(parts)).run)

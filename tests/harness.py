@@ -310,10 +310,7 @@ def spread_as_assigned(servers: list[Node]) -> None:
         if response.status_code != 200:  # 503: JetStream re-electing after a kill
             return False
         rows = response.json()
-        jobs = [row["jobs"] for row in rows]
-        return len(rows) == 1 or {row["partition"]: row["owner"] for row in rows} == assign(
-            len(rows), names, jobs
-        )
+        return len(rows) == 1 or {row["partition"]: row["owner"] for row in rows} == assign(len(rows), names)
 
     wait_for(settled, timeout=60, what="the partitions spread as assigned")
 

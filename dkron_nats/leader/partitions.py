@@ -1,14 +1,8 @@
 """Which server owns which partition of the job space.
 
-Every server computes the same assignment from the registry's live servers and the number of jobs in each
-partition: each partition ranks the servers by a hash of (partition, server) (rendezvous hashing), and goes
-to the best-ranked one that still has room, so that every server owns ⌊P/n⌋ or ⌈P/n⌉ partitions. A change of
-the live servers moves few partitions. Partitions hold different numbers of jobs (a job's partition is a
-hash of its name), and 16 partitions cannot be split evenly over 3 servers, so from `BALANCE_FROM` jobs on,
-the server with the most jobs swaps partitions with the one with the fewest while that lowers the most by a
-hundredth of an even share or more: each server's share of the jobs (and so of the decisions) stays within
-about 10% of an even split, where by number alone the server with 6 partitions of 16 holds 12.5% more than
-a third, and more when its partitions happen to hold more jobs.
+Every server computes the same assignment from the registry's live servers: each partition ranks the servers
+by a hash of (partition, server) (rendezvous hashing), and goes to the best-ranked one that still has room,
+so that every server owns ⌊P/n⌋ or ⌈P/n⌉ partitions. A change of the live servers moves few partitions.
 
 The assignment only says who should hold a partition's lease; the lease itself (a compare-and-set on a KV
 key) says who does, so servers that briefly disagree (one has seen a join the other has not) cost a delay,
@@ -32,19 +26,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from dkron_nats.kv.cache import KVCache
 from dkron_nats.members import Registry
-from dkron_nats.models import JobSpec
-from dkron_nats.subjects import Partition, partition_of
+from dkron_nats.subjects import Partition
 from dkron_nats.timefmt import utcnow
 
 WARM_UP = 10.0
 """Seconds a joining server is up before partitions move to it, and a holder keeps a partition it took."""
 STAGGER = 0.3
 """Seconds between the campaigns of successive servers of a partition's ranking for its free lease."""
-BALANCE_FROM = 64
-"""Jobs in the cluster from which partitions are also balanced by their jobs (fewer: by their number only,
-and a job created or deleted never moves a partition)."""
 
 
 def _score(partition: int, node: str) -> bytes:
@@ -56,26 +45,18 @@ def ranking(partition: int, servers: Sequence[str]) -> list[str]:
     return sorted(servers, key=lambda node: (_score(partition, node), node), reverse=True)
 
 
-def assign(count: int, servers: Sequence[str], jobs: Sequence[int] = ()) -> dict[int, str]:
+def assign(count: int, servers: Sequence[str]) -> dict[int, str]:
     """Each partition's owner: its best-ranked server among those with room (⌊P/n⌋, and ⌈P/n⌉ for the
-    first P mod n servers to reach it), so the load differs by at most one partition between servers; then,
-    given `jobs` (each partition's number of jobs), balanced by jobs (module docstring)."""
-    return dict(_assignment(count, tuple(sorted(servers)), tuple(jobs)))
+    first P mod n servers to reach it), so the load differs by at most one partition between servers."""
+    return dict(_assignment(count, tuple(sorted(servers))))
 
 
-@functools.lru_cache(maxsize=64)
-def _assignment(count: int, servers: tuple[str, ...], jobs: tuple[int, ...]) -> tuple[tuple[int, str], ...]:
-    """`assign` for one set of servers and job counts, computed once: every partition's election loop asks
-    for it several times a second, and the live servers and the jobs seldom change."""
-    owners = _by_rank(count, servers)
-    if len(servers) > 1 and len(jobs) == count and sum(jobs) >= BALANCE_FROM:
-        _balance(owners, jobs)
-    return tuple(sorted(owners.items()))
-
-
-def _by_rank(count: int, servers: tuple[str, ...]) -> dict[int, str]:
+@functools.lru_cache(maxsize=32)
+def _assignment(count: int, servers: tuple[str, ...]) -> tuple[tuple[int, str], ...]:
+    """`assign` for one set of servers, computed once: every partition's election loop asks for it several
+    times a second, and the live servers seldom change."""
     if not servers:
-        return {}
+        return ()
     fair, spare = divmod(count, len(servers))
     load: Counter[str] = Counter()
     owners: dict[int, str] = {}
@@ -88,59 +69,7 @@ def _by_rank(count: int, servers: tuple[str, ...]) -> dict[int, str]:
                 load[node] += 1
                 owners[partition] = node
                 break
-    return owners
-
-
-def _balance(owners: dict[int, str], jobs: Sequence[int]) -> None:
-    """Swap partitions between the server with the most jobs and the one with the fewest while that lowers
-    the most by `step` (a hundredth of an even share) or more. Swaps keep every server's number of
-    partitions; each lowers the most jobs a server has, so there are at most a few dozen; ties go by name
-    and partition, so every server agrees."""
-    servers = len(set(owners.values()))
-    step = max(1, sum(jobs) // (100 * servers))
-    for _ in range(4 * len(jobs)):
-        held: dict[str, list[int]] = {}
-        for partition, node in sorted(owners.items()):
-            held.setdefault(node, []).append(partition)
-        load = {node: sum(jobs[p] for p in partitions) for node, partitions in held.items()}
-        heavy = max(load, key=lambda node: (load[node], node))
-        light = min(load, key=lambda node: (load[node], node))
-        best: tuple[int, int, int] | None = None
-        for p in held[heavy]:
-            for q in held[light]:
-                moved = jobs[p] - jobs[q]
-                gain = load[heavy] - max(load[heavy] - moved, load[light] + moved)
-                if gain >= step and (best is None or gain > best[0]):
-                    best = (gain, p, q)
-        if best is None:
-            return
-        _, p, q = best
-        owners[p], owners[q] = light, heavy
-
-
-class JobsPerPartition:
-    """How many jobs each partition holds, kept up to date from the jobs cache (the balance's input)."""
-
-    def __init__(self, count: int) -> None:
-        self.count = count
-        self._counts = [0] * count
-        self._partition: dict[str, int] = {}
-
-    def __call__(self) -> tuple[int, ...]:
-        return tuple(self._counts)
-
-    def follow(self, jobs: KVCache[JobSpec]) -> Callable[[], None]:
-        """Count the jobs cached now and every change from here on; returns the unsubscribe function."""
-        for key, spec in jobs.items():
-            self.changed(key, spec is not None)
-        return jobs.listen(lambda key, spec: self.changed(key, spec is not None))
-
-    def changed(self, key: str, exists: bool) -> None:
-        if exists and key not in self._partition:
-            partition = self._partition[key] = partition_of(key, self.count)
-            self._counts[partition] += 1
-        elif not exists and key in self._partition:
-            self._counts[self._partition.pop(key)] -= 1
+    return tuple(owners.items())
 
 
 class Ownership:
@@ -171,8 +100,6 @@ class Spread(Ownership):
     me: str
     registry: Registry
     clock: Callable[[], float] = time.monotonic
-    jobs: Callable[[], Sequence[int]] = tuple
-    """Each partition's number of jobs now (`JobsPerPartition`); none: partitions are balanced by number."""
     _taken_at: float = field(default=0.0, init=False)
 
     def _servers(self, without: str = "") -> list[str]:
@@ -180,12 +107,12 @@ class Spread(Ownership):
         return sorted(live | ({self.me} if self.me != without else set()))
 
     def assignee(self, without: str = "") -> str:
-        return assign(self.partition.count, self._servers(without), self.jobs()).get(self.partition.index, "")
+        return assign(self.partition.count, self._servers(without)).get(self.partition.index, "")
 
     def _turn(self, servers: list[str]) -> float:
         """How long after the lease is free (or its holder confirmed gone) this server of `servers` steps
         in: the assignee at once, the others STAGGER apart in the partition's ranking."""
-        if assign(self.partition.count, servers, self.jobs()).get(self.partition.index) == self.me:
+        if assign(self.partition.count, servers).get(self.partition.index) == self.me:
             return 0.0
         return STAGGER * (1 + ranking(self.partition.index, servers).index(self.me))
 

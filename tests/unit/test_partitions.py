@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import random
 from collections import Counter
 from datetime import timedelta
 from typing import cast
@@ -10,20 +9,9 @@ from typing import cast
 import msgspec
 import pytest
 
-from dkron_nats.kv.cache import KVCache
-from dkron_nats.kv.typed import TypedKV
-from dkron_nats.leader.partitions import (
-    BALANCE_FROM,
-    STAGGER,
-    WARM_UP,
-    JobsPerPartition,
-    Spread,
-    assign,
-    ranking,
-)
+from dkron_nats.leader.partitions import STAGGER, WARM_UP, Spread, assign, ranking
 from dkron_nats.members import Registry
-from dkron_nats.models import JobSpec, Member
-from dkron_nats.names import job_key
+from dkron_nats.models import Member
 from dkron_nats.subjects import (
     LEADER_RUN,
     ONLY_PARTITION,
@@ -53,73 +41,6 @@ def test_sixteen_partitions_over_three_servers_split_within_15_percent_of_a_thir
 
 def test_the_assignment_is_the_same_whatever_order_the_servers_are_listed_in() -> None:
     assert assign(16, ["s1", "s2", "s3"]) == assign(16, ["s3", "s1", "s2"])
-
-
-def _jobs_per_partition(names: list[str], count: int = 16) -> list[int]:
-    jobs = [0] * count
-    for name in names:
-        jobs[partition_of(job_key(name), count)] += 1
-    return jobs
-
-
-def _shares(owners: dict[int, str], jobs: list[int]) -> dict[str, float]:
-    """Each server's jobs as a multiple of an even split."""
-    load: Counter[str] = Counter()
-    for partition, node in owners.items():
-        load[node] += jobs[partition]
-    servers = len(load)
-    return {node: round(held * servers / sum(jobs), 3) for node, held in load.items()}
-
-
-def test_partitions_are_balanced_by_their_jobs_so_each_server_decides_about_a_third() -> None:
-    """The scaling benchmark's 500 jobs over 3 servers: by number of partitions alone, the server with 6 of
-    16 held 15.2% more jobs than a third (its partitions happened to hold more), and made that share of the
-    decisions; balanced, every server is within 10% of a third and keeps its number of partitions."""
-    servers = ["s1", "s2", "s3"]
-    jobs = _jobs_per_partition([f"tp-{i:06d}" for i in range(500)])
-    by_number = _shares(assign(16, servers), jobs)
-    assert max(by_number.values()) > 1.15, by_number
-    balanced = assign(16, servers, jobs)
-    assert all(abs(share - 1) <= 0.10 for share in _shares(balanced, jobs).values()), _shares(balanced, jobs)
-    assert Counter(balanced.values()) == Counter(assign(16, servers).values())
-    assert balanced == assign(16, ["s3", "s1", "s2"], jobs), "servers disagree on the balanced assignment"
-
-
-@pytest.mark.parametrize("seed", range(20))
-def test_random_job_names_over_two_and_three_servers_stay_within_15_percent_of_an_even_split(
-    seed: int,
-) -> None:
-    rng = random.Random(seed)
-    names = [f"job-{rng.getrandbits(64):x}" for _ in range(rng.randint(BALANCE_FROM, 3000))]
-    jobs = _jobs_per_partition(names)
-    for servers in (["s1", "s2"], ["s1", "s2", "s3"]):
-        shares = _shares(assign(16, servers, jobs), jobs)
-        assert all(abs(share - 1) <= 0.15 for share in shares.values()), (servers, shares)
-
-
-def test_with_fewer_jobs_than_balance_from_only_the_number_of_partitions_counts() -> None:
-    """A small cluster's partitions do not move when a job is created or deleted."""
-    servers = ["s1", "s2", "s3"]
-    jobs = [0] * 16
-    jobs[3] = BALANCE_FROM - 1
-    assert assign(16, servers, jobs) == assign(16, servers)
-
-
-def test_jobs_per_partition_follows_the_jobs_cache() -> None:
-    cache: KVCache[JobSpec] = KVCache(cast(TypedKV[JobSpec], None))
-    cache.apply("a", JobSpec(name="a"), 1)
-    counts = JobsPerPartition(16)
-    counts.follow(cache)
-    cache.apply("b", JobSpec(name="b"), 2)
-    cache.apply("b", JobSpec(name="b", schedule="@every 1m"), 3)  # an update is no new job
-    expected = [0] * 16
-    for key in ("a", "b"):
-        expected[partition_of(key, 16)] += 1
-    assert counts() == tuple(expected)
-    cache.apply("a", None, 4)
-    cache.apply("a", None, 5)
-    expected[partition_of("a", 16)] -= 1
-    assert counts() == tuple(expected)
 
 
 def test_a_fourth_server_takes_partitions_from_the_others_and_few_others_move() -> None:
