@@ -55,7 +55,7 @@ from dkron_nats.models import (
 )
 from dkron_nats.names import job_key
 from dkron_nats.natsserver import EmbeddedNats
-from dkron_nats.subjects import RUNS_SUBJECTS, result_subject, run_subject
+from dkron_nats.subjects import RUNS_SUBJECTS, Partition, result_subject, run_subject
 from dkron_nats.timefmt import to_ns, utcnow
 from tests.harness import free_port
 from tests.httpserver import HttpTestServer, serving
@@ -332,23 +332,36 @@ async def test_the_partitions_of_a_server_share_one_look_at_the_run_queue(cluste
         nonlocal looks
         looks += 1
 
-    sub = await cluster.nc.subscribe(f"$JS.API.STREAM.INFO.{RUNS_STREAM}", cb=count)
     await cluster.js.publish(run_subject(AGENTS[0]), b"a run request")
+    three = Partition(3, 16)
+    config = ConsumerConfig(durable_name=three.durable(RESULTS_CONSUMER), filter_subject=three.results_filter)
+    await cluster.js.add_consumer(RESULTS_STREAM, config)
+    for _ in range(2):
+        await cluster.js.publish(three.result_subject(AGENTS[0]), b"a result")
+    subs = [
+        await cluster.nc.subscribe(f"$JS.API.STREAM.INFO.{RUNS_STREAM}", cb=count),
+        await cluster.nc.subscribe(f"$JS.API.CONSUMER.*.{RESULTS_STREAM}.>", cb=count),
+        await cluster.nc.subscribe(f"$JS.API.CONSUMER.*.{RESULTS_STREAM}", cb=count),
+    ]
+    await cluster.nc.flush()
     gauge = RunQueueGauge(cluster.nc)
     try:
-        found: list[int] = []
+        found: dict[int, int] = {}
 
         async def ask(partition: int) -> None:
-            found.append(await gauge.waiting(f"dkron-leader-{partition}"))
+            found[partition] = await gauge.waiting(Partition(partition, 16).durable(RESULTS_CONSUMER))
 
         async with anyio.create_task_group() as tg:
             for partition in range(16):
                 tg.start_soon(ask, partition)
         await cluster.nc.flush()
-        assert found == [1] * 16
-        assert looks == 1
+        assert found == {p: 3 if p == 3 else 1 for p in range(16)}, (
+            "the run queue, plus partition 3's results"
+        )
+        assert looks == 2, "more than one look at the run stream and one listing of the results consumers"
     finally:
-        await sub.unsubscribe()
+        for sub in subs:
+            await sub.unsubscribe()
 
 
 async def test_run_requests_an_earlier_leader_left_queued_are_sent_again_under_the_new_term(
