@@ -16,9 +16,7 @@ exits, so a node started from a worker thread (e.g. `anyio.to_thread.run_sync`) 
 
 from __future__ import annotations
 
-import contextlib
 import signal
-import socket
 import subprocess
 import threading
 import time
@@ -44,12 +42,8 @@ NATS_CONF = Path(__file__).resolve().parent.parent / "deploy" / "nats.conf"
 
 
 def free_ports(count: int) -> list[int]:
-    """`count` distinct free loopback ports (all sockets are held open together, so no port repeats)."""
-    with contextlib.ExitStack() as stack:
-        socks = [stack.enter_context(socket.socket()) for _ in range(count)]
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [int(s.getsockname()[1]) for s in socks]
+    """`count` distinct free loopback ports (harness.free_port: below the ephemeral range)."""
+    return [free_port() for _ in range(count)]
 
 
 @dataclass

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -21,7 +22,6 @@ from typing import Any, TypeVar
 import httpx
 
 from dkron_nats import natsroles
-from dkron_nats.leader.partitions import assign
 from dkron_nats.natsjwt import (
     SECRET_FILE_NAME,
     ClusterKeys,
@@ -36,24 +36,45 @@ T = TypeVar("T")
 DKRON_NATS = [sys.executable, "-m", "dkron_nats"]
 
 
-_HANDED_OUT: set[int] = set()
-
 STARTED: list[Node] = []
 """Every node started in this process, newest last: a failing test's logs come from here even when
 its nodes were local variables, not fixtures (tests/conftest.py attaches them to the report)."""
 
 
-def free_port() -> int:
-    """A port nothing listens on now, and never one this process handed out before: the OS may offer a
-    port again as soon as the probe closes it, and a node binds its ports only when it starts (a node was
-    given the same port for its API and its NATS server, and could not serve the API)."""
+PORT_SPAN = 5_500
+"""Ports per pytest worker (up to 5), all below the kernel's ephemeral range (32768-60999 by default)."""
+
+
+def _ports_of_this_worker() -> Iterator[int]:
+    """This worker's ports in a random order, over and over (a port is handed out again only after all the
+    others: whatever had it is long gone)."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    index = int(worker[2:]) if worker[2:].isdigit() else 0
+    start = 4_000 + (index % 5) * PORT_SPAN
+    ports = list(range(start, start + PORT_SPAN))
+    shuffle = random.Random(os.getpid()).shuffle
     while True:
+        shuffle(ports)
+        yield from ports
+
+
+_NEXT_PORT = _ports_of_this_worker()
+
+
+def free_port() -> int:
+    """A port nothing listens on now, from this worker's own range below the ephemeral ports, and not one
+    handed out recently: the OS offers an ephemeral port again as soon as the probe closes it, and a node
+    binds its ports only when it starts (a node was given the same port for its API and its NATS server);
+    and an outgoing connection of another test can take an ephemeral port while a node restarts on it (its
+    nats-server then could not listen)."""
+    for port in _NEXT_PORT:
         with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port: int = s.getsockname()[1]
-        if port not in _HANDED_OUT:
-            _HANDED_OUT.add(port)
-            return port
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
+    raise AssertionError("unreachable: the ports cycle")
 
 
 def wait_for(condition: Callable[[], T | None], timeout: float = 15.0, what: str = "condition") -> T:
@@ -301,16 +322,20 @@ def finished(node: Node, name: str, count: int) -> list[dict[str, Any]] | None:
 
 
 def spread_as_assigned(servers: list[Node]) -> None:
-    """Wait until every partition is owned by its assignee among `servers` (hand-overs done), as the API says.
-    One partition has no assignee: any server may hold it."""
-    names = [server.name for server in servers]
+    """Wait until every partition is owned by its assignee among `servers` (hand-overs done), as the first
+    of them says: every one of them owns partitions (it sees them all live) and every partition's owner is its
+    assignee. One partition has no assignee: any server may hold it."""
+    names = {server.name for server in servers}
 
     def settled() -> bool:
         response = servers[0].get("/v1/partitions")
         if response.status_code != 200:  # 503: JetStream re-electing after a kill
             return False
         rows = response.json()
-        return len(rows) == 1 or {row["partition"]: row["owner"] for row in rows} == assign(len(rows), names)
+        if len(rows) == 1:
+            return True
+        owners = {row["owner"] for row in rows}
+        return owners == names and all(row["owner"] == row["assignee"] for row in rows)
 
     wait_for(settled, timeout=60, what="the partitions spread as assigned")
 
