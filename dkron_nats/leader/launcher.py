@@ -373,6 +373,10 @@ class Launcher:
         agent they reach has taken yet, and results in DKRON_RESULTS this partition's owner has not read."""
         return await self.run_queue.waiting(self.partition.durable(RESULTS_CONSUMER))
 
+    async def results_waiting_from(self, node: str) -> bool:
+        """Whether `node` has published results to this partition that are not applied yet."""
+        return await self.run_queue.results_waiting(self.partition.result_subject(node))
+
     async def watch_dispatches(self) -> None:
         """Fail the run requests no agent took and none will: their node (for a lane, every matching node)
         is gone. A node that is alive takes its requests when it has room (they wait in the stream, however

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import msgspec
 from nats.aio.client import Client
+from nats.js.errors import NotFoundError
 
 from dkron_nats.kv.buckets import RESULTS_STREAM, RUNS_STREAM
 from dkron_nats.kv.publisher import ApiError, api_error
@@ -58,6 +59,17 @@ class RunQueueGauge:
         partition owner's durable consumer) has not fetched yet (none: not made yet)."""
         runs = await self._runs.get()
         return runs + (await self._results.get()).get(results_consumer, 0)
+
+    async def results_waiting(self, subject: str) -> bool:
+        """Whether DKRON_RESULTS still holds a result published on `subject` (a work queue: a result leaves
+        it once its partition's owner has applied it)."""
+        try:
+            await self._info(
+                f"STREAM.MSG.GET.{RESULTS_STREAM}", msgspec.json.encode({"last_by_subj": subject})
+            )
+        except NotFoundError:
+            return False
+        return True
 
     async def _run_requests(self) -> int:
         state = (await self._info(f"STREAM.INFO.{RUNS_STREAM}")).state

@@ -364,6 +364,23 @@ async def test_the_partitions_of_a_server_share_one_look_at_the_run_queue(cluste
             await sub.unsubscribe()
 
 
+async def test_the_gauge_tells_whether_a_nodes_results_wait_unapplied(cluster: Cluster) -> None:
+    """What the agent-loss watchdog asks before it rules a gone node's executions lost."""
+    three = Partition(3, 16)
+    config = ConsumerConfig(durable_name=three.durable(RESULTS_CONSUMER), filter_subject=three.results_filter)
+    await cluster.js.add_consumer(RESULTS_STREAM, config)
+    gauge = RunQueueGauge(cluster.nc)
+    subject = three.result_subject(AGENTS[0])
+    assert not await gauge.results_waiting(subject)
+    await cluster.js.publish(subject, b"a result")
+    assert await gauge.results_waiting(subject)
+    assert not await gauge.results_waiting(three.result_subject(AGENTS[1])), "another node's"
+    [msg] = await (await cluster.js.pull_subscribe_bind(config.durable_name, RESULTS_STREAM)).fetch(1)
+    assert await gauge.results_waiting(subject), "delivered is not applied"
+    await msg.ack_sync()
+    assert not await gauge.results_waiting(subject), "applied: gone from the work queue"
+
+
 async def test_run_requests_an_earlier_leader_left_queued_are_sent_again_under_the_new_term(
     cluster: Cluster,
 ) -> None:
