@@ -238,6 +238,19 @@ class CancelLaunch(msgspec.Struct, kw_only=True):
     execution: str = ""
 
 
+class PartitionPlan(msgspec.Struct, kw_only=True):
+    """Which server owns each partition while exactly `servers` are live, balanced by the partitions' jobs
+    (leader/balance.py); stored in the settings bucket under `PARTITION_PLAN_KEY`."""
+
+    servers: list[str] = msgspec.field(default_factory=list)
+    """The live servers the plan is for, sorted: with any other set the plain assignment applies."""
+    owners: list[str] = msgspec.field(default_factory=list)
+    """Partition index -> its server."""
+
+
+PARTITION_PLAN_KEY = "partition-plan"
+
+
 class Member(msgspec.Struct, kw_only=True, omit_defaults=True):
     """A node's heartbeat in the registry."""
 

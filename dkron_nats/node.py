@@ -58,13 +58,14 @@ from dkron_nats.kv.executions import ExecutionStore
 from dkron_nats.kv.locks import JobLocks
 from dkron_nats.kv.publisher import JsPublisher
 from dkron_nats.kv.typed import LOST_REQUEST_TIMEOUT, TRANSIENT, TypedKV
+from dkron_nats.leader.balance import JobsPerPartition, Planner
 from dkron_nats.leader.decisions import DecisionLog, LogTails
 from dkron_nats.leader.election import run_elections
 from dkron_nats.leader.launcher import Launcher
 from dkron_nats.leader.lease import Lease
 from dkron_nats.leader.notify import Notifier, NotifySettings
 from dkron_nats.leader.outcomes import NotRunRecorder
-from dkron_nats.leader.partitions import Ownership, Spread
+from dkron_nats.leader.partitions import Ownership, Spread, assign, live_servers
 from dkron_nats.leader.placement import RaftLeadersElsewhere
 from dkron_nats.leader.presence import Absences, Presence
 from dkron_nats.leader.results import ResultProcessor
@@ -76,7 +77,7 @@ from dkron_nats.leader.stats import DayStats, Stats
 from dkron_nats.leader.watchdog import AgentWatchdog
 from dkron_nats.members import Registry, heartbeat
 from dkron_nats.metrics import NATS_DISCONNECTS, NATS_RECONNECTS, NATS_TRAFFIC
-from dkron_nats.models import JobSpec, JobState, Member
+from dkron_nats.models import PARTITION_PLAN_KEY, JobSpec, JobState, Member, PartitionPlan
 from dkron_nats.natsauth import NatsAccessError, NatsCredentials, cluster_keys, store_key
 from dkron_nats.natsjwt import ClusterKeys
 from dkron_nats.natsserver import EmbeddedNats, NatsServerError, StoreEncryption, split_host_port
@@ -296,6 +297,14 @@ class Node:
         jobs_cache = KVCache(TypedKV(buckets.jobs, JobSpec))
         states_cache = KVCache(TypedKV(buckets.job_state, JobState, publisher))
         settings_cache = KVCache(TypedKV(buckets.settings, Flag))
+        plans = KVCache(TypedKV(buckets.settings, PartitionPlan))  # the one key of that shape there
+
+        def plan() -> PartitionPlan | None:
+            return plans.get(PARTITION_PLAN_KEY)
+
+        def assignees() -> dict[int, str]:
+            return assign(len(parts), live_servers(registry, s.node_name), plan()) if len(parts) > 1 else {}
+
         parts = partitions(await cluster_partitions(js))
         if s.partitions is not None and len(parts) != s.partitions:
             logger.warning(
@@ -316,6 +325,7 @@ class Node:
                 await tg.start(jobs_cache.run)
                 await tg.start(states_cache.run)
                 await tg.start(settings_cache.run)
+                await tg.start(plans.run)
                 await tg.start(tokens_cache.run)
                 _warn_about_api_access(s, auth)
                 flag = settings_cache
@@ -352,6 +362,11 @@ class Node:
                     audit=audit_log,
                     max_body_bytes=s.max_body_size,
                     max_executions=s.max_executions,
+                    assignees=lambda: (
+                        assign(len(parts), live_servers(registry, s.node_name), plan())
+                        if len(parts) > 1
+                        else {}
+                    ),
                 )
                 locks = JobLocks(buckets.locks, js, ttl=s.member_ttl)
                 notifier = Notifier(NotifySettings.from_settings(s), executions)
@@ -365,6 +380,9 @@ class Node:
                 tg.start_soon(stats.run)
                 not_run = NotRunRecorder(nc, executions, s.max_executions)
                 run_queue = RunQueueGauge(nc)
+                jobs_per_partition = JobsPerPartition(len(parts))
+                jobs_per_partition.follow(jobs_cache)  # for as long as this server runs
+                planner = Planner(plans.store, plans, registry, s.node_name, jobs_per_partition)
                 launchers = [
                     Launcher(
                         nc,
@@ -410,7 +428,15 @@ class Node:
                         RaftLeadersElsewhere(nc, js, s.node_name) if chores and not s.nats_urls else None
                     )
                     session = LeaderSession(
-                        nc, jobs, launcher, scheduler, results, watchdog, placement=placement, chores=chores
+                        nc,
+                        jobs,
+                        launcher,
+                        scheduler,
+                        results,
+                        watchdog,
+                        placement=placement,
+                        planner=planner if chores and len(parts) > 1 else None,
+                        chores=chores,
                     )
                     try:
                         await session.run()
@@ -418,7 +444,9 @@ class Node:
                         unlisten()
 
                 def ownership(part: Partition) -> Ownership:
-                    return Spread(part, s.node_name, registry) if part.split else Ownership()
+                    if not part.split:
+                        return Ownership()
+                    return Spread(part, s.node_name, registry, plan=plan)
 
                 tg.start_soon(_serve_http, services, s)
                 await tg.start(TriggerIntake(nc, js, jobs, audit_log, len(parts)).run)

@@ -279,7 +279,14 @@ def _components() -> Schema:
         ),
         "Pause": _object({"paused": BOOLEAN, "scheduling_paused": BOOLEAN}),
         "Partition": _object(
-            {"partition": INTEGER, "owner": STRING, "term": INTEGER, "jobs": INTEGER, "lag_ms": INTEGER}
+            {
+                "partition": INTEGER,
+                "owner": STRING,
+                "term": INTEGER,
+                "jobs": INTEGER,
+                "lag_ms": INTEGER,
+                "assignee": STRING,
+            }
         ),
         "Stats": _object(
             {

@@ -58,6 +58,8 @@ class PartitionStatus(msgspec.Struct):
     jobs: int
     lag_ms: int
     """How late after its slot the partition's latest decision was taken."""
+    assignee: str = ""
+    """The server the partition is assigned to now: its owner hands it over to it ("": not split)."""
 
 
 @dataclass(slots=True)
@@ -84,6 +86,8 @@ class Services:
     max_body_bytes: int = 1_048_576
     max_executions: int = 100
     """Execution records kept per job (`--max-executions`), unless the job sets `history_limit`."""
+    assignees: Callable[[], dict[int, str]] = dict
+    """Partition -> the server it is assigned to now (leader/partitions.py; empty: one partition)."""
 
     def is_paused(self, key: str = PAUSED_KEY) -> bool:
         flag = self.settings.get(key)
@@ -108,11 +112,13 @@ class Services:
         """Every partition: its owner and term (from its lease), its jobs, and how late its latest decision
         was taken after its slot."""
         counts = Counter(partition_of(key, self.partitions) for key, _ in self.jobs.jobs.items())
+        assignees = self.assignees()
         table = []
         for part in all_partitions(self.partitions):
             owner, term = await self._owner_of(part.lease_key)
             lag = await self._decision_lag_ms(part.index)
-            table.append(PartitionStatus(part.index, owner, term, counts[part.index], lag))
+            assignee = assignees.get(part.index, "")
+            table.append(PartitionStatus(part.index, owner, term, counts[part.index], lag, assignee))
         return table
 
     async def _owner_of(self, lease_key: str) -> tuple[str, int]:

@@ -3,6 +3,8 @@
 Every server computes the same assignment from the registry's live servers: each partition ranks the servers
 by a hash of (partition, server) (rendezvous hashing), and goes to the best-ranked one that still has room,
 so that every server owns ⌊P/n⌋ or ⌈P/n⌉ partitions. A change of the live servers moves few partitions.
+While the live servers are those of the cluster's partition plan (balance.py: the owner of partition 0
+balances the partitions by their jobs), the plan says instead.
 
 The assignment only says who should hold a partition's lease; the lease itself (a compare-and-set on a KV
 key) says who does, so servers that briefly disagree (one has seen a join the other has not) cost a delay,
@@ -27,6 +29,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from dkron_nats.members import Registry
+from dkron_nats.models import PartitionPlan
 from dkron_nats.subjects import Partition
 from dkron_nats.timefmt import utcnow
 
@@ -45,10 +48,14 @@ def ranking(partition: int, servers: Sequence[str]) -> list[str]:
     return sorted(servers, key=lambda node: (_score(partition, node), node), reverse=True)
 
 
-def assign(count: int, servers: Sequence[str]) -> dict[int, str]:
-    """Each partition's owner: its best-ranked server among those with room (⌊P/n⌋, and ⌈P/n⌉ for the
-    first P mod n servers to reach it), so the load differs by at most one partition between servers."""
-    return dict(_assignment(count, tuple(sorted(servers))))
+def assign(count: int, servers: Sequence[str], plan: PartitionPlan | None = None) -> dict[int, str]:
+    """Each partition's owner: as `plan` says if it is a plan for exactly these servers; otherwise its
+    best-ranked server among those with room (⌊P/n⌋, and ⌈P/n⌉ for the first P mod n servers to reach
+    it), so the load differs by at most one partition between servers."""
+    ordered = sorted(servers)
+    if plan is not None and plan.servers == ordered and len(plan.owners) == count:
+        return dict(enumerate(plan.owners))
+    return dict(_assignment(count, tuple(ordered)))
 
 
 @functools.lru_cache(maxsize=32)
@@ -70,6 +77,13 @@ def _assignment(count: int, servers: tuple[str, ...]) -> tuple[tuple[int, str], 
                 owners[partition] = node
                 break
     return tuple(owners.items())
+
+
+def live_servers(registry: Registry, me: str, without: str = "") -> list[str]:
+    """The servers partitions are assigned over, as server `me` sees them: the live ones not leaving, and
+    itself (but not `without`)."""
+    live = {m.name for m in registry.alive() if m.server and not m.leaving and m.name != without}
+    return sorted(live | ({me} if me != without else set()))
 
 
 class Ownership:
@@ -100,19 +114,20 @@ class Spread(Ownership):
     me: str
     registry: Registry
     clock: Callable[[], float] = time.monotonic
+    plan: Callable[[], PartitionPlan | None] = lambda: None
+    """The cluster's partition plan as this server last saw it (none: the plain assignment)."""
     _taken_at: float = field(default=0.0, init=False)
 
     def _servers(self, without: str = "") -> list[str]:
-        live = {m.name for m in self.registry.alive() if m.server and not m.leaving and m.name != without}
-        return sorted(live | ({self.me} if self.me != without else set()))
+        return live_servers(self.registry, self.me, without)
 
     def assignee(self, without: str = "") -> str:
-        return assign(self.partition.count, self._servers(without)).get(self.partition.index, "")
+        return assign(self.partition.count, self._servers(without), self.plan()).get(self.partition.index, "")
 
     def _turn(self, servers: list[str]) -> float:
         """How long after the lease is free (or its holder confirmed gone) this server of `servers` steps
         in: the assignee at once, the others STAGGER apart in the partition's ranking."""
-        if assign(self.partition.count, servers).get(self.partition.index) == self.me:
+        if assign(self.partition.count, servers, self.plan()).get(self.partition.index) == self.me:
             return 0.0
         return STAGGER * (1 + ranking(self.partition.index, servers).index(self.me))
 

@@ -1,7 +1,8 @@
 """Everything a server does while it owns one partition of the job space, started and stopped as one unit.
 
 The owner of partition 0 is "the leader" of Dkron's API and also does the cluster-wide chores: it makes
-the agents' consumers of run requests and moves raft leaders off its own embedded nats-server."""
+the agents' consumers of run requests, moves raft leaders off its own embedded nats-server and keeps the
+partitions balanced over the servers by their jobs (balance.py)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from dkron_nats.jobs import JobService
+from dkron_nats.leader.balance import Planner
 from dkron_nats.leader.launcher import JobBusy, Launcher
 from dkron_nats.leader.placement import RaftLeadersElsewhere
 from dkron_nats.leader.results import ResultProcessor
@@ -54,6 +56,8 @@ class LeaderSession:
     watchdog: AgentWatchdog
     placement: RaftLeadersElsewhere | None = None
     """With an embedded nats-server, which dies with this process: its raft leaders move to the peers."""
+    planner: Planner | None = None
+    """Of a cluster of several partitions: balances them over the servers by their jobs."""
     chores: bool = True
     """The cluster-wide chores are this session's (partition 0's)."""
 
@@ -73,6 +77,8 @@ class LeaderSession:
             tg.start_soon(self.launcher.watch_dispatches)
             if self.placement is not None:
                 tg.start_soon(self.placement.run)
+            if self.planner is not None:
+                tg.start_soon(self.planner.run)
             await self._serve_run_requests()
 
     async def _launch_trigger(self, trigger: Trigger) -> None:

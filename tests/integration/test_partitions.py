@@ -21,7 +21,7 @@ from dkron_nats.leader.partitions import assign
 from dkron_nats.models import decode
 from dkron_nats.subjects import Partition, partition_of
 from dkron_nats.timefmt import parse_time
-from tests.harness import Node, executions, finished, job, running, wait_for
+from tests.harness import Node, executions, finished, job, running, spread_as_assigned, wait_for
 from tests.integration.test_cluster import _servers, leaders
 
 SECOND = timedelta(seconds=1)
@@ -255,3 +255,49 @@ def test_three_servers_share_the_partitions_and_take_over_a_killed_ones(three_se
         twice = [group for group, seen in groups.items() if seen > 1]
         assert not twice, f"{name}: slots {twice} ran twice"
     assert len(leaders(rest)) == 1
+
+
+def _names_per_partition(sizes: dict[int, int], count: int) -> list[str]:
+    """Job names, `sizes[p]` of them in partition p."""
+    names: list[str] = []
+    wanted = dict(sizes)
+    for i in itertools.count():
+        if not any(wanted.values()):
+            return names
+        partition = partition_of(f"bal{i}", count)
+        if wanted.get(partition, 0) > 0:
+            wanted[partition] -= 1
+            names.append(f"bal{i}")
+    raise AssertionError("unreachable")
+
+
+def test_partitions_move_so_each_server_holds_a_third_of_the_jobs(
+    three_servers: list[Node],
+) -> None:
+    """Two partitions each, as assigned by number; but the two of one server hold half the jobs. The owner of
+    partition 0 plans a swap, and the servers hand the two partitions over: each then holds a third."""
+    s1, s2, _ = three_servers
+    spread_as_assigned(three_servers)  # every server up, and the partitions where their number says
+    names = sorted(s.name for s in three_servers)
+    plain = assign(6, names)
+    heavy, light, middle = (names[0], names[1], names[2])
+    sizes = {}
+    for partition, owner in plain.items():
+        sizes[partition] = {heavy: 30, light: 10, middle: 20}[owner]
+    for name in _names_per_partition(sizes, 6):
+        assert s1.post("/v1/jobs", json=job(name)).status_code == 201
+
+    def balanced() -> list[dict[str, object]] | None:
+        rows: list[dict[str, object]] = s2.get("/v1/partitions").json()
+        if any(row["owner"] != row["assignee"] for row in rows) or all(
+            row["owner"] == plain[int(str(row["partition"]))] for row in rows
+        ):
+            return None
+        return rows
+
+    rows = wait_for(balanced, 60, "the partitions planned by jobs and handed over")
+    held = Counter[str]()
+    for row in rows:
+        held[str(row["owner"])] += int(str(row["jobs"]))
+    assert held == dict.fromkeys(names, 40), held
+    assert sorted(Counter(str(row["owner"]) for row in rows).values()) == [2, 2, 2]
