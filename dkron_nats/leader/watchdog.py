@@ -6,9 +6,10 @@ checked and, if still running, ruled lost. Bound: member TTL + one check interva
 
 Not while results the node published to this partition wait in DKRON_RESULTS unapplied (up to
 `RESULTS_WAIT`): of a ruling and a result the first applied counts, and a node that stops gracefully runs
-what it had claimed and reports it before it leaves. Such a result can wait ack_wait (10 s) when it was
-delivered to a pull of the partition's previous owner, which no longer reads it: ruled lost first, a run
-that succeeded was recorded as failed.
+what it had claimed and reports it before it leaves. A result delivered and not acknowledged (its owner's
+writes waiting for a JetStream election after that node's nats-server stopped with it, or the partition
+handed over meanwhile) comes back only after ack_wait (10 s): seen in CI, the ruling came first and a run that
+succeeded was recorded as failed.
 """
 
 from __future__ import annotations
