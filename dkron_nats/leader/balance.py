@@ -33,7 +33,7 @@ from dkron_nats.subjects import partition_of
 
 logger = logging.getLogger(__name__)
 
-BALANCE_FROM = 64
+BALANCE_FROM = 32
 """Jobs in the cluster from which partitions are balanced by their jobs (fewer: by their number only)."""
 REPLAN_ABOVE = 1.12
 """A server holding more than this multiple of an even share of the jobs makes the plan change."""
