@@ -56,6 +56,8 @@ MAX_IN_FLIGHT = 256
 """Results pulled and not yet applied; pulling waits while this many are."""
 LANES = 64
 """Results applied at once, each lane's in the order they came (a job's results always share a lane)."""
+COUNT_GRACE = 5.0
+"""How long a stopping owner lets a result's count (the job state's write) and its announcement finish."""
 _Pulled = tuple[Msg, "ExecutionResult | None"]
 
 
@@ -284,11 +286,15 @@ class ResultProcessor:
         status = _group_status(ex, others) if counts and not retrying else None
         # Every node's last attempt is in: the launch has ended (as `status`).
         ended = status is not None and _over(spec, others)
-        state, first_time = await self.jobs.change_state(
-            key, lambda st: _counted(st, ex, status, outcome.seq)
-        )
-        if first_time:  # right after the write: a retry in place after a later error finds it counted
-            await self._report(spec, ex, others, status if ended else None)
+        # Counting and announcing are one step: stopped between the two (a partition handed over while the
+        # state's write was on its way), the result would go back to the stream and its redelivery, finding
+        # it counted, would announce nothing. Shielded, and bounded: a stop waits COUNT_GRACE at most.
+        with anyio.CancelScope(shield=True), anyio.fail_after(COUNT_GRACE):
+            state, first_time = await self.jobs.change_state(
+                key, lambda st: _counted(st, ex, status, outcome.seq)
+            )
+            if first_time:  # right after the write: a retry in place after a later error finds it counted
+                await self._report(spec, ex, others, status if ended else None)
         keep = spec.history_limit or self.keep
         if _trim_due(state.recorded, keep):
             await self.executions.trim(ex.job_name, keep)

@@ -13,6 +13,7 @@ import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import anyio
 import msgspec
@@ -291,6 +292,47 @@ async def test_a_result_applied_again_by_a_leader_whose_cache_lags_is_counted_an
         stored = await TypedKV(cluster.buckets.job_state, JobState).get(job_key("nightly"))
         assert stored is not None
         assert (stored[0].success_count, stored[0].error_count) == (1, 1)
+
+
+async def test_a_result_counted_as_its_owner_stops_is_still_announced(cluster: Cluster) -> None:
+    """A partition handed over under load stops its result lanes mid-apply. One stopped after the job
+    state's write had landed, before its answer came back, went back to the stream; its redelivery found the
+    result counted and announced nothing: 13 "finished" events of one second were missing in a three-server
+    scaling run (every execution record was there). Counting and announcing now finish together."""
+    await _save(cluster, JobSpec(name="handed"))
+    old = await _server(cluster, "s1")
+    await _take_lease(cluster, old)
+    events: list[str] = []
+
+    async def on_event(msg: Msg) -> None:
+        events.append(str(json.loads(msg.data)["data"]["id"]))
+
+    sub = await cluster.nc.subscribe("dkron.events.execution.finished", cb=on_event)
+    written, answered = anyio.Event(), anyio.Event()
+    change_state = old.results.jobs.change_state
+
+    async def answer_late(*args: Any, **kwargs: Any) -> tuple[JobState, bool]:
+        changed = await change_state(*args, **kwargs)
+        written.set()
+        await answered.wait()  # the write has landed; its answer is on its way
+        return changed
+
+    old.results.jobs.change_state = answer_late  # type: ignore[method-assign]
+    ended = _ended("handed", to_ns(utcnow()), success=True)
+    with anyio.fail_after(15):
+        async with anyio.create_task_group() as owner:
+            await owner.start(old.results.run)
+            await _agent_reports(cluster, ended)
+            await written.wait()
+            owner.cancel_scope.cancel()  # handed over
+            answered.set()
+    new = await _server(cluster, "s2")
+    await _take_lease(cluster, new)
+    async with _leading(new):
+        await wait_for_async(lambda: _nothing_in_flight(cluster.js), what="the result acked")
+    await cluster.nc.flush()
+    await sub.unsubscribe()
+    assert events == [ended.id], "the finished event was lost, or sent twice"
 
 
 async def _hooks_for(receiver: HttpTestServer, ex: Execution) -> int:
