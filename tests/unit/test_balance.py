@@ -24,7 +24,7 @@ from dkron_nats.members import Registry
 from dkron_nats.models import PARTITION_PLAN_KEY, JobSpec, Member, PartitionPlan
 from dkron_nats.names import job_key
 from dkron_nats.subjects import partition_of
-from dkron_nats.timefmt import utcnow
+from tests.members import server_member
 
 THREE = ["s1", "s2", "s3"]
 
@@ -130,12 +130,7 @@ def test_jobs_per_partition_follows_the_jobs_cache() -> None:
 
 class _Registry:
     def __init__(self, names: list[str]) -> None:
-        self.members = [
-            Member(
-                name=name, addr="127.0.0.1", port=0, tags={}, server=True, version="t", started_at=utcnow()
-            )
-            for name in names
-        ]
+        self.members = [server_member(name) for name in names]
 
     def alive(self) -> list[Member]:
         return self.members

@@ -21,6 +21,7 @@ from dkron_nats.subjects import (
     result_subject,
 )
 from dkron_nats.timefmt import utcnow
+from tests.members import server_member
 
 
 @pytest.mark.parametrize("count", [1, 4, 16, 64])
@@ -87,16 +88,7 @@ class _Registry:
     def __init__(self, started: dict[str, float]) -> None:
         now = utcnow()
         self.members = {
-            name: Member(
-                name=name,
-                addr="127.0.0.1",
-                port=0,
-                tags={},
-                server=True,
-                version="t",
-                started_at=now - timedelta(seconds=age),
-            )
-            for name, age in started.items()
+            name: server_member(name, now - timedelta(seconds=age)) for name, age in started.items()
         }
 
     def alive(self) -> list[Member]:

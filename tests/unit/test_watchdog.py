@@ -14,22 +14,13 @@ from dkron_nats.leader.launcher import Launcher
 from dkron_nats.leader.watchdog import RESULTS_WAIT, AgentWatchdog
 from dkron_nats.members import Registry
 from dkron_nats.models import Member
-from dkron_nats.timefmt import utcnow
+from tests.members import server_member
 
 KEY = "job1.1796695408739371000-_1"
 
 
 def _member(name: str, running: list[str]) -> Member:
-    return Member(
-        name=name,
-        addr="127.0.0.1",
-        port=0,
-        tags={},
-        server=True,
-        version="t",
-        started_at=utcnow(),
-        running=running,
-    )
+    return server_member(name, running=running)
 
 
 @dataclass
