@@ -30,6 +30,7 @@ from typing import NamedTuple
 import anyio
 from nats.aio.client import Client
 from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
@@ -47,6 +48,20 @@ LEADER_MOVED = "Leadership Change"
 """The 409 that ends every pull still out when the consumer's leader moves (its NATS server stopped)."""
 MIN_BATCH = 16
 """Ask for at least this many at once when there is room (fewer only when that is all the room)."""
+
+
+HAND_BACK_WITHIN = 1.0
+"""How long a stopping puller spends handing back what it was delivered and had not read."""
+
+
+async def _hand_back_unread(sub: Subscription) -> None:
+    """Nak the messages delivered to `sub` that nobody read: unread, each would come back only after the
+    consumer's ack_wait, and meanwhile a later message of the same job could be applied before it (a
+    result counted out of order is not counted: results.py's sequence guard)."""
+    while sub.pending_msgs:
+        msg = await sub.next_msg(timeout=0.1)
+        if not (msg.headers or {}).get("Status"):
+            await msg.nak()
 
 
 class Pull(NamedTuple):
@@ -132,8 +147,9 @@ class Puller:
                         await deliver(msg)
                     await self.top_up()
         finally:
-            with anyio.CancelScope(shield=True):
+            with anyio.CancelScope(shield=True), anyio.move_on_after(HAND_BACK_WITHIN):
                 await sub.unsubscribe()
+                await _hand_back_unread(sub)
 
     async def _keep_asking(self) -> None:
         """Pulls end (expire, get lost) while nothing is delivered: ask again for the room there is. After a

@@ -22,7 +22,7 @@ import pytest
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.api import ConsumerConfig
+from nats.js.api import AckPolicy, ConsumerConfig
 
 from dkron_nats.jobs import JobService
 from dkron_nats.kv.buckets import (
@@ -36,6 +36,7 @@ from dkron_nats.kv.buckets import (
 from dkron_nats.kv.cache import KVCache
 from dkron_nats.kv.executions import ExecutionStore, execution_id
 from dkron_nats.kv.locks import JobLocks
+from dkron_nats.kv.puller import Puller
 from dkron_nats.kv.typed import TypedKV
 from dkron_nats.leader.launcher import Launcher, attempt_id
 from dkron_nats.leader.lease import LEASE_KEY, Lease
@@ -421,6 +422,47 @@ async def test_the_gauge_tells_whether_a_nodes_results_wait_unapplied(cluster: C
     assert await gauge.results_waiting(subject), "delivered is not applied"
     await msg.ack_sync()
     assert not await gauge.results_waiting(subject), "applied: gone from the work queue"
+
+
+async def test_results_delivered_to_a_stopping_owner_and_unread_go_back_at_once(cluster: Cluster) -> None:
+    """A three-server scaling run lost "finished" events (and counts) of the slots due as a plan moved
+    partitions: results already delivered to the old owner's connection, not yet read, were dropped with
+    its subscription and came back after ack_wait (10 s); by then the job's next result had been applied by
+    the new owner, and the sequence guard took the late one for counted. A stopping puller now hands back
+    what it had not read."""
+    three = Partition(3, 16)
+    durable = three.durable(RESULTS_CONSUMER)
+    config = ConsumerConfig(
+        durable_name=durable, filter_subject=three.results_filter, ack_policy=AckPolicy.EXPLICIT, ack_wait=10
+    )
+    await cluster.js.add_consumer(RESULTS_STREAM, config)
+    for i in range(5):
+        await cluster.js.publish(three.result_subject(AGENTS[0]), b"result %d" % i)
+    first = anyio.Event()
+
+    async def stuck(msg: Msg) -> None:
+        first.set()
+        await anyio.sleep_forever()  # busy with the first while the rest wait in the subscription
+
+    old = Puller(cluster.nc, cluster.js, RESULTS_STREAM, durable, lambda: 16)
+    async with anyio.create_task_group() as owner:
+        owner.start_soon(old.run, stuck)
+        await first.wait()
+        owner.cancel_scope.cancel()  # handed over
+    taken: list[bytes] = []
+
+    async def keep(msg: Msg) -> None:
+        taken.append(msg.data)
+        await msg.ack()
+
+    new = Puller(cluster.nc, cluster.js, RESULTS_STREAM, durable, lambda: 16)
+    with anyio.move_on_after(3):
+        async with anyio.create_task_group() as owner:
+            owner.start_soon(new.run, keep)
+            while len(taken) < 4:
+                await anyio.sleep(0.05)
+            owner.cancel_scope.cancel()
+    assert sorted(taken) == [b"result %d" % i for i in range(1, 5)], "the unread results came back late"
 
 
 async def test_run_requests_an_earlier_leader_left_queued_are_sent_again_under_the_new_term(

@@ -46,6 +46,9 @@ class Connection:
     async def unsubscribe(self) -> None:
         pass
 
+    pending_msgs = 0
+    """Delivered and unread when the intake stops: none here."""
+
     async def answer(self, reply: str, headers: dict[str, str] | None = None) -> None:
         """What the server sends to a pull's reply subject: a run request, or a status that ends the pull."""
         await self.inbox.send(Msg(cast(Any, self), subject=reply, data=b"request", headers=headers))
