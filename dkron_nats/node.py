@@ -341,6 +341,8 @@ class Node:
                 jobs = JobService(jobs_cache, states_cache, paused, announce, audit_log, len(parts))
                 tg.start_soon(_follow_job_notices, nc, jobs_cache)
                 nexts = NextFireCache()
+                jobs_per_partition = JobsPerPartition(len(parts))
+                jobs_per_partition.follow(jobs_cache)  # for as long as this server runs
                 services = Services(
                     node_name=s.node_name,
                     version=VERSION,
@@ -360,6 +362,7 @@ class Node:
                     request_shutdown=self.stop.set,
                     auth=auth,
                     audit=audit_log,
+                    jobs_per_partition=jobs_per_partition,
                     max_body_bytes=s.max_body_size,
                     max_executions=s.max_executions,
                     assignees=lambda: (
@@ -380,9 +383,7 @@ class Node:
                 tg.start_soon(stats.run)
                 not_run = NotRunRecorder(nc, executions, s.max_executions)
                 run_queue = RunQueueGauge(nc)
-                jobs_per_partition = JobsPerPartition(len(parts))
-                jobs_per_partition.follow(jobs_cache)  # for as long as this server runs
-                planner = Planner(plans.store, plans, registry, s.node_name, jobs_per_partition)
+                planner = Planner(plans, registry, s.node_name, jobs_per_partition)
                 launchers = [
                     Launcher(
                         nc,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -31,7 +30,7 @@ from dkron_nats.members import Registry
 from dkron_nats.models import DecisionBatch, Execution, Member, decode
 from dkron_nats.names import job_key
 from dkron_nats.nextfire import NextFireCache
-from dkron_nats.subjects import AGENT_BUSY, decisions_subject, partition_for, partition_of
+from dkron_nats.subjects import AGENT_BUSY, decisions_subject, partition_for
 from dkron_nats.subjects import partitions as all_partitions
 
 logger = logging.getLogger(__name__)
@@ -81,6 +80,8 @@ class Services:
     request_shutdown: Callable[[], None]
     auth: Authenticator
     audit: AuditLog
+    jobs_per_partition: Callable[[], list[int]]
+    """How many jobs each partition holds (leader/balance.py's JobsPerPartition)."""
     partitions: int = 1
     """The cluster's partition count: a manual run goes to the owner of its job's partition."""
     max_body_bytes: int = 1_048_576
@@ -111,7 +112,7 @@ class Services:
     async def partition_table(self) -> list[PartitionStatus]:
         """Every partition: its owner and term (from its lease), its jobs, and how late its latest decision
         was taken after its slot."""
-        counts = Counter(partition_of(key, self.partitions) for key, _ in self.jobs.jobs.items())
+        counts = self.jobs_per_partition()
         assignees = self.assignees()
         table = []
         for part in all_partitions(self.partitions):

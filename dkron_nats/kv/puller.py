@@ -21,6 +21,7 @@ puller asks the new leader at once.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import time
@@ -31,6 +32,7 @@ import anyio
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
+from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
@@ -54,6 +56,13 @@ HAND_BACK_WITHIN = 1.0
 """How long a stopping puller spends handing back what it was delivered and had not read."""
 
 
+async def hand_back(msg: Msg) -> None:
+    """Nak `msg` now, so that the consumer redelivers it at once rather than after its ack_wait (bounded:
+    a connection that is going may not take it, and then ack_wait it is)."""
+    with anyio.move_on_after(1, shield=True), contextlib.suppress(*TRANSIENT, NatsError):
+        await msg.nak()
+
+
 async def _hand_back_unread(sub: Subscription) -> None:
     """Nak the messages delivered to `sub` that nobody read: unread, each would come back only after the
     consumer's ack_wait, and meanwhile a later message of the same job could be applied before it (a
@@ -61,7 +70,7 @@ async def _hand_back_unread(sub: Subscription) -> None:
     while sub.pending_msgs:
         msg = await sub.next_msg(timeout=0.1)
         if not (msg.headers or {}).get("Status"):
-            await msg.nak()
+            await hand_back(msg)
 
 
 class Pull(NamedTuple):

@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 import anyio
 
 from dkron_nats.kv.cache import KVCache
-from dkron_nats.kv.typed import TRANSIENT, TypedKV
+from dkron_nats.kv.typed import TRANSIENT
 from dkron_nats.leader.partitions import assign, live_servers
 from dkron_nats.members import Registry
 from dkron_nats.models import PARTITION_PLAN_KEY, JobSpec, PartitionPlan
@@ -84,7 +84,8 @@ def next_plan(
     ordered = sorted(servers)
     if len(ordered) < 2 or sum(jobs) < BALANCE_FROM or len(jobs) != count:
         return None
-    owners = [assign(count, ordered, current)[p] for p in range(count)]
+    assigned = assign(count, ordered, current)
+    owners = [assigned[p] for p in range(count)]
     if max(shares(owners, jobs).values()) <= REPLAN_ABOVE:
         return None  # the plan in force, or the plain assignment, is within bounds
     balanced = _swapped(owners, jobs)
@@ -137,15 +138,10 @@ class Planner:
     """The chore of partition 0's owner: keep the cluster's partition plan balanced (module docstring)."""
 
     def __init__(
-        self,
-        store: TypedKV[PartitionPlan],
-        plans: KVCache[PartitionPlan],
-        registry: Registry,
-        me: str,
-        jobs: JobsPerPartition,
+        self, plans: KVCache[PartitionPlan], registry: Registry, me: str, jobs: JobsPerPartition
     ) -> None:
-        self.store = store
         self.plans = plans
+        """The settings bucket's plan, cached: read from here, written through its store."""
         self.registry = registry
         self.me = me
         self.jobs = jobs
@@ -161,7 +157,7 @@ class Planner:
         if plan is None:
             return
         try:
-            revision = await self.store.put(PARTITION_PLAN_KEY, plan)
+            revision = await self.plans.store.put(PARTITION_PLAN_KEY, plan)
         except TRANSIENT:
             logger.warning("the partition plan could not be stored now (NATS unavailable); next look")
             return

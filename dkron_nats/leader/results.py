@@ -13,7 +13,6 @@ the one holding the execution's claim. Anything else is logged and dropped.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import time
@@ -25,7 +24,6 @@ import msgspec
 from anyio.abc import TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream
 from nats.aio.msg import Msg
-from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig
 
@@ -36,7 +34,7 @@ from dkron_nats.jobs import JobService
 from dkron_nats.kv.buckets import RESULTS_CONSUMER, RESULTS_STREAM
 from dkron_nats.kv.executions import ExecutionStore, lane_of
 from dkron_nats.kv.locks import LOCKED
-from dkron_nats.kv.puller import Puller
+from dkron_nats.kv.puller import Puller, hand_back
 from dkron_nats.kv.typed import TRANSIENT, with_retry
 from dkron_nats.leader.launcher import JobBusy, Launcher, attempt_id
 from dkron_nats.leader.notify import Notifier
@@ -152,7 +150,7 @@ class ResultProcessor:
                 try:
                     await self._handle_message(msg, result)
                 except anyio.get_cancelled_exc_class():
-                    await self._hand_back(msg)
+                    await hand_back(msg)
                     raise
                 finally:
                     self._in_flight -= 1
@@ -165,12 +163,7 @@ class ResultProcessor:
                     msg, _ = receive.receive_nowait()
                 except (anyio.WouldBlock, anyio.EndOfStream, anyio.ClosedResourceError):
                     break
-                await self._hand_back(msg)
-
-    @staticmethod
-    async def _hand_back(msg: Msg) -> None:
-        with anyio.move_on_after(1, shield=True), contextlib.suppress(*TRANSIENT, NatsError):
-            await msg.nak()
+                await hand_back(msg)
 
     async def _handle_message(self, msg: Msg, result: ExecutionResult | None) -> None:
         seq = msg.metadata.sequence.stream

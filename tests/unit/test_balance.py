@@ -155,7 +155,7 @@ def test_the_planner_stores_a_plan_once_and_keeps_it() -> None:
     jobs = JobsPerPartition(16)
     for i in range(500):
         jobs.changed(job_key(f"tp-{i:06d}"), True)
-    planner = Planner(cast(TypedKV[PartitionPlan], store), plans, cast(Registry, registry), "s1", jobs)
+    planner = Planner(plans, cast(Registry, registry), "s1", jobs)
 
     async def look_three_times() -> None:
         for _ in range(3):
